@@ -1,0 +1,95 @@
+//! Session ids and message event ids.
+
+use std::fmt;
+
+/// A short random session id, rendered as 10 lowercase base32 characters.
+/// Stored as a `u64` so that a connection carries no allocation for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        SessionId(random_u64() & ((1 << 50) - 1))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut s = [0u8; 10];
+        for (i, c) in s.iter_mut().enumerate() {
+            *c = ALPHABET[((self.0 >> (45 - 5 * i)) & 31) as usize];
+        }
+        // The alphabet is ASCII, so this cannot fail.
+        f.write_str(std::str::from_utf8(&s).unwrap_or("??????????"))
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A random `u64` from the operating system's generator.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // getrandom only fails if the OS has no entropy source at all; fall back to time+address.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        return t ^ (&b as *const _ as u64).rotate_left(32);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// A message's event id: the session epoch (random per session incarnation)
+/// and a sequence number within it. Rendered as `<epoch hex>-<seq>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Parses the rendered form; `None` if it is not one of ours.
+    pub fn parse(s: &str) -> Option<EventId> {
+        let (e, q) = s.split_once('-')?;
+        if e.is_empty() || e.len() > 16 || q.is_empty() || q.len() > 20 {
+            return None;
+        }
+        if !e.bytes().all(|b| b.is_ascii_hexdigit()) || !q.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(EventId { epoch: u64::from_str_radix(e, 16).ok()?, seq: q.parse().ok()? })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}-{}", self.epoch, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_renders_ten_chars() {
+        for _ in 0..100 {
+            let s = SessionId::random().to_string();
+            assert_eq!(s.len(), 10);
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        }
+    }
+
+    #[test]
+    fn event_id_round_trip() {
+        let id = EventId { epoch: 0xdead_beef_1234, seq: 42 };
+        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        for bad in ["", "-", "x-1", "12-", "-5", "12-a", "12-1-2", "11111111111111111-1"] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+}

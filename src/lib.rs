@@ -1,0 +1,16 @@
+//! Switchboard: a dense, thread-per-core relay gateway.
+//!
+//! Clients keep one long-lived Server-Sent-Events *receive connection* open and
+//! send messages to other clients of the same account with short HTTP POST
+//! *send connections*. The protocol code in [`proto`] and [`auth`] is sans-IO:
+//! pure functions and state machines over byte slices, with time passed in as a
+//! value. The event loop in [`server`] only moves bytes.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod auth;
+pub mod config;
+pub mod ids;
+pub mod proto;
+pub mod server;
+pub mod timer;

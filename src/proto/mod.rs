@@ -1,0 +1,16 @@
+//! Sans-IO protocol code: HTTP/1.1 request heads, chunked bodies, responses
+//! and Server-Sent Events. Nothing in here touches a socket or a clock.
+
+pub mod chunked;
+pub mod head;
+pub mod response;
+pub mod sse;
+
+/// Outcome of feeding bytes to an incremental parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse<T> {
+    /// More bytes are needed before anything can be decided.
+    Partial,
+    /// A complete item was parsed.
+    Complete(T),
+}
