@@ -1,1 +1,256 @@
-//! Server configuration.
+//! Server configuration: command-line flags (with `SWITCHBOARD_*` environment
+//! fallbacks), parsing of durations and sizes, and the validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "A dense relay gateway for long-lived client connections")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(Box<ServeArgs>),
+    /// Print a signed client token.
+    Token(TokenArgs),
+}
+
+/// Flags of `switchboard token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// File holding the shared HS256 secret (or set SWITCHBOARD_SECRET).
+    #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Account id (1-64 chars of [A-Za-z0-9._-]).
+    #[arg(long)]
+    pub account: String,
+    /// Client id (1-64 chars of [A-Za-z0-9._-]).
+    #[arg(long)]
+    pub client: String,
+    /// Role: agent or console.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// Lifetime of the token, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// Flags of `switchboard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Client listener address.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Worker threads (event loops), each with its own SO_REUSEPORT listener; 0 = one per core.
+    #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+    /// File holding the shared HS256 token secret. The secret itself may instead be given in SWITCHBOARD_SECRET.
+    #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Development mode: random secret for this run, prints two ready tokens and curl commands.
+    #[arg(long)]
+    pub dev: bool,
+    /// Node id reported to clients (default: a random id).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Send an SSE heartbeat comment after this long without writing to a receive connection.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT", default_value = "60s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Hold messages for a disconnected client this long before it counts as gone.
+    #[arg(long, env = "SWITCHBOARD_HOLD", default_value = "60s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Most messages retained per client (for holding and Last-Event-ID replay).
+    #[arg(long, env = "SWITCHBOARD_HOLD_MAX_MESSAGES", default_value_t = 1000)]
+    pub hold_max_messages: usize,
+    /// Most message bytes retained per client, e.g. 1MiB.
+    #[arg(long, env = "SWITCHBOARD_HOLD_MAX_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub hold_max_bytes: usize,
+    /// Peers that exchanged a message within this window get `peer-gone` when a client goes offline.
+    #[arg(long, env = "SWITCHBOARD_CONVERSATION_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub conversation_ttl: Duration,
+    /// Largest message body accepted by POST /v1/send, e.g. 64KiB.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_message: usize,
+    /// Most bytes queued for one slow receive connection before it is closed (its messages stay held).
+    #[arg(long, env = "SWITCHBOARD_MAX_OUTBOUND", default_value = "1MiB", value_parser = parse_size)]
+    pub max_outbound: usize,
+    /// Most open client connections on this node; past it new connections get 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub max_connections: usize,
+    /// Close a connection whose first request head is not complete within this time.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Close a request whose body is not complete within this time.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Close a keep-alive send connection idle for this long between requests.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// TCP keepalive: idle time before the first probe.
+    #[arg(long, env = "SWITCHBOARD_KEEPALIVE_IDLE", default_value = "15s", value_parser = parse_duration)]
+    pub keepalive_idle: Duration,
+    /// TCP keepalive: interval between probes.
+    #[arg(long, env = "SWITCHBOARD_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// TCP keepalive: unanswered probes before the connection is dropped.
+    #[arg(long, env = "SWITCHBOARD_KEEPALIVE_COUNT", default_value_t = 3)]
+    pub keepalive_count: u32,
+    /// TCP_USER_TIMEOUT: drop a connection whose sent data stays unacknowledged this long.
+    #[arg(long, env = "SWITCHBOARD_USER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub user_timeout: Duration,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+/// Validated runtime configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub node_id: String,
+    pub heartbeat: Duration,
+    pub hold: Duration,
+    pub hold_max_messages: usize,
+    pub hold_max_bytes: usize,
+    pub conversation_ttl: Duration,
+    pub max_message: usize,
+    pub max_outbound: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keepalive_idle: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
+    pub user_timeout: Duration,
+    /// Limits on request heads.
+    pub head_limits: crate::proto::head::Limits,
+}
+
+impl Config {
+    /// Defaults as for `serve` with no flags, on `listen`, with `workers` threads.
+    pub fn new(listen: SocketAddr, workers: usize) -> Config {
+        Config {
+            listen,
+            workers: workers.max(1),
+            node_id: format!("node-{}", crate::ids::SessionId::random()),
+            heartbeat: Duration::from_secs(60),
+            hold: Duration::from_secs(60),
+            hold_max_messages: 1000,
+            hold_max_bytes: 1 << 20,
+            conversation_ttl: Duration::from_secs(600),
+            max_message: 64 << 10,
+            max_outbound: 1 << 20,
+            max_connections: 1_000_000,
+            handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            keepalive_idle: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_count: 3,
+            user_timeout: Duration::from_secs(30),
+            head_limits: Default::default(),
+        }
+    }
+
+    /// Builds the configuration from `serve` flags, checking values that clap cannot.
+    pub fn from_args(a: &ServeArgs) -> Result<Config, String> {
+        let workers = if a.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            a.workers
+        };
+        if workers > 1024 {
+            return Err(format!("--workers {workers}: at most 1024"));
+        }
+        let mut c = Config::new(a.listen, workers);
+        if let Some(id) = &a.node_id {
+            if !crate::auth::valid_id(id) {
+                return Err(format!("--node-id {id:?}: use 1-64 chars of [A-Za-z0-9._-]"));
+            }
+            c.node_id = id.clone();
+        }
+        let nonzero = |name: &str, d: Duration| {
+            if d.is_zero() {
+                Err(format!("--{name} must be greater than zero"))
+            } else {
+                Ok(d)
+            }
+        };
+        c.heartbeat = nonzero("heartbeat", a.heartbeat)?;
+        c.hold = a.hold;
+        c.hold_max_messages = a.hold_max_messages;
+        c.hold_max_bytes = a.hold_max_bytes;
+        c.conversation_ttl = a.conversation_ttl;
+        if a.max_message == 0 || a.max_message > (1 << 30) {
+            return Err("--max-message must be between 1 byte and 1GiB".into());
+        }
+        c.max_message = a.max_message;
+        c.max_outbound = a.max_outbound.max(4096);
+        c.max_connections = a.max_connections;
+        c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;
+        c.body_timeout = nonzero("body-timeout", a.body_timeout)?;
+        c.idle_timeout = nonzero("idle-timeout", a.idle_timeout)?;
+        c.keepalive_idle = nonzero("keepalive-idle", a.keepalive_idle)?;
+        c.keepalive_interval = nonzero("keepalive-interval", a.keepalive_interval)?;
+        c.keepalive_count = a.keepalive_count.max(1);
+        c.user_timeout = a.user_timeout;
+        Ok(c)
+    }
+}
+
+/// Parses a duration such as `500ms`, `1s`, `10m`, `24h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?}: {e} (examples: 500ms, 10s, 5m, 24h)"))
+}
+
+/// Parses a byte size such as `65536`, `64KiB`, `64KB`, `1MiB`, `1M` (K/M/G are powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?} (examples: 65536, 64KiB, 1MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("bad size unit in {s:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

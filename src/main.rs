@@ -1,1 +1,124 @@
-fn main() {}
+//! The `switchboard` command: `serve` runs the gateway, `token` prints a client token.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use switchboard::auth::{self, Role};
+use switchboard::config::{Cli, Command, Config, ServeArgs, TokenArgs};
+use switchboard::server::Server;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => serve(&a),
+        Command::Token(a) => token(&a),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Reads the secret from `file`, else from SWITCHBOARD_SECRET.
+fn load_secret(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    let mut secret = match file {
+        Some(p) => std::fs::read(p).map_err(|e| format!("reading secret file {}: {e}", p.display()))?,
+        None => match std::env::var("SWITCHBOARD_SECRET") {
+            Ok(s) => s.into_bytes(),
+            Err(_) => return Err("no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev".into()),
+        },
+    };
+    while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    Ok(secret)
+}
+
+fn token(a: &TokenArgs) -> ExitCode {
+    let secret = match load_secret(a.secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard token: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(role) = Role::parse(&a.role) else {
+        eprintln!("switchboard token: --role must be agent or console, not {:?}", a.role);
+        return ExitCode::from(2);
+    };
+    match auth::sign(&secret, &a.account, &a.client, role, now_secs(), a.ttl.as_secs()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard token: {}", e.message());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(a: &ServeArgs) -> ExitCode {
+    let _ = simplelog::TermLogger::init(
+        a.log_level,
+        simplelog::ConfigBuilder::new().set_time_format_rfc3339().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
+    let config = match Config::from_args(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let secret = if a.dev {
+        let mut s = [0u8; 32];
+        for chunk in s.chunks_mut(8) {
+            chunk.copy_from_slice(&switchboard::ids::random_u64().to_le_bytes());
+        }
+        s.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+    } else {
+        match load_secret(a.secret_file.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("switchboard serve: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let server = match Server::start(config.clone(), &secret) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard serve: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let addr = server.local_addr();
+    log::info!("node {} listening on {addr} with {} workers", config.node_id, config.workers);
+    println!("switchboard listening on http://{addr}");
+    if a.dev {
+        let day = 24 * 3600;
+        let agent = auth::sign(&secret, "demo", "agent-1", Role::Agent, now_secs(), day).unwrap_or_default();
+        let console = auth::sign(&secret, "demo", "console-1", Role::Console, now_secs(), day).unwrap_or_default();
+        println!();
+        println!("dev mode: a random secret for this run; tokens valid for 24h in account \"demo\":");
+        println!("  agent-1   (agent):   {agent}");
+        println!("  console-1 (console): {console}");
+        println!();
+        println!("receive as agent-1:");
+        println!("  curl -N -H 'Authorization: Bearer {agent}' http://{addr}/v1/receive");
+        println!("send from console-1 to agent-1:");
+        println!("  curl -X POST -H 'Authorization: Bearer {console}' --data 'hello agent' http://{addr}/v1/send/agent-1");
+        println!("list the account's clients:");
+        println!("  curl -H 'Authorization: Bearer {console}' http://{addr}/v1/clients");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.join();
+    ExitCode::SUCCESS
+}

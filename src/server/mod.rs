@@ -1,1 +1,217 @@
 //! The thread-per-core event loop.
+//!
+//! Each worker thread owns a `mio::Poll`, its own `SO_REUSEPORT` listener, a
+//! slab of connections, the sessions of the clients hashed to it, and a timer
+//! wheel. A receive connection accepted on one worker is handed (socket and
+//! all) to the worker that owns its client; a send to a client owned by another
+//! worker travels as an [`Envelope`] over that worker's bounded channel and the
+//! answer comes back the same way. There is no lock on the message path.
+
+mod conn;
+mod http;
+mod session;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Poll, Waker};
+
+use crate::auth::{Identity, Verifier};
+use crate::config::Config;
+use crate::ids::{EventId, SessionId};
+
+pub use worker::WAKER_TOKEN;
+
+/// Capacity of each worker's inbound channel.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+/// State shared (read-only, or atomics) by all workers of a node.
+pub struct Shared {
+    /// The node's configuration.
+    pub config: Config,
+    verifier: Verifier,
+    peers: Vec<Peer>,
+    /// Monotonic origin of every worker's millisecond clock.
+    origin: Instant,
+    /// Set when the node is shutting down.
+    pub shutdown: AtomicBool,
+    /// Open client connections on this node (all workers).
+    pub open_connections: AtomicUsize,
+}
+
+struct Peer {
+    tx: Sender<Envelope>,
+    waker: Arc<Waker>,
+}
+
+impl Shared {
+    /// Milliseconds since the node started (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// The worker that owns the sessions of `client` in `account`.
+    fn owner(&self, account: &str, client: &str) -> usize {
+        // FNV-1a: stable, cheap, and the input is already authenticated.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in account.bytes().chain(std::iter::once(b'/')).chain(client.bytes()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % self.peers.len() as u64) as usize
+    }
+
+    /// Queues `env` for worker `to` without blocking. The worker is woken by the
+    /// caller (see [`worker::Worker::flush_wakes`]). Gives the envelope back when full.
+    fn send_to(&self, to: usize, env: Envelope) -> Result<(), Envelope> {
+        match self.peers[to].tx.try_send(env) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
+        }
+    }
+
+    fn wake(&self, to: usize) {
+        if let Err(e) = self.peers[to].waker.wake() {
+            log::error!("waking worker {to}: {e}");
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn epoch_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Where to send an answer: a worker and a connection token on it.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo {
+    worker: usize,
+    token: usize,
+}
+
+/// Why a message could not be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendError {
+    /// The recipient has no receive connection and is not held.
+    Offline,
+    /// The recipient's worker could not take the message.
+    Overloaded,
+}
+
+/// A client in a `/v1/clients` answer.
+#[derive(Debug, Clone)]
+struct ClientInfo {
+    client: String,
+    role: crate::auth::Role,
+    online: bool,
+    since_ms: u64,
+}
+
+/// Work passed between workers.
+enum Envelope {
+    /// A receive connection handed to the worker that owns its client.
+    Attach(Box<Attach>),
+    /// A message for a client owned by the receiving worker.
+    Deliver { account: Box<str>, from: Box<str>, to: Box<str>, body: Box<[u8]>, reply: ReplyTo },
+    /// The answer to a `Deliver`.
+    Delivered { token: usize, result: Result<EventId, SendError> },
+    /// `client` exchanged a message with `peer` (conversation tracking for peer-gone).
+    Touch { account: Box<str>, client: Box<str>, peer: Box<str> },
+    /// `peer` went offline; tell `to` if it still exists.
+    PeerGone { account: Box<str>, to: Box<str>, peer: Box<str>, reason: &'static str },
+    /// List the clients of `account` held by the receiving worker.
+    List { account: Box<str>, reply: ReplyTo },
+    /// The answer to a `List`.
+    Listed { token: usize, clients: Vec<ClientInfo> },
+}
+
+/// A receive connection on its way to its owner worker.
+struct Attach {
+    stream: mio::net::TcpStream,
+    sid: SessionId,
+    ident: Identity,
+    last_event_id: Option<String>,
+    since_ms: u64,
+}
+
+/// A running node: its workers and the address they listen on.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds the listeners and starts one worker thread per configured worker.
+    pub fn start(config: Config, secret: &[u8]) -> io::Result<Server> {
+        let n = config.workers.max(1);
+        let mut polls = Vec::with_capacity(n);
+        let mut peers = Vec::with_capacity(n);
+        let mut rxs: Vec<Receiver<Envelope>> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+            let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+            polls.push(poll);
+            peers.push(Peer { tx, waker });
+            rxs.push(rx);
+        }
+        // The first listener fixes the port (which may have been 0); the others share it.
+        let mut listeners = Vec::with_capacity(n);
+        let first = worker::bind_listener(config.listen)?;
+        let local_addr = first.local_addr()?;
+        listeners.push(first);
+        for _ in 1..n {
+            listeners.push(worker::bind_listener(local_addr)?);
+        }
+        let shared = Arc::new(Shared {
+            verifier: Verifier::new(secret),
+            config,
+            peers,
+            origin: Instant::now(),
+            shutdown: AtomicBool::new(false),
+            open_connections: AtomicUsize::new(0),
+        });
+        let mut threads = Vec::with_capacity(n);
+        for (id, ((poll, rx), listener)) in polls.into_iter().zip(rxs).zip(listeners).enumerate() {
+            let w = worker::Worker::new(id, poll, listener, rx, shared.clone())?;
+            let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?;
+            threads.push(t);
+        }
+        Ok(Server { shared, threads, local_addr })
+    }
+
+    /// The address the client listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Asks every worker to stop and waits for them.
+    pub fn stop(self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for i in 0..self.shared.peers.len() {
+            self.shared.wake(i);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits for the workers to exit (they run until [`Server::stop`] or a fatal error).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

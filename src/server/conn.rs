@@ -1,0 +1,388 @@
+//! A client connection and the byte-moving half of the event loop: reads into
+//! the worker's scratch buffer, writes straight to the socket and buffers only
+//! what the kernel would not take.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+
+use mio::net::TcpStream;
+
+use super::http::PendingBody;
+use super::worker::Worker;
+use super::ClientInfo;
+use crate::ids::SessionId;
+use crate::proto::response;
+
+/// Most unprocessed input bytes buffered for one connection (pipelined requests).
+const MAX_INBUF: usize = 256 * 1024;
+/// Stop processing pipelined requests while this much output is unsent.
+const MAX_PIPELINE_OUT: usize = 64 * 1024;
+/// How long a connection that was answered and closed may keep sending before it is cut.
+const LINGER_MS: u64 = 2_000;
+
+/// What a connection is doing.
+pub(super) enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading a request body.
+    Body(Box<PendingBody>),
+    /// A send was handed to another worker; waiting for its answer.
+    Waiting { close: bool },
+    /// Gathering `/v1/clients` answers from the workers.
+    Listing { pending: usize, clients: Vec<ClientInfo>, close: bool },
+    /// An open receive connection of session `sess`.
+    Receive { sess: u32, sess_gen: u32 },
+    /// Answered and write side shut; discarding input until EOF or the linger deadline.
+    Linger,
+}
+
+/// One client connection. Holds no buffer while idle.
+pub(super) struct Conn {
+    pub stream: TcpStream,
+    pub gen: u32,
+    pub sid: SessionId,
+    pub state: State,
+    /// Unprocessed input (empty, with no allocation, while idle).
+    pub inbuf: Vec<u8>,
+    /// Output the kernel has not taken yet (empty, with no allocation, while idle).
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    /// For receive connections: sequence number of the first message still (partly) in `out`, 0 if none.
+    pub out_first_seq: u64,
+    /// Wall-clock ms when the connection was accepted.
+    pub since_ms: u64,
+    /// Monotonic ms of the last write (heartbeat timing).
+    pub last_write: u64,
+    /// When this connection's timer should act (monotonic ms).
+    pub deadline: u64,
+    /// Deadline of the live wheel entry, 0 if none.
+    pub armed: u64,
+    /// Requests answered on this connection.
+    pub requests: u32,
+    /// Close once `out` is flushed.
+    pub close_after_flush: bool,
+    /// Stopped reading because `inbuf` is full; read again after processing.
+    pub read_paused: bool,
+    /// Bytes received and sent (for introspection).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, gen: u32, sid: SessionId, since_ms: u64, now: u64) -> Conn {
+        Conn {
+            stream,
+            gen,
+            sid,
+            state: State::Head,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            out_first_seq: 0,
+            since_ms,
+            last_write: now,
+            deadline: 0,
+            armed: 0,
+            requests: 0,
+            close_after_flush: false,
+            read_paused: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+/// Why a connection was closed (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    PeerClosed,
+    ReadError,
+    WriteError,
+    HandshakeTimeout,
+    BodyTimeout,
+    IdleTimeout,
+    Answered,
+    Replaced,
+    SlowConsumer,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::ReadError => "read_error",
+            CloseReason::WriteError => "write_error",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::BodyTimeout => "body_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Answered => "answered",
+            CloseReason::Replaced => "replaced",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl Worker {
+    /// Handles readiness of the connection behind `token`; stale tokens are ignored.
+    pub fn conn_event(&mut self, token: usize, readable: bool, writable: bool) {
+        let Some(idx) = self.conn_by_token(token) else { return };
+        if writable && !self.flush(idx) {
+            return;
+        }
+        if readable {
+            self.read_ready(idx);
+        }
+    }
+
+    /// Reads everything available. Receive and lingering connections discard
+    /// what they read; others buffer it and process requests.
+    pub fn read_ready(&mut self, idx: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut eof = false;
+        let mut error = None;
+        let mut got = false;
+        {
+            let c = &mut self.conns[idx];
+            c.read_paused = false;
+            let keep = !matches!(c.state, State::Receive { .. } | State::Linger);
+            loop {
+                if keep && c.inbuf.len() >= MAX_INBUF {
+                    c.read_paused = true;
+                    break;
+                }
+                match c.stream.read(&mut scratch) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.bytes_in += n as u64;
+                        if keep {
+                            c.inbuf.extend_from_slice(&scratch[..n]);
+                            got = true;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+        if got {
+            self.process(idx);
+        }
+        if let Some(e) = error {
+            if self.conns.contains(idx) {
+                log::debug!("{} read error: {e}", self.conns[idx].sid);
+                self.close_conn(idx, CloseReason::ReadError);
+            }
+            return;
+        }
+        if eof && self.conns.contains(idx) {
+            let c = &self.conns[idx];
+            // A client may half-close after its last request and still wait for the answer.
+            let answering = matches!(c.state, State::Waiting { .. } | State::Listing { .. }) || c.pending_out() > 0;
+            if answering && !matches!(c.state, State::Receive { .. } | State::Linger) {
+                self.conns[idx].close_after_flush = true;
+            } else {
+                self.close_conn(idx, CloseReason::PeerClosed);
+            }
+        }
+    }
+
+    /// Writes `bytes` to connection `idx` now, buffering what the kernel will not
+    /// take. Returns false if the connection was closed.
+    pub fn write_conn(&mut self, idx: usize, bytes: &[u8]) -> bool {
+        let max_out = self.shared.config.max_outbound;
+        let c = &mut self.conns[idx];
+        c.last_write = self.now;
+        if c.pending_out() > 0 {
+            c.out.extend_from_slice(bytes);
+            if c.pending_out() > max_out && matches!(c.state, State::Receive { .. }) {
+                log::info!("{} slow consumer: {} bytes queued (limit {max_out})", c.sid, c.pending_out());
+                self.close_conn(idx, CloseReason::SlowConsumer);
+                return false;
+            }
+            return true;
+        }
+        let mut off = 0;
+        while off < bytes.len() {
+            match c.stream.write(&bytes[off..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    off += n;
+                    c.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{} write error: {e}", c.sid);
+                    self.close_conn(idx, CloseReason::WriteError);
+                    return false;
+                }
+            }
+        }
+        if off < bytes.len() {
+            c.out.clear();
+            c.out_pos = 0;
+            c.out.extend_from_slice(&bytes[off..]);
+        } else if c.close_after_flush {
+            self.finish_close(idx);
+            return false;
+        }
+        true
+    }
+
+    /// Writes buffered output. Returns false if the connection was closed.
+    pub fn flush(&mut self, idx: usize) -> bool {
+        let c = &mut self.conns[idx];
+        while c.pending_out() > 0 {
+            match c.stream.write(&c.out[c.out_pos..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.out_pos += n;
+                    c.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{} write error: {e}", c.sid);
+                    self.close_conn(idx, CloseReason::WriteError);
+                    return false;
+                }
+            }
+        }
+        if c.pending_out() == 0 && !c.out.is_empty() {
+            // Drained: give the memory back, an idle connection holds no buffer.
+            c.out = Vec::new();
+            c.out_pos = 0;
+            c.out_first_seq = 0;
+            if c.close_after_flush {
+                self.finish_close(idx);
+                return false;
+            }
+            if !matches!(c.state, State::Receive { .. }) && !c.inbuf.is_empty() {
+                self.process(idx);
+                if !self.conns.contains(idx) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Output is complete for a connection that must close: shut the write
+    /// side and discard input for a short while so the client reads the answer
+    /// instead of a reset.
+    fn finish_close(&mut self, idx: usize) {
+        let c = &mut self.conns[idx];
+        if matches!(c.state, State::Linger) {
+            return;
+        }
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.state = State::Linger;
+        c.inbuf = Vec::new();
+        c.close_after_flush = false;
+        let d = self.now + LINGER_MS;
+        self.set_conn_deadline(idx, d);
+        self.read_ready(idx);
+    }
+
+    /// Writes a JSON error answer; closes afterwards when `close`.
+    pub fn respond_error(&mut self, idx: usize, status: u16, code: &str, message: &str, close: bool) {
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        response::write_json_error(&mut out, status, code, message, close);
+        self.answer(idx, &out, close);
+        self.stage = out;
+    }
+
+    /// Writes a JSON answer; closes afterwards when `close`.
+    pub fn respond_json(&mut self, idx: usize, status: u16, body: &str, close: bool) {
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        response::write_response(&mut out, status, "application/json", body.as_bytes(), close);
+        self.answer(idx, &out, close);
+        self.stage = out;
+    }
+
+    fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
+        {
+            let c = &mut self.conns[idx];
+            c.requests += 1;
+            if close {
+                c.close_after_flush = true;
+            } else if !matches!(c.state, State::Receive { .. }) {
+                c.state = State::Head;
+            }
+        }
+        if !self.write_conn(idx, bytes) {
+            return;
+        }
+        if !close && self.conns.contains(idx) {
+            let d = self.now + self.shared.config.idle_timeout.as_millis() as u64;
+            self.set_conn_deadline(idx, d);
+        }
+    }
+
+    /// Handles an expired connection timer.
+    pub fn conn_timeout(&mut self, idx: usize) {
+        let c = &self.conns[idx];
+        match c.state {
+            State::Receive { .. } => self.heartbeat(idx),
+            State::Head if c.requests == 0 => {
+                log::info!("{} handshake timeout", c.sid);
+                self.close_conn(idx, CloseReason::HandshakeTimeout);
+            }
+            State::Head => {
+                if c.inbuf.is_empty() {
+                    log::debug!("{} idle timeout", c.sid);
+                    self.close_conn(idx, CloseReason::IdleTimeout);
+                } else {
+                    log::info!("{} request head timeout", c.sid);
+                    self.close_conn(idx, CloseReason::HandshakeTimeout);
+                }
+            }
+            State::Body(_) => {
+                log::info!("{} body timeout", c.sid);
+                self.respond_error(idx, 408, "request_timeout", "request body not received in time", true);
+            }
+            State::Waiting { .. } | State::Listing { .. } => {
+                // Other workers answer within an iteration; check again later.
+                let d = self.now + 1000;
+                self.set_conn_deadline(idx, d);
+            }
+            State::Linger => self.close_conn(idx, CloseReason::Answered),
+        }
+    }
+
+    /// Removes connection `idx`: deregisters and closes the socket, and moves its session (if any) to held.
+    pub fn close_conn(&mut self, idx: usize, reason: CloseReason) {
+        let Some(mut c) = self.conns.try_remove(idx) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if !matches!(reason, CloseReason::Answered | CloseReason::IdleTimeout | CloseReason::PeerClosed)
+            || matches!(c.state, State::Receive { .. })
+        {
+            log::info!("{} closed: {}", c.sid, reason.as_str());
+        } else {
+            log::debug!("{} closed: {}", c.sid, reason.as_str());
+        }
+        if let State::Receive { sess, sess_gen } = c.state {
+            let unsent_from = if c.pending_out() > 0 { c.out_first_seq } else { 0 };
+            self.receive_closed(sess as usize, sess_gen, idx, c.gen, unsent_from, reason);
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Request handling: turns buffered input into requests (with the sans-IO
+//! parsers), authenticates them and routes them to receive, send and list.
+
+use super::conn::State;
+use super::worker::Worker;
+use super::{Attach, Envelope, ReplyTo, SendError};
+use crate::auth::{AuthError, Identity};
+use crate::proto::chunked::{ChunkError, ChunkedDecoder};
+use crate::proto::head::{parse_head, query_param, Method, RequestHead};
+use crate::proto::Parse;
+
+/// Stop processing pipelined requests while this much output is unsent.
+const MAX_PIPELINE_OUT: usize = 64 * 1024;
+
+/// A request whose body is being read.
+pub(super) struct PendingBody {
+    head: RequestHead,
+    body: Vec<u8>,
+    decoder: Option<ChunkedDecoder>,
+    remaining: u64,
+}
+
+/// The endpoints.
+enum Endpoint {
+    Receive,
+    Send(String),
+    Clients,
+}
+
+/// Maps a path to an endpoint and its method; `None` for unknown paths.
+fn endpoint(path: &str) -> Option<(Endpoint, Method)> {
+    match path {
+        "/v1/receive" => Some((Endpoint::Receive, Method::Get)),
+        "/v1/clients" => Some((Endpoint::Clients, Method::Get)),
+        _ => {
+            let to = path.strip_prefix("/v1/send/")?;
+            Some((Endpoint::Send(to.to_string()), Method::Post))
+        }
+    }
+}
+
+/// The token of a request: `Authorization: Bearer <t>`, else the `access_token` query parameter.
+fn token_of(head: &RequestHead) -> Result<String, AuthError> {
+    if let Some(v) = &head.authorization {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        return Ok(rest.trim().to_string());
+    }
+    head.query.as_deref().and_then(|q| query_param(q, "access_token")).ok_or(AuthError::Missing)
+}
+
+impl Worker {
+    /// Processes buffered input of connection `idx` until it needs more bytes,
+    /// waits for another worker, or becomes a receive connection.
+    pub fn process(&mut self, idx: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(idx) else { return };
+            if c.close_after_flush {
+                break;
+            }
+            match &mut c.state {
+                State::Head => {
+                    if c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
+                        break;
+                    }
+                    let head = match parse_head(&c.inbuf, &self.shared.config.head_limits) {
+                        Ok(Parse::Partial) => break,
+                        Ok(Parse::Complete(h)) => h,
+                        Err(e) => {
+                            log::debug!("{} bad request head: {}", c.sid, e.message());
+                            self.respond_error(idx, e.status(), e.code(), &e.message(), true);
+                            return;
+                        }
+                    };
+                    c.inbuf.drain(..head.head_len);
+                    let max = self.shared.config.max_message;
+                    if head.chunked || head.content_length.unwrap_or(0) > 0 {
+                        if head.content_length.unwrap_or(0) > max as u64 {
+                            let msg = format!("body larger than the limit of {max} bytes");
+                            self.respond_error(idx, 413, "payload_too_large", &msg, true);
+                            return;
+                        }
+                        let cl = head.content_length.unwrap_or(0);
+                        let decoder = head.chunked.then(|| ChunkedDecoder::new(max));
+                        let cap = if head.chunked { 0 } else { cl as usize };
+                        c.state = State::Body(Box::new(PendingBody { head, body: Vec::with_capacity(cap), decoder, remaining: cl }));
+                        let d = self.now + self.shared.config.body_timeout.as_millis() as u64;
+                        self.set_conn_deadline(idx, d);
+                    } else {
+                        self.dispatch(idx, head, Vec::new());
+                    }
+                }
+                State::Body(pb) => {
+                    if c.inbuf.is_empty() {
+                        break;
+                    }
+                    let done = if let Some(dec) = &mut pb.decoder {
+                        match dec.decode(&c.inbuf, &mut pb.body) {
+                            Ok((n, done)) => {
+                                c.inbuf.drain(..n.min(c.inbuf.len()));
+                                done
+                            }
+                            Err(e) => {
+                                let (status, code) = match e {
+                                    ChunkError::TooLarge => (413, "payload_too_large"),
+                                    _ => (400, "bad_chunked_body"),
+                                };
+                                let msg = format!("chunked body rejected: {e:?}");
+                                log::debug!("{} {msg}", c.sid);
+                                self.respond_error(idx, status, code, &msg, true);
+                                return;
+                            }
+                        }
+                    } else {
+                        let take = (pb.remaining as usize).min(c.inbuf.len());
+                        pb.body.extend_from_slice(&c.inbuf[..take]);
+                        c.inbuf.drain(..take);
+                        pb.remaining -= take as u64;
+                        pb.remaining == 0
+                    };
+                    if !done {
+                        break;
+                    }
+                    let State::Body(pb) = std::mem::replace(&mut c.state, State::Head) else { unreachable!() };
+                    let pb = *pb;
+                    self.dispatch(idx, pb.head, pb.body);
+                }
+                _ => break,
+            }
+        }
+        if let Some(c) = self.conns.get_mut(idx) {
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                c.inbuf = Vec::new();
+            }
+            if c.read_paused {
+                self.read_ready(idx);
+            }
+        }
+    }
+
+    /// Routes one complete request.
+    fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
+        let close = head.close;
+        let Some((ep, method)) = endpoint(&head.path) else {
+            self.respond_error(idx, 404, "not_found", "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients", close);
+            return;
+        };
+        if head.method != method {
+            let m = if method == Method::Get { "GET" } else { "POST" };
+            self.respond_error(idx, 405, "method_not_allowed", &format!("{} takes {m}", head.path), close);
+            return;
+        }
+        let ident = match token_of(&head).and_then(|t| self.shared.verifier.verify(&t, super::epoch_ms() / 1000)) {
+            Ok(i) => i,
+            Err(e) => {
+                log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());
+                self.respond_error(idx, 401, e.code(), &e.message(), close);
+                return;
+            }
+        };
+        match ep {
+            Endpoint::Receive => {
+                let lei = head.last_event_id.clone().or_else(|| head.query.as_deref().and_then(|q| query_param(q, "last_event_id")));
+                self.start_receive(idx, ident, lei);
+            }
+            Endpoint::Send(to) => self.start_send(idx, ident, to, body, close),
+            Endpoint::Clients => self.start_list(idx, ident, close),
+        }
+    }
+
+    /// Turns connection `idx` into a receive connection on the worker that owns its client.
+    fn start_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+        let owner = self.shared.owner(&ident.account, &ident.client);
+        if owner == self.id {
+            self.attach_receive(idx, ident, last_event_id);
+            return;
+        }
+        let Some(mut c) = self.conns.try_remove(idx) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let sid = c.sid;
+        let since_ms = c.since_ms;
+        log::debug!("{sid} handing receive connection of {}/{} to worker {owner}", ident.account, ident.client);
+        let env = Envelope::Attach(Box::new(Attach { stream: c.stream, sid, ident, last_event_id, since_ms }));
+        if let Err(Envelope::Attach(a)) = self.post(owner, env) {
+            // The owner is swamped: take the connection back and say so.
+            if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
+                self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", true);
+            }
+        }
+    }
+
+    fn start_send(&mut self, idx: usize, ident: Identity, to: String, body: Vec<u8>, close: bool) {
+        if !crate::auth::valid_id(&to) {
+            self.respond_error(idx, 404, "recipient_offline", "no such client is connected", close);
+            return;
+        }
+        let owner = self.shared.owner(&ident.account, &to);
+        let token = self.token_of(idx);
+        self.conns[idx].state = State::Waiting { close };
+        if owner == self.id {
+            let result = self.deliver(&ident.account, &ident.client, &to, body.into_boxed_slice());
+            self.send_done(token, result);
+            return;
+        }
+        let env = Envelope::Deliver {
+            account: ident.account.into(),
+            from: ident.client.into(),
+            to: to.into(),
+            body: body.into_boxed_slice(),
+            reply: ReplyTo { worker: self.id, token },
+        };
+        if self.post(owner, env).is_err() {
+            self.send_done(token, Err(SendError::Overloaded));
+        }
+    }
+
+    /// Answers a send whose delivery finished (here or on another worker).
+    /// The caller resumes processing of pipelined input if it is not already doing so.
+    pub fn send_done(&mut self, token: usize, result: Result<crate::ids::EventId, SendError>) {
+        let Some(idx) = self.conn_by_token(token) else { return };
+        let State::Waiting { close } = self.conns[idx].state else { return };
+        match result {
+            Ok(id) => {
+                let body = serde_json::json!({"status": "accepted", "id": id.to_string()}).to_string();
+                self.respond_json(idx, 202, &body, close);
+            }
+            Err(SendError::Offline) => {
+                self.respond_error(idx, 404, "recipient_offline", "no such client is connected or held in your account", close)
+            }
+            Err(SendError::Overloaded) => self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", close),
+        }
+    }
+
+    fn start_list(&mut self, idx: usize, ident: Identity, close: bool) {
+        let token = self.token_of(idx);
+        let clients = self.list_clients(&ident.account);
+        let mut pending = 0;
+        for w in 0..self.shared.peers.len() {
+            if w == self.id {
+                continue;
+            }
+            let env = Envelope::List { account: ident.account.as_str().into(), reply: ReplyTo { worker: self.id, token } };
+            if self.post(w, env).is_err() {
+                self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", close);
+                return;
+            }
+            pending += 1;
+        }
+        self.conns[idx].state = State::Listing { pending, clients, close };
+        if pending == 0 {
+            self.finish_list(idx);
+        }
+    }
+
+    /// Adds one worker's part of a `/v1/clients` answer; answers when all are in.
+    pub fn list_done(&mut self, token: usize, mut more: Vec<super::ClientInfo>) {
+        let Some(idx) = self.conn_by_token(token) else { return };
+        let State::Listing { pending, clients, .. } = &mut self.conns[idx].state else { return };
+        clients.append(&mut more);
+        *pending = pending.saturating_sub(1);
+        if *pending == 0 {
+            self.finish_list(idx);
+        }
+    }
+
+    fn finish_list(&mut self, idx: usize) {
+        let State::Listing { clients, close, .. } = &mut self.conns[idx].state else { return };
+        let close = *close;
+        let mut clients = std::mem::take(clients);
+        clients.sort_by(|a, b| a.client.cmp(&b.client));
+        let list: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "client": c.client,
+                    "role": c.role.as_str(),
+                    "state": if c.online { "online" } else { "held" },
+                    "since_ms": c.since_ms,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "clients": list }).to_string();
+        self.respond_json(idx, 200, &body, close);
+    }
+}

@@ -1,0 +1,552 @@
+//! Sessions: one per client (account + client id) owned by this worker, with
+//! the retained message log used for holding and Last-Event-ID replay, and the
+//! conversation partners that get `peer-gone`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use slab::Slab;
+
+use super::conn::{CloseReason, State};
+use super::worker::Worker;
+use super::{ClientInfo, Envelope, ReplyTo, SendError};
+use crate::auth::{Identity, Role};
+use crate::ids::{random_u64, EventId};
+use crate::proto::{response, sse};
+
+/// Most conversation partners remembered per client.
+const MAX_PARTNERS: usize = 4096;
+/// SSE reconnection hint sent at the start of every stream (ms).
+const RETRY_MS: u64 = 2000;
+
+/// What a retained log entry carries.
+pub(super) enum EntryKind {
+    Message { from: Box<str>, body: Box<[u8]> },
+    PeerGone { peer: Box<str>, reason: &'static str },
+}
+
+/// One retained event of a session.
+pub(super) struct Entry {
+    seq: u64,
+    /// Monotonic ms when it was accepted.
+    at: u64,
+    kind: EntryKind,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        match &self.kind {
+            EntryKind::Message { from, body } => from.len() + body.len(),
+            EntryKind::PeerGone { peer, .. } => peer.len(),
+        }
+    }
+
+    /// Appends the SSE encoding of this entry.
+    fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
+        let id = EventId { epoch, seq: self.seq }.to_string();
+        match &self.kind {
+            EntryKind::Message { from, body } => {
+                sse::encode_event(out, Some(&id), Some("message"), &sse::message_json(from, body));
+            }
+            EntryKind::PeerGone { peer, reason } => {
+                let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
+                sse::encode_event(out, Some(&id), Some("peer-gone"), &data);
+            }
+        }
+    }
+}
+
+/// A client's session on its owner worker.
+pub(super) struct Session {
+    pub gen: u32,
+    /// `account/client` (`/` cannot occur in ids).
+    key: Box<str>,
+    split: u8,
+    pub role: Role,
+    /// Random per session incarnation; part of every event id.
+    pub epoch: u64,
+    /// Sequence number of the newest entry.
+    pub last_seq: u64,
+    /// Sequence number of the newest entry handed to a receive connection.
+    pub delivered: u64,
+    /// The receive connection (slab index, generation); generation 0 = none.
+    pub conn: (u32, u32),
+    /// Wall-clock ms of the last change between online and held.
+    pub since_ms: u64,
+    /// Monotonic ms when the session became held; 0 while online.
+    pub held_since: u64,
+    pub deadline: u64,
+    pub armed: u64,
+    log: VecDeque<Entry>,
+    log_bytes: usize,
+    /// Entries never handed to the client were dropped after this sequence number, for this reason.
+    lost: Option<(u64, &'static str)>,
+    /// Why entries were last dropped from the log.
+    trim_reason: &'static str,
+    /// Conversation partners and when (monotonic ms) a message was last exchanged.
+    partners: Option<Box<HashMap<Box<str>, u64>>>,
+}
+
+impl Session {
+    pub fn account(&self) -> &str {
+        &self.key[..self.split as usize]
+    }
+    pub fn client(&self) -> &str {
+        &self.key[self.split as usize + 1..]
+    }
+    fn online(&self) -> bool {
+        self.conn.1 != 0
+    }
+}
+
+/// The sessions owned by one worker, indexed by account and client.
+pub(super) struct Sessions {
+    slab: Slab<Session>,
+    /// Slab indices, hashed by `account/client`.
+    index: HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+fn make_key(account: &str, client: &str) -> String {
+    let mut k = String::with_capacity(account.len() + 1 + client.len());
+    k.push_str(account);
+    k.push('/');
+    k.push_str(client);
+    k
+}
+
+impl Sessions {
+    pub fn new() -> Sessions {
+        Sessions { slab: Slab::new(), index: HashTable::new(), hasher: Default::default() }
+    }
+
+    /// The slab index of the session of `client` in `account`.
+    pub fn find(&self, account: &str, client: &str) -> Option<usize> {
+        let key = make_key(account, client);
+        let h = self.hasher.hash_one(key.as_str());
+        self.index.find(h, |&i| &*self.slab[i as usize].key == key.as_str()).map(|&i| i as usize)
+    }
+
+    pub fn get_mut(&mut self, idx: usize) -> Option<&mut Session> {
+        self.slab.get_mut(idx)
+    }
+
+    pub fn get(&self, idx: usize) -> Option<&Session> {
+        self.slab.get(idx)
+    }
+
+    fn insert(&mut self, s: Session) -> usize {
+        let h = self.hasher.hash_one(&*s.key);
+        let idx = self.slab.insert(s);
+        let slab = &self.slab;
+        let hasher = &self.hasher;
+        self.index.insert_unique(h, idx as u32, |&i| hasher.hash_one(&*slab[i as usize].key));
+        idx
+    }
+
+    fn remove(&mut self, idx: usize) -> Option<Session> {
+        let s = self.slab.try_remove(idx)?;
+        let h = self.hasher.hash_one(&*s.key);
+        if let Ok(e) = self.index.find_entry(h, |&i| i as usize == idx) {
+            e.remove();
+        }
+        Some(s)
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+}
+
+impl Worker {
+    /// Makes connection `idx` the receive connection of `ident`'s session
+    /// (creating it if needed), then writes the stream head, the `ready` event,
+    /// any gap notice and the replay.
+    pub fn attach_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+        let now = self.now;
+        let conn_gen = self.conns[idx].gen;
+        let sid = self.conns[idx].sid;
+        let sidx = match self.sessions.find(&ident.account, &ident.client) {
+            Some(s) => s,
+            None => {
+                let key = make_key(&ident.account, &ident.client).into_boxed_str();
+                let gen = self.next_gen();
+                self.sessions.insert(Session {
+                    gen,
+                    split: ident.account.len() as u8,
+                    key,
+                    role: ident.role,
+                    epoch: random_u64() >> 12,
+                    last_seq: 0,
+                    delivered: 0,
+                    conn: (0, 0),
+                    since_ms: 0,
+                    held_since: 0,
+                    deadline: 0,
+                    armed: 0,
+                    log: VecDeque::new(),
+                    log_bytes: 0,
+                    lost: None,
+                    trim_reason: "retention_limit",
+                    partners: None,
+                })
+            }
+        };
+        // Replace an older receive connection of the same client.
+        let old = self.sessions.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
+        if old.1 != 0 {
+            let oi = old.0 as usize;
+            if self.conns.get(oi).is_some_and(|c| c.gen == old.1) {
+                let mut out = std::mem::take(&mut self.stage);
+                out.clear();
+                let data = serde_json::json!({"session": sid.to_string()}).to_string();
+                sse::encode_event(&mut out, None, Some("replaced"), &data);
+                log::info!("{} replaced by {sid}", self.conns[oi].sid);
+                if let Some(s) = self.sessions.get_mut(sidx) {
+                    s.conn = (0, 0);
+                }
+                self.conns[oi].state = State::Linger;
+                self.conns[oi].close_after_flush = true;
+                self.write_conn(oi, &out);
+                self.stage = out;
+            }
+        }
+        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        s.role = ident.role;
+        s.conn = (idx as u32, conn_gen);
+        s.held_since = 0;
+        s.since_ms = super::epoch_ms();
+        let sess_gen = s.gen;
+        let epoch = s.epoch;
+
+        // Decide where the replay starts and whether a gap must be reported first.
+        let mut gap: Option<(String, &'static str)> = None;
+        let from = match last_event_id.as_deref() {
+            Some(text) => match EventId::parse(text) {
+                Some(id) if id.epoch == epoch => {
+                    let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
+                    if id.seq < s.last_seq && first > id.seq + 1 {
+                        gap = Some((text.to_string(), s.lost.map_or(s.trim_reason, |l| l.1)));
+                    }
+                    id.seq.min(s.last_seq)
+                }
+                _ => {
+                    gap = Some((text.to_string(), "unknown_epoch"));
+                    0
+                }
+            },
+            None => {
+                if let Some((after, reason)) = s.lost {
+                    gap = Some((EventId { epoch, seq: after }.to_string(), reason));
+                }
+                s.delivered
+            }
+        };
+        s.lost = None;
+
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        response::write_sse_head(&mut out);
+        sse::encode_retry(&mut out, RETRY_MS);
+        let ready = serde_json::json!({
+            "session": sid.to_string(),
+            "account": ident.account,
+            "client": ident.client,
+            "node": self.shared.config.node_id,
+            "heartbeat_ms": self.shared.config.heartbeat.as_millis() as u64,
+            "epoch": format!("{epoch:x}"),
+        })
+        .to_string();
+        sse::encode_event(&mut out, None, Some("ready"), &ready);
+        if let Some((after, reason)) = &gap {
+            let data = serde_json::json!({"after": after, "reason": reason}).to_string();
+            sse::encode_event(&mut out, None, Some("gap"), &data);
+            log::info!("{sid} resume gap after {after}: {reason}");
+        }
+        let mut first_replayed = 0;
+        let mut replayed = 0usize;
+        for e in s.log.iter().filter(|e| e.seq > from) {
+            if first_replayed == 0 {
+                first_replayed = e.seq;
+            }
+            e.encode(epoch, &mut out);
+            replayed += 1;
+        }
+        s.delivered = s.last_seq;
+        let deadline = session_deadline(s, &self.shared.config, now);
+        log::info!(
+            "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
+            ident.account,
+            ident.client,
+            ident.role.as_str(),
+            if last_event_id.is_some() { " resumed" } else { "" }
+        );
+
+        {
+            let c = &mut self.conns[idx];
+            c.state = State::Receive { sess: sidx as u32, sess_gen };
+            c.requests += 1;
+            c.inbuf = Vec::new();
+        }
+        let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
+        self.set_conn_deadline(idx, hb);
+        self.set_session_deadline(sidx, deadline);
+        if self.write_conn(idx, &out) {
+            let c = &mut self.conns[idx];
+            if c.pending_out() > 0 && first_replayed > 0 {
+                c.out_first_seq = first_replayed;
+            }
+        }
+        self.stage = out;
+    }
+
+    /// Accepts a message for `to` (owned by this worker): retains it and writes
+    /// it to the receive connection if there is one.
+    pub fn deliver(&mut self, account: &str, from: &str, to: &str, body: Box<[u8]>) -> Result<EventId, SendError> {
+        let Some(sidx) = self.sessions.find(account, to) else { return Err(SendError::Offline) };
+        let id = self.append(sidx, EntryKind::Message { from: from.into(), body });
+        self.note_partner(sidx, from);
+        // The sender remembers the recipient too, on whichever worker owns it.
+        let owner = self.shared.owner(account, from);
+        if owner == self.id {
+            self.touch(account, from, to);
+        } else {
+            // Best effort: a full channel only costs a possible missed peer-gone.
+            let _ = self.post(owner, Envelope::Touch { account: account.into(), client: from.into(), peer: to.into() });
+        }
+        Ok(id)
+    }
+
+    /// Appends an entry to session `sidx`'s log, enforcing the limits, and
+    /// writes it out if the client is online.
+    fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
+        let cfg = &self.shared.config;
+        let now = self.now;
+        let s = &mut self.sessions.slab[sidx];
+        s.last_seq += 1;
+        let entry = Entry { seq: s.last_seq, at: now, kind };
+        let id = EventId { epoch: s.epoch, seq: entry.seq };
+        s.log_bytes += entry.size();
+        s.log.push_back(entry);
+        while s.log.len() > cfg.hold_max_messages || (s.log_bytes > cfg.hold_max_bytes && s.log.len() > 1) {
+            let Some(e) = s.log.pop_front() else { break };
+            drop_entry(s, e, "hold_limit");
+        }
+        if s.log.capacity() > 64 && s.log.len() < s.log.capacity() / 4 {
+            s.log.shrink_to(s.log.len() * 2);
+        }
+        let online = s.online();
+        let (ci, cg) = s.conn;
+        let deadline = session_deadline(s, cfg, now);
+        self.set_session_deadline(sidx, deadline);
+        if online && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg) {
+            let s = &mut self.sessions.slab[sidx];
+            if let Some(e) = s.log.back() {
+                let mut out = std::mem::take(&mut self.stage);
+                out.clear();
+                e.encode(s.epoch, &mut out);
+                s.delivered = e.seq;
+                let seq = e.seq;
+                if self.write_conn(ci as usize, &out) {
+                    let c = &mut self.conns[ci as usize];
+                    if c.pending_out() > 0 && c.out_first_seq == 0 {
+                        c.out_first_seq = seq;
+                    }
+                }
+                self.stage = out;
+            }
+        }
+        id
+    }
+
+    fn note_partner(&mut self, sidx: usize, peer: &str) {
+        let now = self.now;
+        let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
+        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        if peer == s.client() {
+            return;
+        }
+        let p = s.partners.get_or_insert_with(Default::default);
+        if let Some(t) = p.get_mut(peer) {
+            *t = now;
+            return;
+        }
+        if p.len() >= MAX_PARTNERS {
+            p.retain(|_, t| now.saturating_sub(*t) <= ttl);
+            if p.len() >= MAX_PARTNERS {
+                if let Some(oldest) = p.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                    p.remove(&oldest);
+                }
+            }
+        }
+        p.insert(peer.into(), now);
+    }
+
+    /// `client` (owned here) exchanged a message with `peer`.
+    pub fn touch(&mut self, account: &str, client: &str, peer: &str) {
+        if let Some(sidx) = self.sessions.find(account, client) {
+            self.note_partner(sidx, peer);
+        }
+    }
+
+    /// Tells `to` (owned here) that `peer` went offline.
+    pub fn peer_gone(&mut self, account: &str, to: &str, peer: &str, reason: &'static str) {
+        let Some(sidx) = self.sessions.find(account, to) else { return };
+        if let Some(p) = self.sessions.slab[sidx].partners.as_mut() {
+            p.remove(peer);
+        }
+        log::debug!("peer-gone {account}/{peer} -> {to}: {reason}");
+        self.append(sidx, EntryKind::PeerGone { peer: peer.into(), reason });
+    }
+
+    /// The clients of `account` owned by this worker.
+    pub fn list_clients(&self, account: &str) -> Vec<ClientInfo> {
+        self.sessions
+            .slab
+            .iter()
+            .filter(|(_, s)| s.account() == account)
+            .map(|(_, s)| ClientInfo { client: s.client().to_string(), role: s.role, online: s.online(), since_ms: s.since_ms })
+            .collect()
+    }
+
+    /// Sends a `List` answer back to the asking worker.
+    pub fn reply_listed(&mut self, reply: ReplyTo, clients: Vec<ClientInfo>) {
+        if reply.worker == self.id {
+            self.list_done(reply.token, clients);
+        } else if self.post(reply.worker, Envelope::Listed { token: reply.token, clients }).is_err() {
+            log::warn!("worker {}: could not answer a client list (worker {} channel full)", self.id, reply.worker);
+        }
+    }
+
+    /// Sends a `Deliver` answer back to the asking worker.
+    pub fn reply_delivered(&mut self, reply: ReplyTo, result: Result<EventId, SendError>) {
+        if reply.worker == self.id {
+            self.send_done(reply.token, result);
+        } else if self.post(reply.worker, Envelope::Delivered { token: reply.token, result }).is_err() {
+            log::warn!("worker {}: could not answer a send (worker {} channel full)", self.id, reply.worker);
+        }
+    }
+
+    /// The receive connection of session `sidx` ended: the session becomes held.
+    pub fn receive_closed(&mut self, sidx: usize, sess_gen: u32, conn_idx: usize, conn_gen: u32, unsent_from: u64, reason: CloseReason) {
+        let now = self.now;
+        let cfg = &self.shared.config;
+        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        if s.gen != sess_gen || s.conn != (conn_idx as u32, conn_gen) {
+            return; // replaced by a newer connection
+        }
+        s.conn = (0, 0);
+        if unsent_from > 0 {
+            s.delivered = s.delivered.min(unsent_from - 1);
+        }
+        s.held_since = now.max(1);
+        s.since_ms = super::epoch_ms();
+        log::info!("session {} held ({}), {} retained", s.key, reason.as_str(), s.log.len());
+        let deadline = session_deadline(s, cfg, now);
+        self.set_session_deadline(sidx, deadline);
+    }
+
+    /// A session timer fired: trim expired log entries, and end a held session whose hold ran out.
+    pub fn session_timeout(&mut self, sidx: usize) {
+        let now = self.now;
+        let cfg = &self.shared.config;
+        let hold = cfg.hold.as_millis() as u64;
+        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        while s.log.front().is_some_and(|e| e.at + hold <= now) {
+            if let Some(e) = s.log.pop_front() {
+                drop_entry(s, e, "retention_expired");
+            }
+        }
+        if s.log.is_empty() {
+            s.log = VecDeque::new();
+        }
+        if s.held_since > 0 && s.held_since + hold <= now {
+            self.expire_session(sidx);
+            return;
+        }
+        let deadline = session_deadline(s, cfg, now);
+        self.set_session_deadline(sidx, deadline);
+    }
+
+    /// Removes a session whose client did not come back, telling its recent partners.
+    fn expire_session(&mut self, sidx: usize) {
+        let Some(s) = self.sessions.remove(sidx) else { return };
+        let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
+        let pending = s.log.iter().filter(|e| e.seq > s.delivered).count();
+        log::info!("session {} gone after hold; {pending} undelivered messages dropped", s.key);
+        let account = s.account();
+        let client = s.client();
+        if let Some(p) = &s.partners {
+            for (peer, t) in p.iter() {
+                if self.now.saturating_sub(*t) > ttl {
+                    continue;
+                }
+                let owner = self.shared.owner(account, peer);
+                if owner == self.id {
+                    self.peer_gone(account, peer, client, "offline");
+                } else {
+                    let env = Envelope::PeerGone { account: account.into(), to: peer.clone(), peer: client.into(), reason: "offline" };
+                    if self.post(owner, env).is_err() {
+                        log::warn!("peer-gone for {account}/{peer} dropped: worker {owner} channel full");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a heartbeat to receive connection `idx` if it has been quiet for a heartbeat interval.
+    pub fn heartbeat(&mut self, idx: usize) {
+        let hb = self.shared.config.heartbeat.as_millis() as u64;
+        let due = self.conns[idx].last_write + hb;
+        if self.now >= due {
+            if !self.write_conn(idx, b":\n\n") {
+                return;
+            }
+            let d = self.now + hb;
+            self.set_conn_deadline(idx, d);
+        } else {
+            self.set_conn_deadline(idx, due);
+        }
+    }
+
+    /// Closes every connection and drops all sessions (node shutdown).
+    pub fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.close_conn(k, CloseReason::Shutdown);
+        }
+    }
+}
+
+/// Records that entry `e` left the log for `reason`; remembers a loss if it was never handed out.
+fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) {
+    s.log_bytes -= e.size();
+    s.trim_reason = reason;
+    if e.seq > s.delivered {
+        let after = s.lost.map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
+        s.lost = Some((after, reason));
+    }
+}
+
+/// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
+fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
+    let hold = cfg.hold.as_millis() as u64;
+    let mut d = 0u64;
+    if s.held_since > 0 {
+        d = s.held_since + hold;
+    }
+    if let Some(e) = s.log.front() {
+        let t = e.at + hold;
+        d = if d == 0 { t } else { d.min(t) };
+    }
+    if d != 0 {
+        d = d.max(now);
+    }
+    d
+}

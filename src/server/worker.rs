@@ -1,0 +1,354 @@
+//! One worker: a `mio` event loop over its listener, its connections, its
+//! channel from the other workers and its timer wheel.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::conn::Conn;
+use super::session::Sessions;
+use super::{Envelope, Shared};
+use crate::timer::TimerWheel;
+
+/// Token of the listener.
+pub const LISTENER_TOKEN: Token = Token(usize::MAX);
+/// Token of the waker that other workers use.
+pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+
+/// Timer wheel granularity.
+const TICK_MS: u64 = 10;
+/// Timer wheel slots (4096 x 10 ms = a 41 s lap; longer timers wait laps).
+const WHEEL_SLOTS: usize = 4096;
+/// Size of the per-worker read buffer.
+const SCRATCH: usize = 64 * 1024;
+/// Most envelopes handled per loop iteration (the rest wait for the next one).
+const CHANNEL_BATCH: usize = 4096;
+/// Pause before accepting again after running out of descriptors.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// What a timer entry refers to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TimerRef {
+    /// A connection: slab index, generation, and the deadline the entry was armed for.
+    Conn { idx: u32, gen: u32, at: u64 },
+    /// A session: slab index, generation, and the deadline the entry was armed for.
+    Session { idx: u32, gen: u32, at: u64 },
+}
+
+/// Builds a non-blocking `SO_REUSEPORT` listener on `addr`.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+/// A worker thread's state.
+pub(super) struct Worker {
+    pub id: usize,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub conns: Slab<Conn>,
+    pub sessions: Sessions,
+    pub wheel: TimerWheel<TimerRef>,
+    pub rx: Receiver<Envelope>,
+    pub shared: Arc<Shared>,
+    /// Read buffer shared by all connections of this worker.
+    pub scratch: Vec<u8>,
+    /// Output staging buffer shared by all connections of this worker.
+    pub stage: Vec<u8>,
+    /// Monotonic milliseconds, refreshed once per loop iteration.
+    pub now: u64,
+    next_gen: u32,
+    /// Workers to wake at the end of this iteration.
+    wakes: Vec<bool>,
+    accept_paused_until: u64,
+    fired: Vec<TimerRef>,
+}
+
+impl Worker {
+    /// Sets up a worker; registers its listener.
+    pub fn new(id: usize, poll: Poll, mut listener: TcpListener, rx: Receiver<Envelope>, shared: Arc<Shared>) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+        let now = shared.now_ms();
+        let n = shared.peers.len();
+        Ok(Worker {
+            id,
+            poll,
+            listener,
+            conns: Slab::new(),
+            sessions: Sessions::new(),
+            wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
+            rx,
+            scratch: vec![0; SCRATCH],
+            stage: Vec::new(),
+            now,
+            next_gen: 1,
+            wakes: vec![false; n],
+            accept_paused_until: 0,
+            fired: Vec::new(),
+            shared,
+        })
+    }
+
+    /// Runs the event loop until the node shuts down.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut backlog = false;
+        loop {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut timeout = self.wheel.next_timeout_ms(self.now);
+            if self.accept_paused_until > 0 {
+                let t = self.accept_paused_until.saturating_sub(self.now);
+                timeout = Some(timeout.map_or(t, |x| x.min(t)));
+            }
+            if backlog {
+                timeout = Some(0);
+            }
+            let timeout = timeout.map(Duration::from_millis);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.id);
+                    break;
+                }
+            }
+            self.now = self.shared.now_ms();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER_TOKEN => self.accept_all(),
+                    WAKER_TOKEN => {}
+                    t => self.conn_event(t.0, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable()),
+                }
+            }
+            backlog = self.drain_channel();
+            if self.accept_paused_until > 0 && self.now >= self.accept_paused_until {
+                self.accept_paused_until = 0;
+                self.accept_all();
+            }
+            self.run_timers();
+            self.flush_wakes();
+        }
+        log::debug!("worker {} stopped with {} connections", self.id, self.conns.len());
+    }
+
+    /// A fresh generation for a new slab entry.
+    pub fn next_gen(&mut self) -> u32 {
+        let g = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        g
+    }
+
+    /// Queues `env` for worker `to`, waking it at the end of this iteration.
+    pub fn post(&mut self, to: usize, env: Envelope) -> Result<(), Envelope> {
+        self.shared.send_to(to, env)?;
+        self.wakes[to] = true;
+        Ok(())
+    }
+
+    /// Wakes every worker that was sent something in this iteration (one syscall each).
+    pub fn flush_wakes(&mut self) {
+        for i in 0..self.wakes.len() {
+            if std::mem::take(&mut self.wakes[i]) && i != self.id {
+                self.shared.wake(i);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        if self.accept_paused_until > 0 {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.accepted(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a listener that stays readable.
+                    log::warn!("worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms", self.id);
+                    self.accept_paused_until = self.now + ACCEPT_BACKOFF_MS;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let c = &self.shared.config;
+        let sock = socket2::SockRef::from(&stream);
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(c.keepalive_idle)
+            .with_interval(c.keepalive_interval)
+            .with_retries(c.keepalive_count);
+        let _ = sock.set_tcp_keepalive(&ka);
+        if !c.user_timeout.is_zero() {
+            let _ = sock.set_tcp_user_timeout(Some(c.user_timeout));
+        }
+        let _ = sock.set_tcp_nodelay(true);
+        let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = c.max_connections;
+        let over = open > limit;
+        let Some(idx) = self.insert_conn(stream, crate::ids::SessionId::random(), super::epoch_ms()) else {
+            return;
+        };
+        let deadline = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
+        self.set_conn_deadline(idx, deadline);
+        let sid = self.conns[idx].sid;
+        log::debug!("{sid} accepted from {peer}");
+        if over {
+            log::warn!("{sid} refused: {open} connections open, limit {limit}");
+            self.respond_error(idx, 503, "overloaded", "too many connections on this node; try another node or later", true);
+        }
+    }
+
+    /// Registers `stream` in the slab and with the poll; `None` (stream dropped) if registration fails.
+    pub fn insert_conn(&mut self, mut stream: TcpStream, sid: crate::ids::SessionId, since_ms: u64) -> Option<usize> {
+        let gen = self.next_gen();
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        let token = Token(((gen as usize) << 32) | idx);
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            log::warn!("{sid} register failed: {e}");
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        entry.insert(Conn::new(stream, gen, sid, since_ms, self.now));
+        Some(idx)
+    }
+
+    /// Arms (or moves) the single timer of connection `idx`.
+    pub fn set_conn_deadline(&mut self, idx: usize, deadline: u64) {
+        let c = &mut self.conns[idx];
+        c.deadline = deadline;
+        if c.armed == 0 || deadline < c.armed {
+            c.armed = deadline;
+            self.wheel.insert(deadline, TimerRef::Conn { idx: idx as u32, gen: c.gen, at: deadline });
+        }
+    }
+
+    /// Arms (or moves) the single timer of session `idx`; 0 disarms.
+    pub fn set_session_deadline(&mut self, idx: usize, deadline: u64) {
+        let Some(s) = self.sessions.get_mut(idx) else { return };
+        s.deadline = deadline;
+        if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
+            s.armed = deadline;
+            let gen = s.gen;
+            self.wheel.insert(deadline, TimerRef::Session { idx: idx as u32, gen, at: deadline });
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.advance(self.now, &mut fired);
+        for t in fired.drain(..) {
+            match t {
+                TimerRef::Conn { idx, gen, at } => {
+                    let idx = idx as usize;
+                    let Some(c) = self.conns.get_mut(idx) else { continue };
+                    if c.gen != gen || c.armed != at {
+                        continue; // stale entry
+                    }
+                    c.armed = 0;
+                    if c.deadline > self.now {
+                        let d = c.deadline;
+                        self.set_conn_deadline(idx, d);
+                    } else {
+                        self.conn_timeout(idx);
+                    }
+                }
+                TimerRef::Session { idx, gen, at } => {
+                    let idx = idx as usize;
+                    let Some(s) = self.sessions.get_mut(idx) else { continue };
+                    if s.gen != gen || s.armed != at {
+                        continue;
+                    }
+                    s.armed = 0;
+                    if s.deadline == 0 {
+                        continue;
+                    }
+                    if s.deadline > self.now {
+                        let d = s.deadline;
+                        self.set_session_deadline(idx, d);
+                    } else {
+                        self.session_timeout(idx);
+                    }
+                }
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// Handles up to a batch of envelopes; true if more are waiting.
+    fn drain_channel(&mut self) -> bool {
+        for _ in 0..CHANNEL_BATCH {
+            match self.rx.try_recv() {
+                Ok(env) => self.envelope(env),
+                Err(_) => return false,
+            }
+        }
+        !self.rx.is_empty()
+    }
+
+    fn envelope(&mut self, env: Envelope) {
+        match env {
+            Envelope::Attach(a) => {
+                let a = *a;
+                let Some(idx) = self.insert_conn(a.stream, a.sid, a.since_ms) else { return };
+                self.attach_receive(idx, a.ident, a.last_event_id);
+            }
+            Envelope::Deliver { account, from, to, body, reply } => {
+                let result = self.deliver(&account, &from, &to, body);
+                self.reply_delivered(reply, result);
+            }
+            Envelope::Delivered { token, result } => {
+                self.send_done(token, result);
+                self.resume(token);
+            }
+            Envelope::Touch { account, client, peer } => self.touch(&account, &client, &peer),
+            Envelope::PeerGone { account, to, peer, reason } => self.peer_gone(&account, &to, &peer, reason),
+            Envelope::List { account, reply } => {
+                let clients = self.list_clients(&account);
+                self.reply_listed(reply, clients);
+            }
+            Envelope::Listed { token, clients } => {
+                self.list_done(token, clients);
+                self.resume(token);
+            }
+        }
+    }
+
+    /// Continues with pipelined input of a connection that got its answer.
+    fn resume(&mut self, token: usize) {
+        if let Some(idx) = self.conn_by_token(token) {
+            self.process(idx);
+        }
+    }
+
+    /// Looks up a connection by its token (slab index plus generation).
+    pub fn conn_by_token(&self, token: usize) -> Option<usize> {
+        let idx = token & 0xffff_ffff;
+        let gen = (token >> 32) as u32;
+        match self.conns.get(idx) {
+            Some(c) if c.gen == gen => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// The token of connection `idx`.
+    pub fn token_of(&self, idx: usize) -> usize {
+        ((self.conns[idx].gen as usize) << 32) | idx
+    }
+}
