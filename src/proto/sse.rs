@@ -1,28 +1,374 @@
 //! Server-Sent Events encoder (text/event-stream), and the JSON payloads the gateway sends.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::response::{push_decimal, to_json};
+
+/// Appends `name`, then `: value` (or nothing if `value` is empty), then LF.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
+    out.extend_from_slice(name);
+    out.push(b':');
+    if !value.is_empty() {
+        // One space after the colon: a parser strips exactly one, so a value
+        // that itself starts with a space survives.
+        out.push(b' ');
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// Appends a field whose value must be a single line: CR, LF and NUL are dropped.
+fn push_single_line_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        let clean: String = value
+            .chars()
+            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+            .collect();
+        push_field(out, name, &clean);
+    } else {
+        push_field(out, name, value);
+    }
+}
+
+/// Splits `text` into lines at `\n`, `\r\n` or `\r` (as an SSE parser does).
+/// There is always at least one line; a trailing line break yields an empty last line.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
 /// Appends one event: optional `id:` line, optional `event:` line, one `data:`
 /// line per line of `data` (split at `\n`, `\r\n` or `\r`), then a blank line.
 /// `id` and `event` must not contain CR, LF or NUL; such characters are dropped.
+///
+/// `Some("")` as id is written as a bare `id:` line (it resets the client's last
+/// event id); an event name that is empty (after dropping characters) is
+/// omitted, since the empty type means `message` anyway. Empty `data` is
+/// written as a bare `data:` line so the event is still dispatched.
 pub fn encode_event(out: &mut Vec<u8>, id: Option<&str>, event: Option<&str>, data: &str) {
-    let _ = (out, id, event, data);
-    todo!()
+    if let Some(id) = id {
+        push_single_line_field(out, b"id", id);
+    }
+    if let Some(event) = event {
+        if event.chars().any(|c| !matches!(c, '\r' | '\n' | '\0')) {
+            push_single_line_field(out, b"event", event);
+        }
+    }
+    for line in lines(data) {
+        push_field(out, b"data", line);
+    }
+    out.push(b'\n');
 }
 
 /// Appends a comment line (`:` + text) and a blank line; with empty text this is the heartbeat `:\n\n`.
+///
+/// A `text` with line breaks becomes several comment lines (so it can never be
+/// read as a field).
 pub fn encode_comment(out: &mut Vec<u8>, text: &str) {
-    let _ = (out, text);
-    todo!()
+    for line in lines(text) {
+        out.push(b':');
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 /// Appends a `retry: <ms>` field and a blank line (reconnection-time hint).
 pub fn encode_retry(out: &mut Vec<u8>, ms: u64) {
-    let _ = (out, ms);
-    todo!()
+    out.extend_from_slice(b"retry: ");
+    push_decimal(out, ms);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// `message` payload with a text body.
+#[derive(Serialize)]
+struct TextMessage<'a> {
+    from: &'a str,
+    body: &'a str,
+}
+
+/// `message` payload with a binary body.
+#[derive(Serialize)]
+struct BinaryMessage<'a> {
+    from: &'a str,
+    body_b64: &'a str,
 }
 
 /// JSON data of a `message` event: `{"from":..,"body":..}` when `body` is valid
 /// UTF-8, else `{"from":..,"body_b64":..}` (standard base64 with padding).
+///
+/// The JSON never contains a raw line break (serde_json escapes control
+/// characters), so it always fits in a single `data:` line.
 pub fn message_json(from: &str, body: &[u8]) -> String {
-    let _ = (from, body);
-    todo!()
+    match std::str::from_utf8(body) {
+        Ok(text) => to_json(&TextMessage { from, body: text }),
+        Err(_) => to_json(&BinaryMessage {
+            from,
+            body_b64: &STANDARD.encode(body),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One dispatched event as a browser would see it.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Event {
+        last_id: String,
+        kind: String,
+        data: String,
+    }
+
+    /// What a stream parses to.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Parsed {
+        events: Vec<Event>,
+        comments: Vec<String>,
+        retry: Option<u64>,
+    }
+
+    /// A small independent text/event-stream parser following the WHATWG
+    /// "event stream interpretation" rules.
+    fn parse_stream(stream: &str) -> Parsed {
+        let mut parsed = Parsed::default();
+        let (mut last_id, mut kind, mut data) = (String::new(), String::new(), String::new());
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let (line, next) = match rest.find(['\r', '\n']) {
+                Some(i) if rest[i..].starts_with("\r\n") => (&rest[..i], &rest[i + 2..]),
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => panic!("stream ends inside a line: {rest:?}"),
+            };
+            rest = next;
+            if line.is_empty() {
+                if !data.is_empty() {
+                    data.pop(); // the trailing LF
+                    let kind = if kind.is_empty() {
+                        "message".to_string()
+                    } else {
+                        kind.clone()
+                    };
+                    parsed.events.push(Event {
+                        last_id: last_id.clone(),
+                        kind,
+                        data: data.clone(),
+                    });
+                }
+                data.clear();
+                kind.clear();
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix(':') {
+                parsed.comments.push(comment.to_string());
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "data" => {
+                    data.push_str(value);
+                    data.push('\n');
+                }
+                "event" => kind = value.to_string(),
+                "id" if !value.contains('\0') => last_id = value.to_string(),
+                "retry" => parsed.retry = value.parse().ok(),
+                other => panic!("unexpected field {other:?}"),
+            }
+        }
+        parsed
+    }
+
+    fn event(id: Option<&str>, kind: Option<&str>, data: &str) -> String {
+        let mut out = Vec::new();
+        encode_event(&mut out, id, kind, data);
+        String::from_utf8(out).expect("encoder output is UTF-8")
+    }
+
+    fn one_event(id: Option<&str>, kind: Option<&str>, data: &str) -> Event {
+        let mut p = parse_stream(&event(id, kind, data));
+        assert_eq!(p.events.len(), 1, "{:?}", event(id, kind, data));
+        p.events.remove(0)
+    }
+
+    #[test]
+    fn exact_encoding() {
+        assert_eq!(
+            event(Some("7"), Some("message"), "hi"),
+            "id: 7\nevent: message\ndata: hi\n\n"
+        );
+        assert_eq!(event(None, None, "a\nb"), "data: a\ndata: b\n\n");
+        assert_eq!(event(None, None, ""), "data:\n\n");
+        assert_eq!(event(Some(""), None, "x"), "id:\ndata: x\n\n");
+        assert_eq!(event(None, Some(""), "x"), "data: x\n\n");
+        assert_eq!(event(None, Some("\r\n"), "x"), "data: x\n\n");
+        assert_eq!(
+            event(None, None, "a\r\nb\rc\n\nd"),
+            "data: a\ndata: b\ndata: c\ndata:\ndata: d\n\n"
+        );
+        assert_eq!(event(None, None, " lead"), "data:  lead\n\n");
+    }
+
+    #[test]
+    fn round_trips() {
+        let e = one_event(Some("42"), Some("message"), "{\"a\":1}");
+        assert_eq!(
+            e,
+            Event {
+                last_id: "42".into(),
+                kind: "message".into(),
+                data: "{\"a\":1}".into()
+            }
+        );
+        for data in [
+            "",
+            "x",
+            "a\nb",
+            "a\n",
+            "\n",
+            "\n\n",
+            "a\n\nb",
+            " x ",
+            ":x",
+            "data: x",
+            "\u{e9}\u{1f600}",
+            "a\0b",
+        ] {
+            assert_eq!(one_event(None, None, data).data, data, "{data:?}");
+        }
+        // CRLF and CR are line breaks too; they come back as LF.
+        assert_eq!(one_event(None, None, "a\r\nb\rc").data, "a\nb\nc");
+        assert_eq!(one_event(None, None, "a\r\n").data, "a\n");
+        assert_eq!(one_event(None, None, "\r\r\n").data, "\n\n");
+        assert_eq!(one_event(None, Some(" spaced"), "x").kind, " spaced");
+    }
+
+    #[test]
+    fn id_and_event_are_sanitized() {
+        let e = one_event(Some("1\r\n2\r3\n4\u{0}5"), Some("ty\npe\r\0x"), "d");
+        assert_eq!(
+            e,
+            Event {
+                last_id: "12345".into(),
+                kind: "typex".into(),
+                data: "d".into()
+            }
+        );
+        // An injection attempt stays inside the field.
+        let e = one_event(Some("1\n\ndata: evil"), Some("m\nretry: 1"), "ok");
+        assert_eq!(e.last_id, "1data: evil");
+        assert_eq!(e.kind, "mretry: 1");
+        assert_eq!(e.data, "ok");
+    }
+
+    #[test]
+    fn several_events_and_comments() {
+        let mut out = Vec::new();
+        encode_retry(&mut out, 1500);
+        encode_event(&mut out, Some("1"), Some("message"), "one");
+        encode_comment(&mut out, "");
+        encode_comment(&mut out, "keep\nalive");
+        encode_event(&mut out, None, Some("ping"), "two\nlines");
+        let stream = String::from_utf8(out).expect("encoder output is UTF-8");
+        let p = parse_stream(&stream);
+        assert_eq!(p.retry, Some(1500));
+        assert_eq!(p.comments, ["", "keep", "alive"]);
+        assert_eq!(
+            p.events,
+            [
+                Event {
+                    last_id: "1".into(),
+                    kind: "message".into(),
+                    data: "one".into()
+                },
+                Event {
+                    last_id: "1".into(),
+                    kind: "ping".into(),
+                    data: "two\nlines".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_and_retry() {
+        let mut out = Vec::new();
+        encode_comment(&mut out, "");
+        assert_eq!(out, b":\n\n");
+        out.clear();
+        encode_comment(&mut out, "hello");
+        assert_eq!(out, b":hello\n\n");
+        out.clear();
+        encode_comment(&mut out, "a\r\nb");
+        assert_eq!(out, b":a\n:b\n\n");
+        out.clear();
+        encode_retry(&mut out, 0);
+        assert_eq!(out, b"retry: 0\n\n");
+        out.clear();
+        encode_retry(&mut out, u64::MAX);
+        assert_eq!(out, b"retry: 18446744073709551615\n\n");
+    }
+
+    #[test]
+    fn message_json_text() {
+        assert_eq!(
+            message_json("alice", b"hi"),
+            r#"{"from":"alice","body":"hi"}"#
+        );
+        assert_eq!(message_json("", b""), r#"{"from":"","body":""}"#);
+        let j = message_json("a\"b", "q\"\\\n\r\t\u{1}\u{e9}\u{1f600}".as_bytes());
+        assert_eq!(
+            j,
+            "{\"from\":\"a\\\"b\",\"body\":\"q\\\"\\\\\\n\\r\\t\\u0001\u{e9}\u{1f600}\"}"
+        );
+        assert!(!j.contains(['\n', '\r']));
+        let v: serde_json::Value = serde_json::from_str(&j).expect("valid JSON");
+        assert_eq!(v["from"], "a\"b");
+        assert_eq!(v["body"], "q\"\\\n\r\t\u{1}\u{e9}\u{1f600}");
+    }
+
+    #[test]
+    fn message_json_binary() {
+        assert_eq!(
+            message_json("bob", b"\xff"),
+            r#"{"from":"bob","body_b64":"/w=="}"#
+        );
+        assert_eq!(
+            message_json("bob", b"ab\xc3"),
+            r#"{"from":"bob","body_b64":"YWLD"}"#
+        );
+        let body = [0u8, 1, 2, 0xfe, 0xff, b'\n'];
+        let v: serde_json::Value =
+            serde_json::from_str(&message_json("x", &body)).expect("valid JSON");
+        let b64 = v["body_b64"].as_str().expect("string");
+        assert_eq!(STANDARD.decode(b64).expect("base64"), body);
+        assert!(v.get("body").is_none());
+        // Valid UTF-8 with NUL is still text.
+        assert_eq!(message_json("x", b"\0"), r#"{"from":"x","body":"\u0000"}"#);
+    }
+
+    #[test]
+    fn message_json_as_event_data() {
+        let data = message_json("a", "multi\nline\r\n".as_bytes());
+        let e = one_event(Some("9"), Some("message"), &data);
+        assert_eq!(e.data, data);
+    }
 }

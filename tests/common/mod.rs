@@ -1,0 +1,359 @@
+//! Helpers for the end-to-end tests: start the real binary, make tokens, and
+//! speak HTTP and SSE over real sockets. Everything waits for conditions with
+//! a deadline; nothing sleeps a fixed time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use switchboard::auth::{self, Role};
+
+/// The secret every test node uses.
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// How long any single wait may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `switchboard serve` process.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the node wrote to stderr so far (its log).
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Starts the binary on an ephemeral port with `extra` flags.
+    pub fn start(extra: &[&str]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(extra);
+        cmd.env("SWITCHBOARD_SECRET", SECRET).env_remove("SWITCHBOARD_SECRET_FILE");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn switchboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        spawn_log_reader(stderr, log.clone());
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().expect("node exited before listening").expect("read stdout");
+            if let Some(rest) = line.strip_prefix("switchboard listening on http://") {
+                break rest.trim().parse().expect("listen address");
+            }
+        };
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, addr, log }
+    }
+
+    /// Waits until the node's log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        wait_until(WAIT, || self.log.lock().unwrap().contains(needle))
+    }
+
+    /// Sends SIGTERM-free kill and reaps.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_log_reader(stderr: ChildStderr, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if std::env::var_os("SWITCHBOARD_TEST_LOG").is_some() {
+                eprint!("node: {line}");
+            }
+            log.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+}
+
+/// Polls `cond` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A valid token for `client` in `account`.
+pub fn token(account: &str, client: &str, role: Role) -> String {
+    auth::sign(SECRET.as_bytes(), account, client, role, now_secs(), 3600).expect("sign")
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON: {e}: {:?}", self.data))
+    }
+}
+
+/// An SSE receive connection.
+pub struct Receiver {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Status line and headers of the response.
+    pub head: String,
+    /// Number of heartbeat comments seen.
+    pub heartbeats: usize,
+}
+
+impl Receiver {
+    /// Opens `GET /v1/receive` with `token` and optional extra headers; panics unless 200.
+    pub fn open(addr: SocketAddr, token: &str, extra_headers: &[(&str, &str)]) -> Receiver {
+        let (r, status) = Receiver::try_open(addr, &format!("/v1/receive"), Some(token), extra_headers);
+        assert_eq!(status, 200, "receive connection refused: {}", r.head);
+        r
+    }
+
+    /// Opens `GET path` and reads the response head; returns the status.
+    pub fn try_open(addr: SocketAddr, path: &str, token: Option<&str>, extra_headers: &[(&str, &str)]) -> (Receiver, u16) {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in extra_headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read response head");
+            if n == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (Receiver { stream, reader, head, heartbeats: 0 }, status)
+    }
+
+    /// The next event (skipping heartbeats and `retry:` fields), or `None` on EOF/timeout.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.next_event_within(WAIT)
+    }
+
+    pub fn next_event_within(&mut self, timeout: Duration) -> Option<Event> {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut ev = Event::default();
+        let mut have = false;
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if have {
+                    return Some(ev);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                self.heartbeats += 1;
+                continue;
+            }
+            let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+            match field {
+                "id" => {
+                    ev.id = Some(value.to_string());
+                    have = true;
+                }
+                "event" => {
+                    ev.event = value.to_string();
+                    have = true;
+                }
+                "data" => {
+                    if !ev.data.is_empty() {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(value);
+                    have = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads events until one named `name` arrives; panics if the stream ends first.
+    pub fn expect_event(&mut self, name: &str) -> Event {
+        loop {
+            let ev = self.next_event().unwrap_or_else(|| panic!("stream ended while waiting for event {name:?}"));
+            if ev.event == name {
+                return ev;
+            }
+        }
+    }
+
+    /// Waits until a heartbeat comment arrives; true if one did within `timeout`.
+    pub fn wait_heartbeat(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {
+                    if line.starts_with(':') {
+                        self.heartbeats += 1;
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// True if the server closed the stream (EOF) within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + timeout;
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+            if Instant::now() > end {
+                return false;
+            }
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON: {e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Http {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Http {
+    pub fn connect(addr: SocketAddr) -> Http {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Http { stream, reader }
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    /// Reads one response (Content-Length bodies only); `None` on EOF.
+    pub fn read_response(&mut self) -> Option<Response> {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).ok()?;
+            if n == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let mut r = Response { status, head, body: Vec::new() };
+        let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        r.body = vec![0; len];
+        self.reader.read_exact(&mut r.body).ok()?;
+        Some(r)
+    }
+
+    /// Sends a request with `token` and `body` and reads its response.
+    pub fn request(&mut self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes);
+        self.read_response().expect("response")
+    }
+
+    /// True if the server closed the connection within `timeout`.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// One-shot request on a fresh connection.
+pub fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
+    Http::connect(addr).request(method, path, token, body)
+}
+
+/// POST /v1/send/<to> as `token`.
+pub fn send(addr: SocketAddr, token: &str, to: &str, body: &str) -> Response {
+    request(addr, "POST", &format!("/v1/send/{to}"), Some(token), body.as_bytes())
+}
