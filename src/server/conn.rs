@@ -16,8 +16,6 @@ use crate::proto::response;
 
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
 const MAX_INBUF: usize = 256 * 1024;
-/// Stop processing pipelined requests while this much output is unsent.
-const MAX_PIPELINE_OUT: usize = 64 * 1024;
 /// How long a connection that was answered and closed may keep sending before it is cut.
 const LINGER_MS: u64 = 2_000;
 
@@ -105,10 +103,8 @@ pub(super) enum CloseReason {
     ReadError,
     WriteError,
     HandshakeTimeout,
-    BodyTimeout,
     IdleTimeout,
     Answered,
-    Replaced,
     SlowConsumer,
     Shutdown,
 }
@@ -120,10 +116,8 @@ impl CloseReason {
             CloseReason::ReadError => "read_error",
             CloseReason::WriteError => "write_error",
             CloseReason::HandshakeTimeout => "handshake_timeout",
-            CloseReason::BodyTimeout => "body_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Answered => "answered",
-            CloseReason::Replaced => "replaced",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
         }

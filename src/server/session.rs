@@ -12,7 +12,7 @@ use super::conn::{CloseReason, State};
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
 use crate::auth::{Identity, Role};
-use crate::ids::{random_u64, EventId};
+use crate::ids::{random_u64, EventId, SessionId};
 use crate::proto::{response, sse};
 
 /// Most conversation partners remembered per client.
@@ -60,6 +60,8 @@ impl Entry {
 /// A client's session on its owner worker.
 pub(super) struct Session {
     pub gen: u32,
+    /// Session id of the latest receive connection (for logs).
+    pub sid: SessionId,
     /// `account/client` (`/` cannot occur in ids).
     key: Box<str>,
     split: u8,
@@ -158,10 +160,6 @@ impl Sessions {
     pub fn len(&self) -> usize {
         self.slab.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.slab.is_empty()
-    }
 }
 
 impl Worker {
@@ -179,6 +177,7 @@ impl Worker {
                 let gen = self.next_gen();
                 self.sessions.insert(Session {
                     gen,
+                    sid,
                     split: ident.account.len() as u8,
                     key,
                     role: ident.role,
@@ -211,7 +210,7 @@ impl Worker {
                 if let Some(s) = self.sessions.get_mut(sidx) {
                     s.conn = (0, 0);
                 }
-                self.conns[oi].state = State::Linger;
+                // Still a receive connection (so a slow one is cut, not buffered), but no longer the session's.
                 self.conns[oi].close_after_flush = true;
                 self.write_conn(oi, &out);
                 self.stage = out;
@@ -219,6 +218,7 @@ impl Worker {
         }
         let Some(s) = self.sessions.get_mut(sidx) else { return };
         s.role = ident.role;
+        s.sid = sid;
         s.conn = (idx as u32, conn_gen);
         s.held_since = 0;
         s.since_ms = super::epoch_ms();
@@ -401,7 +401,7 @@ impl Worker {
         if let Some(p) = self.sessions.slab[sidx].partners.as_mut() {
             p.remove(peer);
         }
-        log::debug!("peer-gone {account}/{peer} -> {to}: {reason}");
+        log::debug!("{} peer-gone {account}/{peer} -> {to}: {reason}", self.sessions.slab[sidx].sid);
         self.append(sidx, EntryKind::PeerGone { peer: peer.into(), reason });
     }
 
@@ -447,7 +447,7 @@ impl Worker {
         }
         s.held_since = now.max(1);
         s.since_ms = super::epoch_ms();
-        log::info!("session {} held ({}), {} retained", s.key, reason.as_str(), s.log.len());
+        log::info!("{} session {} held ({}), {} retained", s.sid, s.key, reason.as_str(), s.log.len());
         let deadline = session_deadline(s, cfg, now);
         self.set_session_deadline(sidx, deadline);
     }
@@ -479,7 +479,7 @@ impl Worker {
         let Some(s) = self.sessions.remove(sidx) else { return };
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let pending = s.log.iter().filter(|e| e.seq > s.delivered).count();
-        log::info!("session {} gone after hold; {pending} undelivered messages dropped", s.key);
+        log::info!("{} session {} gone after hold; {pending} undelivered messages dropped", s.sid, s.key);
         let account = s.account();
         let client = s.client();
         if let Some(p) = &s.partners {

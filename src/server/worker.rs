@@ -141,7 +141,8 @@ impl Worker {
             self.run_timers();
             self.flush_wakes();
         }
-        log::debug!("worker {} stopped with {} connections", self.id, self.conns.len());
+        log::debug!("worker {} stopping: {} connections, {} sessions", self.id, self.conns.len(), self.sessions.len());
+        self.close_all();
     }
 
     /// A fresh generation for a new slab entry.
