@@ -3,6 +3,7 @@
 
 pub mod chunked;
 pub mod head;
+pub mod request;
 pub mod response;
 pub mod sse;
 

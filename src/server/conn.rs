@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 
 use mio::net::TcpStream;
 
-use super::http::PendingBody;
 use super::worker::Worker;
 use super::ClientInfo;
 use crate::ids::SessionId;
+use crate::proto::request::RequestReader;
 use crate::proto::response;
 
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
@@ -21,10 +21,8 @@ const LINGER_MS: u64 = 2_000;
 
 /// What a connection is doing.
 pub(super) enum State {
-    /// Waiting for (the rest of) a request head.
-    Head,
-    /// Reading a request body.
-    Body(Box<PendingBody>),
+    /// Reading a request (head, then body).
+    Request(RequestReader),
     /// A send was handed to another worker; waiting for its answer.
     Waiting { close: bool },
     /// Gathering `/v1/clients` answers from the workers.
@@ -73,7 +71,7 @@ impl Conn {
             stream,
             gen,
             sid,
-            state: State::Head,
+            state: State::Request(RequestReader::new()),
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
@@ -319,7 +317,7 @@ impl Worker {
             if close {
                 c.close_after_flush = true;
             } else if !matches!(c.state, State::Receive { .. }) {
-                c.state = State::Head;
+                c.state = State::Request(RequestReader::new());
             }
         }
         if !self.write_conn(idx, bytes) {
@@ -336,11 +334,15 @@ impl Worker {
         let c = &self.conns[idx];
         match c.state {
             State::Receive { .. } => self.heartbeat(idx),
-            State::Head if c.requests == 0 => {
+            State::Request(ref r) if r.in_body() => {
+                log::info!("{} body timeout", c.sid);
+                self.respond_error(idx, 408, "request_timeout", "request body not received in time", true);
+            }
+            State::Request(_) if c.requests == 0 => {
                 log::info!("{} handshake timeout", c.sid);
                 self.close_conn(idx, CloseReason::HandshakeTimeout);
             }
-            State::Head => {
+            State::Request(_) => {
                 if c.inbuf.is_empty() {
                     log::debug!("{} idle timeout", c.sid);
                     self.close_conn(idx, CloseReason::IdleTimeout);
@@ -348,10 +350,6 @@ impl Worker {
                     log::info!("{} request head timeout", c.sid);
                     self.close_conn(idx, CloseReason::HandshakeTimeout);
                 }
-            }
-            State::Body(_) => {
-                log::info!("{} body timeout", c.sid);
-                self.respond_error(idx, 408, "request_timeout", "request body not received in time", true);
             }
             State::Waiting { .. } | State::Listing { .. } => {
                 // Other workers answer within an iteration; check again later.

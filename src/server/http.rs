@@ -5,20 +5,10 @@ use super::conn::State;
 use super::worker::Worker;
 use super::{Attach, Envelope, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
-use crate::proto::chunked::{ChunkError, ChunkedDecoder};
-use crate::proto::head::{parse_head, query_param, Method, RequestHead};
-use crate::proto::Parse;
+use crate::proto::head::{query_param, Method, RequestHead};
 
 /// Stop processing pipelined requests while this much output is unsent.
 const MAX_PIPELINE_OUT: usize = 64 * 1024;
-
-/// A request whose body is being read.
-pub(super) struct PendingBody {
-    head: RequestHead,
-    body: Vec<u8>,
-    decoder: Option<ChunkedDecoder>,
-    remaining: u64,
-}
 
 /// The endpoints.
 enum Endpoint {
@@ -58,77 +48,31 @@ impl Worker {
     pub fn process(&mut self, idx: usize) {
         loop {
             let Some(c) = self.conns.get_mut(idx) else { return };
-            if c.close_after_flush {
+            if c.close_after_flush || c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
                 break;
             }
-            match &mut c.state {
-                State::Head => {
-                    if c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
-                        break;
-                    }
-                    let head = match parse_head(&c.inbuf, &self.shared.config.head_limits) {
-                        Ok(Parse::Partial) => break,
-                        Ok(Parse::Complete(h)) => h,
-                        Err(e) => {
-                            log::debug!("{} bad request head: {}", c.sid, e.message());
-                            self.respond_error(idx, e.status(), e.code(), &e.message(), true);
-                            return;
+            let State::Request(reader) = &mut c.state else { break };
+            let was_in_body = reader.in_body();
+            let cfg = &self.shared.config;
+            match reader.feed(&c.inbuf, &cfg.head_limits, cfg.max_message) {
+                Ok((n, req)) => {
+                    c.inbuf.drain(..n.min(c.inbuf.len()));
+                    match req {
+                        Some(req) => self.dispatch(idx, req.head, req.body),
+                        None => {
+                            if !was_in_body && reader.in_body() {
+                                let d = self.now + cfg.body_timeout.as_millis() as u64;
+                                self.set_conn_deadline(idx, d);
+                            }
+                            break;
                         }
-                    };
-                    c.inbuf.drain(..head.head_len);
-                    let max = self.shared.config.max_message;
-                    if head.chunked || head.content_length.unwrap_or(0) > 0 {
-                        if head.content_length.unwrap_or(0) > max as u64 {
-                            let msg = format!("body larger than the limit of {max} bytes");
-                            self.respond_error(idx, 413, "payload_too_large", &msg, true);
-                            return;
-                        }
-                        let cl = head.content_length.unwrap_or(0);
-                        let decoder = head.chunked.then(|| ChunkedDecoder::new(max));
-                        let cap = if head.chunked { 0 } else { cl as usize };
-                        c.state = State::Body(Box::new(PendingBody { head, body: Vec::with_capacity(cap), decoder, remaining: cl }));
-                        let d = self.now + self.shared.config.body_timeout.as_millis() as u64;
-                        self.set_conn_deadline(idx, d);
-                    } else {
-                        self.dispatch(idx, head, Vec::new());
                     }
                 }
-                State::Body(pb) => {
-                    if c.inbuf.is_empty() {
-                        break;
-                    }
-                    let done = if let Some(dec) = &mut pb.decoder {
-                        match dec.decode(&c.inbuf, &mut pb.body) {
-                            Ok((n, done)) => {
-                                c.inbuf.drain(..n.min(c.inbuf.len()));
-                                done
-                            }
-                            Err(e) => {
-                                let (status, code) = match e {
-                                    ChunkError::TooLarge => (413, "payload_too_large"),
-                                    _ => (400, "bad_chunked_body"),
-                                };
-                                let msg = format!("chunked body rejected: {e:?}");
-                                log::debug!("{} {msg}", c.sid);
-                                self.respond_error(idx, status, code, &msg, true);
-                                return;
-                            }
-                        }
-                    } else {
-                        let take = (pb.remaining as usize).min(c.inbuf.len());
-                        pb.body.extend_from_slice(&c.inbuf[..take]);
-                        c.inbuf.drain(..take);
-                        pb.remaining -= take as u64;
-                        pb.remaining == 0
-                    };
-                    if !done {
-                        break;
-                    }
-                    let State::Body(pb) = std::mem::replace(&mut c.state, State::Head) else { unreachable!() };
-                    let pb = *pb;
-                    self.dispatch(idx, pb.head, pb.body);
+                Err(e) => {
+                    log::debug!("{} bad request: {}", c.sid, e.message());
+                    self.respond_error(idx, e.status(), e.code(), &e.message(), true);
+                    return;
                 }
-                _ => break,
             }
         }
         if let Some(c) = self.conns.get_mut(idx) {

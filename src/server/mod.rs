@@ -215,3 +215,17 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Prints the per-connection structure sizes (run with --nocapture); guards against accidental growth.
+    #[test]
+    fn per_connection_structures_stay_small() {
+        let conn = std::mem::size_of::<super::conn::Conn>();
+        let sess = std::mem::size_of::<super::session::Session>();
+        let timer = std::mem::size_of::<(u64, super::worker::TimerRef)>();
+        println!("conn slab entry {conn} B, session slab entry {sess} B, timer entry {timer} B");
+        assert!(conn <= 192, "Conn grew to {conn} bytes");
+        assert!(sess <= 256, "Session grew to {sess} bytes");
+    }
+}

@@ -1,0 +1,228 @@
+//! A connection's request reader: the state machine that turns the bytes a
+//! client sends into complete requests (head and body), one at a time, with
+//! every size limit enforced before anything is buffered beyond it.
+//!
+//! Sans-IO: the caller keeps the unconsumed input and feeds it again with more
+//! bytes appended; the answer does not depend on how the bytes were split.
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+use super::head::{parse_head, HeadError, Limits, RequestHead};
+use super::Parse;
+
+/// A complete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+}
+
+/// Why a request was rejected. All are the client's fault; after an error the
+/// connection must be answered with [`RequestError::status`] and closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// The head was rejected.
+    Head(HeadError),
+    /// A chunked body was malformed.
+    Chunked(ChunkError),
+    /// The body is larger than the limit (declared or decoded).
+    TooLarge { limit: usize },
+}
+
+impl RequestError {
+    /// HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Head(e) => e.status(),
+            RequestError::Chunked(ChunkError::TooLarge) | RequestError::TooLarge { .. } => 413,
+            RequestError::Chunked(_) => 400,
+        }
+    }
+
+    /// Machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::Head(e) => e.code(),
+            RequestError::Chunked(ChunkError::TooLarge) | RequestError::TooLarge { .. } => "payload_too_large",
+            RequestError::Chunked(_) => "bad_chunked_body",
+        }
+    }
+
+    /// Human-readable text for the JSON error body.
+    pub fn message(&self) -> String {
+        match self {
+            RequestError::Head(e) => e.message(),
+            RequestError::TooLarge { limit } => format!("body larger than the limit of {limit} bytes"),
+            RequestError::Chunked(ChunkError::TooLarge) => "chunked body larger than the limit".to_string(),
+            RequestError::Chunked(e) => format!("malformed chunked body: {e:?}"),
+        }
+    }
+}
+
+struct Body {
+    head: RequestHead,
+    body: Vec<u8>,
+    decoder: Option<ChunkedDecoder>,
+    remaining: u64,
+}
+
+/// Reads requests from a connection. Holds nothing while between requests.
+#[derive(Default)]
+pub struct RequestReader {
+    body: Option<Box<Body>>,
+}
+
+impl RequestReader {
+    /// A reader waiting for a request head.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True while a request body is being read (a head was complete).
+    pub fn in_body(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// Feeds the unconsumed input. Returns how many bytes were consumed (never
+    /// more than `input.len()`) and the request if one is complete. Call again
+    /// with the remaining bytes for pipelined requests.
+    pub fn feed(&mut self, input: &[u8], limits: &Limits, max_body: usize) -> Result<(usize, Option<Request>), RequestError> {
+        let mut consumed = 0;
+        if self.body.is_none() {
+            let head = match parse_head(input, limits).map_err(RequestError::Head)? {
+                Parse::Partial => return Ok((0, None)),
+                Parse::Complete(h) => h,
+            };
+            consumed = head.head_len;
+            let declared = head.content_length.unwrap_or(0);
+            if !head.chunked && declared == 0 {
+                return Ok((consumed, Some(Request { head, body: Vec::new() })));
+            }
+            if declared > max_body as u64 {
+                return Err(RequestError::TooLarge { limit: max_body });
+            }
+            let decoder = head.chunked.then(|| ChunkedDecoder::new(max_body));
+            let cap = if head.chunked { 0 } else { declared as usize };
+            self.body = Some(Box::new(Body { head, body: Vec::with_capacity(cap), decoder, remaining: declared }));
+        }
+        let Some(b) = self.body.as_mut() else { return Ok((consumed, None)) };
+        let rest = &input[consumed..];
+        let done = match &mut b.decoder {
+            Some(dec) => {
+                let (n, done) = dec.decode(rest, &mut b.body).map_err(RequestError::Chunked)?;
+                consumed += n.min(rest.len());
+                done
+            }
+            None => {
+                let take = (b.remaining.min(rest.len() as u64)) as usize;
+                b.body.extend_from_slice(&rest[..take]);
+                b.remaining -= take as u64;
+                consumed += take;
+                b.remaining == 0
+            }
+        };
+        if !done {
+            return Ok((consumed, None));
+        }
+        let Some(b) = self.body.take() else { return Ok((consumed, None)) };
+        let b = *b;
+        Ok((consumed, Some(Request { head: b.head, body: b.body })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], max_body: usize) -> (Vec<Request>, Option<RequestError>, usize) {
+        let limits = Limits::default();
+        let mut r = RequestReader::new();
+        let mut out = Vec::new();
+        let mut off = 0;
+        loop {
+            match r.feed(&input[off..], &limits, max_body) {
+                Ok((n, req)) => {
+                    off += n;
+                    match req {
+                        Some(q) => out.push(q),
+                        None => return (out, None, off),
+                    }
+                }
+                Err(e) => return (out, Some(e), off),
+            }
+        }
+    }
+
+    /// Feeds `input` split at `cut` (first part, then everything), collecting requests.
+    fn run_split(input: &[u8], cut: usize, max_body: usize) -> (Vec<Request>, Option<RequestError>) {
+        let limits = Limits::default();
+        let mut r = RequestReader::new();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        for part in [&input[..cut], &input[cut..]] {
+            buf.extend_from_slice(part);
+            loop {
+                match r.feed(&buf, &limits, max_body) {
+                    Ok((n, req)) => {
+                        assert!(n <= buf.len());
+                        buf.drain(..n);
+                        match req {
+                            Some(q) => out.push(q),
+                            None => break,
+                        }
+                    }
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    const PIPELINE: &[u8] = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /v1/send/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /v1/clients HTTP/1.1\r\n\r\n";
+
+    #[test]
+    fn pipelined_requests_at_every_split() {
+        let (whole, err, used) = run(PIPELINE, 1024);
+        assert!(err.is_none());
+        assert_eq!(used, PIPELINE.len());
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].body, b"hello");
+        assert_eq!(whole[1].body, b"abcde");
+        assert_eq!(whole[2].head.path, "/v1/clients");
+        for cut in 0..=PIPELINE.len() {
+            let (reqs, err) = run_split(PIPELINE, cut, 1024);
+            assert!(err.is_none(), "cut {cut}: {err:?}");
+            assert_eq!(reqs, whole, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn declared_body_over_limit_is_rejected_before_reading_it() {
+        let input = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+        let (reqs, err, _) = run(input, 1000);
+        assert!(reqs.is_empty());
+        assert_eq!(err, Some(RequestError::TooLarge { limit: 1000 }));
+        assert_eq!(err.map(|e| e.status()), Some(413));
+    }
+
+    #[test]
+    fn chunked_body_over_limit_is_413() {
+        let input = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n";
+        let (_, err, _) = run(input, 1000);
+        assert_eq!(err.as_ref().map(|e| e.status()), Some(413));
+    }
+
+    #[test]
+    fn bad_chunk_is_400() {
+        let input = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let (_, err, _) = run(input, 1000);
+        assert_eq!(err.as_ref().map(|e| e.status()), Some(400));
+        assert_eq!(err.as_ref().map(|e| e.code()), Some("bad_chunked_body"));
+    }
+
+    #[test]
+    fn idle_reader_holds_nothing() {
+        let r = RequestReader::new();
+        assert!(!r.in_body());
+        assert_eq!(std::mem::size_of::<RequestReader>(), std::mem::size_of::<usize>());
+    }
+}
