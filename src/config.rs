@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "A dense relay gateway for long-lived client connections")]
+#[command(name = "switchboard", version = env!("SWITCHBOARD_VERSION"), about = "A dense relay gateway for long-lived client connections")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -107,6 +107,12 @@ pub struct ServeArgs {
     /// TCP_USER_TIMEOUT: drop a connection whose sent data stays unacknowledged this long.
     #[arg(long, env = "SWITCHBOARD_USER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub user_timeout: Duration,
+    /// On SIGTERM/SIGINT: spread reconnect notices over this window, then exit.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
+    #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
+    pub admin: String,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -133,6 +139,9 @@ pub struct Config {
     pub keepalive_interval: Duration,
     pub keepalive_count: u32,
     pub user_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Admin listener address, `None` when disabled.
+    pub admin: Option<SocketAddr>,
     /// Limits on request heads.
     pub head_limits: crate::proto::head::Limits,
 }
@@ -159,6 +168,8 @@ impl Config {
             keepalive_interval: Duration::from_secs(5),
             keepalive_count: 3,
             user_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            admin: None,
             head_limits: Default::default(),
         }
     }
@@ -166,7 +177,9 @@ impl Config {
     /// Builds the configuration from `serve` flags, checking values that clap cannot.
     pub fn from_args(a: &ServeArgs) -> Result<Config, String> {
         let workers = if a.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             a.workers
         };
@@ -176,7 +189,9 @@ impl Config {
         let mut c = Config::new(a.listen, workers);
         if let Some(id) = &a.node_id {
             if !crate::auth::valid_id(id) {
-                return Err(format!("--node-id {id:?}: use 1-64 chars of [A-Za-z0-9._-]"));
+                return Err(format!(
+                    "--node-id {id:?}: use 1-64 chars of [A-Za-z0-9._-]"
+                ));
             }
             c.node_id = id.clone();
         }
@@ -205,13 +220,25 @@ impl Config {
         c.keepalive_interval = nonzero("keepalive-interval", a.keepalive_interval)?;
         c.keepalive_count = a.keepalive_count.max(1);
         c.user_timeout = a.user_timeout;
+        c.drain_timeout = a.drain_timeout;
+        c.admin = match a.admin.as_str() {
+            "off" | "" => None,
+            s => Some(
+                s.parse()
+                    .map_err(|_| format!("--admin {s:?}: expected HOST:PORT or off"))?,
+            ),
+        };
+        if c.admin.is_some_and(|x| x == c.listen && x.port() != 0) {
+            return Err("--admin must not be the client --listen address".into());
+        }
         Ok(c)
     }
 }
 
 /// Parses a duration such as `500ms`, `1s`, `10m`, `24h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?}: {e} (examples: 500ms, 10s, 5m, 24h)"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad duration {s:?}: {e} (examples: 500ms, 10s, 5m, 24h)"))
 }
 
 /// Parses a byte size such as `65536`, `64KiB`, `64KB`, `1MiB`, `1M` (K/M/G are powers of 1024).
@@ -219,7 +246,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?} (examples: 65536, 64KiB, 1MiB)"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (examples: 65536, 64KiB, 1MiB)"))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -227,7 +256,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("bad size unit in {s:?} (use B, KiB, MiB or GiB)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]

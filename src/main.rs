@@ -17,16 +17,26 @@ fn main() -> ExitCode {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Reads the secret from `file`, else from SWITCHBOARD_SECRET.
 fn load_secret(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     let mut secret = match file {
-        Some(p) => std::fs::read(p).map_err(|e| format!("reading secret file {}: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::read(p).map_err(|e| format!("reading secret file {}: {e}", p.display()))?
+        }
         None => match std::env::var("SWITCHBOARD_SECRET") {
             Ok(s) => s.into_bytes(),
-            Err(_) => return Err("no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev".into()),
+            Err(_) => {
+                return Err(
+                    "no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev"
+                        .into(),
+                )
+            }
         },
     };
     while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -47,10 +57,20 @@ fn token(a: &TokenArgs) -> ExitCode {
         }
     };
     let Some(role) = Role::parse(&a.role) else {
-        eprintln!("switchboard token: --role must be agent or console, not {:?}", a.role);
+        eprintln!(
+            "switchboard token: --role must be agent or console, not {:?}",
+            a.role
+        );
         return ExitCode::from(2);
     };
-    match auth::sign(&secret, &a.account, &a.client, role, now_secs(), a.ttl.as_secs()) {
+    match auth::sign(
+        &secret,
+        &a.account,
+        &a.client,
+        role,
+        now_secs(),
+        a.ttl.as_secs(),
+    ) {
         Ok(t) => {
             println!("{t}");
             ExitCode::SUCCESS
@@ -65,7 +85,11 @@ fn token(a: &TokenArgs) -> ExitCode {
 fn serve(a: &ServeArgs) -> ExitCode {
     let _ = simplelog::TermLogger::init(
         a.log_level,
-        simplelog::ConfigBuilder::new().set_time_format_rfc3339().set_thread_level(log::LevelFilter::Off).set_target_level(log::LevelFilter::Off).build(),
+        simplelog::ConfigBuilder::new()
+            .set_time_format_rfc3339()
+            .set_thread_level(log::LevelFilter::Off)
+            .set_target_level(log::LevelFilter::Off)
+            .build(),
         simplelog::TerminalMode::Stderr,
         simplelog::ColorChoice::Never,
     );
@@ -81,7 +105,10 @@ fn serve(a: &ServeArgs) -> ExitCode {
         for chunk in s.chunks_mut(8) {
             chunk.copy_from_slice(&switchboard::ids::random_u64().to_le_bytes());
         }
-        s.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+        s.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes()
     } else {
         match load_secret(a.secret_file.as_deref()) {
             Ok(s) => s,
@@ -99,14 +126,42 @@ fn serve(a: &ServeArgs) -> ExitCode {
         }
     };
     let addr = server.local_addr();
-    log::info!("node {} listening on {addr} with {} workers", config.node_id, config.workers);
+    install_panic_hook();
+    let admin = match config.admin.map(|a| server.start_admin(a)) {
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!(
+                "switchboard serve: cannot listen on admin address {:?}: {e}",
+                config.admin
+            );
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
+    if let Err(e) = watch_signals(server.shared().clone()) {
+        eprintln!("switchboard serve: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    log::info!(
+        "node {} listening on {addr} with {} workers",
+        config.node_id,
+        config.workers
+    );
     println!("switchboard listening on http://{addr}");
+    if let Some(a) = admin {
+        log::info!("admin listening on {a}");
+        println!("switchboard admin on http://{a}");
+    }
     if a.dev {
         let day = 24 * 3600;
-        let agent = auth::sign(&secret, "demo", "agent-1", Role::Agent, now_secs(), day).unwrap_or_default();
-        let console = auth::sign(&secret, "demo", "console-1", Role::Console, now_secs(), day).unwrap_or_default();
+        let agent = auth::sign(&secret, "demo", "agent-1", Role::Agent, now_secs(), day)
+            .unwrap_or_default();
+        let console = auth::sign(&secret, "demo", "console-1", Role::Console, now_secs(), day)
+            .unwrap_or_default();
         println!();
-        println!("dev mode: a random secret for this run; tokens valid for 24h in account \"demo\":");
+        println!(
+            "dev mode: a random secret for this run; tokens valid for 24h in account \"demo\":"
+        );
         println!("  agent-1   (agent):   {agent}");
         println!("  console-1 (console): {console}");
         println!();
@@ -120,5 +175,41 @@ fn serve(a: &ServeArgs) -> ExitCode {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     server.join();
+    log::info!("node {} stopped", config.node_id);
     ExitCode::SUCCESS
+}
+
+/// Logs panics (with a backtrace) through the logger, so they land next to the session's other lines.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("?");
+        let bt = std::backtrace::Backtrace::force_capture();
+        log::error!("panic in thread {name}: {info}\n{bt}");
+    }));
+}
+
+/// First SIGTERM/SIGINT: drain. A second one: exit at once.
+fn watch_signals(shared: std::sync::Arc<switchboard::server::Shared>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    log::info!(
+                        "signal {sig}: draining over {:?}; send it again to exit at once",
+                        shared.config.drain_timeout
+                    );
+                    switchboard::server::drain(&shared);
+                } else {
+                    log::warn!("signal {sig} again: exiting now");
+                    std::process::exit(1);
+                }
+            }
+        })?;
+    Ok(())
 }

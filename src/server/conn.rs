@@ -26,7 +26,11 @@ pub(super) enum State {
     /// A send was handed to another worker; waiting for its answer.
     Waiting { close: bool },
     /// Gathering `/v1/clients` answers from the workers.
-    Listing { pending: usize, clients: Vec<ClientInfo>, close: bool },
+    Listing {
+        pending: usize,
+        clients: Vec<ClientInfo>,
+        close: bool,
+    },
     /// An open receive connection of session `sess`.
     Receive { sess: u32, sess_gen: u32 },
     /// Answered and write side shut; discarding input until EOF or the linger deadline.
@@ -60,6 +64,8 @@ pub(super) struct Conn {
     pub close_after_flush: bool,
     /// Stopped reading because `inbuf` is full; read again after processing.
     pub read_paused: bool,
+    /// The client closed its sending side (EOF); close once its requests are answered.
+    pub peer_eof: bool,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -83,6 +89,7 @@ impl Conn {
             requests: 0,
             close_after_flush: false,
             read_paused: false,
+            peer_eof: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -94,9 +101,9 @@ impl Conn {
     }
 }
 
-/// Why a connection was closed (for logs).
+/// Why a connection was closed (for logs and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CloseReason {
+pub enum CloseReason {
     PeerClosed,
     ReadError,
     WriteError,
@@ -105,9 +112,31 @@ pub(super) enum CloseReason {
     Answered,
     SlowConsumer,
     Shutdown,
+    Panic,
 }
 
 impl CloseReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 9;
+    /// Every reason, in index order.
+    pub const ALL: [CloseReason; Self::COUNT] = [
+        CloseReason::PeerClosed,
+        CloseReason::ReadError,
+        CloseReason::WriteError,
+        CloseReason::HandshakeTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::Answered,
+        CloseReason::SlowConsumer,
+        CloseReason::Shutdown,
+        CloseReason::Panic,
+    ];
+
+    /// Position in [`CloseReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::PeerClosed => "peer_closed",
@@ -118,6 +147,7 @@ impl CloseReason {
             CloseReason::Answered => "answered",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Panic => "panic",
         }
     }
 }
@@ -125,7 +155,9 @@ impl CloseReason {
 impl Worker {
     /// Handles readiness of the connection behind `token`; stale tokens are ignored.
     pub fn conn_event(&mut self, token: usize, readable: bool, writable: bool) {
-        let Some(idx) = self.conn_by_token(token) else { return };
+        let Some(idx) = self.conn_by_token(token) else {
+            return;
+        };
         if writable && !self.flush(idx) {
             return;
         }
@@ -157,6 +189,10 @@ impl Worker {
                     }
                     Ok(n) => {
                         c.bytes_in += n as u64;
+                        super::stats::WorkerStats::add(
+                            &self.shared.stats[self.id].bytes_in,
+                            n as u64,
+                        );
                         if keep {
                             c.inbuf.extend_from_slice(&scratch[..n]);
                             got = true;
@@ -183,14 +219,36 @@ impl Worker {
             return;
         }
         if eof && self.conns.contains(idx) {
-            let c = &self.conns[idx];
-            // A client may half-close after its last request and still wait for the answer.
-            let answering = matches!(c.state, State::Waiting { .. } | State::Listing { .. }) || c.pending_out() > 0;
-            if answering && !matches!(c.state, State::Receive { .. } | State::Linger) {
-                self.conns[idx].close_after_flush = true;
-            } else {
+            if matches!(self.conns[idx].state, State::Receive { .. } | State::Linger) {
                 self.close_conn(idx, CloseReason::PeerClosed);
+            } else {
+                // A client may half-close after its last requests and still wait
+                // for the answers: finish what is buffered, then close.
+                self.conns[idx].peer_eof = true;
+                self.finish_if_half_closed(idx);
             }
+        }
+    }
+
+    /// For a client that closed its sending side: once no request is in
+    /// progress or buffered, close (after the output is flushed).
+    pub fn finish_if_half_closed(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if !c.peer_eof || c.close_after_flush {
+            return;
+        }
+        let idle =
+            matches!(&c.state, State::Request(_)) && (c.inbuf.is_empty() || c.pending_out() == 0);
+        if !idle {
+            return;
+        }
+        // Buffered bytes that never became a complete request cannot complete now.
+        if c.pending_out() == 0 {
+            self.close_conn(idx, CloseReason::PeerClosed);
+        } else {
+            c.close_after_flush = true;
         }
     }
 
@@ -203,7 +261,11 @@ impl Worker {
         if c.pending_out() > 0 {
             c.out.extend_from_slice(bytes);
             if c.pending_out() > max_out && matches!(c.state, State::Receive { .. }) {
-                log::info!("{} slow consumer: {} bytes queued (limit {max_out})", c.sid, c.pending_out());
+                log::info!(
+                    "{} slow consumer: {} bytes queued (limit {max_out})",
+                    c.sid,
+                    c.pending_out()
+                );
                 self.close_conn(idx, CloseReason::SlowConsumer);
                 return false;
             }
@@ -216,6 +278,7 @@ impl Worker {
                 Ok(n) => {
                     off += n;
                     c.bytes_out += n as u64;
+                    super::stats::WorkerStats::add(&self.shared.stats[self.id].bytes_out, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -246,6 +309,7 @@ impl Worker {
                 Ok(n) => {
                     c.out_pos += n;
                     c.bytes_out += n as u64;
+                    super::stats::WorkerStats::add(&self.shared.stats[self.id].bytes_out, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -279,10 +343,11 @@ impl Worker {
     /// side and discard input for a short while so the client reads the answer
     /// instead of a reset.
     fn finish_close(&mut self, idx: usize) {
-        let c = &mut self.conns[idx];
-        if matches!(c.state, State::Linger) {
+        if matches!(self.conns[idx].state, State::Linger) {
             return;
         }
+        self.detach_receive(idx, CloseReason::Answered);
+        let c = &mut self.conns[idx];
         let _ = c.stream.shutdown(Shutdown::Write);
         c.state = State::Linger;
         c.inbuf = Vec::new();
@@ -293,7 +358,15 @@ impl Worker {
     }
 
     /// Writes a JSON error answer; closes afterwards when `close`.
-    pub fn respond_error(&mut self, idx: usize, status: u16, code: &str, message: &str, close: bool) {
+    pub fn respond_error(
+        &mut self,
+        idx: usize,
+        status: u16,
+        code: &'static str,
+        message: &str,
+        close: bool,
+    ) {
+        self.shared.stats[self.id].error(status, code);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_json_error(&mut out, status, code, message, close);
@@ -311,6 +384,8 @@ impl Worker {
     }
 
     fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
+        // While draining, every answer is the connection's last.
+        let close = close || self.shared.draining.load(Ordering::Relaxed);
         {
             let c = &mut self.conns[idx];
             c.requests += 1;
@@ -336,7 +411,13 @@ impl Worker {
             State::Receive { .. } => self.heartbeat(idx),
             State::Request(ref r) if r.in_body() => {
                 log::info!("{} body timeout", c.sid);
-                self.respond_error(idx, 408, "request_timeout", "request body not received in time", true);
+                self.respond_error(
+                    idx,
+                    408,
+                    "request_timeout",
+                    "request body not received in time",
+                    true,
+                );
             }
             State::Request(_) if c.requests == 0 => {
                 log::info!("{} handshake timeout", c.sid);
@@ -362,19 +443,43 @@ impl Worker {
 
     /// Removes connection `idx`: deregisters and closes the socket, and moves its session (if any) to held.
     pub fn close_conn(&mut self, idx: usize, reason: CloseReason) {
-        let Some(mut c) = self.conns.try_remove(idx) else { return };
+        let Some(mut c) = self.conns.try_remove(idx) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-        if !matches!(reason, CloseReason::Answered | CloseReason::IdleTimeout | CloseReason::PeerClosed)
-            || matches!(c.state, State::Receive { .. })
+        let st = &self.shared.stats[self.id];
+        super::stats::WorkerStats::add(&st.closed[reason.index()], 1);
+        super::stats::WorkerStats::sub(&st.open, 1);
+        if !matches!(
+            reason,
+            CloseReason::Answered | CloseReason::IdleTimeout | CloseReason::PeerClosed
+        ) || matches!(c.state, State::Receive { .. })
         {
             log::info!("{} closed: {}", c.sid, reason.as_str());
         } else {
             log::debug!("{} closed: {}", c.sid, reason.as_str());
         }
         if let State::Receive { sess, sess_gen } = c.state {
-            let unsent_from = if c.pending_out() > 0 { c.out_first_seq } else { 0 };
+            super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
+            let unsent_from = if c.pending_out() > 0 {
+                c.out_first_seq
+            } else {
+                0
+            };
             self.receive_closed(sess as usize, sess_gen, idx, c.gen, unsent_from, reason);
+        }
+    }
+
+    /// A receive connection that is about to close after its last output:
+    /// its session becomes held now (if it is still the session's connection).
+    fn detach_receive(&mut self, idx: usize, reason: CloseReason) {
+        let c = &mut self.conns[idx];
+        if let State::Receive { sess, sess_gen } = c.state {
+            c.state = State::Linger;
+            let gen = c.gen;
+            super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
+            self.receive_closed(sess as usize, sess_gen, idx, gen, 0, reason);
         }
     }
 }

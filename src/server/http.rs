@@ -39,7 +39,10 @@ fn token_of(head: &RequestHead) -> Result<String, AuthError> {
         }
         return Ok(rest.trim().to_string());
     }
-    head.query.as_deref().and_then(|q| query_param(q, "access_token")).ok_or(AuthError::Missing)
+    head.query
+        .as_deref()
+        .and_then(|q| query_param(q, "access_token"))
+        .ok_or(AuthError::Missing)
 }
 
 impl Worker {
@@ -47,11 +50,15 @@ impl Worker {
     /// waits for another worker, or becomes a receive connection.
     pub fn process(&mut self, idx: usize) {
         loop {
-            let Some(c) = self.conns.get_mut(idx) else { return };
+            let Some(c) = self.conns.get_mut(idx) else {
+                return;
+            };
             if c.close_after_flush || c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
                 break;
             }
-            let State::Request(reader) = &mut c.state else { break };
+            let State::Request(reader) = &mut c.state else {
+                break;
+            };
             let was_in_body = reader.in_body();
             let cfg = &self.shared.config;
             match reader.feed(&c.inbuf, &cfg.head_limits, cfg.max_message) {
@@ -83,21 +90,46 @@ impl Worker {
                 self.read_ready(idx);
             }
         }
+        self.finish_if_half_closed(idx);
     }
 
     /// Routes one complete request.
     fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
         let close = head.close;
+        #[cfg(feature = "fault-injection")]
+        match head.path.as_str() {
+            // Test-only: a panic inside one connection's handling.
+            "/v1/debug/panic" => panic!("fault injection: panic in connection handling"),
+            // Test-only: a panic outside connection handling (in the worker's envelope handling).
+            "/v1/debug/panic-worker" => {
+                let _ = self.post(self.id, super::Envelope::Panic);
+            }
+            _ => {}
+        }
         let Some((ep, method)) = endpoint(&head.path) else {
-            self.respond_error(idx, 404, "not_found", "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients", close);
+            self.respond_error(
+                idx,
+                404,
+                "not_found",
+                "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients",
+                close,
+            );
             return;
         };
         if head.method != method {
             let m = if method == Method::Get { "GET" } else { "POST" };
-            self.respond_error(idx, 405, "method_not_allowed", &format!("{} takes {m}", head.path), close);
+            self.respond_error(
+                idx,
+                405,
+                "method_not_allowed",
+                &format!("{} takes {m}", head.path),
+                close,
+            );
             return;
         }
-        let ident = match token_of(&head).and_then(|t| self.shared.verifier.verify(&t, super::epoch_ms() / 1000)) {
+        let ident = match token_of(&head)
+            .and_then(|t| self.shared.verifier.verify(&t, super::epoch_ms() / 1000))
+        {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());
@@ -107,7 +139,11 @@ impl Worker {
         };
         match ep {
             Endpoint::Receive => {
-                let lei = head.last_event_id.clone().or_else(|| head.query.as_deref().and_then(|q| query_param(q, "last_event_id")));
+                let lei = head.last_event_id.clone().or_else(|| {
+                    head.query
+                        .as_deref()
+                        .and_then(|q| query_param(q, "last_event_id"))
+                });
                 self.start_receive(idx, ident, lei);
             }
             Endpoint::Send(to) => self.start_send(idx, ident, to, body, close),
@@ -122,23 +158,48 @@ impl Worker {
             self.attach_receive(idx, ident, last_event_id);
             return;
         }
-        let Some(mut c) = self.conns.try_remove(idx) else { return };
+        let Some(mut c) = self.conns.try_remove(idx) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
         let sid = c.sid;
         let since_ms = c.since_ms;
-        log::debug!("{sid} handing receive connection of {}/{} to worker {owner}", ident.account, ident.client);
-        let env = Envelope::Attach(Box::new(Attach { stream: c.stream, sid, ident, last_event_id, since_ms }));
+        log::debug!(
+            "{sid} handing receive connection of {}/{} to worker {owner}",
+            ident.account,
+            ident.client
+        );
+        let env = Envelope::Attach(Box::new(Attach {
+            stream: c.stream,
+            sid,
+            ident,
+            last_event_id,
+            since_ms,
+        }));
         if let Err(Envelope::Attach(a)) = self.post(owner, env) {
             // The owner is swamped: take the connection back and say so.
             if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
-                self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", true);
+                self.respond_error(
+                    idx,
+                    503,
+                    "overloaded",
+                    "the node is overloaded; retry later",
+                    true,
+                );
             }
         }
     }
 
     fn start_send(&mut self, idx: usize, ident: Identity, to: String, body: Vec<u8>, close: bool) {
         if !crate::auth::valid_id(&to) {
-            self.respond_error(idx, 404, "recipient_offline", "no such client is connected", close);
+            self.respond_error(
+                idx,
+                404,
+                "recipient_offline",
+                "no such client is connected",
+                close,
+            );
             return;
         }
         let owner = self.shared.owner(&ident.account, &to);
@@ -154,7 +215,10 @@ impl Worker {
             from: ident.client.into(),
             to: to.into(),
             body: body.into_boxed_slice(),
-            reply: ReplyTo { worker: self.id, token },
+            reply: ReplyTo {
+                worker: self.id,
+                token,
+            },
         };
         if self.post(owner, env).is_err() {
             self.send_done(token, Err(SendError::Overloaded));
@@ -164,17 +228,32 @@ impl Worker {
     /// Answers a send whose delivery finished (here or on another worker).
     /// The caller resumes processing of pipelined input if it is not already doing so.
     pub fn send_done(&mut self, token: usize, result: Result<crate::ids::EventId, SendError>) {
-        let Some(idx) = self.conn_by_token(token) else { return };
-        let State::Waiting { close } = self.conns[idx].state else { return };
+        let Some(idx) = self.conn_by_token(token) else {
+            return;
+        };
+        let State::Waiting { close } = self.conns[idx].state else {
+            return;
+        };
         match result {
             Ok(id) => {
-                let body = serde_json::json!({"status": "accepted", "id": id.to_string()}).to_string();
+                let body =
+                    serde_json::json!({"status": "accepted", "id": id.to_string()}).to_string();
                 self.respond_json(idx, 202, &body, close);
             }
-            Err(SendError::Offline) => {
-                self.respond_error(idx, 404, "recipient_offline", "no such client is connected or held in your account", close)
-            }
-            Err(SendError::Overloaded) => self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", close),
+            Err(SendError::Offline) => self.respond_error(
+                idx,
+                404,
+                "recipient_offline",
+                "no such client is connected or held in your account",
+                close,
+            ),
+            Err(SendError::Overloaded) => self.respond_error(
+                idx,
+                503,
+                "overloaded",
+                "the node is overloaded; retry later",
+                close,
+            ),
         }
     }
 
@@ -186,14 +265,30 @@ impl Worker {
             if w == self.id {
                 continue;
             }
-            let env = Envelope::List { account: ident.account.as_str().into(), reply: ReplyTo { worker: self.id, token } };
+            let env = Envelope::List {
+                account: ident.account.as_str().into(),
+                reply: ReplyTo {
+                    worker: self.id,
+                    token,
+                },
+            };
             if self.post(w, env).is_err() {
-                self.respond_error(idx, 503, "overloaded", "the node is overloaded; retry later", close);
+                self.respond_error(
+                    idx,
+                    503,
+                    "overloaded",
+                    "the node is overloaded; retry later",
+                    close,
+                );
                 return;
             }
             pending += 1;
         }
-        self.conns[idx].state = State::Listing { pending, clients, close };
+        self.conns[idx].state = State::Listing {
+            pending,
+            clients,
+            close,
+        };
         if pending == 0 {
             self.finish_list(idx);
         }
@@ -201,8 +296,15 @@ impl Worker {
 
     /// Adds one worker's part of a `/v1/clients` answer; answers when all are in.
     pub fn list_done(&mut self, token: usize, mut more: Vec<super::ClientInfo>) {
-        let Some(idx) = self.conn_by_token(token) else { return };
-        let State::Listing { pending, clients, .. } = &mut self.conns[idx].state else { return };
+        let Some(idx) = self.conn_by_token(token) else {
+            return;
+        };
+        let State::Listing {
+            pending, clients, ..
+        } = &mut self.conns[idx].state
+        else {
+            return;
+        };
         clients.append(&mut more);
         *pending = pending.saturating_sub(1);
         if *pending == 0 {
@@ -211,7 +313,9 @@ impl Worker {
     }
 
     fn finish_list(&mut self, idx: usize) {
-        let State::Listing { clients, close, .. } = &mut self.conns[idx].state else { return };
+        let State::Listing { clients, close, .. } = &mut self.conns[idx].state else {
+            return;
+        };
         let close = *close;
         let mut clients = std::mem::take(clients);
         clients.sort_by(|a, b| a.client.cmp(&b.client));

@@ -7,9 +7,12 @@
 //! worker travels as an [`Envelope`] over that worker's bounded channel and the
 //! answer comes back the same way. There is no lock on the message path.
 
+pub mod admin;
 mod conn;
+mod drain;
 mod http;
 mod session;
+pub mod stats;
 mod worker;
 
 use std::io;
@@ -41,8 +44,14 @@ pub struct Shared {
     origin: Instant,
     /// Set when the node is shutting down.
     pub shutdown: AtomicBool,
+    /// Set when the node drains before exit: no new connections, clients told to go elsewhere.
+    pub draining: AtomicBool,
+    /// Unix time (s) the node started.
+    pub start_epoch_s: u64,
     /// Open client connections on this node (all workers).
     pub open_connections: AtomicUsize,
+    /// One statistics block per worker.
+    pub stats: Vec<stats::WorkerStats>,
 }
 
 struct Peer {
@@ -60,7 +69,11 @@ impl Shared {
     fn owner(&self, account: &str, client: &str) -> usize {
         // FNV-1a: stable, cheap, and the input is already authenticated.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in account.bytes().chain(std::iter::once(b'/')).chain(client.bytes()) {
+        for b in account
+            .bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(client.bytes())
+        {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -83,9 +96,21 @@ impl Shared {
     }
 }
 
+/// Starts draining the node behind `shared` (see [`Server::drain`]).
+pub fn drain(shared: &Shared) {
+    if !shared.draining.swap(true, Ordering::SeqCst) {
+        for i in 0..shared.peers.len() {
+            shared.wake(i);
+        }
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Where to send an answer: a worker and a connection token on it.
@@ -118,17 +143,71 @@ enum Envelope {
     /// A receive connection handed to the worker that owns its client.
     Attach(Box<Attach>),
     /// A message for a client owned by the receiving worker.
-    Deliver { account: Box<str>, from: Box<str>, to: Box<str>, body: Box<[u8]>, reply: ReplyTo },
+    Deliver {
+        account: Box<str>,
+        from: Box<str>,
+        to: Box<str>,
+        body: Box<[u8]>,
+        reply: ReplyTo,
+    },
     /// The answer to a `Deliver`.
-    Delivered { token: usize, result: Result<EventId, SendError> },
+    Delivered {
+        token: usize,
+        result: Result<EventId, SendError>,
+    },
     /// `client` exchanged a message with `peer` (conversation tracking for peer-gone).
-    Touch { account: Box<str>, client: Box<str>, peer: Box<str> },
+    Touch {
+        account: Box<str>,
+        client: Box<str>,
+        peer: Box<str>,
+    },
     /// `peer` went offline; tell `to` if it still exists.
-    PeerGone { account: Box<str>, to: Box<str>, peer: Box<str>, reason: &'static str },
+    PeerGone {
+        account: Box<str>,
+        to: Box<str>,
+        peer: Box<str>,
+        reason: &'static str,
+    },
     /// List the clients of `account` held by the receiving worker.
     List { account: Box<str>, reply: ReplyTo },
     /// The answer to a `List`.
-    Listed { token: usize, clients: Vec<ClientInfo> },
+    Listed {
+        token: usize,
+        clients: Vec<ClientInfo>,
+    },
+    /// Test-only: panic in the worker outside any connection's handling.
+    #[cfg(feature = "fault-injection")]
+    Panic,
+    /// Describe this worker's connections (admin `/connections`): (matched, first `limit`).
+    Inspect {
+        filter: InspectFilter,
+        reply: Sender<(usize, Vec<ConnInfo>)>,
+    },
+}
+
+/// Which connections `/connections` asks for.
+#[derive(Debug, Clone)]
+struct InspectFilter {
+    account: Option<String>,
+    client: Option<String>,
+    limit: usize,
+}
+
+/// One connection as `/connections` shows it.
+#[derive(Debug, Clone)]
+struct ConnInfo {
+    sid: SessionId,
+    account: Option<String>,
+    client: Option<String>,
+    role: Option<crate::auth::Role>,
+    kind: &'static str,
+    remote: Option<SocketAddr>,
+    since_ms: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    queued_bytes: usize,
+    messages_queued: u64,
+    worker: usize,
 }
 
 /// A receive connection on its way to its owner worker.
@@ -176,15 +255,24 @@ impl Server {
             peers,
             origin: Instant::now(),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            start_epoch_s: epoch_ms() / 1000,
             open_connections: AtomicUsize::new(0),
+            stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
         });
         let mut threads = Vec::with_capacity(n);
         for (id, ((poll, rx), listener)) in polls.into_iter().zip(rxs).zip(listeners).enumerate() {
             let w = worker::Worker::new(id, poll, listener, rx, shared.clone())?;
-            let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?;
+            let t = std::thread::Builder::new()
+                .name(format!("worker-{id}"))
+                .spawn(move || w.run())?;
             threads.push(t);
         }
-        Ok(Server { shared, threads, local_addr })
+        Ok(Server {
+            shared,
+            threads,
+            local_addr,
+        })
     }
 
     /// The address the client listener is bound to.
@@ -195,6 +283,18 @@ impl Server {
     /// The node's shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Starts the admin listener on `addr`; returns the bound address.
+    pub fn start_admin(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        admin::start(addr, self.shared.clone())
+    }
+
+    /// Starts draining: stop accepting, tell receive connections to reconnect
+    /// elsewhere spread over the drain timeout, finish in-flight requests; the
+    /// workers exit when their connections are gone or the timeout passes.
+    pub fn drain(&self) {
+        drain(&self.shared);
     }
 
     /// Asks every worker to stop and waits for them.

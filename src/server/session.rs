@@ -9,6 +9,7 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::conn::{CloseReason, State};
+use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
 use crate::auth::{Identity, Role};
@@ -22,8 +23,14 @@ const RETRY_MS: u64 = 2000;
 
 /// What a retained log entry carries.
 pub(super) enum EntryKind {
-    Message { from: Box<str>, body: Box<[u8]> },
-    PeerGone { peer: Box<str>, reason: &'static str },
+    Message {
+        from: Box<str>,
+        body: Box<[u8]>,
+    },
+    PeerGone {
+        peer: Box<str>,
+        reason: &'static str,
+    },
 }
 
 /// One retained event of a session.
@@ -44,10 +51,19 @@ impl Entry {
 
     /// Appends the SSE encoding of this entry.
     fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
-        let id = EventId { epoch, seq: self.seq }.to_string();
+        let id = EventId {
+            epoch,
+            seq: self.seq,
+        }
+        .to_string();
         match &self.kind {
             EntryKind::Message { from, body } => {
-                sse::encode_event(out, Some(&id), Some("message"), &sse::message_json(from, body));
+                sse::encode_event(
+                    out,
+                    Some(&id),
+                    Some("message"),
+                    &sse::message_json(from, body),
+                );
             }
             EntryKind::PeerGone { peer, reason } => {
                 let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
@@ -120,14 +136,20 @@ fn make_key(account: &str, client: &str) -> String {
 
 impl Sessions {
     pub fn new() -> Sessions {
-        Sessions { slab: Slab::new(), index: HashTable::new(), hasher: Default::default() }
+        Sessions {
+            slab: Slab::new(),
+            index: HashTable::new(),
+            hasher: Default::default(),
+        }
     }
 
     /// The slab index of the session of `client` in `account`.
     pub fn find(&self, account: &str, client: &str) -> Option<usize> {
         let key = make_key(account, client);
         let h = self.hasher.hash_one(key.as_str());
-        self.index.find(h, |&i| &*self.slab[i as usize].key == key.as_str()).map(|&i| i as usize)
+        self.index
+            .find(h, |&i| &*self.slab[i as usize].key == key.as_str())
+            .map(|&i| i as usize)
     }
 
     pub fn get_mut(&mut self, idx: usize) -> Option<&mut Session> {
@@ -143,7 +165,8 @@ impl Sessions {
         let idx = self.slab.insert(s);
         let slab = &self.slab;
         let hasher = &self.hasher;
-        self.index.insert_unique(h, idx as u32, |&i| hasher.hash_one(&*slab[i as usize].key));
+        self.index
+            .insert_unique(h, idx as u32, |&i| hasher.hash_one(&*slab[i as usize].key));
         idx
     }
 
@@ -175,6 +198,7 @@ impl Worker {
             None => {
                 let key = make_key(&ident.account, &ident.client).into_boxed_str();
                 let gen = self.next_gen();
+                WorkerStats::add(&self.shared.stats[self.id].sessions, 1);
                 self.sessions.insert(Session {
                     gen,
                     sid,
@@ -216,7 +240,14 @@ impl Worker {
                 self.stage = out;
             }
         }
-        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        let st = &self.shared.stats[self.id];
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        if s.held_since > 0 {
+            WorkerStats::sub(&st.held, 1);
+        }
+        WorkerStats::add(&st.receive_open, 1);
         s.role = ident.role;
         s.sid = sid;
         s.conn = (idx as u32, conn_gen);
@@ -264,7 +295,11 @@ impl Worker {
         })
         .to_string();
         sse::encode_event(&mut out, None, Some("ready"), &ready);
+        if last_event_id.is_some() {
+            WorkerStats::add(&st.resumes, 1);
+        }
         if let Some((after, reason)) = &gap {
+            WorkerStats::add(&st.gaps, 1);
             let data = serde_json::json!({"after": after, "reason": reason}).to_string();
             sse::encode_event(&mut out, None, Some("gap"), &data);
             log::info!("{sid} resume gap after {after}: {reason}");
@@ -279,18 +314,26 @@ impl Worker {
             replayed += 1;
         }
         s.delivered = s.last_seq;
+        WorkerStats::add(&st.replayed, replayed as u64);
         let deadline = session_deadline(s, &self.shared.config, now);
         log::info!(
             "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
             ident.account,
             ident.client,
             ident.role.as_str(),
-            if last_event_id.is_some() { " resumed" } else { "" }
+            if last_event_id.is_some() {
+                " resumed"
+            } else {
+                ""
+            }
         );
 
         {
             let c = &mut self.conns[idx];
-            c.state = State::Receive { sess: sidx as u32, sess_gen };
+            c.state = State::Receive {
+                sess: sidx as u32,
+                sess_gen,
+            };
             c.requests += 1;
             c.inbuf = Vec::new();
         }
@@ -308,9 +351,34 @@ impl Worker {
 
     /// Accepts a message for `to` (owned by this worker): retains it and writes
     /// it to the receive connection if there is one.
-    pub fn deliver(&mut self, account: &str, from: &str, to: &str, body: Box<[u8]>) -> Result<EventId, SendError> {
-        let Some(sidx) = self.sessions.find(account, to) else { return Err(SendError::Offline) };
-        let id = self.append(sidx, EntryKind::Message { from: from.into(), body });
+    pub fn deliver(
+        &mut self,
+        account: &str,
+        from: &str,
+        to: &str,
+        body: Box<[u8]>,
+    ) -> Result<EventId, SendError> {
+        let st = &self.shared.stats[self.id];
+        let Some(sidx) = self.sessions.find(account, to) else {
+            WorkerStats::add(&st.offline, 1);
+            return Err(SendError::Offline);
+        };
+        WorkerStats::add(&st.accepted_messages, 1);
+        WorkerStats::add(
+            if self.sessions.slab[sidx].online() {
+                &st.relayed
+            } else {
+                &st.held_messages
+            },
+            1,
+        );
+        let id = self.append(
+            sidx,
+            EntryKind::Message {
+                from: from.into(),
+                body,
+            },
+        );
         self.note_partner(sidx, from);
         // The sender remembers the recipient too, on whichever worker owns it.
         let owner = self.shared.owner(account, from);
@@ -318,7 +386,14 @@ impl Worker {
             self.touch(account, from, to);
         } else {
             // Best effort: a full channel only costs a possible missed peer-gone.
-            let _ = self.post(owner, Envelope::Touch { account: account.into(), client: from.into(), peer: to.into() });
+            let _ = self.post(
+                owner,
+                Envelope::Touch {
+                    account: account.into(),
+                    client: from.into(),
+                    peer: to.into(),
+                },
+            );
         }
         Ok(id)
     }
@@ -328,15 +403,27 @@ impl Worker {
     fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
         let cfg = &self.shared.config;
         let now = self.now;
+        let st = &self.shared.stats[self.id];
         let s = &mut self.sessions.slab[sidx];
         s.last_seq += 1;
-        let entry = Entry { seq: s.last_seq, at: now, kind };
-        let id = EventId { epoch: s.epoch, seq: entry.seq };
+        let entry = Entry {
+            seq: s.last_seq,
+            at: now,
+            kind,
+        };
+        let id = EventId {
+            epoch: s.epoch,
+            seq: entry.seq,
+        };
         s.log_bytes += entry.size();
         s.log.push_back(entry);
-        while s.log.len() > cfg.hold_max_messages || (s.log_bytes > cfg.hold_max_bytes && s.log.len() > 1) {
+        while s.log.len() > cfg.hold_max_messages
+            || (s.log_bytes > cfg.hold_max_bytes && s.log.len() > 1)
+        {
             let Some(e) = s.log.pop_front() else { break };
-            drop_entry(s, e, "hold_limit");
+            if drop_entry(s, e, "hold_limit") {
+                WorkerStats::add(&st.dropped, 1);
+            }
         }
         if s.log.capacity() > 64 && s.log.len() < s.log.capacity() / 4 {
             s.log.shrink_to(s.log.len() * 2);
@@ -368,7 +455,9 @@ impl Worker {
     fn note_partner(&mut self, sidx: usize, peer: &str) {
         let now = self.now;
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
-        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
         if peer == s.client() {
             return;
         }
@@ -397,12 +486,24 @@ impl Worker {
 
     /// Tells `to` (owned here) that `peer` went offline.
     pub fn peer_gone(&mut self, account: &str, to: &str, peer: &str, reason: &'static str) {
-        let Some(sidx) = self.sessions.find(account, to) else { return };
+        let Some(sidx) = self.sessions.find(account, to) else {
+            return;
+        };
         if let Some(p) = self.sessions.slab[sidx].partners.as_mut() {
             p.remove(peer);
         }
-        log::debug!("{} peer-gone {account}/{peer} -> {to}: {reason}", self.sessions.slab[sidx].sid);
-        self.append(sidx, EntryKind::PeerGone { peer: peer.into(), reason });
+        log::debug!(
+            "{} peer-gone {account}/{peer} -> {to}: {reason}",
+            self.sessions.slab[sidx].sid
+        );
+        WorkerStats::add(&self.shared.stats[self.id].peer_gone, 1);
+        self.append(
+            sidx,
+            EntryKind::PeerGone {
+                peer: peer.into(),
+                reason,
+            },
+        );
     }
 
     /// The clients of `account` owned by this worker.
@@ -411,7 +512,12 @@ impl Worker {
             .slab
             .iter()
             .filter(|(_, s)| s.account() == account)
-            .map(|(_, s)| ClientInfo { client: s.client().to_string(), role: s.role, online: s.online(), since_ms: s.since_ms })
+            .map(|(_, s)| ClientInfo {
+                client: s.client().to_string(),
+                role: s.role,
+                online: s.online(),
+                since_ms: s.since_ms,
+            })
             .collect()
     }
 
@@ -419,8 +525,21 @@ impl Worker {
     pub fn reply_listed(&mut self, reply: ReplyTo, clients: Vec<ClientInfo>) {
         if reply.worker == self.id {
             self.list_done(reply.token, clients);
-        } else if self.post(reply.worker, Envelope::Listed { token: reply.token, clients }).is_err() {
-            log::warn!("worker {}: could not answer a client list (worker {} channel full)", self.id, reply.worker);
+        } else if self
+            .post(
+                reply.worker,
+                Envelope::Listed {
+                    token: reply.token,
+                    clients,
+                },
+            )
+            .is_err()
+        {
+            log::warn!(
+                "worker {}: could not answer a client list (worker {} channel full)",
+                self.id,
+                reply.worker
+            );
         }
     }
 
@@ -428,16 +547,39 @@ impl Worker {
     pub fn reply_delivered(&mut self, reply: ReplyTo, result: Result<EventId, SendError>) {
         if reply.worker == self.id {
             self.send_done(reply.token, result);
-        } else if self.post(reply.worker, Envelope::Delivered { token: reply.token, result }).is_err() {
-            log::warn!("worker {}: could not answer a send (worker {} channel full)", self.id, reply.worker);
+        } else if self
+            .post(
+                reply.worker,
+                Envelope::Delivered {
+                    token: reply.token,
+                    result,
+                },
+            )
+            .is_err()
+        {
+            log::warn!(
+                "worker {}: could not answer a send (worker {} channel full)",
+                self.id,
+                reply.worker
+            );
         }
     }
 
     /// The receive connection of session `sidx` ended: the session becomes held.
-    pub fn receive_closed(&mut self, sidx: usize, sess_gen: u32, conn_idx: usize, conn_gen: u32, unsent_from: u64, reason: CloseReason) {
+    pub fn receive_closed(
+        &mut self,
+        sidx: usize,
+        sess_gen: u32,
+        conn_idx: usize,
+        conn_gen: u32,
+        unsent_from: u64,
+        reason: CloseReason,
+    ) {
         let now = self.now;
         let cfg = &self.shared.config;
-        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
         if s.gen != sess_gen || s.conn != (conn_idx as u32, conn_gen) {
             return; // replaced by a newer connection
         }
@@ -447,7 +589,14 @@ impl Worker {
         }
         s.held_since = now.max(1);
         s.since_ms = super::epoch_ms();
-        log::info!("{} session {} held ({}), {} retained", s.sid, s.key, reason.as_str(), s.log.len());
+        WorkerStats::add(&self.shared.stats[self.id].held, 1);
+        log::info!(
+            "{} session {} held ({}), {} retained",
+            s.sid,
+            s.key,
+            reason.as_str(),
+            s.log.len()
+        );
         let deadline = session_deadline(s, cfg, now);
         self.set_session_deadline(sidx, deadline);
     }
@@ -457,10 +606,15 @@ impl Worker {
         let now = self.now;
         let cfg = &self.shared.config;
         let hold = cfg.hold.as_millis() as u64;
-        let Some(s) = self.sessions.get_mut(sidx) else { return };
+        let st = &self.shared.stats[self.id];
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
         while s.log.front().is_some_and(|e| e.at + hold <= now) {
             if let Some(e) = s.log.pop_front() {
-                drop_entry(s, e, "retention_expired");
+                if drop_entry(s, e, "retention_expired") {
+                    WorkerStats::add(&st.dropped, 1);
+                }
             }
         }
         if s.log.is_empty() {
@@ -476,10 +630,19 @@ impl Worker {
 
     /// Removes a session whose client did not come back, telling its recent partners.
     fn expire_session(&mut self, sidx: usize) {
-        let Some(s) = self.sessions.remove(sidx) else { return };
+        let Some(s) = self.sessions.remove(sidx) else {
+            return;
+        };
+        let st = &self.shared.stats[self.id];
+        WorkerStats::sub(&st.sessions, 1);
+        WorkerStats::sub(&st.held, 1);
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let pending = s.log.iter().filter(|e| e.seq > s.delivered).count();
-        log::info!("{} session {} gone after hold; {pending} undelivered messages dropped", s.sid, s.key);
+        log::info!(
+            "{} session {} gone after hold; {pending} undelivered messages dropped",
+            s.sid,
+            s.key
+        );
         let account = s.account();
         let client = s.client();
         if let Some(p) = &s.partners {
@@ -491,9 +654,16 @@ impl Worker {
                 if owner == self.id {
                     self.peer_gone(account, peer, client, "offline");
                 } else {
-                    let env = Envelope::PeerGone { account: account.into(), to: peer.clone(), peer: client.into(), reason: "offline" };
+                    let env = Envelope::PeerGone {
+                        account: account.into(),
+                        to: peer.clone(),
+                        peer: client.into(),
+                        reason: "offline",
+                    };
                     if self.post(owner, env).is_err() {
-                        log::warn!("peer-gone for {account}/{peer} dropped: worker {owner} channel full");
+                        log::warn!(
+                            "peer-gone for {account}/{peer} dropped: worker {owner} channel full"
+                        );
                     }
                 }
             }
@@ -505,6 +675,7 @@ impl Worker {
         let hb = self.shared.config.heartbeat.as_millis() as u64;
         let due = self.conns[idx].last_write + hb;
         if self.now >= due {
+            WorkerStats::add(&self.shared.stats[self.id].heartbeats, 1);
             if !self.write_conn(idx, b":\n\n") {
                 return;
             }
@@ -524,14 +695,17 @@ impl Worker {
     }
 }
 
-/// Records that entry `e` left the log for `reason`; remembers a loss if it was never handed out.
-fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) {
+/// Records that entry `e` left the log for `reason`; remembers a loss (and
+/// returns true) if it was never handed out.
+fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
     s.log_bytes -= e.size();
     s.trim_reason = reason;
     if e.seq > s.delivered {
         let after = s.lost.map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
         s.lost = Some((after, reason));
+        return true;
     }
+    false
 }
 
 /// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
@@ -549,4 +723,53 @@ fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
         d = d.max(now);
     }
     d
+}
+
+impl Worker {
+    /// This worker's connections matching `f`: how many matched, and the first `f.limit`.
+    pub(super) fn inspect(&self, f: &super::InspectFilter) -> (usize, Vec<super::ConnInfo>) {
+        let mut matched = 0;
+        let mut out = Vec::new();
+        for (_, c) in self.conns.iter() {
+            let sess = match c.state {
+                State::Receive { sess, sess_gen } => self
+                    .sessions
+                    .get(sess as usize)
+                    .filter(|s| s.gen == sess_gen),
+                _ => None,
+            };
+            let account = sess.map(|s| s.account());
+            let client = sess.map(|s| s.client());
+            if f.account.as_deref().is_some_and(|a| account != Some(a))
+                || f.client.as_deref().is_some_and(|x| client != Some(x))
+            {
+                continue;
+            }
+            matched += 1;
+            if out.len() >= f.limit {
+                continue;
+            }
+            out.push(super::ConnInfo {
+                sid: c.sid,
+                account: account.map(str::to_string),
+                client: client.map(str::to_string),
+                role: sess.map(|s| s.role),
+                kind: match c.state {
+                    State::Receive { .. } => "receive",
+                    State::Linger => "closing",
+                    _ => "send",
+                },
+                remote: c.stream.peer_addr().ok(),
+                since_ms: c.since_ms,
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                queued_bytes: c.pending_out(),
+                messages_queued: sess.map_or(0, |s| {
+                    s.log.iter().filter(|e| e.seq > s.delivered).count() as u64
+                }),
+                worker: self.id,
+            });
+        }
+        (matched, out)
+    }
 }

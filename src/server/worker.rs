@@ -58,7 +58,8 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 pub(super) struct Worker {
     pub id: usize,
     pub poll: Poll,
-    pub listener: TcpListener,
+    /// The client listener; `None` once draining.
+    pub listener: Option<TcpListener>,
     pub conns: Slab<Conn>,
     pub sessions: Sessions,
     pub wheel: TimerWheel<TimerRef>,
@@ -75,18 +76,28 @@ pub(super) struct Worker {
     wakes: Vec<bool>,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
+    /// Draining state, once the node started draining.
+    pub drain: Option<super::drain::Drain>,
 }
 
 impl Worker {
     /// Sets up a worker; registers its listener.
-    pub fn new(id: usize, poll: Poll, mut listener: TcpListener, rx: Receiver<Envelope>, shared: Arc<Shared>) -> io::Result<Worker> {
-        poll.registry().register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mut listener: TcpListener,
+        rx: Receiver<Envelope>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        poll.registry()
+            .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)?;
         let now = shared.now_ms();
         let n = shared.peers.len();
         Ok(Worker {
             id,
             poll,
-            listener,
+            listener: Some(listener),
+            drain: None,
             conns: Slab::new(),
             sessions: Sessions::new(),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
@@ -102,8 +113,18 @@ impl Worker {
         })
     }
 
-    /// Runs the event loop until the node shuts down.
+    /// Runs the event loop until the node shuts down or finishes draining.
+    /// A panic outside the handling of one connection ends the process.
     pub fn run(mut self) {
+        let id = self.id;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.event_loop()));
+        if r.is_err() {
+            log::error!("worker {id} panicked outside connection handling; exiting the process");
+            std::process::exit(70);
+        }
+    }
+
+    fn event_loop(&mut self) {
         let mut events = Events::with_capacity(1024);
         let mut backlog = false;
         loop {
@@ -111,9 +132,12 @@ impl Worker {
                 break;
             }
             let mut timeout = self.wheel.next_timeout_ms(self.now);
+            let mut soonest = |t: u64| timeout = Some(timeout.map_or(t, |x: u64| x.min(t)));
             if self.accept_paused_until > 0 {
-                let t = self.accept_paused_until.saturating_sub(self.now);
-                timeout = Some(timeout.map_or(t, |x| x.min(t)));
+                soonest(self.accept_paused_until.saturating_sub(self.now));
+            }
+            if let Some(t) = self.drain_next() {
+                soonest(t.saturating_sub(self.now));
             }
             if backlog {
                 timeout = Some(0);
@@ -126,11 +150,18 @@ impl Worker {
                 }
             }
             self.now = self.shared.now_ms();
+            let busy_from = std::time::Instant::now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
                     WAKER_TOKEN => {}
-                    t => self.conn_event(t.0, ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable()),
+                    t => {
+                        let (r, w) = (
+                            ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                            ev.is_writable(),
+                        );
+                        self.guarded(t.0, |me| me.conn_event(t.0, r, w));
+                    }
                 }
             }
             backlog = self.drain_channel();
@@ -139,10 +170,54 @@ impl Worker {
                 self.accept_all();
             }
             self.run_timers();
+            if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
+                break;
+            }
             self.flush_wakes();
+            let st = &self.shared.stats[self.id];
+            st.iterations.fetch_add(1, Ordering::Relaxed);
+            st.busy_ns
+                .fetch_add(busy_from.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            st.timers.store(self.wheel.len() as u64, Ordering::Relaxed);
         }
-        log::debug!("worker {} stopping: {} connections, {} sessions", self.id, self.conns.len(), self.sessions.len());
+        self.flush_wakes();
+        log::debug!(
+            "worker {} stopping: {} connections, {} sessions",
+            self.id,
+            self.conns.len(),
+            self.sessions.len()
+        );
         self.close_all();
+    }
+
+    /// Runs `f` (the handling of the connection behind `token`); if it panics,
+    /// the panic is logged with the session id, that connection is closed, and
+    /// the worker carries on with every other connection.
+    pub fn guarded(&mut self, token: usize, f: impl FnOnce(&mut Worker)) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if r.is_ok() {
+            return;
+        }
+        super::stats::WorkerStats::add(&self.shared.stats[self.id].panics, 1);
+        let Some(idx) = self.conn_by_token(token) else {
+            log::error!(
+                "worker {}: panic while handling a connection that is already gone",
+                self.id
+            );
+            return;
+        };
+        let sid = self.conns[idx].sid;
+        log::error!("{sid} panic while handling this connection; closing it (other connections are unaffected)");
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.close_conn(idx, super::conn::CloseReason::Panic)
+        }));
+        if again.is_err() {
+            // Closing panicked too: drop the connection without touching its session.
+            if let Some(mut c) = self.conns.try_remove(idx) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A fresh generation for a new slab entry.
@@ -173,13 +248,19 @@ impl Worker {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, peer)) => self.accepted(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a listener that stays readable.
-                    log::warn!("worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms", self.id);
+                    log::warn!(
+                        "worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms",
+                        self.id
+                    );
                     self.accept_paused_until = self.now + ACCEPT_BACKOFF_MS;
                     break;
                 }
@@ -200,9 +281,12 @@ impl Worker {
         }
         let _ = sock.set_tcp_nodelay(true);
         let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+        super::stats::WorkerStats::add(&self.shared.stats[self.id].accepted, 1);
         let limit = c.max_connections;
         let over = open > limit;
-        let Some(idx) = self.insert_conn(stream, crate::ids::SessionId::random(), super::epoch_ms()) else {
+        let Some(idx) =
+            self.insert_conn(stream, crate::ids::SessionId::random(), super::epoch_ms())
+        else {
             return;
         };
         let deadline = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
@@ -211,22 +295,38 @@ impl Worker {
         log::debug!("{sid} accepted from {peer}");
         if over {
             log::warn!("{sid} refused: {open} connections open, limit {limit}");
-            self.respond_error(idx, 503, "overloaded", "too many connections on this node; try another node or later", true);
+            self.respond_error(
+                idx,
+                503,
+                "overloaded",
+                "too many connections on this node; try another node or later",
+                true,
+            );
         }
     }
 
     /// Registers `stream` in the slab and with the poll; `None` (stream dropped) if registration fails.
-    pub fn insert_conn(&mut self, mut stream: TcpStream, sid: crate::ids::SessionId, since_ms: u64) -> Option<usize> {
+    pub fn insert_conn(
+        &mut self,
+        mut stream: TcpStream,
+        sid: crate::ids::SessionId,
+        since_ms: u64,
+    ) -> Option<usize> {
         let gen = self.next_gen();
         let entry = self.conns.vacant_entry();
         let idx = entry.key();
         let token = Token(((gen as usize) << 32) | idx);
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             log::warn!("{sid} register failed: {e}");
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         entry.insert(Conn::new(stream, gen, sid, since_ms, self.now));
+        super::stats::WorkerStats::add(&self.shared.stats[self.id].open, 1);
         Some(idx)
     }
 
@@ -236,18 +336,34 @@ impl Worker {
         c.deadline = deadline;
         if c.armed == 0 || deadline < c.armed {
             c.armed = deadline;
-            self.wheel.insert(deadline, TimerRef::Conn { idx: idx as u32, gen: c.gen, at: deadline });
+            self.wheel.insert(
+                deadline,
+                TimerRef::Conn {
+                    idx: idx as u32,
+                    gen: c.gen,
+                    at: deadline,
+                },
+            );
         }
     }
 
     /// Arms (or moves) the single timer of session `idx`; 0 disarms.
     pub fn set_session_deadline(&mut self, idx: usize, deadline: u64) {
-        let Some(s) = self.sessions.get_mut(idx) else { return };
+        let Some(s) = self.sessions.get_mut(idx) else {
+            return;
+        };
         s.deadline = deadline;
         if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
             s.armed = deadline;
             let gen = s.gen;
-            self.wheel.insert(deadline, TimerRef::Session { idx: idx as u32, gen, at: deadline });
+            self.wheel.insert(
+                deadline,
+                TimerRef::Session {
+                    idx: idx as u32,
+                    gen,
+                    at: deadline,
+                },
+            );
         }
     }
 
@@ -258,7 +374,9 @@ impl Worker {
             match t {
                 TimerRef::Conn { idx, gen, at } => {
                     let idx = idx as usize;
-                    let Some(c) = self.conns.get_mut(idx) else { continue };
+                    let Some(c) = self.conns.get_mut(idx) else {
+                        continue;
+                    };
                     if c.gen != gen || c.armed != at {
                         continue; // stale entry
                     }
@@ -267,12 +385,15 @@ impl Worker {
                         let d = c.deadline;
                         self.set_conn_deadline(idx, d);
                     } else {
-                        self.conn_timeout(idx);
+                        let token = self.token_of(idx);
+                        self.guarded(token, |me| me.conn_timeout(idx));
                     }
                 }
                 TimerRef::Session { idx, gen, at } => {
                     let idx = idx as usize;
-                    let Some(s) = self.sessions.get_mut(idx) else { continue };
+                    let Some(s) = self.sessions.get_mut(idx) else {
+                        continue;
+                    };
                     if s.gen != gen || s.armed != at {
                         continue;
                     }
@@ -307,10 +428,18 @@ impl Worker {
         match env {
             Envelope::Attach(a) => {
                 let a = *a;
-                let Some(idx) = self.insert_conn(a.stream, a.sid, a.since_ms) else { return };
+                let Some(idx) = self.insert_conn(a.stream, a.sid, a.since_ms) else {
+                    return;
+                };
                 self.attach_receive(idx, a.ident, a.last_event_id);
             }
-            Envelope::Deliver { account, from, to, body, reply } => {
+            Envelope::Deliver {
+                account,
+                from,
+                to,
+                body,
+                reply,
+            } => {
                 let result = self.deliver(&account, &from, &to, body);
                 self.reply_delivered(reply, result);
             }
@@ -318,11 +447,25 @@ impl Worker {
                 self.send_done(token, result);
                 self.resume(token);
             }
-            Envelope::Touch { account, client, peer } => self.touch(&account, &client, &peer),
-            Envelope::PeerGone { account, to, peer, reason } => self.peer_gone(&account, &to, &peer, reason),
+            Envelope::Touch {
+                account,
+                client,
+                peer,
+            } => self.touch(&account, &client, &peer),
+            Envelope::PeerGone {
+                account,
+                to,
+                peer,
+                reason,
+            } => self.peer_gone(&account, &to, &peer, reason),
             Envelope::List { account, reply } => {
                 let clients = self.list_clients(&account);
                 self.reply_listed(reply, clients);
+            }
+            #[cfg(feature = "fault-injection")]
+            Envelope::Panic => panic!("fault injection: panic outside connection handling"),
+            Envelope::Inspect { filter, reply } => {
+                let _ = reply.send(self.inspect(&filter));
             }
             Envelope::Listed { token, clients } => {
                 self.list_done(token, clients);

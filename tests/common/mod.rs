@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (started on an ephemeral port unless `extra` sets `--admin`).
+    pub admin: Option<SocketAddr>,
     /// Everything the node wrote to stderr so far (its log).
     pub log: Arc<Mutex<String>>,
 }
@@ -30,9 +32,17 @@ impl Node {
     /// Starts the binary on an ephemeral port with `extra` flags.
     pub fn start(extra: &[&str]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(extra);
-        cmd.env("SWITCHBOARD_SECRET", SECRET).env_remove("SWITCHBOARD_SECRET_FILE");
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        let own_admin = extra.iter().any(|a| a.starts_with("--admin"));
+        if !own_admin {
+            cmd.arg("--admin").arg("127.0.0.1:0");
+        }
+        cmd.args(extra);
+        cmd.env("SWITCHBOARD_SECRET", SECRET)
+            .env_remove("SWITCHBOARD_SECRET_FILE");
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn switchboard");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -40,14 +50,32 @@ impl Node {
         spawn_log_reader(stderr, log.clone());
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
-            let line = lines.next().expect("node exited before listening").expect("read stdout");
+            let line = lines
+                .next()
+                .expect("node exited before listening")
+                .expect("read stdout");
             if let Some(rest) = line.strip_prefix("switchboard listening on http://") {
                 break rest.trim().parse().expect("listen address");
             }
         };
+        let mut admin = None;
+        if !extra.iter().any(|a| *a == "off") {
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("switchboard admin on http://") {
+                    admin = rest.trim().parse().ok();
+                    break;
+                }
+            }
+        }
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Node { child, addr, log }
+        Node {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// Waits until the node's log contains `needle`.
@@ -97,7 +125,10 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A valid token for `client` in `account`.
@@ -115,7 +146,8 @@ pub struct Event {
 
 impl Event {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON: {e}: {:?}", self.data))
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("event data is not JSON: {e}: {:?}", self.data))
     }
 }
 
@@ -132,13 +164,19 @@ pub struct Receiver {
 impl Receiver {
     /// Opens `GET /v1/receive` with `token` and optional extra headers; panics unless 200.
     pub fn open(addr: SocketAddr, token: &str, extra_headers: &[(&str, &str)]) -> Receiver {
-        let (r, status) = Receiver::try_open(addr, &format!("/v1/receive"), Some(token), extra_headers);
+        let (r, status) =
+            Receiver::try_open(addr, &format!("/v1/receive"), Some(token), extra_headers);
         assert_eq!(status, 200, "receive connection refused: {}", r.head);
         r
     }
 
     /// Opens `GET path` and reads the response head; returns the status.
-    pub fn try_open(addr: SocketAddr, path: &str, token: Option<&str>, extra_headers: &[(&str, &str)]) -> (Receiver, u16) {
+    pub fn try_open(
+        addr: SocketAddr,
+        path: &str,
+        token: Option<&str>,
+        extra_headers: &[(&str, &str)],
+    ) -> (Receiver, u16) {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
@@ -160,8 +198,20 @@ impl Receiver {
             }
             head.push_str(&line);
         }
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (Receiver { stream, reader, head, heartbeats: 0 }, status)
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (
+            Receiver {
+                stream,
+                reader,
+                head,
+                heartbeats: 0,
+            },
+            status,
+        )
     }
 
     /// The next event (skipping heartbeats and `retry:` fields), or `None` on EOF/timeout.
@@ -190,7 +240,10 @@ impl Receiver {
                 self.heartbeats += 1;
                 continue;
             }
-            let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+            let (field, value) = line
+                .split_once(':')
+                .map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)))
+                .unwrap_or((line, ""));
             match field {
                 "id" => {
                     ev.id = Some(value.to_string());
@@ -215,7 +268,9 @@ impl Receiver {
     /// Reads events until one named `name` arrives; panics if the stream ends first.
     pub fn expect_event(&mut self, name: &str) -> Event {
         loop {
-            let ev = self.next_event().unwrap_or_else(|| panic!("stream ended while waiting for event {name:?}"));
+            let ev = self
+                .next_event()
+                .unwrap_or_else(|| panic!("stream ended while waiting for event {name:?}"));
             if ev.event == name {
                 return ev;
             }
@@ -269,12 +324,19 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON: {e}: {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON: {e}: {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 }
@@ -313,16 +375,32 @@ impl Http {
             head.push_str(&line);
         }
         let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let mut r = Response { status, head, body: Vec::new() };
-        let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut r = Response {
+            status,
+            head,
+            body: Vec::new(),
+        };
+        let len: usize = r
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         r.body = vec![0; len];
         self.reader.read_exact(&mut r.body).ok()?;
         Some(r)
     }
 
     /// Sends a request with `token` and `body` and reads its response.
-    pub fn request(&mut self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -349,11 +427,135 @@ impl Http {
 }
 
 /// One-shot request on a fresh connection.
-pub fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Response {
     Http::connect(addr).request(method, path, token, body)
 }
 
 /// POST /v1/send/<to> as `token`.
 pub fn send(addr: SocketAddr, token: &str, to: &str, body: &str) -> Response {
-    request(addr, "POST", &format!("/v1/send/{to}"), Some(token), body.as_bytes())
+    request(
+        addr,
+        "POST",
+        &format!("/v1/send/{to}"),
+        Some(token),
+        body.as_bytes(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Helpers added for the relay / resume / errors suites.
+// ---------------------------------------------------------------------------
+
+/// The `clients` array of `GET /v1/clients` as `token`.
+pub fn clients(addr: SocketAddr, token: &str) -> Vec<serde_json::Value> {
+    let r = request(addr, "GET", "/v1/clients", Some(token), b"");
+    assert_eq!(
+        r.status,
+        200,
+        "GET /v1/clients: {} {:?}",
+        r.head,
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["clients"]
+        .as_array()
+        .expect("clients array")
+        .clone()
+}
+
+/// The `state` of `client` in `token`'s account, or `None` if it is not listed.
+pub fn client_state(addr: SocketAddr, token: &str, client: &str) -> Option<String> {
+    clients(addr, token)
+        .iter()
+        .find(|c| c["client"] == client)
+        .map(|c| c["state"].as_str().expect("state is a string").to_string())
+}
+
+/// Waits until `client` shows `state` in `/v1/clients`; true if it did within `timeout`.
+pub fn wait_state(
+    addr: SocketAddr,
+    token: &str,
+    client: &str,
+    state: &str,
+    timeout: Duration,
+) -> bool {
+    wait_until(timeout, || {
+        client_state(addr, token, client).as_deref() == Some(state)
+    })
+}
+
+/// Writes `bytes` on a fresh connection and reads one response.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (Option<Response>, Http) {
+    let mut h = Http::connect(addr);
+    h.send_raw(bytes);
+    let r = h.read_response();
+    (r, h)
+}
+
+/// Asserts `r` is a JSON error answer with `status` and error code `code`.
+pub fn assert_error(r: &Response, status: u16, code: &str) {
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(
+        r.status, status,
+        "unexpected status; head {:?} body {body:?}",
+        r.head
+    );
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "error content-type {ct:?} (body {body:?})"
+    );
+    let j = r.json();
+    assert_eq!(j["error"], code, "error code in {body}");
+    let msg = j["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string \"message\" in {body}"));
+    assert!(!msg.is_empty(), "empty message in {body}");
+}
+
+/// Splits an event id `<epoch hex>-<seq>`; panics if it is not of that form.
+pub fn parse_id(id: &str) -> (String, u64) {
+    let (e, s) = id
+        .split_once('-')
+        .unwrap_or_else(|| panic!("event id {id:?} has no '-'"));
+    assert!(
+        !e.is_empty()
+            && e.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "epoch part of {id:?} is not lowercase hex"
+    );
+    let seq = s
+        .parse()
+        .unwrap_or_else(|_| panic!("sequence part of {id:?} is not a number"));
+    (e.to_string(), seq)
+}
+
+impl Receiver {
+    /// Reads the `ready` event that starts every stream and returns its data.
+    pub fn ready(&mut self) -> serde_json::Value {
+        let ev = self
+            .next_event()
+            .expect("stream ended before the ready event");
+        assert_eq!(ev.event, "ready", "first event is not ready: {ev:?}");
+        assert!(ev.id.is_none(), "ready event carries an id: {ev:?}");
+        ev.json()
+    }
+
+    /// Reads the next event and asserts it is a message from `from` with text `body`; returns it.
+    pub fn expect_message(&mut self, from: &str, body: &str) -> Event {
+        let ev = self
+            .next_event()
+            .unwrap_or_else(|| panic!("stream ended while waiting for message {body:?}"));
+        assert_eq!(ev.event, "message", "expected message {body:?}, got {ev:?}");
+        let j = ev.json();
+        assert_eq!(j["from"], from, "sender of {ev:?}");
+        assert_eq!(j["body"], body, "body of {ev:?}");
+        assert!(ev.id.is_some(), "message without id: {ev:?}");
+        ev
+    }
 }

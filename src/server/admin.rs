@@ -1,0 +1,609 @@
+//! The admin listener: `/info`, `/connections`, `/metrics`, `/healthz`,
+//! `/readyz`, `/debug/pprof/profile` and `/debug/memory`, on its own address
+//! (never the client port) and its own threads, so a busy or stuck event loop
+//! cannot hide itself from the operator.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conn::CloseReason;
+use super::{ConnInfo, Envelope, Shared};
+use crate::proto::head::{parse_head, query_param, Limits, Method};
+use crate::proto::{response, Parse};
+
+/// Most admin requests served at once; more get 503.
+const MAX_ADMIN_CONNS: usize = 16;
+/// Read/write timeout of an admin connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the workers to answer `/connections`.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest CPU profile.
+const MAX_PROFILE_SECS: u64 = 60;
+
+/// Process-wide admin state.
+struct Admin {
+    shared: Arc<Shared>,
+    active: AtomicUsize,
+    profiling: AtomicBool,
+}
+
+/// Binds the admin listener on `addr` and serves it on a background thread.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    let admin = Arc::new(Admin {
+        shared,
+        active: AtomicUsize::new(0),
+        profiling: AtomicBool::new(false),
+    });
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if admin.active.fetch_add(1, Relaxed) >= MAX_ADMIN_CONNS {
+                    admin.active.fetch_sub(1, Relaxed);
+                    let mut out = Vec::new();
+                    response::write_json_error(
+                        &mut out,
+                        503,
+                        "overloaded",
+                        "too many admin requests at once",
+                        true,
+                    );
+                    let mut s = stream;
+                    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+                    let _ = s.write_all(&out);
+                    continue;
+                }
+                let a = admin.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("admin-conn".into())
+                        .spawn(move || {
+                            let _ = a.serve(stream);
+                            a.active.fetch_sub(1, Relaxed);
+                        });
+                if spawned.is_err() {
+                    admin.active.fetch_sub(1, Relaxed);
+                }
+            }
+        })?;
+    Ok(local)
+}
+
+impl Admin {
+    /// Serves one request (admin connections are not kept alive).
+    fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let limits = Limits::default();
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        let head = loop {
+            match parse_head(&buf, &limits) {
+                Ok(Parse::Complete(h)) => break h,
+                Ok(Parse::Partial) => {}
+                Err(e) => {
+                    let mut out = Vec::new();
+                    response::write_json_error(&mut out, e.status(), e.code(), &e.message(), true);
+                    return stream.write_all(&out);
+                }
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut out = Vec::new();
+        if head.method != Method::Get && head.method != Method::Head {
+            response::write_json_error(
+                &mut out,
+                405,
+                "method_not_allowed",
+                "the admin endpoints take GET",
+                true,
+            );
+            return stream.write_all(&out);
+        }
+        let q = head.query.as_deref().unwrap_or("");
+        match head.path.as_str() {
+            "/info" => json(&mut out, 200, &self.info()),
+            "/healthz" => json(&mut out, 200, &serde_json::json!({"status": "ok"})),
+            "/readyz" => {
+                let (ready, why) = self.readiness();
+                let status = if ready { 200 } else { 503 };
+                json(&mut out, status, &serde_json::json!({"ready": ready, "reason": why}));
+            }
+            "/connections" => match self.connections(q) {
+                Ok(v) => json(&mut out, 200, &v),
+                Err((status, code, msg)) => response::write_json_error(&mut out, status, code, &msg, true),
+            },
+            "/metrics" => {
+                let text = self.metrics();
+                response::write_response(&mut out, 200, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes(), true);
+            }
+            "/debug/pprof/profile" => match self.profile(q) {
+                Ok(svg) => response::write_response(&mut out, 200, "image/svg+xml", &svg, true),
+                Err((status, code, msg)) => response::write_json_error(&mut out, status, code, &msg, true),
+            },
+            "/debug/memory" => json(&mut out, 200, &self.memory()),
+            _ => response::write_json_error(
+                &mut out,
+                404,
+                "not_found",
+                "admin endpoints: /info /connections /metrics /healthz /readyz /debug/pprof/profile?seconds=N /debug/memory",
+                true,
+            ),
+        }
+        if head.method == Method::Head {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                out.truncate(end + 4);
+            }
+        }
+        stream.write_all(&out)
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let now = super::epoch_ms() / 1000;
+        let up = self.shared.origin.elapsed().as_secs();
+        serde_json::json!({
+            "version": env!("SWITCHBOARD_VERSION"),
+            "node": self.shared.config.node_id,
+            "start_time": self.shared.start_epoch_s,
+            "current_time": now,
+            "uptime": human_duration(up),
+            "uptime_seconds": up,
+            "workers": self.shared.peers.len(),
+            "draining": self.shared.draining.load(Relaxed),
+        })
+    }
+
+    /// Whether the node should get new clients, and why not.
+    fn readiness(&self) -> (bool, &'static str) {
+        if self.shared.draining.load(Relaxed) {
+            return (false, "draining");
+        }
+        let open = self.shared.open_connections.load(Relaxed);
+        if open >= self.shared.config.max_connections {
+            return (false, "connection_limit");
+        }
+        if self
+            .shared
+            .peers
+            .iter()
+            .any(|p| p.tx.len() * 10 >= super::CHANNEL_CAPACITY * 9)
+        {
+            return (false, "overloaded");
+        }
+        (true, "ok")
+    }
+
+    fn connections(&self, q: &str) -> Result<serde_json::Value, (u16, &'static str, String)> {
+        let limit = match query_param(q, "limit") {
+            Some(l) => l.parse::<usize>().map_err(|_| {
+                (
+                    400,
+                    "bad_limit",
+                    format!("limit must be a number, not {l:?}"),
+                )
+            })?,
+            None => 1000,
+        }
+        .min(100_000);
+        let filter = super::InspectFilter {
+            account: query_param(q, "account"),
+            client: query_param(q, "client"),
+            limit,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(self.shared.peers.len());
+        let mut asked = 0;
+        for w in 0..self.shared.peers.len() {
+            let env = Envelope::Inspect {
+                filter: filter.clone(),
+                reply: tx.clone(),
+            };
+            if self.shared.send_to(w, env).is_ok() {
+                self.shared.wake(w);
+                asked += 1;
+            }
+        }
+        let mut all: Vec<ConnInfo> = Vec::new();
+        let mut total = 0usize;
+        let mut answered = 0;
+        let deadline = std::time::Instant::now() + INSPECT_TIMEOUT;
+        while answered < asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((matched, mut list)) => {
+                    total += matched;
+                    all.append(&mut list);
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let now = super::epoch_ms();
+        all.sort_by_key(|c| c.since_ms);
+        all.truncate(limit);
+        let list: Vec<_> = all
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "session": c.sid.to_string(),
+                    "account": c.account,
+                    "client": c.client,
+                    "role": c.role.map(|r| r.as_str()),
+                    "kind": c.kind,
+                    "remote": c.remote.map(|a| a.to_string()),
+                    "since_ms": c.since_ms,
+                    "duration_ms": now.saturating_sub(c.since_ms),
+                    "bytes_in": c.bytes_in,
+                    "bytes_out": c.bytes_out,
+                    "queued_bytes": c.queued_bytes,
+                    "messages_queued": c.messages_queued,
+                    "worker": c.worker,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "connections": list,
+            "matched": total,
+            "truncated": total > list.len(),
+            "workers_answered": answered,
+            "workers": self.shared.peers.len(),
+        }))
+    }
+
+    fn metrics(&self) -> String {
+        let sh = &self.shared;
+        let mut m = String::with_capacity(8192);
+        let sum =
+            |f: &dyn Fn(&super::stats::WorkerStats) -> u64| sh.stats.iter().map(f).sum::<u64>();
+        let g = |m: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(
+                m,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}"
+            );
+        };
+        let receive = sum(&|s| s.receive_open.load(Relaxed));
+        let open = sum(&|s| s.open.load(Relaxed));
+        g(
+            &mut m,
+            "connections",
+            "Open client connections by kind.",
+            "gauge",
+        );
+        let _ = writeln!(m, "switchboard_connections{{kind=\"receive\"}} {receive}");
+        let _ = writeln!(
+            m,
+            "switchboard_connections{{kind=\"request\"}} {}",
+            open.saturating_sub(receive)
+        );
+        g(
+            &mut m,
+            "connections_accepted_total",
+            "Client connections accepted.",
+            "counter",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_connections_accepted_total {}",
+            sum(&|s| s.accepted.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "connections_closed_total",
+            "Client connections closed, by reason.",
+            "counter",
+        );
+        for r in CloseReason::ALL {
+            let _ = writeln!(
+                m,
+                "switchboard_connections_closed_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                sum(&|s| s.closed[r.index()].load(Relaxed))
+            );
+        }
+        let counters: [(&str, &str, fn(&super::stats::WorkerStats) -> u64); 13] = [
+            ("messages_accepted_total", "Messages accepted (202).", |s| {
+                s.accepted_messages.load(Relaxed)
+            }),
+            (
+                "messages_relayed_total",
+                "Messages written to a live receive connection at once.",
+                |s| s.relayed.load(Relaxed),
+            ),
+            (
+                "messages_held_total",
+                "Messages accepted while the recipient was held.",
+                |s| s.held_messages.load(Relaxed),
+            ),
+            (
+                "messages_dropped_total",
+                "Retained messages dropped before delivery (reported as gaps).",
+                |s| s.dropped.load(Relaxed),
+            ),
+            (
+                "sends_offline_total",
+                "Sends refused because the recipient is offline.",
+                |s| s.offline.load(Relaxed),
+            ),
+            (
+                "resumes_total",
+                "Receive connections that resumed with Last-Event-ID.",
+                |s| s.resumes.load(Relaxed),
+            ),
+            (
+                "replayed_messages_total",
+                "Messages replayed to resuming receive connections.",
+                |s| s.replayed.load(Relaxed),
+            ),
+            ("gaps_total", "Gap notices sent.", |s| s.gaps.load(Relaxed)),
+            ("peer_gone_total", "peer-gone notices queued.", |s| {
+                s.peer_gone.load(Relaxed)
+            }),
+            ("heartbeats_total", "Heartbeat comments written.", |s| {
+                s.heartbeats.load(Relaxed)
+            }),
+            ("bytes_in_total", "Bytes read from clients.", |s| {
+                s.bytes_in.load(Relaxed)
+            }),
+            ("bytes_out_total", "Bytes written to clients.", |s| {
+                s.bytes_out.load(Relaxed)
+            }),
+            (
+                "panics_total",
+                "Panics caught while handling a connection (the connection was closed).",
+                |s| s.panics.load(Relaxed),
+            ),
+        ];
+        for (name, help, f) in counters {
+            g(&mut m, name, help, "counter");
+            let _ = writeln!(m, "switchboard_{name} {}", sum(&|s| f(s)));
+        }
+        g(&mut m, "sessions", "Client sessions by state.", "gauge");
+        let sessions = sum(&|s| s.sessions.load(Relaxed));
+        let held = sum(&|s| s.held.load(Relaxed));
+        let _ = writeln!(
+            m,
+            "switchboard_sessions{{state=\"online\"}} {}",
+            sessions.saturating_sub(held)
+        );
+        let _ = writeln!(m, "switchboard_sessions{{state=\"held\"}} {held}");
+        g(
+            &mut m,
+            "request_errors_total",
+            "Requests answered with an error, by status and code.",
+            "counter",
+        );
+        let mut errs: std::collections::BTreeMap<(u16, &str), u64> = Default::default();
+        for s in &sh.stats {
+            if let Ok(e) = s.errors.lock() {
+                for (k, v) in e.iter() {
+                    *errs.entry(*k).or_insert(0) += v;
+                }
+            }
+        }
+        for ((status, code), v) in errs {
+            let _ = writeln!(
+                m,
+                "switchboard_request_errors_total{{status=\"{status}\",code=\"{code}\"}} {v}"
+            );
+        }
+        g(
+            &mut m,
+            "timer_wheel_entries",
+            "Timer wheel entries per worker.",
+            "gauge",
+        );
+        for (i, s) in sh.stats.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "switchboard_timer_wheel_entries{{worker=\"{i}\"}} {}",
+                s.timers.load(Relaxed)
+            );
+        }
+        g(
+            &mut m,
+            "worker_queue_depth",
+            "Envelopes waiting in each worker's inbox.",
+            "gauge",
+        );
+        for (i, p) in sh.peers.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "switchboard_worker_queue_depth{{worker=\"{i}\"}} {}",
+                p.tx.len()
+            );
+        }
+        g(
+            &mut m,
+            "worker_iterations_total",
+            "Event-loop iterations per worker.",
+            "counter",
+        );
+        for (i, s) in sh.stats.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "switchboard_worker_iterations_total{{worker=\"{i}\"}} {}",
+                s.iterations.load(Relaxed)
+            );
+        }
+        g(
+            &mut m,
+            "worker_busy_seconds_total",
+            "Time each worker spent handling events (outside poll).",
+            "counter",
+        );
+        for (i, s) in sh.stats.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "switchboard_worker_busy_seconds_total{{worker=\"{i}\"}} {:.6}",
+                s.busy_ns.load(Relaxed) as f64 / 1e9
+            );
+        }
+        let (rss, _) = proc_status_kb();
+        g(
+            &mut m,
+            "process_resident_memory_bytes",
+            "Resident set size.",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_process_resident_memory_bytes {}",
+            rss * 1024
+        );
+        g(
+            &mut m,
+            "process_open_fds",
+            "Open file descriptors.",
+            "gauge",
+        );
+        let _ = writeln!(m, "switchboard_process_open_fds {}", open_fds());
+        g(
+            &mut m,
+            "draining",
+            "1 while the node drains before exit.",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_draining {}",
+            u8::from(sh.draining.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "start_time_seconds",
+            "Unix time the process started.",
+            "gauge",
+        );
+        let _ = writeln!(m, "switchboard_start_time_seconds {}", sh.start_epoch_s);
+        m
+    }
+
+    fn profile(&self, q: &str) -> Result<Vec<u8>, (u16, &'static str, String)> {
+        let secs = match query_param(q, "seconds") {
+            Some(s) => s.parse::<u64>().map_err(|_| {
+                (
+                    400,
+                    "bad_seconds",
+                    format!("seconds must be a number, not {s:?}"),
+                )
+            })?,
+            None => 10,
+        };
+        if secs == 0 || secs > MAX_PROFILE_SECS {
+            return Err((
+                400,
+                "bad_seconds",
+                format!("seconds must be between 1 and {MAX_PROFILE_SECS}"),
+            ));
+        }
+        if self.profiling.swap(true, Relaxed) {
+            return Err((
+                409,
+                "profile_in_progress",
+                "another profile is running; one at a time".into(),
+            ));
+        }
+        let result = (|| {
+            let guard = pprof::ProfilerGuardBuilder::default()
+                .frequency(99)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+                .map_err(|e| (500, "profiler_error", e.to_string()))?;
+            std::thread::sleep(Duration::from_secs(secs));
+            let report = guard
+                .report()
+                .build()
+                .map_err(|e| (500, "profiler_error", e.to_string()))?;
+            let mut svg = Vec::new();
+            report
+                .flamegraph(&mut svg)
+                .map_err(|e| (500, "profiler_error", e.to_string()))?;
+            Ok(svg)
+        })();
+        self.profiling.store(false, Relaxed);
+        result
+    }
+
+    fn memory(&self) -> serde_json::Value {
+        let (rss, anon) = proc_status_kb();
+        let sh = &self.shared;
+        let sum =
+            |f: &dyn Fn(&super::stats::WorkerStats) -> u64| sh.stats.iter().map(f).sum::<u64>();
+        serde_json::json!({
+            "rss_bytes": rss * 1024,
+            "rss_anon_bytes": anon * 1024,
+            "connections": sum(&|s| s.open.load(Relaxed)),
+            "receive_connections": sum(&|s| s.receive_open.load(Relaxed)),
+            "sessions": sum(&|s| s.sessions.load(Relaxed)),
+            "held_sessions": sum(&|s| s.held.load(Relaxed)),
+            "timer_entries": sum(&|s| s.timers.load(Relaxed)),
+            "struct_bytes": {
+                "connection": std::mem::size_of::<super::conn::Conn>(),
+                "session": std::mem::size_of::<super::session::Session>(),
+                "timer_entry": std::mem::size_of::<(u64, super::worker::TimerRef)>(),
+            },
+            "open_fds": open_fds(),
+        })
+    }
+}
+
+fn json(out: &mut Vec<u8>, status: u16, v: &serde_json::Value) {
+    response::write_response(
+        out,
+        status,
+        "application/json",
+        v.to_string().as_bytes(),
+        true,
+    );
+}
+
+/// `167h10m2s` style.
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// (VmRSS, RssAnon) of this process in KiB.
+pub fn proc_status_kb() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// Number of open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_durations() {
+        assert_eq!(super::human_duration(0), "0s");
+        assert_eq!(super::human_duration(62), "1m2s");
+        assert_eq!(super::human_duration(167 * 3600 + 10 * 60 + 2), "167h10m2s");
+    }
+}

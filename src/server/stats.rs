@@ -1,0 +1,72 @@
+//! Counters and gauges. Each worker writes only its own [`WorkerStats`]
+//! (relaxed atomics on its own cache lines), the admin thread reads them all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use super::conn::CloseReason;
+
+/// Per-worker statistics.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    pub accepted: AtomicU64,
+    /// Closed connections, indexed by [`CloseReason::index`].
+    pub closed: [AtomicU64; CloseReason::COUNT],
+    /// Open receive connections on this worker.
+    pub receive_open: AtomicU64,
+    /// Open connections of any kind on this worker.
+    pub open: AtomicU64,
+    /// Sessions owned by this worker (online + held) and how many are held.
+    pub sessions: AtomicU64,
+    pub held: AtomicU64,
+    /// Messages accepted (202) for clients owned here.
+    pub accepted_messages: AtomicU64,
+    /// Messages written to a live receive connection right away.
+    pub relayed: AtomicU64,
+    /// Messages accepted while the recipient was held.
+    pub held_messages: AtomicU64,
+    /// Retained messages dropped before they were handed to the client.
+    pub dropped: AtomicU64,
+    /// Sends refused: recipient offline.
+    pub offline: AtomicU64,
+    /// Receive connections that resumed with Last-Event-ID, messages replayed, gaps reported.
+    pub resumes: AtomicU64,
+    pub replayed: AtomicU64,
+    pub gaps: AtomicU64,
+    pub peer_gone: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Timer wheel entries (including stale ones).
+    pub timers: AtomicU64,
+    /// Event-loop iterations and the nanoseconds spent outside `poll`.
+    pub iterations: AtomicU64,
+    pub busy_ns: AtomicU64,
+    /// Panics caught while handling one connection.
+    pub panics: AtomicU64,
+    /// Requests refused with an error status, by (status, code).
+    pub errors: Mutex<HashMap<(u16, &'static str), u64>>,
+}
+
+impl WorkerStats {
+    /// Counts one error answer.
+    pub fn error(&self, status: u16, code: &'static str) {
+        if let Ok(mut m) = self.errors.lock() {
+            *m.entry((status, code)).or_insert(0) += 1;
+        }
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    #[inline]
+    pub fn sub(c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Relaxed);
+    }
+}
