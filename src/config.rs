@@ -44,9 +44,20 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
-/// Flags of `switchboard serve`.
-#[derive(Debug, Args)]
+/// Flags of `switchboard serve`. Each also reads `SWITCHBOARD_<NAME>` and
+/// the `--config` TOML file (keys as the flag names, `-` or `_`):
+/// flag > environment > file > default.
+#[derive(Debug, Args, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServeArgs {
+    /// TOML configuration file (keys are the flag names without `--`).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (as TOML) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
     /// Client listener address.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -57,16 +68,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// Development mode: random secret for this run, prints two ready tokens and curl commands.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHBOARD_DEV")]
     pub dev: bool,
     /// Node id reported to clients (default: a random id).
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     pub node_id: Option<String>,
     /// Send an SSE heartbeat comment after this long without writing to a receive connection.
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub heartbeat: Duration,
     /// Hold messages for a disconnected client this long before it counts as gone.
     #[arg(long, env = "SWITCHBOARD_HOLD", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub hold: Duration,
     /// Most messages retained per client (for holding and Last-Event-ID replay).
     #[arg(long, env = "SWITCHBOARD_HOLD_MAX_MESSAGES", default_value_t = 1000)]
@@ -76,6 +89,7 @@ pub struct ServeArgs {
     pub hold_max_bytes: usize,
     /// Peers that exchanged a message within this window get `peer-gone` when a client goes offline.
     #[arg(long, env = "SWITCHBOARD_CONVERSATION_TTL", default_value = "10m", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub conversation_ttl: Duration,
     /// Largest message body accepted by POST /v1/send, e.g. 64KiB.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE", default_value = "64KiB", value_parser = parse_size)]
@@ -88,33 +102,45 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// Close a connection whose first request head is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub handshake_timeout: Duration,
     /// Close a request whose body is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub body_timeout: Duration,
     /// Close a keep-alive send connection idle for this long between requests.
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
     /// TCP keepalive: idle time before the first probe.
     #[arg(long, env = "SWITCHBOARD_KEEPALIVE_IDLE", default_value = "15s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub keepalive_idle: Duration,
     /// TCP keepalive: interval between probes.
     #[arg(long, env = "SWITCHBOARD_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub keepalive_interval: Duration,
     /// TCP keepalive: unanswered probes before the connection is dropped.
     #[arg(long, env = "SWITCHBOARD_KEEPALIVE_COUNT", default_value_t = 3)]
     pub keepalive_count: u32,
     /// TCP_USER_TIMEOUT: drop a connection whose sent data stays unacknowledged this long.
     #[arg(long, env = "SWITCHBOARD_USER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub user_timeout: Duration,
     /// On SIGTERM/SIGINT: spread reconnect notices over this window, then exit.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
     /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// Close a send (non-receive) connection after its current answer once it is this old.
+    #[arg(long, env = "SWITCHBOARD_SEND_LIFETIME", default_value = "10m", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub send_lifetime: Duration,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
+    #[serde(serialize_with = "ser_display")]
     pub log_level: log::LevelFilter,
 }
 
@@ -140,6 +166,7 @@ pub struct Config {
     pub keepalive_count: u32,
     pub user_timeout: Duration,
     pub drain_timeout: Duration,
+    pub send_lifetime: Duration,
     /// Admin listener address, `None` when disabled.
     pub admin: Option<SocketAddr>,
     /// Limits on request heads.
@@ -169,6 +196,7 @@ impl Config {
             keepalive_count: 3,
             user_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            send_lifetime: Duration::from_secs(600),
             admin: None,
             head_limits: Default::default(),
         }
@@ -221,6 +249,7 @@ impl Config {
         c.keepalive_count = a.keepalive_count.max(1);
         c.user_timeout = a.user_timeout;
         c.drain_timeout = a.drain_timeout;
+        c.send_lifetime = nonzero("send-lifetime", a.send_lifetime)?;
         c.admin = match a.admin.as_str() {
             "off" | "" => None,
             s => Some(
@@ -233,6 +262,96 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl ServeArgs {
+    /// The effective configuration as TOML (what `--print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+/// Parses the command line, filling `serve` options that no flag or
+/// environment variable set from the `--config` TOML file. Unknown keys and
+/// bad values are errors that name the key.
+pub fn parse_cli_with_file(argv: Vec<std::ffi::OsString>) -> Result<Cli, CliError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command()
+        .try_get_matches_from(&argv)
+        .map_err(CliError::Clap)?;
+    let Some(("serve", sub)) = matches.subcommand() else {
+        return Cli::from_arg_matches(&matches).map_err(CliError::Clap);
+    };
+    let Some(path) = sub.get_one::<PathBuf>("config") else {
+        return Cli::from_arg_matches(&matches).map_err(CliError::Clap);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::File(format!("config file {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| CliError::File(format!("config file {}: {e}", path.display())))?;
+    let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let known = cmd
+            .get_arguments()
+            .any(|a| a.get_id().as_str() == id && a.get_long().is_some());
+        if !known || id == "config" || id == "print_config" {
+            return Err(CliError::File(format!(
+                "config file {}: unknown key {key:?}",
+                path.display()
+            )));
+        }
+        use clap::parser::ValueSource;
+        if matches!(
+            sub.value_source(&id),
+            Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+        ) {
+            continue; // a flag or the environment wins over the file
+        }
+        let flag = format!("--{}", id.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => extra.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(v) => extra.push(format!("{flag}={v}").into()),
+            toml::Value::Integer(v) => extra.push(format!("{flag}={v}").into()),
+            toml::Value::Float(v) => extra.push(format!("{flag}={v}").into()),
+            _ => {
+                return Err(CliError::File(format!(
+                    "config file {}: key {key:?}: expected a string, number or boolean",
+                    path.display()
+                )))
+            }
+        }
+    }
+    let mut full = argv;
+    full.extend(extra);
+    Cli::try_parse_from(full).map_err(|e| {
+        CliError::File(format!(
+            "config file {} or flags: {}",
+            path.display(),
+            e.render()
+        ))
+    })
+}
+
+/// Why the command line (or the config file) was refused.
+#[derive(Debug)]
+pub enum CliError {
+    /// From clap: also `--help` and `--version`, which `exit()` prints and exits 0 for.
+    Clap(clap::Error),
+    /// A problem with the `--config` file; the text names the file and key.
+    File(String),
 }
 
 /// Parses a duration such as `500ms`, `1s`, `10m`, `24h`, `7d`.

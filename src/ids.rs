@@ -37,7 +37,10 @@ pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     // getrandom only fails if the OS has no entropy source at all; fall back to time+address.
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         return t ^ (&b as *const _ as u64).rotate_left(32);
     }
     u64::from_le_bytes(b)
@@ -61,7 +64,10 @@ impl EventId {
         if !e.bytes().all(|b| b.is_ascii_hexdigit()) || !q.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        Some(EventId { epoch: u64::from_str_radix(e, 16).ok()?, seq: q.parse().ok()? })
+        Some(EventId {
+            epoch: u64::from_str_radix(e, 16).ok()?,
+            seq: q.parse().ok()?,
+        })
     }
 }
 
@@ -80,15 +86,29 @@ mod tests {
         for _ in 0..100 {
             let s = SessionId::random().to_string();
             assert_eq!(s.len(), 10);
-            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+            assert!(s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
         }
     }
 
     #[test]
     fn event_id_round_trip() {
-        let id = EventId { epoch: 0xdead_beef_1234, seq: 42 };
+        let id = EventId {
+            epoch: 0xdead_beef_1234,
+            seq: 42,
+        };
         assert_eq!(EventId::parse(&id.to_string()), Some(id));
-        for bad in ["", "-", "x-1", "12-", "-5", "12-a", "12-1-2", "11111111111111111-1"] {
+        for bad in [
+            "",
+            "-",
+            "x-1",
+            "12-",
+            "-5",
+            "12-a",
+            "12-1-2",
+            "11111111111111111-1",
+        ] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
         }
     }

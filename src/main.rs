@@ -3,13 +3,19 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
 use switchboard::auth::{self, Role};
-use switchboard::config::{Cli, Command, Config, ServeArgs, TokenArgs};
+use switchboard::config::{Command, Config, ServeArgs, TokenArgs};
 use switchboard::server::Server;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match switchboard::config::parse_cli_with_file(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(switchboard::config::CliError::Clap(e)) => e.exit(),
+        Err(switchboard::config::CliError::File(e)) => {
+            eprintln!("switchboard: {}", e.trim_end());
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Serve(a) => serve(&a),
         Command::Token(a) => token(&a),
@@ -83,6 +89,16 @@ fn token(a: &TokenArgs) -> ExitCode {
 }
 
 fn serve(a: &ServeArgs) -> ExitCode {
+    if a.print_config {
+        print!("{}", a.to_toml());
+        return match Config::from_args(a) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchboard serve: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let _ = simplelog::TermLogger::init(
         a.log_level,
         simplelog::ConfigBuilder::new()

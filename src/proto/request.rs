@@ -42,7 +42,9 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             RequestError::Head(e) => e.code(),
-            RequestError::Chunked(ChunkError::TooLarge) | RequestError::TooLarge { .. } => "payload_too_large",
+            RequestError::Chunked(ChunkError::TooLarge) | RequestError::TooLarge { .. } => {
+                "payload_too_large"
+            }
             RequestError::Chunked(_) => "bad_chunked_body",
         }
     }
@@ -51,8 +53,12 @@ impl RequestError {
     pub fn message(&self) -> String {
         match self {
             RequestError::Head(e) => e.message(),
-            RequestError::TooLarge { limit } => format!("body larger than the limit of {limit} bytes"),
-            RequestError::Chunked(ChunkError::TooLarge) => "chunked body larger than the limit".to_string(),
+            RequestError::TooLarge { limit } => {
+                format!("body larger than the limit of {limit} bytes")
+            }
+            RequestError::Chunked(ChunkError::TooLarge) => {
+                "chunked body larger than the limit".to_string()
+            }
             RequestError::Chunked(e) => format!("malformed chunked body: {e:?}"),
         }
     }
@@ -85,7 +91,12 @@ impl RequestReader {
     /// Feeds the unconsumed input. Returns how many bytes were consumed (never
     /// more than `input.len()`) and the request if one is complete. Call again
     /// with the remaining bytes for pipelined requests.
-    pub fn feed(&mut self, input: &[u8], limits: &Limits, max_body: usize) -> Result<(usize, Option<Request>), RequestError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+        max_body: usize,
+    ) -> Result<(usize, Option<Request>), RequestError> {
         let mut consumed = 0;
         if self.body.is_none() {
             let head = match parse_head(input, limits).map_err(RequestError::Head)? {
@@ -95,20 +106,35 @@ impl RequestReader {
             consumed = head.head_len;
             let declared = head.content_length.unwrap_or(0);
             if !head.chunked && declared == 0 {
-                return Ok((consumed, Some(Request { head, body: Vec::new() })));
+                return Ok((
+                    consumed,
+                    Some(Request {
+                        head,
+                        body: Vec::new(),
+                    }),
+                ));
             }
             if declared > max_body as u64 {
                 return Err(RequestError::TooLarge { limit: max_body });
             }
             let decoder = head.chunked.then(|| ChunkedDecoder::new(max_body));
             let cap = if head.chunked { 0 } else { declared as usize };
-            self.body = Some(Box::new(Body { head, body: Vec::with_capacity(cap), decoder, remaining: declared }));
+            self.body = Some(Box::new(Body {
+                head,
+                body: Vec::with_capacity(cap),
+                decoder,
+                remaining: declared,
+            }));
         }
-        let Some(b) = self.body.as_mut() else { return Ok((consumed, None)) };
+        let Some(b) = self.body.as_mut() else {
+            return Ok((consumed, None));
+        };
         let rest = &input[consumed..];
         let done = match &mut b.decoder {
             Some(dec) => {
-                let (n, done) = dec.decode(rest, &mut b.body).map_err(RequestError::Chunked)?;
+                let (n, done) = dec
+                    .decode(rest, &mut b.body)
+                    .map_err(RequestError::Chunked)?;
                 consumed += n.min(rest.len());
                 done
             }
@@ -123,9 +149,17 @@ impl RequestReader {
         if !done {
             return Ok((consumed, None));
         }
-        let Some(b) = self.body.take() else { return Ok((consumed, None)) };
+        let Some(b) = self.body.take() else {
+            return Ok((consumed, None));
+        };
         let b = *b;
-        Ok((consumed, Some(Request { head: b.head, body: b.body })))
+        Ok((
+            consumed,
+            Some(Request {
+                head: b.head,
+                body: b.body,
+            }),
+        ))
     }
 }
 
@@ -153,7 +187,11 @@ mod tests {
     }
 
     /// Feeds `input` split at `cut` (first part, then everything), collecting requests.
-    fn run_split(input: &[u8], cut: usize, max_body: usize) -> (Vec<Request>, Option<RequestError>) {
+    fn run_split(
+        input: &[u8],
+        cut: usize,
+        max_body: usize,
+    ) -> (Vec<Request>, Option<RequestError>) {
         let limits = Limits::default();
         let mut r = RequestReader::new();
         let mut out = Vec::new();
@@ -223,6 +261,9 @@ mod tests {
     fn idle_reader_holds_nothing() {
         let r = RequestReader::new();
         assert!(!r.in_body());
-        assert_eq!(std::mem::size_of::<RequestReader>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<RequestReader>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }
