@@ -49,7 +49,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Port 0: the kernel picks a free port; the server prints the address it got.
-target/release/switchboard serve --listen 127.0.0.1:0 --workers "$WORKERS" --heartbeat 60s \
+target/release/switchboard serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-level warn --workers "$WORKERS" --heartbeat 60s \
     >"$DIR/server.out" 2>"$DIR/server.log" &
 SERVER_PID=$!
 ADDR=

@@ -26,15 +26,19 @@ pub(super) enum State {
     /// A send was handed to another worker; waiting for its answer.
     Waiting { close: bool },
     /// Gathering `/v1/clients` answers from the workers.
-    Listing {
-        pending: usize,
-        clients: Vec<ClientInfo>,
-        close: bool,
-    },
+    Listing(Box<Listing>),
     /// An open receive connection of session `sess`.
     Receive { sess: u32, sess_gen: u32 },
     /// Answered and write side shut; discarding input until EOF or the linger deadline.
     Linger,
+}
+
+/// A `/v1/clients` answer being gathered from the workers.
+pub(super) struct Listing {
+    /// Workers that have not answered yet.
+    pub pending: usize,
+    pub clients: Vec<ClientInfo>,
+    pub close: bool,
 }
 
 /// One client connection. Holds no buffer while idle.
@@ -45,11 +49,8 @@ pub(super) struct Conn {
     pub state: State,
     /// Unprocessed input (empty, with no allocation, while idle).
     pub inbuf: Vec<u8>,
-    /// Output the kernel has not taken yet (empty, with no allocation, while idle).
-    pub out: Vec<u8>,
-    pub out_pos: usize,
-    /// For receive connections: sequence number of the first message still (partly) in `out`, 0 if none.
-    pub out_first_seq: u64,
+    /// Output the kernel has not taken yet; `None` (no allocation) while idle.
+    pub out: Option<Box<OutBuf>>,
     /// Wall-clock ms when the connection was accepted.
     pub since_ms: u64,
     /// Monotonic ms of the last write (heartbeat timing).
@@ -79,9 +80,7 @@ impl Conn {
             sid,
             state: State::Request(RequestReader::new()),
             inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            out_first_seq: 0,
+            out: None,
             since_ms,
             last_write: now,
             deadline: 0,
@@ -97,8 +96,31 @@ impl Conn {
 
     /// Bytes queued but not yet written.
     pub fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.as_ref().map_or(0, |o| o.buf.len() - o.pos)
     }
+
+    /// For receive connections: sequence number of the first message still (partly) unsent, 0 if none.
+    pub fn out_first_seq(&self) -> u64 {
+        self.out.as_ref().map_or(0, |o| o.first_seq)
+    }
+
+    /// Records that message `seq` is (partly) unsent, if no earlier one is.
+    pub fn note_unsent(&mut self, seq: u64) {
+        if let Some(o) = self.out.as_mut() {
+            if o.first_seq == 0 {
+                o.first_seq = seq;
+            }
+        }
+    }
+}
+
+/// Output waiting for the socket to become writable.
+pub(super) struct OutBuf {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    /// Sequence number of the first message (partly) in `buf`, 0 if none.
+    first_seq: u64,
 }
 
 /// Why a connection was closed (for logs and metrics).
@@ -259,7 +281,9 @@ impl Worker {
         let c = &mut self.conns[idx];
         c.last_write = self.now;
         if c.pending_out() > 0 {
-            c.out.extend_from_slice(bytes);
+            if let Some(o) = c.out.as_mut() {
+                o.buf.extend_from_slice(bytes);
+            }
             if c.pending_out() > max_out && matches!(c.state, State::Receive { .. }) {
                 log::info!(
                     "{} slow consumer: {} bytes queued (limit {max_out})",
@@ -290,9 +314,11 @@ impl Worker {
             }
         }
         if off < bytes.len() {
-            c.out.clear();
-            c.out_pos = 0;
-            c.out.extend_from_slice(&bytes[off..]);
+            c.out = Some(Box::new(OutBuf {
+                buf: bytes[off..].to_vec(),
+                pos: 0,
+                first_seq: 0,
+            }));
         } else if c.close_after_flush {
             self.finish_close(idx);
             return false;
@@ -303,11 +329,12 @@ impl Worker {
     /// Writes buffered output. Returns false if the connection was closed.
     pub fn flush(&mut self, idx: usize) -> bool {
         let c = &mut self.conns[idx];
-        while c.pending_out() > 0 {
-            match c.stream.write(&c.out[c.out_pos..]) {
+        let Some(o) = c.out.as_mut() else { return true };
+        while o.pos < o.buf.len() {
+            match c.stream.write(&o.buf[o.pos..]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    c.out_pos += n;
+                    o.pos += n;
                     c.bytes_out += n as u64;
                     super::stats::WorkerStats::add(&self.shared.stats[self.id].bytes_out, n as u64);
                 }
@@ -320,11 +347,9 @@ impl Worker {
                 }
             }
         }
-        if c.pending_out() == 0 && !c.out.is_empty() {
+        if o.pos >= o.buf.len() {
             // Drained: give the memory back, an idle connection holds no buffer.
-            c.out = Vec::new();
-            c.out_pos = 0;
-            c.out_first_seq = 0;
+            c.out = None;
             if c.close_after_flush {
                 self.finish_close(idx);
                 return false;
@@ -432,7 +457,7 @@ impl Worker {
                     self.close_conn(idx, CloseReason::HandshakeTimeout);
                 }
             }
-            State::Waiting { .. } | State::Listing { .. } => {
+            State::Waiting { .. } | State::Listing(_) => {
                 // Other workers answer within an iteration; check again later.
                 let d = self.now + 1000;
                 self.set_conn_deadline(idx, d);
@@ -463,7 +488,7 @@ impl Worker {
         if let State::Receive { sess, sess_gen } = c.state {
             super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
             let unsent_from = if c.pending_out() > 0 {
-                c.out_first_seq
+                c.out_first_seq()
             } else {
                 0
             };

@@ -284,11 +284,11 @@ impl Worker {
             }
             pending += 1;
         }
-        self.conns[idx].state = State::Listing {
+        self.conns[idx].state = State::Listing(Box::new(super::conn::Listing {
             pending,
             clients,
             close,
-        };
+        }));
         if pending == 0 {
             self.finish_list(idx);
         }
@@ -299,25 +299,22 @@ impl Worker {
         let Some(idx) = self.conn_by_token(token) else {
             return;
         };
-        let State::Listing {
-            pending, clients, ..
-        } = &mut self.conns[idx].state
-        else {
+        let State::Listing(l) = &mut self.conns[idx].state else {
             return;
         };
-        clients.append(&mut more);
-        *pending = pending.saturating_sub(1);
-        if *pending == 0 {
+        l.clients.append(&mut more);
+        l.pending = l.pending.saturating_sub(1);
+        if l.pending == 0 {
             self.finish_list(idx);
         }
     }
 
     fn finish_list(&mut self, idx: usize) {
-        let State::Listing { clients, close, .. } = &mut self.conns[idx].state else {
+        let State::Listing(l) = &mut self.conns[idx].state else {
             return;
         };
-        let close = *close;
-        let mut clients = std::mem::take(clients);
+        let close = l.close;
+        let mut clients = std::mem::take(&mut l.clients);
         clients.sort_by(|a, b| a.client.cmp(&b.client));
         let list: Vec<_> = clients
             .iter()

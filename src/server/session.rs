@@ -96,12 +96,8 @@ pub(super) struct Session {
     pub held_since: u64,
     pub deadline: u64,
     pub armed: u64,
-    log: VecDeque<Entry>,
-    log_bytes: usize,
-    /// Entries never handed to the client were dropped after this sequence number, for this reason.
-    lost: Option<(u64, &'static str)>,
-    /// Why entries were last dropped from the log.
-    trim_reason: &'static str,
+    /// Retained events; no allocation while empty.
+    log: Log,
     /// Conversation partners and when (monotonic ms) a message was last exchanged.
     partners: Option<Box<HashMap<Box<str>, u64>>>,
 }
@@ -213,10 +209,7 @@ impl Worker {
                     held_since: 0,
                     deadline: 0,
                     armed: 0,
-                    log: VecDeque::new(),
-                    log_bytes: 0,
-                    lost: None,
-                    trim_reason: "retention_limit",
+                    log: Log::default(),
                     partners: None,
                 })
             }
@@ -263,7 +256,10 @@ impl Worker {
                 Some(id) if id.epoch == epoch => {
                     let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
                     if id.seq < s.last_seq && first > id.seq + 1 {
-                        gap = Some((text.to_string(), s.lost.map_or(s.trim_reason, |l| l.1)));
+                        gap = Some((
+                            text.to_string(),
+                            s.log.lost().map_or(s.log.trim_reason(), |l| l.1),
+                        ));
                     }
                     id.seq.min(s.last_seq)
                 }
@@ -273,13 +269,13 @@ impl Worker {
                 }
             },
             None => {
-                if let Some((after, reason)) = s.lost {
+                if let Some((after, reason)) = s.log.lost() {
                     gap = Some((EventId { epoch, seq: after }.to_string(), reason));
                 }
                 s.delivered
             }
         };
-        s.lost = None;
+        s.log.clear_lost();
 
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
@@ -341,9 +337,8 @@ impl Worker {
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
         if self.write_conn(idx, &out) {
-            let c = &mut self.conns[idx];
-            if c.pending_out() > 0 && first_replayed > 0 {
-                c.out_first_seq = first_replayed;
+            if first_replayed > 0 {
+                self.conns[idx].note_unsent(first_replayed);
             }
         }
         self.stage = out;
@@ -415,19 +410,16 @@ impl Worker {
             epoch: s.epoch,
             seq: entry.seq,
         };
-        s.log_bytes += entry.size();
-        s.log.push_back(entry);
+        s.log.push(entry);
         while s.log.len() > cfg.hold_max_messages
-            || (s.log_bytes > cfg.hold_max_bytes && s.log.len() > 1)
+            || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
         {
             let Some(e) = s.log.pop_front() else { break };
             if drop_entry(s, e, "hold_limit") {
                 WorkerStats::add(&st.dropped, 1);
             }
         }
-        if s.log.capacity() > 64 && s.log.len() < s.log.capacity() / 4 {
-            s.log.shrink_to(s.log.len() * 2);
-        }
+        s.log.compact();
         let online = s.online();
         let (ci, cg) = s.conn;
         let deadline = session_deadline(s, cfg, now);
@@ -441,10 +433,7 @@ impl Worker {
                 s.delivered = e.seq;
                 let seq = e.seq;
                 if self.write_conn(ci as usize, &out) {
-                    let c = &mut self.conns[ci as usize];
-                    if c.pending_out() > 0 && c.out_first_seq == 0 {
-                        c.out_first_seq = seq;
-                    }
+                    self.conns[ci as usize].note_unsent(seq);
                 }
                 self.stage = out;
             }
@@ -617,9 +606,7 @@ impl Worker {
                 }
             }
         }
-        if s.log.is_empty() {
-            s.log = VecDeque::new();
-        }
+        s.log.compact();
         if s.held_since > 0 && s.held_since + hold <= now {
             self.expire_session(sidx);
             return;
@@ -698,14 +685,93 @@ impl Worker {
 /// Records that entry `e` left the log for `reason`; remembers a loss (and
 /// returns true) if it was never handed out.
 fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
-    s.log_bytes -= e.size();
-    s.trim_reason = reason;
+    s.log.set_trim_reason(reason);
     if e.seq > s.delivered {
-        let after = s.lost.map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
-        s.lost = Some((after, reason));
+        let after = s.log.lost().map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
+        s.log.set_lost(after, reason);
         return true;
     }
     false
+}
+
+/// A session's retained events. Boxed, and only while there is something in
+/// it, so an idle session pays one pointer for it.
+#[derive(Default)]
+pub(super) struct Log(Option<Box<LogInner>>);
+
+struct LogInner {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// Entries never handed to the client were dropped after this sequence number, for this reason.
+    lost: Option<(u64, &'static str)>,
+    /// Why entries were last dropped.
+    trim_reason: &'static str,
+}
+
+impl Log {
+    fn inner(&mut self) -> &mut LogInner {
+        self.0.get_or_insert_with(|| {
+            Box::new(LogInner {
+                entries: VecDeque::new(),
+                bytes: 0,
+                lost: None,
+                trim_reason: "retention_limit",
+            })
+        })
+    }
+    fn push(&mut self, e: Entry) {
+        let l = self.inner();
+        l.bytes += e.size();
+        l.entries.push_back(e);
+    }
+    fn pop_front(&mut self) -> Option<Entry> {
+        let l = self.0.as_mut()?;
+        let e = l.entries.pop_front()?;
+        l.bytes -= e.size();
+        Some(e)
+    }
+    fn front(&self) -> Option<&Entry> {
+        self.0.as_ref()?.entries.front()
+    }
+    fn back(&self) -> Option<&Entry> {
+        self.0.as_ref()?.entries.back()
+    }
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter().flat_map(|l| l.entries.iter())
+    }
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| l.entries.len())
+    }
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| l.bytes)
+    }
+    fn lost(&self) -> Option<(u64, &'static str)> {
+        self.0.as_ref()?.lost
+    }
+    fn set_lost(&mut self, after: u64, reason: &'static str) {
+        self.inner().lost = Some((after, reason));
+    }
+    fn clear_lost(&mut self) {
+        if let Some(l) = self.0.as_mut() {
+            l.lost = None;
+        }
+        self.compact();
+    }
+    fn trim_reason(&self) -> &'static str {
+        self.0.as_ref().map_or("retention_limit", |l| l.trim_reason)
+    }
+    fn set_trim_reason(&mut self, r: &'static str) {
+        self.inner().trim_reason = r;
+    }
+    /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
+    fn compact(&mut self) {
+        let Some(l) = self.0.as_mut() else { return };
+        if l.entries.is_empty() && l.lost.is_none() {
+            self.0 = None;
+        } else if l.entries.capacity() > 64 && l.entries.len() < l.entries.capacity() / 4 {
+            l.entries.shrink_to(l.entries.len() * 2);
+        }
+    }
 }
 
 /// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.

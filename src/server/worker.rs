@@ -42,6 +42,18 @@ pub(super) enum TimerRef {
     Session { idx: u32, gen: u32, at: u64 },
 }
 
+/// A zeroed buffer whose pages are already resident, so that the worker's
+/// fixed memory is paid at start rather than by its first connections.
+fn prefaulted(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    for i in (0..len).step_by(4096) {
+        // A volatile write so the page is really touched (calloc'd pages are mapped lazily).
+        // SAFETY: `i < len`, so the pointer is inside the vector's initialised buffer.
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0) };
+    }
+    v
+}
+
 /// Builds a non-blocking `SO_REUSEPORT` listener on `addr`.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -102,8 +114,8 @@ impl Worker {
             sessions: Sessions::new(),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
             rx,
-            scratch: vec![0; SCRATCH],
-            stage: Vec::new(),
+            scratch: prefaulted(SCRATCH),
+            stage: Vec::with_capacity(4096),
             now,
             next_gen: 1,
             wakes: vec![false; n],
