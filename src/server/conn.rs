@@ -409,8 +409,10 @@ impl Worker {
     }
 
     fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
-        // While draining, every answer is the connection's last.
-        let close = close || self.shared.draining.load(Ordering::Relaxed);
+        // While draining, every answer is the connection's last; so is the
+        // first answer after the connection outlived --send-lifetime.
+        let too_old = self.conns[idx].since_ms + self.shared.config.send_lifetime.as_millis() as u64 <= super::epoch_ms();
+        let close = close || too_old || self.shared.draining.load(Ordering::Relaxed);
         {
             let c = &mut self.conns[idx];
             c.requests += 1;
