@@ -134,6 +134,17 @@ pub struct ServeArgs {
     /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// Join a cluster through this Redis (redis://HOST:PORT); without it the node runs alone.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+    /// A node whose heartbeat in Redis is older than this counts as dead; its clients as gone.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL", default_value = "15s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub node_ttl: Duration,
+    /// Dial/read/write timeout of Redis operations, and how long another node may take to answer.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub redis_timeout: Duration,
     /// Close a send (non-receive) connection after its current answer once it is this old.
     #[arg(long, env = "SWITCHBOARD_SEND_LIFETIME", default_value = "10m", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -167,6 +178,8 @@ pub struct Config {
     pub user_timeout: Duration,
     pub drain_timeout: Duration,
     pub send_lifetime: Duration,
+    /// Redis bridge settings, on a clustered node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Admin listener address, `None` when disabled.
     pub admin: Option<SocketAddr>,
     /// Limits on request heads.
@@ -197,6 +210,7 @@ impl Config {
             user_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             send_lifetime: Duration::from_secs(600),
+            cluster: None,
             admin: None,
             head_limits: Default::default(),
         }
@@ -250,6 +264,16 @@ impl Config {
         c.user_timeout = a.user_timeout;
         c.drain_timeout = a.drain_timeout;
         c.send_lifetime = nonzero("send-lifetime", a.send_lifetime)?;
+        if let Some(url) = &a.redis {
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err(format!("--redis {url:?}: expected redis://HOST:PORT"));
+            }
+            c.cluster = Some(crate::cluster::ClusterConfig {
+                redis_url: url.clone(),
+                node_ttl: nonzero("node-ttl", a.node_ttl)?,
+                timeout: nonzero("redis-timeout", a.redis_timeout)?,
+            });
+        }
         c.admin = match a.admin.as_str() {
             "off" | "" => None,
             s => Some(

@@ -9,7 +9,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod ids;
 pub mod proto;
 pub mod server;

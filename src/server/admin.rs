@@ -169,6 +169,9 @@ impl Admin {
         if self.shared.draining.load(Relaxed) {
             return (false, "draining");
         }
+        if self.shared.cluster.as_ref().is_some_and(|b| !b.ok()) {
+            return (false, "cluster_unavailable");
+        }
         let open = self.shared.open_connections.load(Relaxed);
         if open >= self.shared.config.max_connections {
             return (false, "connection_limit");
@@ -485,6 +488,15 @@ impl Admin {
             "gauge",
         );
         let _ = writeln!(m, "switchboard_start_time_seconds {}", sh.start_epoch_s);
+        if let Some(b) = &sh.cluster {
+            g(
+                &mut m,
+                "cluster_up",
+                "1 while Redis (the cluster bridge) is reachable.",
+                "gauge",
+            );
+            let _ = writeln!(m, "switchboard_cluster_up {}", u8::from(b.ok()));
+        }
         m
     }
 

@@ -27,6 +27,8 @@ pub(super) enum State {
     Waiting { close: bool },
     /// Gathering `/v1/clients` answers from the workers.
     Listing(Box<Listing>),
+    /// A receive connection waiting for the cluster to hand its session over.
+    Attaching(Box<(crate::auth::Identity, Option<String>)>),
     /// An open receive connection of session `sess`.
     Receive { sess: u32, sess_gen: u32 },
     /// Answered and write side shut; discarding input until EOF or the linger deadline.
@@ -411,7 +413,9 @@ impl Worker {
     fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
         // While draining, every answer is the connection's last; so is the
         // first answer after the connection outlived --send-lifetime.
-        let too_old = self.conns[idx].since_ms + self.shared.config.send_lifetime.as_millis() as u64 <= super::epoch_ms();
+        let too_old = self.conns[idx].since_ms
+            + self.shared.config.send_lifetime.as_millis() as u64
+            <= super::epoch_ms();
         let close = close || too_old || self.shared.draining.load(Ordering::Relaxed);
         {
             let c = &mut self.conns[idx];
@@ -459,7 +463,7 @@ impl Worker {
                     self.close_conn(idx, CloseReason::HandshakeTimeout);
                 }
             }
-            State::Waiting { .. } | State::Listing(_) => {
+            State::Waiting { .. } | State::Listing(_) | State::Attaching(_) => {
                 // Other workers answer within an iteration; check again later.
                 let d = self.now + 1000;
                 self.set_conn_deadline(idx, d);

@@ -1,6 +1,7 @@
 //! Request handling: turns buffered input into requests (with the sans-IO
 //! parsers), authenticates them and routes them to receive, send and list.
 
+use super::bridge::BridgeCmd;
 use super::conn::State;
 use super::worker::Worker;
 use super::{Attach, Envelope, ReplyTo, SendError};
@@ -205,9 +206,18 @@ impl Worker {
         let owner = self.shared.owner(&ident.account, &to);
         let token = self.token_of(idx);
         self.conns[idx].state = State::Waiting { close };
+        let reply = ReplyTo {
+            worker: self.id,
+            token,
+        };
         if owner == self.id {
-            let result = self.deliver(&ident.account, &ident.client, &to, body.into_boxed_slice());
-            self.send_done(token, result);
+            self.deliver_or_forward(
+                &ident.account,
+                &ident.client,
+                &to,
+                body.into_boxed_slice(),
+                reply,
+            );
             return;
         }
         let env = Envelope::Deliver {
@@ -254,11 +264,40 @@ impl Worker {
                 "the node is overloaded; retry later",
                 close,
             ),
+            Err(SendError::ClusterUnavailable) => self.respond_error(
+                idx,
+                503,
+                "cluster_unavailable",
+                "the recipient may be on another node and the cluster cannot be reached; retry later",
+                close,
+            ),
         }
     }
 
     fn start_list(&mut self, idx: usize, ident: Identity, close: bool) {
         let token = self.token_of(idx);
+        if let Some(b) = self.shared.cluster.clone() {
+            // The whole account, across the cluster, from the presence table.
+            let cmd = BridgeCmd::List {
+                account: ident.account.as_str().into(),
+                reply: ReplyTo {
+                    worker: self.id,
+                    token,
+                },
+            };
+            if !b.submit(cmd) {
+                let msg = "the cluster cannot be reached; retry later";
+                self.respond_error(idx, 503, "cluster_unavailable", msg, close);
+                return;
+            }
+            let l = super::conn::Listing {
+                pending: 1,
+                clients: Vec::new(),
+                close,
+            };
+            self.conns[idx].state = State::Listing(Box::new(l));
+            return;
+        }
         let clients = self.list_clients(&ident.account);
         let mut pending = 0;
         for w in 0..self.shared.peers.len() {
@@ -295,11 +334,17 @@ impl Worker {
     }
 
     /// Adds one worker's part of a `/v1/clients` answer; answers when all are in.
-    pub fn list_done(&mut self, token: usize, mut more: Vec<super::ClientInfo>) {
+    pub fn list_done(&mut self, token: usize, more: Option<Vec<super::ClientInfo>>) {
         let Some(idx) = self.conn_by_token(token) else {
             return;
         };
         let State::Listing(l) = &mut self.conns[idx].state else {
+            return;
+        };
+        let Some(mut more) = more else {
+            let close = l.close;
+            let msg = "the cluster cannot be reached; retry later";
+            self.respond_error(idx, 503, "cluster_unavailable", msg, close);
             return;
         };
         l.clients.append(&mut more);

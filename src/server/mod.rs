@@ -8,6 +8,8 @@
 //! answer comes back the same way. There is no lock on the message path.
 
 pub mod admin;
+pub mod bridge;
+mod clustered;
 mod conn;
 mod drain;
 mod http;
@@ -52,6 +54,8 @@ pub struct Shared {
     pub open_connections: AtomicUsize,
     /// One statistics block per worker.
     pub stats: Vec<stats::WorkerStats>,
+    /// The Redis bridge, on a clustered node.
+    pub cluster: Option<Arc<bridge::Bridge>>,
 }
 
 struct Peer {
@@ -127,6 +131,8 @@ enum SendError {
     Offline,
     /// The recipient's worker could not take the message.
     Overloaded,
+    /// The recipient may be on another node, and Redis cannot be reached.
+    ClusterUnavailable,
 }
 
 /// A client in a `/v1/clients` answer.
@@ -160,7 +166,39 @@ enum Envelope {
         account: Box<str>,
         client: Box<str>,
         peer: Box<str>,
+        /// It came from another node (do not forward it again).
+        remote: bool,
     },
+    /// A message from another node for a client owned by the receiving worker;
+    /// the answer goes back to `node` with `req`.
+    RemoteDeliver {
+        account: Box<str>,
+        from: Box<str>,
+        to: Box<str>,
+        body: Box<[u8]>,
+        node: String,
+        req: u64,
+    },
+    /// Another node wants the session of `client` (its client reconnected there).
+    TakeoverReq {
+        account: Box<str>,
+        client: Box<str>,
+        node: String,
+        req: u64,
+    },
+    /// The end of a takeover this node asked for.
+    TakeoverDone {
+        token: usize,
+        result: bridge::Takeover,
+    },
+    /// `client` went offline for good somewhere in the cluster: tell its partners held here.
+    RemoteGone {
+        account: Box<str>,
+        client: Box<str>,
+        reason: &'static str,
+    },
+    /// Announce every session to the cluster again (Redis came back).
+    Reannounce,
     /// `peer` went offline; tell `to` if it still exists.
     PeerGone {
         account: Box<str>,
@@ -173,7 +211,8 @@ enum Envelope {
     /// The answer to a `List`.
     Listed {
         token: usize,
-        clients: Vec<ClientInfo>,
+        /// `None`: the cluster could not be asked.
+        clients: Option<Vec<ClientInfo>>,
     },
     /// Test-only: panic in the worker outside any connection's handling.
     #[cfg(feature = "fault-injection")]
@@ -229,6 +268,10 @@ pub struct Server {
 impl Server {
     /// Binds the listeners and starts one worker thread per configured worker.
     pub fn start(config: Config, secret: &[u8]) -> io::Result<Server> {
+        let cluster = config
+            .cluster
+            .clone()
+            .map(|c| bridge::new(c, config.node_id.clone()));
         let n = config.workers.max(1);
         let mut polls = Vec::with_capacity(n);
         let mut peers = Vec::with_capacity(n);
@@ -259,7 +302,11 @@ impl Server {
             start_epoch_s: epoch_ms() / 1000,
             open_connections: AtomicUsize::new(0),
             stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
+            cluster: cluster.as_ref().map(|c| c.0.clone()),
         });
+        if let Some((_, rx)) = cluster {
+            bridge::start(shared.clone(), rx)?;
+        }
         let mut threads = Vec::with_capacity(n);
         for (id, ((poll, rx), listener)) in polls.into_iter().zip(rxs).zip(listeners).enumerate() {
             let w = worker::Worker::new(id, poll, listener, rx, shared.clone())?;

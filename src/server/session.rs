@@ -166,7 +166,12 @@ impl Sessions {
         idx
     }
 
-    fn remove(&mut self, idx: usize) -> Option<Session> {
+    /// All sessions with their slab indices.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
+        self.slab.iter()
+    }
+
+    pub fn remove(&mut self, idx: usize) -> Option<Session> {
         let s = self.slab.try_remove(idx)?;
         let h = self.hasher.hash_one(&*s.key);
         if let Ok(e) = self.index.find_entry(h, |&i| i as usize == idx) {
@@ -186,6 +191,41 @@ impl Worker {
     /// (creating it if needed), then writes the stream head, the `ready` event,
     /// any gap notice and the replay.
     pub fn attach_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+        if self.sessions.find(&ident.account, &ident.client).is_none() {
+            if let Some(b) = self.shared.cluster.clone() {
+                // Another node may hold this client's session: ask for it first.
+                let token = self.token_of(idx);
+                let cmd = super::bridge::BridgeCmd::Takeover {
+                    account: ident.account.as_str().into(),
+                    client: ident.client.as_str().into(),
+                    reply: ReplyTo {
+                        worker: self.id,
+                        token,
+                    },
+                };
+                if b.submit(cmd) {
+                    self.conns[idx].state = State::Attaching(Box::new((ident, last_event_id)));
+                    return;
+                }
+                // Redis is away: serve here; a resuming client learns its session may be lost.
+                let lost = last_event_id.is_some().then_some("cluster_unavailable");
+                self.attach_with(idx, ident, last_event_id, None, lost);
+                return;
+            }
+        }
+        self.attach_with(idx, ident, last_event_id, None, None);
+    }
+
+    /// Attaches with an optional session handed over by another node
+    /// (`import`), or a reason why a previous session is lost (`lost`).
+    pub fn attach_with(
+        &mut self,
+        idx: usize,
+        ident: Identity,
+        last_event_id: Option<String>,
+        import: Option<Vec<u8>>,
+        lost: Option<&'static str>,
+    ) {
         let now = self.now;
         let conn_gen = self.conns[idx].gen;
         let sid = self.conns[idx].sid;
@@ -195,7 +235,7 @@ impl Worker {
                 let key = make_key(&ident.account, &ident.client).into_boxed_str();
                 let gen = self.next_gen();
                 WorkerStats::add(&self.shared.stats[self.id].sessions, 1);
-                self.sessions.insert(Session {
+                let mut s = Session {
                     gen,
                     sid,
                     split: ident.account.len() as u8,
@@ -211,28 +251,23 @@ impl Worker {
                     armed: 0,
                     log: Log::default(),
                     partners: None,
-                })
+                };
+                if let Some(bytes) = &import {
+                    if let Err(e) = import_snapshot(&mut s, bytes, now) {
+                        log::warn!(
+                            "{sid} session handed over for {} is corrupt ({e:?}); starting afresh",
+                            s.key
+                        );
+                    }
+                }
+                self.sessions.insert(s)
             }
         };
         // Replace an older receive connection of the same client.
-        let old = self.sessions.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
-        if old.1 != 0 {
-            let oi = old.0 as usize;
-            if self.conns.get(oi).is_some_and(|c| c.gen == old.1) {
-                let mut out = std::mem::take(&mut self.stage);
-                out.clear();
-                let data = serde_json::json!({"session": sid.to_string()}).to_string();
-                sse::encode_event(&mut out, None, Some("replaced"), &data);
-                log::info!("{} replaced by {sid}", self.conns[oi].sid);
-                if let Some(s) = self.sessions.get_mut(sidx) {
-                    s.conn = (0, 0);
-                }
-                // Still a receive connection (so a slow one is cut, not buffered), but no longer the session's.
-                self.conns[oi].close_after_flush = true;
-                self.write_conn(oi, &out);
-                self.stage = out;
-            }
-        }
+        let data =
+            serde_json::json!({"session": sid.to_string(), "node": self.shared.config.node_id})
+                .to_string();
+        self.evict_conn(sidx, &data);
         let st = &self.shared.stats[self.id];
         let Some(s) = self.sessions.get_mut(sidx) else {
             return;
@@ -252,6 +287,10 @@ impl Worker {
         // Decide where the replay starts and whether a gap must be reported first.
         let mut gap: Option<(String, &'static str)> = None;
         let from = match last_event_id.as_deref() {
+            _ if lost.is_some() => {
+                gap = lost.map(|r| (last_event_id.clone().unwrap_or_default(), r));
+                0
+            }
             Some(text) => match EventId::parse(text) {
                 Some(id) if id.epoch == epoch => {
                     let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
@@ -336,6 +375,7 @@ impl Worker {
         let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
+        self.announce(sidx, crate::cluster::PresenceState::Online);
         if self.write_conn(idx, &out) {
             if first_replayed > 0 {
                 self.conns[idx].note_unsent(first_replayed);
@@ -378,7 +418,7 @@ impl Worker {
         // The sender remembers the recipient too, on whichever worker owns it.
         let owner = self.shared.owner(account, from);
         if owner == self.id {
-            self.touch(account, from, to);
+            self.touch(account, from, to, false);
         } else {
             // Best effort: a full channel only costs a possible missed peer-gone.
             let _ = self.post(
@@ -387,6 +427,7 @@ impl Worker {
                     account: account.into(),
                     client: from.into(),
                     peer: to.into(),
+                    remote: false,
                 },
             );
         }
@@ -467,9 +508,17 @@ impl Worker {
     }
 
     /// `client` (owned here) exchanged a message with `peer`.
-    pub fn touch(&mut self, account: &str, client: &str, peer: &str) {
+    /// On a cluster, a `client` not held here may be held by another node:
+    /// the touch is forwarded there (unless it came from there).
+    pub fn touch(&mut self, account: &str, client: &str, peer: &str, remote: bool) {
         if let Some(sidx) = self.sessions.find(account, client) {
             self.note_partner(sidx, peer);
+        } else if let (false, Some(b)) = (remote, &self.shared.cluster) {
+            b.submit(super::bridge::BridgeCmd::Touch {
+                account: account.into(),
+                client: client.into(),
+                peer: peer.into(),
+            });
         }
     }
 
@@ -513,13 +562,13 @@ impl Worker {
     /// Sends a `List` answer back to the asking worker.
     pub fn reply_listed(&mut self, reply: ReplyTo, clients: Vec<ClientInfo>) {
         if reply.worker == self.id {
-            self.list_done(reply.token, clients);
+            self.list_done(reply.token, Some(clients));
         } else if self
             .post(
                 reply.worker,
                 Envelope::Listed {
                     token: reply.token,
-                    clients,
+                    clients: Some(clients),
                 },
             )
             .is_err()
@@ -588,6 +637,7 @@ impl Worker {
         );
         let deadline = session_deadline(s, cfg, now);
         self.set_session_deadline(sidx, deadline);
+        self.announce(sidx, crate::cluster::PresenceState::Held);
     }
 
     /// A session timer fired: trim expired log entries, and end a held session whose hold ran out.
@@ -632,6 +682,24 @@ impl Worker {
         );
         let account = s.account();
         let client = s.client();
+        if let Some(b) = self.shared.cluster.clone() {
+            b.submit(super::bridge::BridgeCmd::Presence {
+                account: account.into(),
+                client: client.into(),
+                role: s.role,
+                state: crate::cluster::PresenceState::Gone,
+                since_ms: super::epoch_ms(),
+            });
+            // Every node (this one included) tells the partners it holds.
+            let gone = super::bridge::BridgeCmd::Gone {
+                account: account.into(),
+                client: client.into(),
+                reason: "offline",
+            };
+            if b.submit(gone) {
+                return;
+            }
+        }
         if let Some(p) = &s.partners {
             for (peer, t) in p.iter() {
                 if self.now.saturating_sub(*t) > ttl {
@@ -679,6 +747,33 @@ impl Worker {
         for k in keys {
             self.close_conn(k, CloseReason::Shutdown);
         }
+    }
+}
+
+impl Worker {
+    /// Tells the receive connection of session `sidx` (if any) that it was
+    /// replaced (`data` says by what) and closes it after that; the session
+    /// keeps going without it.
+    pub fn evict_conn(&mut self, sidx: usize, data: &str) {
+        let old = self.sessions.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
+        if old.1 == 0 {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(sidx) {
+            s.conn = (0, 0);
+        }
+        let oi = old.0 as usize;
+        if !self.conns.get(oi).is_some_and(|c| c.gen == old.1) {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        sse::encode_event(&mut out, None, Some("replaced"), data);
+        log::info!("{} replaced: {data}", self.conns[oi].sid);
+        // Still a receive connection (so a slow one is cut, not buffered), but no longer the session's.
+        self.conns[oi].close_after_flush = true;
+        self.write_conn(oi, &out);
+        self.stage = out;
     }
 }
 
@@ -838,4 +933,125 @@ impl Worker {
         }
         (matched, out)
     }
+}
+
+impl Session {
+    /// True if `peer` exchanged a message with this client within `ttl_ms` of `now`.
+    pub fn recent_partner(&self, peer: &str, now: u64, ttl_ms: u64) -> bool {
+        self.partners
+            .as_ref()
+            .and_then(|p| p.get(peer))
+            .is_some_and(|t| now.saturating_sub(*t) <= ttl_ms)
+    }
+
+    /// True while a receive connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.online()
+    }
+}
+
+/// Encodes a session for handing it to another node: epoch, sequence
+/// numbers, retained events (with their ages) and conversation partners.
+pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
+    use crate::cluster::wire::Writer;
+    let mut w = Writer::default();
+    w.u64(s.epoch).u64(s.last_seq).u64(s.delivered);
+    match s.log.lost() {
+        Some((after, reason)) => w.u8(1).u64(after).str(reason),
+        None => w.u8(0),
+    };
+    w.str(s.log.trim_reason());
+    w.u64(s.log.len() as u64);
+    for e in s.log.iter() {
+        w.u64(e.seq).u64(now.saturating_sub(e.at));
+        match &e.kind {
+            EntryKind::Message { from, body } => w.u8(0).str(from).bytes(body),
+            EntryKind::PeerGone { peer, reason } => w.u8(1).str(peer).str(reason),
+        };
+    }
+    let partners: Vec<(&str, u64)> = s
+        .partners
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|(k, t)| (&**k, now.saturating_sub(*t)))
+        .collect();
+    w.u64(partners.len() as u64);
+    for (k, age) in partners {
+        w.str(k).u64(age);
+    }
+    w.0
+}
+
+/// Maps a reason received from another node to one of ours (all static strings).
+fn known_reason(r: &str) -> &'static str {
+    match r {
+        "hold_limit" => "hold_limit",
+        "retention_expired" => "retention_expired",
+        "offline" => "offline",
+        "node_lost" => "node_lost",
+        _ => "retention_limit",
+    }
+}
+
+/// Fills a fresh session from a snapshot made by [`export_snapshot`].
+pub(super) fn import_snapshot(
+    s: &mut Session,
+    bytes: &[u8],
+    now: u64,
+) -> Result<(), crate::cluster::wire::WireError> {
+    use crate::cluster::wire::{Reader, WireError};
+    let mut r = Reader::new(bytes);
+    let epoch = r.u64()?;
+    let last_seq = r.u64()?;
+    let delivered = r.u64()?;
+    let lost = match r.u8()? {
+        0 => None,
+        _ => Some((r.u64()?, known_reason(&r.string()?))),
+    };
+    let trim = known_reason(&r.string()?);
+    let n = r.u64()?;
+    let mut log = Log::default();
+    for _ in 0..n {
+        let seq = r.u64()?;
+        let age = r.u64()?;
+        let kind = match r.u8()? {
+            0 => EntryKind::Message {
+                from: r.string()?.into(),
+                body: r.bytes()?.into(),
+            },
+            _ => EntryKind::PeerGone {
+                peer: r.string()?.into(),
+                reason: known_reason(&r.string()?),
+            },
+        };
+        log.push(Entry {
+            seq,
+            at: now.saturating_sub(age),
+            kind,
+        });
+    }
+    let np = r.u64()?;
+    let mut partners: HashMap<Box<str>, u64> = HashMap::new();
+    for _ in 0..np {
+        let k = r.string()?;
+        let age = r.u64()?;
+        if partners.len() < MAX_PARTNERS {
+            partners.insert(k.into(), now.saturating_sub(age));
+        }
+    }
+    r.finish()?;
+    if delivered > last_seq || log.iter().any(|e| e.seq > last_seq) {
+        return Err(WireError::TrailingBytes);
+    }
+    s.epoch = epoch;
+    s.last_seq = last_seq;
+    s.delivered = delivered;
+    if let Some((after, reason)) = lost {
+        log.set_lost(after, reason);
+    }
+    log.set_trim_reason(trim);
+    log.compact();
+    s.log = log;
+    s.partners = (!partners.is_empty()).then(|| Box::new(partners));
+    Ok(())
 }

@@ -452,9 +452,39 @@ impl Worker {
                 body,
                 reply,
             } => {
-                let result = self.deliver(&account, &from, &to, body);
-                self.reply_delivered(reply, result);
+                self.deliver_or_forward(&account, &from, &to, body, reply);
             }
+            Envelope::RemoteDeliver {
+                account,
+                from,
+                to,
+                body,
+                node,
+                req,
+            } => {
+                let result = self.deliver(&account, &from, &to, body);
+                if let Some(b) = &self.shared.cluster {
+                    b.submit(super::bridge::BridgeCmd::DeliverReply { node, req, result });
+                }
+            }
+            Envelope::TakeoverReq {
+                account,
+                client,
+                node,
+                req,
+            } => self.takeover_req(&account, &client, node, req),
+            Envelope::TakeoverDone { token, result } => {
+                if let Some(idx) = self.conn_by_token(token) {
+                    let t = self.token_of(idx);
+                    self.guarded(t, |me| me.takeover_done(idx, result));
+                }
+            }
+            Envelope::RemoteGone {
+                account,
+                client,
+                reason,
+            } => self.remote_gone(&account, &client, reason),
+            Envelope::Reannounce => self.reannounce(),
             Envelope::Delivered { token, result } => {
                 self.send_done(token, result);
                 self.resume(token);
@@ -463,7 +493,8 @@ impl Worker {
                 account,
                 client,
                 peer,
-            } => self.touch(&account, &client, &peer),
+                remote,
+            } => self.touch(&account, &client, &peer, remote),
             Envelope::PeerGone {
                 account,
                 to,
