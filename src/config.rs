@@ -134,6 +134,16 @@ pub struct ServeArgs {
     /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// Serve the client port over TLS with this certificate chain (PEM); needs --tls-key. SIGHUP reloads both.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Close a TLS connection whose handshake is not complete within this time.
+    #[arg(long, env = "SWITCHBOARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub tls_handshake_timeout: Duration,
     /// Join a cluster through this Redis (redis://HOST:PORT); without it the node runs alone.
     #[arg(long, env = "SWITCHBOARD_REDIS")]
     pub redis: Option<String>,
@@ -178,6 +188,9 @@ pub struct Config {
     pub user_timeout: Duration,
     pub drain_timeout: Duration,
     pub send_lifetime: Duration,
+    /// TLS certificate chain and key files, when the client port speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls_handshake_timeout: Duration,
     /// Redis bridge settings, on a clustered node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Admin listener address, `None` when disabled.
@@ -211,6 +224,8 @@ impl Config {
             drain_timeout: Duration::from_secs(30),
             send_lifetime: Duration::from_secs(600),
             cluster: None,
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
             admin: None,
             head_limits: Default::default(),
         }
@@ -264,6 +279,10 @@ impl Config {
         c.user_timeout = a.user_timeout;
         c.drain_timeout = a.drain_timeout;
         c.send_lifetime = nonzero("send-lifetime", a.send_lifetime)?;
+        if let (Some(c2), Some(k)) = (&a.tls_cert, &a.tls_key) {
+            c.tls = Some((c2.clone(), k.clone()));
+        }
+        c.tls_handshake_timeout = nonzero("tls-handshake-timeout", a.tls_handshake_timeout)?;
         if let Some(url) = &a.redis {
             if !(url.starts_with("redis://") || url.starts_with("unix://")) {
                 return Err(format!("--redis {url:?}: expected redis://HOST:PORT"));

@@ -137,7 +137,7 @@ fn serve(a: &ServeArgs) -> ExitCode {
     let server = match Server::start(config.clone(), &secret) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("switchboard serve: cannot listen on {}: {e}", config.listen);
+            eprintln!("switchboard serve: cannot start on {}: {e}", config.listen);
             return ExitCode::from(1);
         }
     };
@@ -207,13 +207,23 @@ fn install_panic_hook() {
 
 /// First SIGTERM/SIGINT: drain. A second one: exit at once.
 fn watch_signals(shared: std::sync::Arc<switchboard::server::Shared>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    match &shared.tls {
+                        Some(t) => match t.reload() {
+                            Ok(()) => log::info!("SIGHUP: TLS certificate and key reloaded; open connections keep theirs"),
+                            Err(e) => log::error!("SIGHUP: TLS reload failed, keeping the old certificate: {e}"),
+                        },
+                        None => log::info!("SIGHUP: nothing to reload (no TLS)"),
+                    }
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     log::info!(

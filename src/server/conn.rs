@@ -53,6 +53,8 @@ pub(super) struct Conn {
     pub inbuf: Vec<u8>,
     /// Output the kernel has not taken yet; `None` (no allocation) while idle.
     pub out: Option<Box<OutBuf>>,
+    /// TLS state, on a TLS listener.
+    pub tls: Option<Box<super::tls::TlsConn>>,
     /// Wall-clock ms when the connection was accepted.
     pub since_ms: u64,
     /// Monotonic ms of the last write (heartbeat timing).
@@ -83,6 +85,7 @@ impl Conn {
             state: State::Request(RequestReader::new()),
             inbuf: Vec::new(),
             out: None,
+            tls: None,
             since_ms,
             last_write: now,
             deadline: 0,
@@ -137,11 +140,12 @@ pub enum CloseReason {
     SlowConsumer,
     Shutdown,
     Panic,
+    TlsError,
 }
 
 impl CloseReason {
     /// Number of reasons.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     /// Every reason, in index order.
     pub const ALL: [CloseReason; Self::COUNT] = [
         CloseReason::PeerClosed,
@@ -153,6 +157,7 @@ impl CloseReason {
         CloseReason::SlowConsumer,
         CloseReason::Shutdown,
         CloseReason::Panic,
+        CloseReason::TlsError,
     ];
 
     /// Position in [`CloseReason::ALL`].
@@ -172,6 +177,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Panic => "panic",
+            CloseReason::TlsError => "tls_error",
         }
     }
 }
@@ -194,9 +200,13 @@ impl Worker {
     /// what they read; others buffer it and process requests.
     pub fn read_ready(&mut self, idx: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut tls_out = std::mem::take(&mut self.tls_out);
+        let mut sink = std::mem::take(&mut self.stage);
+        tls_out.clear();
         let mut eof = false;
         let mut error = None;
         let mut got = false;
+        let mut established = false;
         {
             let c = &mut self.conns[idx];
             c.read_paused = false;
@@ -217,7 +227,22 @@ impl Worker {
                             &self.shared.stats[self.id].bytes_in,
                             n as u64,
                         );
-                        if keep {
+                        if let Some(t) = c.tls.as_mut() {
+                            let was = t.established();
+                            sink.clear();
+                            let plain = if keep { &mut c.inbuf } else { &mut sink };
+                            match t.feed(&scratch[..n], plain, &mut tls_out) {
+                                Ok(p) => {
+                                    established |= p.established && !was;
+                                    eof |= p.closed;
+                                }
+                                Err(e) => {
+                                    error = Some(io::Error::other(e.to_string()));
+                                    break;
+                                }
+                            }
+                            got |= keep && !c.inbuf.is_empty();
+                        } else if keep {
                             c.inbuf.extend_from_slice(&scratch[..n]);
                             got = true;
                         }
@@ -232,13 +257,36 @@ impl Worker {
             }
         }
         self.scratch = scratch;
+        sink.clear();
+        self.stage = sink;
+        // Handshake records go out first, in order.
+        if !tls_out.is_empty() && !self.write_raw(idx, &tls_out) {
+            self.tls_out = tls_out;
+            return;
+        }
+        self.tls_out = tls_out;
+        if established && self.conns[idx].requests == 0 {
+            log::debug!("{} tls established", self.conns[idx].sid);
+            let d = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
+            self.conns[idx].deadline = 0;
+            self.conns[idx].armed = 0;
+            self.set_conn_deadline(idx, d);
+        }
         if got {
             self.process(idx);
         }
         if let Some(e) = error {
             if self.conns.contains(idx) {
+                let tls = self.conns[idx].tls.is_some() && e.kind() == io::ErrorKind::Other;
                 log::debug!("{} read error: {e}", self.conns[idx].sid);
-                self.close_conn(idx, CloseReason::ReadError);
+                self.close_conn(
+                    idx,
+                    if tls {
+                        CloseReason::TlsError
+                    } else {
+                        CloseReason::ReadError
+                    },
+                );
             }
             return;
         }
@@ -276,9 +324,39 @@ impl Worker {
         }
     }
 
-    /// Writes `bytes` to connection `idx` now, buffering what the kernel will not
-    /// take. Returns false if the connection was closed.
+    /// Writes application data to connection `idx` (encrypted first on a TLS
+    /// connection). Returns false if the connection was closed.
     pub fn write_conn(&mut self, idx: usize, bytes: &[u8]) -> bool {
+        if self.conns[idx].tls.is_none() {
+            return self.write_raw(idx, bytes);
+        }
+        let mut cipher = std::mem::take(&mut self.tls_out);
+        cipher.clear();
+        let c = &mut self.conns[idx];
+        let Conn {
+            tls, inbuf, state, ..
+        } = c;
+        let r = match tls.as_mut() {
+            Some(t) => t.encrypt(bytes, inbuf, &mut cipher),
+            None => Ok(()),
+        };
+        if matches!(state, State::Receive { .. } | State::Linger) {
+            inbuf.clear();
+        }
+        if let Err(e) = r {
+            log::debug!("{} {e}", c.sid);
+            self.tls_out = cipher;
+            self.close_conn(idx, CloseReason::WriteError);
+            return false;
+        }
+        let ok = self.write_raw(idx, &cipher);
+        self.tls_out = cipher;
+        ok
+    }
+
+    /// Writes `bytes` to the socket of connection `idx` now, buffering what the
+    /// kernel will not take. Returns false if the connection was closed.
+    pub fn write_raw(&mut self, idx: usize, bytes: &[u8]) -> bool {
         let max_out = self.shared.config.max_outbound;
         let c = &mut self.conns[idx];
         c.last_write = self.now;

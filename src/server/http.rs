@@ -173,6 +173,7 @@ impl Worker {
         );
         let env = Envelope::Attach(Box::new(Attach {
             stream: c.stream,
+            tls: c.tls,
             sid,
             ident,
             last_event_id,
@@ -180,7 +181,9 @@ impl Worker {
         }));
         if let Err(Envelope::Attach(a)) = self.post(owner, env) {
             // The owner is swamped: take the connection back and say so.
+            let a = *a;
             if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
+                self.conns[idx].tls = a.tls;
                 self.respond_error(
                     idx,
                     503,

@@ -15,6 +15,7 @@ mod drain;
 mod http;
 mod session;
 pub mod stats;
+pub mod tls;
 mod worker;
 
 use std::io;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub stats: Vec<stats::WorkerStats>,
     /// The Redis bridge, on a clustered node.
     pub cluster: Option<Arc<bridge::Bridge>>,
+    /// Certificate and key, when the client port speaks TLS.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 struct Peer {
@@ -252,6 +255,7 @@ struct ConnInfo {
 /// A receive connection on its way to its owner worker.
 struct Attach {
     stream: mio::net::TcpStream,
+    tls: Option<Box<tls::TlsConn>>,
     sid: SessionId,
     ident: Identity,
     last_event_id: Option<String>,
@@ -272,6 +276,10 @@ impl Server {
             .cluster
             .clone()
             .map(|c| bridge::new(c, config.node_id.clone()));
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::TlsFiles::load(cert, key)?),
+            None => None,
+        };
         let n = config.workers.max(1);
         let mut polls = Vec::with_capacity(n);
         let mut peers = Vec::with_capacity(n);
@@ -303,6 +311,7 @@ impl Server {
             open_connections: AtomicUsize::new(0),
             stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
             cluster: cluster.as_ref().map(|c| c.0.clone()),
+            tls,
         });
         if let Some((_, rx)) = cluster {
             bridge::start(shared.clone(), rx)?;

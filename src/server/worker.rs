@@ -81,6 +81,8 @@ pub(super) struct Worker {
     pub scratch: Vec<u8>,
     /// Output staging buffer shared by all connections of this worker.
     pub stage: Vec<u8>,
+    /// Ciphertext staging buffer (TLS) shared by all connections of this worker.
+    pub tls_out: Vec<u8>,
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
     next_gen: u32,
@@ -116,6 +118,7 @@ impl Worker {
             rx,
             scratch: prefaulted(SCRATCH),
             stage: Vec::with_capacity(4096),
+            tls_out: Vec::new(),
             now,
             next_gen: 1,
             wakes: vec![false; n],
@@ -301,7 +304,22 @@ impl Worker {
         else {
             return;
         };
-        let deadline = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
+        let mut timeout = self.shared.config.handshake_timeout;
+        if let Some(files) = &self.shared.tls {
+            let made = files.config().map(super::tls::TlsConn::new);
+            match made {
+                Some(Ok(t)) => {
+                    self.conns[idx].tls = Some(Box::new(t));
+                    timeout = self.shared.config.tls_handshake_timeout;
+                }
+                _ => {
+                    log::error!("{} cannot start TLS; closing", self.conns[idx].sid);
+                    self.close_conn(idx, super::conn::CloseReason::ReadError);
+                    return;
+                }
+            }
+        }
+        let deadline = self.now + timeout.as_millis() as u64;
         self.set_conn_deadline(idx, deadline);
         let sid = self.conns[idx].sid;
         log::debug!("{sid} accepted from {peer}");
@@ -443,6 +461,7 @@ impl Worker {
                 let Some(idx) = self.insert_conn(a.stream, a.sid, a.since_ms) else {
                     return;
                 };
+                self.conns[idx].tls = a.tls;
                 self.attach_receive(idx, a.ident, a.last_event_id);
             }
             Envelope::Deliver {
