@@ -1,0 +1,317 @@
+//! TLS on the client port: a real rustls client against the real binary,
+//! with a certificate generated at test time.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use switchboard::auth::Role;
+
+struct Certs {
+    dir: PathBuf,
+    cert_der: Vec<u8>,
+}
+
+/// Writes a fresh self-signed certificate for localhost/127.0.0.1 to `dir/name.{crt,key}`.
+fn make_cert(dir: &std::path::Path, name: &str) -> Certs {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("rcgen");
+    std::fs::write(dir.join(format!("{name}.crt")), ck.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        ck.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    Certs {
+        dir: dir.to_path_buf(),
+        cert_der: ck.cert.der().to_vec(),
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("switchboard-tls-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn client_config(
+    trusted: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in trusted {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+            .unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(WAIT))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    // Drive the handshake now, so errors show up here.
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// Reads lines until `needle` shows up; returns everything read.
+fn read_until(r: &mut BufReader<Tls>, needle: &str) -> String {
+    let mut all = String::new();
+    let end = Instant::now() + WAIT;
+    while !all.contains(needle) {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {needle:?}; got {all:?}"
+        );
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => panic!("stream ended waiting for {needle:?}; got {all:?}"),
+            Ok(_) => all.push_str(&line),
+            Err(e) => panic!("read error waiting for {needle:?}: {e}; got {all:?}"),
+        }
+    }
+    all
+}
+
+fn https_request(s: &mut Tls, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.flush().unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn start_tls_node(certs: &Certs, name: &str, extra: &[&str]) -> Node {
+    let cert = certs.dir.join(format!("{name}.crt"));
+    let key = certs.dir.join(format!("{name}.key"));
+    let mut args = vec![
+        "--workers",
+        "2",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Node::start(&args)
+}
+
+#[test]
+fn relay_over_tls_and_old_versions_refused() {
+    let dir = tmpdir("relay");
+    let certs = make_cert(&dir, "server");
+    let node = start_tls_node(&certs, "server", &[]);
+    let cfg = client_config(
+        &[&certs.cert_der],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+
+    // Receive over TLS.
+    let agent = token("acme", "agent-1", Role::Agent);
+    let mut rs = connect(node.addr, cfg.clone()).expect("tls connect");
+    assert_eq!(
+        rs.conn.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN http/1.1"
+    );
+    write!(
+        rs,
+        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    )
+    .unwrap();
+    rs.flush().unwrap();
+    let mut reader = BufReader::new(rs);
+    let head = read_until(&mut reader, "event: ready");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+
+    // Send over TLS 1.2 (keep-alive, two messages) and over TLS 1.3.
+    let console = token("acme", "console-1", Role::Console);
+    let cfg12 = client_config(&[&certs.cert_der], &[&rustls::version::TLS12]);
+    let mut s12 = connect(node.addr, cfg12).expect("tls 1.2 connect");
+    assert_eq!(
+        s12.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    for i in 0..2 {
+        let (status, body) = https_request(
+            &mut s12,
+            "POST",
+            "/v1/send/agent-1",
+            &console,
+            &format!("hello {i}"),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let mut s13 = connect(node.addr, cfg.clone()).expect("tls 1.3 connect");
+    assert_eq!(
+        s13.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let big = "x".repeat(40_000); // spans several TLS records
+    let (status, _) = https_request(&mut s13, "POST", "/v1/send/agent-1", &console, &big);
+    assert_eq!(status, 202);
+    let got = read_until(&mut reader, &big);
+    assert!(got.contains("hello 0") && got.contains("hello 1"), "{got}");
+
+    // Plain HTTP on a TLS port gets nowhere, and the node is unaffected.
+    let mut plain = Http::connect(node.addr);
+    plain.send_raw(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+    assert!(
+        plain.closed_within(Duration::from_secs(5)),
+        "plain HTTP on the TLS port must be closed"
+    );
+    let (status, _) = https_request(&mut s13, "POST", "/v1/send/agent-1", &console, "after");
+    assert_eq!(status, 202);
+    read_until(&mut reader, "after");
+}
+
+#[test]
+fn tls_client_that_never_finishes_its_handshake_is_closed() {
+    let dir = tmpdir("slow");
+    let certs = make_cert(&dir, "server");
+    let node = start_tls_node(&certs, "server", &["--tls-handshake-timeout", "500ms"]);
+    let cfg = client_config(&[&certs.cert_der], &[&rustls::version::TLS13]);
+    // A receiver that is fine all along.
+    let mut rs = connect(node.addr, cfg.clone()).unwrap();
+    let agent = token("acme", "agent-1", Role::Agent);
+    write!(
+        rs,
+        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    )
+    .unwrap();
+    rs.flush().unwrap();
+    let mut reader = BufReader::new(rs);
+    read_until(&mut reader, "event: ready");
+
+    // A client that opens TCP and sends half a ClientHello, then nothing.
+    let mut stalled = TcpStream::connect(node.addr).unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        match stalled.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "stalled TLS handshake was not closed");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        t0.elapsed()
+    );
+
+    // The healthy receiver still gets messages.
+    let console = token("acme", "console-1", Role::Console);
+    let mut s = connect(node.addr, cfg).unwrap();
+    let (status, _) = https_request(&mut s, "POST", "/v1/send/agent-1", &console, "still here");
+    assert_eq!(status, 202);
+    read_until(&mut reader, "still here");
+}
+
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let dir = tmpdir("reload");
+    let first = make_cert(&dir, "server");
+    let node = start_tls_node(&first, "server", &[]);
+    let cfg_first = client_config(&[&first.cert_der], &[&rustls::version::TLS13]);
+
+    let agent = token("acme", "agent-1", Role::Agent);
+    let mut rs = connect(node.addr, cfg_first.clone()).unwrap();
+    write!(
+        rs,
+        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    )
+    .unwrap();
+    rs.flush().unwrap();
+    let mut reader = BufReader::new(rs);
+    read_until(&mut reader, "event: ready");
+
+    // Replace the files with a new certificate and send SIGHUP.
+    let second = make_cert(&dir, "next");
+    std::fs::copy(dir.join("next.crt"), dir.join("server.crt")).unwrap();
+    std::fs::copy(dir.join("next.key"), dir.join("server.key")).unwrap();
+    let pid = node.child.id() as i32;
+    // SAFETY: plain kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        node.wait_log("TLS certificate and key reloaded"),
+        "no reload in the log"
+    );
+
+    // New connections get the new certificate (the old one is no longer trusted by this client)...
+    let cfg_second = client_config(&[&second.cert_der], &[&rustls::version::TLS13]);
+    let mut s = connect(node.addr, cfg_second.clone()).expect("handshake with the new certificate");
+    assert!(
+        connect(node.addr, cfg_first.clone()).is_err(),
+        "old certificate still served"
+    );
+    // ...and the open receive connection is still there.
+    let console = token("acme", "console-1", Role::Console);
+    let (status, _) = https_request(&mut s, "POST", "/v1/send/agent-1", &console, "after reload");
+    assert_eq!(status, 202);
+    read_until(&mut reader, "after reload");
+
+    // A broken file: reload fails, the working certificate stays.
+    std::fs::write(dir.join("server.crt"), "not a certificate").unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(node.wait_log("TLS reload failed"), "bad file not reported");
+    connect(node.addr, cfg_second).expect("still serving the last good certificate");
+}
