@@ -540,6 +540,14 @@ impl Admin {
             report
                 .flamegraph(&mut svg)
                 .map_err(|e| (500, "profiler_error", e.to_string()))?;
+            if svg.is_empty() {
+                // No CPU samples (an idle node): still answer with a picture that says so.
+                svg = format!(
+                    "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\">\
+                     <text x=\"10\" y=\"25\">no CPU samples in {secs} s: the node was idle</text></svg>\n"
+                )
+                .into_bytes();
+            }
             Ok(svg)
         })();
         self.profiling.store(false, Relaxed);

@@ -472,6 +472,7 @@ impl Worker {
         close: bool,
     ) {
         self.shared.stats[self.id].error(status, code);
+        let close = self.must_close(idx, close);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_json_error(&mut out, status, code, message, close);
@@ -481,6 +482,7 @@ impl Worker {
 
     /// Writes a JSON answer; closes afterwards when `close`.
     pub fn respond_json(&mut self, idx: usize, status: u16, body: &str, close: bool) {
+        let close = self.must_close(idx, close);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_response(&mut out, status, "application/json", body.as_bytes(), close);
@@ -488,13 +490,17 @@ impl Worker {
         self.stage = out;
     }
 
-    fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
-        // While draining, every answer is the connection's last; so is the
-        // first answer after the connection outlived --send-lifetime.
+    /// Whether the answer about to be written must be the connection's last
+    /// (and say `Connection: close`): the request asked for it, the node is
+    /// draining, or the connection outlived --send-lifetime.
+    fn must_close(&self, idx: usize, close: bool) -> bool {
         let too_old = self.conns[idx].since_ms
             + self.shared.config.send_lifetime.as_millis() as u64
             <= super::epoch_ms();
-        let close = close || too_old || self.shared.draining.load(Ordering::Relaxed);
+        close || too_old || self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
         {
             let c = &mut self.conns[idx];
             c.requests += 1;

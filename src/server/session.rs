@@ -398,6 +398,15 @@ impl Worker {
             WorkerStats::add(&st.offline, 1);
             return Err(SendError::Offline);
         };
+        if !self.sessions.slab[sidx].online()
+            && self
+                .shared
+                .draining
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // This node is going away: a message held here now would die with it.
+            return Err(SendError::Overloaded);
+        }
         WorkerStats::add(&st.accepted_messages, 1);
         WorkerStats::add(
             if self.sessions.slab[sidx].online() {
