@@ -598,6 +598,56 @@ fn locate(
 const HDEL_IF: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
     if v and string.sub(v, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. '|' then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
+/// What a command needed to look up in Redis before it can run.
+enum Lookup {
+    None,
+    /// Which node holds the client (and whether that node is alive).
+    Node(Option<(String, bool)>),
+    /// An account's whole presence table.
+    All(HashMap<String, String>),
+}
+
+impl Lookup {
+    fn node(&mut self) -> Option<(String, bool)> {
+        match std::mem::replace(self, Lookup::None) {
+            Lookup::Node(n) => n,
+            _ => None,
+        }
+    }
+    fn all(&mut self) -> HashMap<String, String> {
+        match std::mem::replace(self, Lookup::None) {
+            Lookup::All(a) => a,
+            _ => HashMap::new(),
+        }
+    }
+}
+
+/// Does the Redis look-up a command needs; on error gives the command back so it can be failed.
+fn lookup_first(
+    con: &mut redis::Connection,
+    live: &HashSet<String>,
+    cmd: BridgeCmd,
+) -> Result<(BridgeCmd, Lookup), (redis::RedisError, BridgeCmd)> {
+    let r = match &cmd {
+        BridgeCmd::Send { account, to, .. } => locate(con, live, account, to).map(Lookup::Node),
+        BridgeCmd::Takeover {
+            account, client, ..
+        }
+        | BridgeCmd::Touch {
+            account, client, ..
+        } => locate(con, live, account, client).map(Lookup::Node),
+        BridgeCmd::List { account, .. } => redis::cmd("HGETALL")
+            .arg(account_key(account))
+            .query(con)
+            .map(Lookup::All),
+        _ => Ok(Lookup::None),
+    };
+    match r {
+        Ok(l) => Ok((cmd, l)),
+        Err(e) => Err((e, cmd)),
+    }
+}
+
 fn run_batch(
     shared: &Shared,
     con: &mut redis::Connection,
@@ -607,7 +657,19 @@ fn run_batch(
     let b = bridge(shared);
     let mut pipe = redis::pipe();
     let mut publishes = 0usize;
-    for cmd in batch.drain(..) {
+    let cmds: Vec<BridgeCmd> = std::mem::take(batch);
+    let mut it = cmds.into_iter();
+    while let Some(cmd) = it.next() {
+        // A command that needs a lookup first: if Redis fails here, this one and
+        // the rest of the batch are answered by the caller (`fail_all`).
+        let (cmd, mut found) = match lookup_first(con, live, cmd) {
+            Ok(c) => c,
+            Err((e, cmd)) => {
+                batch.push(cmd);
+                batch.extend(it);
+                return Err(e);
+            }
+        };
         match cmd {
             BridgeCmd::Presence {
                 account,
@@ -648,7 +710,7 @@ fn run_batch(
                 to,
                 body,
                 reply,
-            } => match locate(con, live, &account, &to)? {
+            } => match found.node() {
                 Some((node, true)) if node != b.node => {
                     let req = add_pending(b, Pending::Send(reply));
                     let w = Wire::Deliver {
@@ -690,7 +752,7 @@ fn run_batch(
                 account,
                 client,
                 reply,
-            } => match locate(con, live, &account, &client)? {
+            } => match found.node() {
                 Some((node, true)) if node != b.node => {
                     let req = add_pending(b, Pending::Takeover(reply));
                     let w = Wire::Takeover {
@@ -737,7 +799,7 @@ fn run_batch(
                 client,
                 peer,
             } => {
-                if let Some((node, true)) = locate(con, live, &account, &client)? {
+                if let Some((node, true)) = found.node() {
                     if node != b.node {
                         let w = Wire::Touch {
                             account: account.into(),
@@ -763,10 +825,8 @@ fn run_batch(
                 };
                 pipe.cmd("PUBLISH").arg("sb:gone").arg(w.encode()).ignore();
             }
-            BridgeCmd::List { account, reply } => {
-                let all: HashMap<String, String> = redis::cmd("HGETALL")
-                    .arg(account_key(&account))
-                    .query(con)?;
+            BridgeCmd::List { reply, .. } => {
+                let all = found.all();
                 let clients = all
                     .into_iter()
                     .filter_map(|(client, v)| {
@@ -824,24 +884,33 @@ fn reap(con: &mut redis::Connection, b: &Bridge, ttl_ms: u64) -> redis::RedisRes
             "cluster: node {node} is gone; reaping {} presence entries",
             members.len()
         );
+        // Remove the entries that still point at the dead node; a client that
+        // already moved to a live node is not gone.
+        let pairs: Vec<(&str, &str)> = members.iter().filter_map(|m| m.split_once('/')).collect();
         let mut pipe = redis::pipe();
-        for m in &members {
-            let Some((account, client)) = m.split_once('/') else {
-                continue;
-            };
+        for (account, client) in &pairs {
             pipe.cmd("EVAL")
                 .arg(HDEL_IF)
                 .arg(1)
                 .arg(account_key(account))
-                .arg(client)
-                .arg(&node)
-                .ignore();
-            let w = Wire::Gone {
-                account: account.into(),
-                client: client.into(),
-                reason: "node_lost".into(),
-            };
-            pipe.cmd("PUBLISH").arg("sb:gone").arg(w.encode()).ignore();
+                .arg(*client)
+                .arg(&node);
+        }
+        let removed: Vec<i64> = if pairs.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(con)?
+        };
+        let mut pipe = redis::pipe();
+        for ((account, client), n) in pairs.iter().zip(removed) {
+            if n == 1 {
+                let w = Wire::Gone {
+                    account: (*account).into(),
+                    client: (*client).into(),
+                    reason: "node_lost".into(),
+                };
+                pipe.cmd("PUBLISH").arg("sb:gone").arg(w.encode()).ignore();
+            }
         }
         pipe.cmd("DEL").arg(format!("sb:nc:{node}")).ignore();
         pipe.cmd("ZREM").arg("sb:nodes").arg(&node).ignore();
