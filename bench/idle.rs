@@ -19,16 +19,15 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::mem;
+use crate::proto::{self, Target};
 use clap::Args;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use switchboard::auth::{self, Role};
-
-use crate::mem;
 
 /// Flags of `switchboard-bench idle`.
 #[derive(Debug, Clone, Args)]
@@ -36,9 +35,17 @@ pub struct IdleArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub server: SocketAddr,
-    /// The server's HS256 token secret.
-    #[arg(long, env = "SWITCHBOARD_SECRET", hide_env_values = true)]
+    /// The server's HS256 token secret (Switchboard only).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub secret: String,
+    /// System under test: its receive/subscribe request shape.
+    #[arg(long, value_enum, default_value = "switchboard")]
+    pub target: Target,
     /// Number of idle receive connections to open.
     #[arg(long)]
     pub connections: usize,
@@ -78,13 +85,6 @@ pub struct IdleArgs {
     /// Internal: run as a generator process of a `--procs` parent.
     #[arg(long, hide = true)]
     pub child: bool,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the resulting soft limit.
@@ -208,25 +208,13 @@ impl Gen {
             }
         };
         let client = format!("c{}", self.a.offset + id);
-        let token = match auth::sign(
-            self.a.secret.as_bytes(),
+        let req = proto::receive_request(
+            self.a.target,
+            self.a.server,
+            &self.a.secret,
             &self.a.account,
             &client,
-            Role::Agent,
-            now_secs(),
-            24 * 3600,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("switchboard-bench: cannot sign a token: {}", e.message());
-                std::process::exit(2);
-            }
-        };
-        let req = format!(
-            "GET /v1/receive HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n",
-            self.a.server
-        )
-        .into_bytes();
+        );
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         let mut c = Client {
@@ -363,7 +351,7 @@ impl Gen {
                     let r = if matches!(c.phase, Phase::Up) {
                         "eof".to_string()
                     } else {
-                        head_reason(&c.buf, "eof before ready")
+                        head_reason(self.a.target, &c.buf, "eof before ready")
                     };
                     self.remove(key, r);
                     return;
@@ -371,7 +359,7 @@ impl Gen {
                 Ok(n) => {
                     if matches!(c.phase, Phase::Head) {
                         c.buf.extend_from_slice(&self.scratch[..n]);
-                        match check_head(&c.buf) {
+                        match check_head(self.a.target, &c.buf) {
                             HeadCheck::More if c.buf.len() > 64 * 1024 => {
                                 self.remove(key, "response too long without ready".into());
                                 return;
@@ -464,30 +452,16 @@ enum HeadCheck {
     Bad(String),
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn check_head(buf: &[u8]) -> HeadCheck {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return HeadCheck::More;
-    };
-    let status = buf
-        .get(9..12)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .unwrap_or("???");
-    if !buf.starts_with(b"HTTP/1.1 200") {
-        return HeadCheck::Bad(format!("status {status}"));
-    }
-    if find(&buf[end..], b"event: ready").is_some() {
-        HeadCheck::Ready
-    } else {
-        HeadCheck::More
+fn check_head(t: Target, buf: &[u8]) -> HeadCheck {
+    match proto::check_ready(t, buf) {
+        proto::HeadCheck::More => HeadCheck::More,
+        proto::HeadCheck::Ready(_) => HeadCheck::Ready,
+        proto::HeadCheck::Bad(r) => HeadCheck::Bad(r),
     }
 }
 
-fn head_reason(buf: &[u8], default: &str) -> String {
-    match check_head(buf) {
+fn head_reason(t: Target, buf: &[u8], default: &str) -> String {
+    match check_head(t, buf) {
         HeadCheck::Bad(r) => r,
         _ => default.to_string(),
     }
@@ -579,8 +553,11 @@ fn summary(
 ) -> serde_json::Value {
     let est = o.counts.established;
     let mut v = serde_json::json!({
+        "scenario": "idle",
+        "target": a.target.name(),
         "server": a.server.to_string(),
         "connections": a.connections,
+        "loadavg_1m": mem::loadavg(),
         "established": est,
         "failed": o.counts.failed,
         "dropped_after_established": o.counts.dropped,
@@ -605,6 +582,12 @@ fn summary(
         m.insert("rss_after_kb".into(), af.proc.vm_rss_kb.into());
         m.insert("rss_anon_before_kb".into(), b.proc.rss_anon_kb.into());
         m.insert("rss_anon_after_kb".into(), af.proc.rss_anon_kb.into());
+        m.insert("pss_before_kb".into(), b.proc.pss_kb.into());
+        m.insert("pss_after_kb".into(), af.proc.pss_kb.into());
+        m.insert(
+            "pss_bytes_per_conn".into(),
+            per_conn(b.proc.pss_kb, af.proc.pss_kb, est).into(),
+        );
         m.insert("slab_before_kb".into(), b.slab_kb.into());
         m.insert("slab_after_kb".into(), af.slab_kb.into());
         m.insert(
@@ -810,6 +793,7 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
             .args(["--offset", &(a.offset + assigned).to_string()])
             .args(["--sources", &a.sources.to_string()])
             .args(["--account", &a.account])
+            .args(["--target", a.target.name()])
             .args(["--inflight", &a.inflight.to_string()])
             .args(["--retries", &a.retries.to_string()])
             .args(["--timeout", &a.timeout.to_string()])

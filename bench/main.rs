@@ -3,9 +3,16 @@
 //! `switchboard-bench idle` opens many idle `/v1/receive` (SSE) connections
 //! from one single-threaded mio event loop and measures how much memory the
 //! server spends per idle connection. See `bench/idle.sh` and `PERF.md`.
+//! `relay`, `churn` and `detect` are the other scenarios; `--target` picks
+//! Switchboard or a peer (nginx + nchan, Redis pub/sub) where it applies.
 
+mod admin;
+mod churn;
+mod detect;
 mod idle;
 mod mem;
+mod proto;
+mod relay;
 
 use std::process::ExitCode;
 
@@ -25,11 +32,20 @@ struct Cli {
 enum Command {
     /// Open N idle receive (SSE) connections, hold them, and measure the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// S keep-alive senders post fixed-size messages to R receivers: messages/s, latency, exactly-once.
+    Relay(relay::RelayArgs),
+    /// Connect/receive/disconnect cycles at a fixed rate, then a leak check against the baseline.
+    Churn(churn::ChurnArgs),
+    /// Time until the server notices receive clients that vanished (clean close, silent loss).
+    Detect(detect::DetectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Idle(a) => idle::run(a),
+        Command::Relay(a) => relay::run(a),
+        Command::Churn(a) => churn::run(a),
+        Command::Detect(a) => detect::run(a),
     }
 }

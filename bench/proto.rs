@@ -1,0 +1,539 @@
+//! Wire shapes of the systems the bench drives: Switchboard, nginx + nchan and
+//! Redis pub/sub. Request builders and incremental stream parsers, shared by
+//! the `idle`, `relay`, `churn` and `detect` scenarios.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::ValueEnum;
+use mio::net::TcpStream;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use switchboard::auth::{self, Role};
+
+/// The system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Switchboard: SSE `GET /v1/receive` + `POST /v1/send/<client>`.
+    Switchboard,
+    /// nginx + nchan: SSE `GET /sub/<id>` + `POST /pub/<id>`.
+    Nchan,
+    /// Redis pub/sub: `SUBSCRIBE <ch>` + `PUBLISH <ch> <msg>`.
+    Redis,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Switchboard => "switchboard",
+            Target::Nchan => "nchan",
+            Target::Redis => "redis",
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A bearer token for Switchboard client `client` of `account`.
+pub fn token(secret: &str, account: &str, client: &str) -> String {
+    match auth::sign(
+        secret.as_bytes(),
+        account,
+        client,
+        Role::Agent,
+        now_secs(),
+        24 * 3600,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchboard-bench: cannot sign a token: {}", e.message());
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The request that opens a receive stream / subscription for `name`.
+pub fn receive_request(
+    t: Target,
+    server: SocketAddr,
+    secret: &str,
+    account: &str,
+    name: &str,
+) -> Vec<u8> {
+    match t {
+        Target::Switchboard => format!(
+            "GET /v1/receive HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+            token(secret, account, name)
+        )
+        .into_bytes(),
+        Target::Nchan => format!(
+            "GET /sub/{name} HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .into_bytes(),
+        Target::Redis => format!("SUBSCRIBE {name}\r\n").into_bytes(),
+    }
+}
+
+/// Appends one send / publish of `body` to `to` on a keep-alive connection.
+/// `auth` is the sender's `Authorization` header line (Switchboard only).
+pub fn push_send(t: Target, out: &mut Vec<u8>, server: &str, auth: &str, to: &str, body: &[u8]) {
+    use std::io::Write;
+    match t {
+        Target::Switchboard => {
+            let _ = write!(
+                out,
+                "POST /v1/send/{to} HTTP/1.1\r\nHost: {server}\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+        }
+        Target::Nchan => {
+            let _ = write!(
+                out,
+                "POST /pub/{to} HTTP/1.1\r\nHost: {server}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+        }
+        Target::Redis => {
+            let _ = write!(
+                out,
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{to}\r\n${}\r\n",
+                to.len(),
+                body.len()
+            );
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\r\n");
+            return;
+        }
+    }
+    out.extend_from_slice(body);
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Result of checking the start of a receive stream.
+pub enum HeadCheck {
+    /// Need more bytes.
+    More,
+    /// The subscription is established; the stream continues at byte offset `usize`.
+    Ready(usize),
+    Bad(String),
+}
+
+/// Whether the bytes received so far on a new receive connection show an
+/// established subscription.
+pub fn check_ready(t: Target, buf: &[u8]) -> HeadCheck {
+    match t {
+        Target::Switchboard | Target::Nchan => {
+            let Some(end) = find(buf, b"\r\n\r\n") else {
+                return HeadCheck::More;
+            };
+            let status = buf
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .unwrap_or("???");
+            if !buf.starts_with(b"HTTP/1.1 200") {
+                return HeadCheck::Bad(format!("status {status}"));
+            }
+            if t == Target::Nchan {
+                return HeadCheck::Ready(end + 4);
+            }
+            match find(&buf[end..], b"event: ready") {
+                Some(p) => {
+                    // Skip to the end of the ready event.
+                    let from = end + p;
+                    match find(&buf[from..], b"\n\n") {
+                        Some(q) => HeadCheck::Ready(from + q + 2),
+                        None => HeadCheck::More,
+                    }
+                }
+                None => HeadCheck::More,
+            }
+        }
+        Target::Redis => {
+            let mut p = RespParser::default();
+            match p.next(buf) {
+                Ok(Some((n, v))) => {
+                    if v.first()
+                        .is_some_and(|k| k.eq_ignore_ascii_case(b"subscribe"))
+                    {
+                        HeadCheck::Ready(n)
+                    } else {
+                        HeadCheck::Bad(format!(
+                            "unexpected reply {:?}",
+                            String::from_utf8_lossy(&buf[..n.min(80)])
+                        ))
+                    }
+                }
+                Ok(None) => HeadCheck::More,
+                Err(e) => HeadCheck::Bad(e),
+            }
+        }
+    }
+}
+
+/// Minimal RESP2 parser for the replies a subscriber / publisher sees:
+/// arrays of bulk strings / integers, integers, simple strings, errors.
+#[derive(Default)]
+pub struct RespParser;
+
+impl RespParser {
+    /// Parses one value at the start of `buf`: `(bytes consumed, items)`; an
+    /// array yields its elements, a scalar yields one item.
+    #[allow(clippy::type_complexity)]
+    pub fn next<'a>(&mut self, buf: &'a [u8]) -> Result<Option<(usize, Vec<&'a [u8]>)>, String> {
+        let Some((n, line)) = read_line(buf, 0) else {
+            return Ok(None);
+        };
+        match line.first() {
+            Some(b'*') => {
+                let count: usize = parse_num(&line[1..]).ok_or("bad array length")?;
+                let mut pos = n;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    match scalar(buf, pos)? {
+                        Some((m, item)) => {
+                            pos = m;
+                            items.push(item);
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some((pos, items)))
+            }
+            Some(b'-') => Err(format!("redis error: {}", String::from_utf8_lossy(line))),
+            _ => match scalar(buf, 0)? {
+                Some((m, item)) => Ok(Some((m, vec![item]))),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+fn read_line(buf: &[u8], from: usize) -> Option<(usize, &[u8])> {
+    let rest = buf.get(from..)?;
+    let p = memchr_crlf(rest)?;
+    Some((from + p + 2, &rest[..p]))
+}
+
+fn memchr_crlf(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\r' && b[i + 1] == b'\n' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn parse_num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+#[allow(clippy::type_complexity)]
+fn scalar(buf: &[u8], pos: usize) -> Result<Option<(usize, &[u8])>, String> {
+    let Some((n, line)) = read_line(buf, pos) else {
+        return Ok(None);
+    };
+    match line.first() {
+        Some(b'$') => {
+            let len: i64 = parse_num(&line[1..]).ok_or("bad bulk length")?;
+            if len < 0 {
+                return Ok(Some((n, &buf[n..n])));
+            }
+            let len = len as usize;
+            if buf.len() < n + len + 2 {
+                return Ok(None);
+            }
+            Ok(Some((n + len + 2, &buf[n..n + len])))
+        }
+        Some(b':') | Some(b'+') => Ok(Some((n, &line[1..]))),
+        Some(b'-') => Err(format!("redis error: {}", String::from_utf8_lossy(line))),
+        _ => Err(format!(
+            "unexpected RESP: {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(40)])
+        )),
+    }
+}
+
+/// Opens a nonblocking TCP connection to `server`, bound to `src` (port chosen
+/// at connect time with IP_BIND_ADDRESS_NO_PORT) if given.
+pub fn connect(server: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_tcp_nodelay(true);
+    if let Some(ip) = src {
+        set_bind_address_no_port(&sock)?;
+        sock.bind(&SockAddr::from(SocketAddrV4::new(ip, 0)))?;
+    }
+    match sock.connect(&SockAddr::from(server)) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+pub fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Loopback source addresses 127.0.0.2, 127.0.0.3, ...
+pub fn sources(n: usize) -> Vec<Ipv4Addr> {
+    (0..n)
+        .map(|i| Ipv4Addr::new(127, 0, ((2 + i) >> 8) as u8, ((2 + i) & 0xff) as u8))
+        .collect()
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the resulting soft limit.
+pub fn raise_nofile() -> u64 {
+    unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+        rl.rlim_cur as u64
+    }
+}
+
+pub fn err_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => "EMFILE".into(),
+        Some(libc::ENFILE) => "ENFILE".into(),
+        Some(libc::EADDRINUSE) => "EADDRINUSE".into(),
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Incremental HTTP/1.1 response reader for keep-alive senders: yields the
+/// status of each complete response (Content-Length or chunked bodies).
+#[derive(Default)]
+pub struct HttpResponses {
+    buf: Vec<u8>,
+}
+
+impl HttpResponses {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete response's status code, if any.
+    pub fn next(&mut self) -> Result<Option<u16>, String> {
+        let Some(end) = find(&self.buf, b"\r\n\r\n") else {
+            if self.buf.len() > 64 * 1024 {
+                return Err("response head too long".into());
+            }
+            return Ok(None);
+        };
+        let head = &self.buf[..end];
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "bad response {:?}",
+                    String::from_utf8_lossy(&head[..head.len().min(60)])
+                )
+            })?;
+        let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+        let mut total = end + 4;
+        if let Some(cl) = text.lines().find_map(|l| l.strip_prefix("content-length:")) {
+            let n: usize = cl.trim().parse().map_err(|_| "bad content-length")?;
+            total += n;
+            if self.buf.len() < total {
+                return Ok(None);
+            }
+        } else if text.contains("transfer-encoding: chunked") {
+            match find(&self.buf[total..], b"0\r\n\r\n") {
+                Some(p) => total += p + 5,
+                None => return Ok(None),
+            }
+        }
+        self.buf.drain(..total);
+        Ok(Some(status))
+    }
+}
+
+/// A message body: `@@<ts_ns>,<sender>,<seq>,` padded with letters to `size` bytes.
+pub fn make_body(out: &mut Vec<u8>, size: usize, ts_ns: u64, sender: usize, seq: u64) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(out, "@@{ts_ns},{sender},{seq},");
+    while out.len() < size {
+        let k = out.len();
+        out.push(b'a' + (k % 26) as u8);
+    }
+}
+
+/// Parses the `@@ts,sender,seq,` marker in a received event or message.
+pub fn parse_marker(b: &[u8]) -> Option<(u64, usize, u64)> {
+    let p = find(b, b"@@")?;
+    let mut it = b[p + 2..].splitn(4, |&c| c == b',');
+    let ts = parse_num(it.next()?)?;
+    let s = parse_num(it.next()?)?;
+    let q = parse_num(it.next()?)?;
+    Some((ts, s, q))
+}
+
+/// What a receive stream's parser found.
+pub enum Got {
+    /// A message carrying a marker.
+    Msg(u64, usize, u64),
+    /// Something else (heartbeat, control event).
+    Other,
+}
+
+/// Incremental parser of a receive stream after the subscription is up: SSE
+/// events (`\n\n`-terminated) or RESP `message` arrays.
+pub struct StreamParser {
+    target: Target,
+    buf: Vec<u8>,
+    scan: usize,
+}
+
+impl StreamParser {
+    pub fn new(target: Target) -> StreamParser {
+        StreamParser {
+            target,
+            buf: Vec::new(),
+            scan: 0,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    #[cfg(test)]
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Calls `f` for every complete item; returns an error on garbage.
+    pub fn drain(&mut self, mut f: impl FnMut(Got)) -> Result<(), String> {
+        let mut pos = 0;
+        match self.target {
+            Target::Switchboard | Target::Nchan => {
+                let mut from = self.scan;
+                while let Some(p) = find(&self.buf[from..], b"\n\n") {
+                    let ev = &self.buf[pos..from + p];
+                    match parse_marker(ev) {
+                        Some((t, s, q)) => f(Got::Msg(t, s, q)),
+                        None => f(Got::Other),
+                    }
+                    pos = from + p + 2;
+                    from = pos;
+                }
+                // Resume the search for "\n\n" one byte before the end next time.
+                self.scan = self.buf.len().saturating_sub(1).max(pos) - pos;
+            }
+            Target::Redis => {
+                let mut p = RespParser;
+                while let Some((n, items)) = p.next(&self.buf[pos..])? {
+                    if items.len() == 3 && items[0] == b"message" {
+                        match parse_marker(items[2]) {
+                            Some((t, s, q)) => f(Got::Msg(t, s, q)),
+                            None => f(Got::Other),
+                        }
+                    } else {
+                        f(Got::Other);
+                    }
+                    pos += n;
+                }
+            }
+        }
+        if pos > 0 {
+            self.buf.drain(..pos);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_stream() {
+        let mut p = StreamParser::new(Target::Switchboard);
+        let mut got = vec![];
+        p.push(b"id: 1\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@12,3,4,abc\"}\n");
+        p.drain(|g| got.push(g)).unwrap();
+        assert!(got.is_empty());
+        p.push(b"\n: hb\n\nid: 2\nda");
+        p.drain(|g| got.push(g)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], Got::Msg(12, 3, 4)));
+        assert_eq!(p.buffered(), 8);
+    }
+
+    #[test]
+    fn resp_stream() {
+        let mut p = StreamParser::new(Target::Redis);
+        let mut got = vec![];
+        let msg = b"*3\r\n$7\r\nmessage\r\n$2\r\nr1\r\n$12\r\n@@5,6,7,abcd\r\n";
+        p.push(&msg[..20]);
+        p.drain(|g| got.push(g)).unwrap();
+        assert!(got.is_empty());
+        p.push(&msg[20..]);
+        p.drain(|g| got.push(g)).unwrap();
+        assert!(matches!(got[0], Got::Msg(5, 6, 7)));
+        let sub = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nr1\r\n:1\r\n";
+        assert!(matches!(check_ready(Target::Redis, sub), HeadCheck::Ready(n) if n == sub.len()));
+    }
+
+    #[test]
+    fn http_responses() {
+        let mut r = HttpResponses::default();
+        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.next().unwrap(), Some(202));
+        assert_eq!(r.next().unwrap(), Some(201));
+        assert_eq!(r.next().unwrap(), None);
+    }
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Ratios (ours / peer) from the JSON summaries tools/compare wrote.
+
+    python3 tools/compare_summary.py OUTDIR [RECEIVERS]
+
+Prints a table on stdout (human) and writes OUTDIR/compare.json (machine).
+Relay points with several repetitions use the median.
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+out = sys.argv[1]
+receivers = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+
+
+def load(pattern):
+    res = []
+    for p in sorted(glob.glob(os.path.join(out, pattern))):
+        try:
+            with open(p) as f:
+                res.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    return res
+
+
+idle = {}  # (sys, n) -> bytes/conn (PSS)
+for d in load("idle-*.json"):
+    if "pss_bytes_per_conn" in d and d.get("established") == d.get("connections"):
+        idle[(d["target"], d["connections"])] = d
+
+relay = {}  # (sys, size, receivers) -> list of runs
+for d in load("relay-*.json"):
+    if "msgs_per_sec" in d:
+        relay.setdefault((d["target"], d["size"], d["receivers"]), []).append(d)
+
+
+def med(runs, f):
+    return statistics.median(f(r) for r in runs)
+
+
+systems = sorted({k[0] for k in list(idle) + list(relay)}, key=lambda s: (s != "switchboard", s))
+peers = [s for s in systems if s != "switchboard"]
+summary = {"idle": {}, "relay": {}, "ratios": {}}
+
+print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes)")
+ns = sorted({k[1] for k in idle})
+for n in ns:
+    row = []
+    for s in systems:
+        d = idle.get((s, n))
+        if d:
+            row.append(f"{s} {d['pss_bytes_per_conn']:.0f} / {d['rss_anon_bytes_per_conn']:.0f}")
+            summary["idle"].setdefault(s, {})[str(n)] = {
+                "pss_bytes_per_conn": d["pss_bytes_per_conn"],
+                "rss_bytes_per_conn": d["rss_bytes_per_conn"],
+                "rss_anon_bytes_per_conn": d["rss_anon_bytes_per_conn"],
+                "connect_rate_per_sec": d["connect_rate_per_sec"],
+            }
+    print(f"  N={n:>6}: " + ", ".join(row))
+
+print(f"Relay ({receivers} receivers unless noted): delivered msg/s, p50/p99/p99.9 us, exactly-once")
+for (s, size, r), runs in sorted(relay.items(), key=lambda kv: (kv[0][1], kv[0][2], systems.index(kv[0][0]))):
+    mps = med(runs, lambda d: d["msgs_per_sec"])
+    p50 = med(runs, lambda d: d["latency_us"]["p50"])
+    p99 = med(runs, lambda d: d["latency_us"]["p99"])
+    p999 = med(runs, lambda d: d["latency_us"]["p999"])
+    ok = all(d["exactly_once"]["ok"] for d in runs)
+    summary["relay"].setdefault(s, {}).setdefault(str(size), {})[str(r)] = {
+        "msgs_per_sec": mps, "p50_us": p50, "p99_us": p99, "p999_us": p999,
+        "exactly_once": ok, "runs": len(runs),
+        "server_cpu_us_per_msg": med(runs, lambda d: d.get("server_cpu_us_per_msg", 0)),
+    }
+    print(f"  {s:<11} size={size:>5} R={r:>5}: {mps:>8.0f} msg/s  {p50:>7.0f} / {p99:>7.0f} / {p999:>7.0f} us"
+          f"  server {summary['relay'][s][str(size)][str(r)]['server_cpu_us_per_msg']:.1f} CPU-us/msg"
+          f"  exactly-once {'ok' if ok else 'NOT OK'}")
+
+print("Ratios (ours / peer):")
+for p in peers:
+    rs = {}
+    for n in ns:
+        a, b = idle.get(("switchboard", n)), idle.get((p, n))
+        if a and b and b["pss_bytes_per_conn"] > 0:
+            rs[f"idle_memory_per_conn_N{n}"] = round(a["pss_bytes_per_conn"] / b["pss_bytes_per_conn"], 3)
+    for (s, size, r), runs in relay.items():
+        if s != "switchboard" or (p, size, r) not in relay:
+            continue
+        ours, theirs = summary["relay"]["switchboard"][str(size)][str(r)], summary["relay"][p][str(size)][str(r)]
+        if theirs["msgs_per_sec"]:
+            rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
+        if theirs["p99_us"]:
+            rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
+    summary["ratios"][p] = rs
+    for k, v in sorted(rs.items()):
+        print(f"  vs {p:<6} {k:<36} {v:.3f}")
+
+# Targets from the issue.
+t = {}
+best_idle = {}
+for n in ns:
+    peers_n = [idle[(p, n)]["pss_bytes_per_conn"] for p in peers if (p, n) in idle]
+    if ("switchboard", n) in idle and peers_n:
+        ratio = idle[("switchboard", n)]["pss_bytes_per_conn"] / min(peers_n)
+        best_idle[str(n)] = round(ratio, 3)
+if best_idle:
+    t["idle_memory_vs_best_peer_le_0.5"] = {"ratios": best_idle, "met": all(v <= 0.5 for v in best_idle.values())}
+sb = summary["relay"].get("switchboard", {}).get("64", {}).get(str(receivers))
+if sb:
+    nc = summary["relay"].get("nchan", {}).get("64", {}).get(str(receivers))
+    rd = summary["relay"].get("redis", {}).get("64", {}).get(str(receivers))
+    if nc:
+        t["relay64_msgs_ge_3x_nchan"] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
+                                         "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
+    if rd:
+        t["relay64_msgs_ge_redis"] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
+                                      "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
+    others = [x for x in (nc, rd) if x]
+    if others:
+        t["relay64_p99_le_each_peer"] = {"ours_us": sb["p99_us"], "peers_us": [x["p99_us"] for x in others],
+                                        "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+summary["targets"] = t
+print("Targets:")
+for k, v in t.items():
+    print(f"  {k}: {'MET' if v['met'] else 'NOT MET'} {json.dumps({a: b for a, b in v.items() if a != 'met'})}")
+
+try:
+    with open(os.path.join(out, "machine.txt")) as f:
+        summary["machine"] = dict(l.rstrip("\n").split(": ", 1) for l in f if ": " in l)
+except OSError:
+    pass
+with open(os.path.join(out, "compare.json"), "w") as f:
+    json.dump(summary, f, indent=1, sort_keys=True)
+print(f"(JSON: {os.path.join(out, 'compare.json')})")
