@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Most open client connections on this node; past it new connections get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
+    /// Most open receive connections per account on this node (0 = no limit); past it new ones get 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_ACCOUNT_CONNECTIONS", default_value_t = 0)]
+    pub max_account_connections: usize,
     /// Close a connection whose first request head is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -179,6 +182,7 @@ pub struct Config {
     pub max_message: usize,
     pub max_outbound: usize,
     pub max_connections: usize,
+    pub max_account_connections: usize,
     pub handshake_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -214,6 +218,7 @@ impl Config {
             max_message: 64 << 10,
             max_outbound: 1 << 20,
             max_connections: 1_000_000,
+            max_account_connections: 0,
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -270,6 +275,7 @@ impl Config {
         c.max_message = a.max_message;
         c.max_outbound = a.max_outbound.max(4096);
         c.max_connections = a.max_connections;
+        c.max_account_connections = a.max_account_connections;
         c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;
         c.body_timeout = nonzero("body-timeout", a.body_timeout)?;
         c.idle_timeout = nonzero("idle-timeout", a.idle_timeout)?;

@@ -548,9 +548,13 @@ impl Worker {
                 }
             }
             State::Waiting { .. } | State::Listing(_) | State::Attaching(_) => {
-                // Other workers answer within an iteration; check again later.
-                let d = self.now + 1000;
-                self.set_conn_deadline(idx, d);
+                // The answer (from another worker, or the cluster) did not come in time.
+                log::warn!(
+                    "{} no answer from the cluster or another worker in time",
+                    c.sid
+                );
+                let msg = "no answer in time from the node that holds the recipient; retry later";
+                self.respond_error(idx, 503, "cluster_unavailable", msg, true);
             }
             State::Linger => self.close_conn(idx, CloseReason::Answered),
         }

@@ -209,6 +209,7 @@ impl Worker {
         let owner = self.shared.owner(&ident.account, &to);
         let token = self.token_of(idx);
         self.conns[idx].state = State::Waiting { close };
+        self.await_answer(idx);
         let reply = ReplyTo {
             worker: self.id,
             token,
@@ -299,6 +300,7 @@ impl Worker {
                 close,
             };
             self.conns[idx].state = State::Listing(Box::new(l));
+            self.await_answer(idx);
             return;
         }
         let clients = self.list_clients(&ident.account);
@@ -333,6 +335,8 @@ impl Worker {
         }));
         if pending == 0 {
             self.finish_list(idx);
+        } else {
+            self.await_answer(idx);
         }
     }
 

@@ -13,6 +13,7 @@ mod clustered;
 mod conn;
 mod drain;
 mod http;
+pub mod limits;
 mod session;
 pub mod stats;
 pub mod tls;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub cluster: Option<Arc<bridge::Bridge>>,
     /// Certificate and key, when the client port speaks TLS.
     pub tls: Option<tls::TlsFiles>,
+    /// Open receive connections per account.
+    pub accounts: limits::AccountCounts,
 }
 
 struct Peer {
@@ -276,6 +279,7 @@ impl Server {
             .cluster
             .clone()
             .map(|c| bridge::new(c, config.node_id.clone()));
+        let accounts = limits::AccountCounts::new(config.max_account_connections);
         let tls = match &config.tls {
             Some((cert, key)) => Some(tls::TlsFiles::load(cert, key)?),
             None => None,
@@ -311,6 +315,7 @@ impl Server {
             open_connections: AtomicUsize::new(0),
             stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
             cluster: cluster.as_ref().map(|c| c.0.clone()),
+            accounts,
             tls,
         });
         if let Some((_, rx)) = cluster {

@@ -2,7 +2,9 @@
 //! the retained message log used for holding and Last-Event-ID replay, and the
 //! conversation partners that get `peer-gone`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
@@ -119,7 +121,7 @@ pub(super) struct Sessions {
     slab: Slab<Session>,
     /// Slab indices, hashed by `account/client`.
     index: HashTable<u32>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 fn make_key(account: &str, client: &str) -> String {
@@ -205,6 +207,7 @@ impl Worker {
                 };
                 if b.submit(cmd) {
                     self.conns[idx].state = State::Attaching(Box::new((ident, last_event_id)));
+                    self.await_answer(idx);
                     return;
                 }
                 // Redis is away: serve here; a resuming client learns its session may be lost.
@@ -229,6 +232,23 @@ impl Worker {
         let now = self.now;
         let conn_gen = self.conns[idx].gen;
         let sid = self.conns[idx].sid;
+        // Per-account cap on receive connections; replacing one's own is always allowed.
+        let replacing = self
+            .sessions
+            .find(&ident.account, &ident.client)
+            .is_some_and(|i| self.sessions.slab[i].online());
+        if !self.shared.accounts.acquire(&ident.account, replacing) {
+            log::warn!(
+                "{sid} refused: account {} has {} receive connections (limit {})",
+                ident.account,
+                self.shared.accounts.get(&ident.account),
+                self.shared.config.max_account_connections
+            );
+            self.conns[idx].state = State::Request(crate::proto::request::RequestReader::new());
+            let msg = "too many receive connections for this account on this node; try another node or later";
+            self.respond_error(idx, 503, "account_connection_limit", msg, true);
+            return;
+        }
         let sidx = match self.sessions.find(&ident.account, &ident.client) {
             Some(s) => s,
             None => {
@@ -631,6 +651,7 @@ impl Worker {
             return; // replaced by a newer connection
         }
         s.conn = (0, 0);
+        self.shared.accounts.release(s.account());
         if unsent_from > 0 {
             s.delivered = s.delivered.min(unsent_from - 1);
         }
@@ -770,6 +791,7 @@ impl Worker {
         }
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = (0, 0);
+            self.shared.accounts.release(s.account());
         }
         let oi = old.0 as usize;
         if !self.conns.get(oi).is_some_and(|c| c.gen == old.1) {
@@ -1040,7 +1062,7 @@ pub(super) fn import_snapshot(
         });
     }
     let np = r.u64()?;
-    let mut partners: HashMap<Box<str>, u64> = HashMap::new();
+    let mut partners: HashMap<Box<str>, u64> = HashMap::default();
     for _ in 0..np {
         let k = r.string()?;
         let age = r.u64()?;

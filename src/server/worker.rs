@@ -360,6 +360,26 @@ impl Worker {
         Some(idx)
     }
 
+    /// How long a request may wait for another worker or the cluster before it gets 503.
+    pub fn wait_limit_ms(&self) -> u64 {
+        let t = self
+            .shared
+            .config
+            .cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.timeout * 2);
+        (t + std::time::Duration::from_secs(5)).as_millis() as u64
+    }
+
+    /// Starts the wait for an answer from another worker or the cluster.
+    pub fn await_answer(&mut self, idx: usize) {
+        let d = self.now + self.wait_limit_ms();
+        let c = &mut self.conns[idx];
+        c.deadline = 0;
+        c.armed = 0;
+        self.set_conn_deadline(idx, d);
+    }
+
     /// Arms (or moves) the single timer of connection `idx`.
     pub fn set_conn_deadline(&mut self, idx: usize, deadline: u64) {
         let c = &mut self.conns[idx];
