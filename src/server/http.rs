@@ -8,6 +8,9 @@ use super::{Attach, Envelope, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
 use crate::proto::head::{query_param, Method, RequestHead};
 
+/// Verified tokens remembered per worker.
+const TOKEN_CACHE: usize = 1024;
+
 /// Stop processing pipelined requests while this much output is unsent.
 const MAX_PIPELINE_OUT: usize = 64 * 1024;
 
@@ -94,6 +97,27 @@ impl Worker {
         self.finish_if_half_closed(idx);
     }
 
+    /// Verifies a token, remembering recently verified ones: a keep-alive
+    /// sender repeats the same token on every request, and the HMAC, base64 and
+    /// JSON work is the largest cost of a small send. A hit still checks
+    /// expiry. The cache is keyed by the whole token with a randomly seeded
+    /// hash, so a guessed token never reaches a comparison with a cached one
+    /// except by a full hash collision.
+    fn verify_cached(&mut self, token: String) -> Result<Identity, AuthError> {
+        let now = super::epoch_ms() / 1000;
+        if let Some(id) = self.token_cache.get(token.as_str()) {
+            if now < id.exp {
+                return Ok(id.clone());
+            }
+        }
+        let id = self.shared.verifier.verify(&token, now)?;
+        if self.token_cache.len() >= TOKEN_CACHE {
+            self.token_cache.clear();
+        }
+        self.token_cache.insert(token.into_boxed_str(), id.clone());
+        Ok(id)
+    }
+
     /// Routes one complete request.
     fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
         let close = head.close;
@@ -128,9 +152,7 @@ impl Worker {
             );
             return;
         }
-        let ident = match token_of(&head)
-            .and_then(|t| self.shared.verifier.verify(&t, super::epoch_ms() / 1000))
-        {
+        let ident = match token_of(&head).and_then(|t| self.verify_cached(t)) {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());

@@ -168,6 +168,17 @@ impl Sessions {
         idx
     }
 
+    /// Shrinks the tables when they are mostly empty (after a peak).
+    pub fn shrink(&mut self) {
+        if self.slab.capacity() > 1024 && self.slab.len() < self.slab.capacity() / 4 {
+            self.slab.shrink_to_fit();
+            let slab = &self.slab;
+            let hasher = &self.hasher;
+            self.index
+                .shrink_to_fit(|&i| hasher.hash_one(&*slab[i as usize].key));
+        }
+    }
+
     /// All sessions with their slab indices.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
         self.slab.iter()

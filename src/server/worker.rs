@@ -30,6 +30,8 @@ const WHEEL_SLOTS: usize = 4096;
 const SCRATCH: usize = 64 * 1024;
 /// Most envelopes handled per loop iteration (the rest wait for the next one).
 const CHANNEL_BATCH: usize = 4096;
+/// How often a worker gives back memory left over from busier times.
+const HOUSEKEEPING_MS: u64 = 30_000;
 /// Pause before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -90,6 +92,10 @@ pub(super) struct Worker {
     wakes: Vec<bool>,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
+    /// When housekeeping next runs (monotonic ms).
+    next_housekeeping: u64,
+    /// Recently verified tokens (see `verify_cached`).
+    pub token_cache: hashbrown::HashMap<Box<str>, crate::auth::Identity>,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
 }
@@ -112,6 +118,8 @@ impl Worker {
             poll,
             listener: Some(listener),
             drain: None,
+            token_cache: hashbrown::HashMap::default(),
+            next_housekeeping: now + HOUSEKEEPING_MS,
             conns: Slab::new(),
             sessions: Sessions::new(),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
@@ -154,6 +162,7 @@ impl Worker {
             if let Some(t) = self.drain_next() {
                 soonest(t.saturating_sub(self.now));
             }
+            soonest(self.next_housekeeping.saturating_sub(self.now));
             if backlog {
                 timeout = Some(0);
             }
@@ -185,6 +194,9 @@ impl Worker {
                 self.accept_all();
             }
             self.run_timers();
+            if self.now >= self.next_housekeeping {
+                self.housekeeping();
+            }
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
             }
@@ -231,6 +243,30 @@ impl Worker {
             if let Some(mut c) = self.conns.try_remove(idx) {
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Gives memory back after a peak: shrinks the connection and session
+    /// tables when they are mostly empty, and (worker 0, glibc) returns freed
+    /// heap pages to the kernel, so a node that once held many connections
+    /// does not keep their memory for months.
+    fn housekeeping(&mut self) {
+        self.next_housekeeping = self.now + HOUSEKEEPING_MS;
+        if self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4 {
+            self.conns.shrink_to_fit();
+        }
+        self.sessions.shrink();
+        if self.token_cache.capacity() > 64
+            && self.token_cache.len() < self.token_cache.capacity() / 4
+        {
+            self.token_cache.shrink_to_fit();
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if self.id == 0 {
+            // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
+            unsafe {
+                libc::malloc_trim(0);
             }
         }
     }
