@@ -156,6 +156,20 @@ impl<T: Copy> TimerWheel<T> {
             .map(|tick| tick.saturating_mul(self.tick_ms).saturating_sub(now_ms))
     }
 
+    /// Gives back memory held by slots after a burst: empty slots release
+    /// their storage, others shrink to fit. O(slots); meant to run rarely.
+    pub fn shrink(&mut self) {
+        for slot in &mut self.slots {
+            if slot.is_empty() {
+                if slot.capacity() > 0 {
+                    *slot = Vec::new();
+                }
+            } else if slot.capacity() > 2 * slot.len() {
+                slot.shrink_to_fit();
+            }
+        }
+    }
+
     /// Number of scheduled entries (including stale ones not yet fired).
     pub fn len(&self) -> usize {
         self.len

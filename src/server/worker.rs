@@ -257,11 +257,9 @@ impl Worker {
             self.conns.shrink_to_fit();
         }
         self.sessions.shrink();
-        if self.token_cache.capacity() > 64
-            && self.token_cache.len() < self.token_cache.capacity() / 4
-        {
-            self.token_cache.shrink_to_fit();
-        }
+        self.wheel.shrink();
+        // A cache: keep-alive senders verify their token again once per period.
+        self.token_cache = hashbrown::HashMap::default();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.id == 0 {
             // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
