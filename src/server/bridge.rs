@@ -128,6 +128,14 @@ impl Bridge {
             }
             return false;
         }
+        // Bounded by a length check on an unbounded (block-list) channel, so
+        // memory follows the queue's actual depth.
+        if self.tx.len() >= BRIDGE_CAPACITY {
+            if matches!(cmd, BridgeCmd::Presence { .. }) {
+                self.resync.store(true, Relaxed);
+            }
+            return false;
+        }
         match self.tx.try_send(cmd) {
             Ok(()) => true,
             Err(e) => {
@@ -147,7 +155,7 @@ impl Bridge {
 
 /// Creates the bridge (not yet running).
 pub(super) fn new(cfg: ClusterConfig, node: String) -> (Arc<Bridge>, Receiver<BridgeCmd>) {
-    let (tx, rx) = crossbeam_channel::bounded(BRIDGE_CAPACITY);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let b = Bridge {
         cfg,
         node,

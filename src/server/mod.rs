@@ -93,6 +93,12 @@ impl Shared {
     /// Queues `env` for worker `to` without blocking. The worker is woken by the
     /// caller (see [`worker::Worker::flush_wakes`]). Gives the envelope back when full.
     fn send_to(&self, to: usize, env: Envelope) -> Result<(), Envelope> {
+        // The channel is a linked list of small blocks that are freed as they
+        // drain (a preallocated ring would keep every page it ever touched);
+        // the bound is enforced here.
+        if self.peers[to].tx.len() >= CHANNEL_CAPACITY {
+            return Err(env);
+        }
         match self.peers[to].tx.try_send(env) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
@@ -291,7 +297,7 @@ impl Server {
         for _ in 0..n {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
-            let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+            let (tx, rx) = crossbeam_channel::unbounded();
             polls.push(poll);
             peers.push(Peer { tx, waker });
             rxs.push(rx);
