@@ -173,46 +173,91 @@ impl Verifier {
         };
         check_algorithm(token, header_b64)?;
 
-        let data = decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map_err(|e| map_jwt_error(e.kind()))?;
-        let claims = match data.claims {
+        let claims = match decode::<serde_json::Value>(token, &self.key, &self.validation) {
+            Ok(data) => data.claims,
+            // jsonwebtoken also reads `exp`, `nbf` and `sub` into a struct of
+            // its own; an array or object there derails its JSON parser (after
+            // the signature check). Name the bad claim instead of `Malformed`.
+            Err(e) if matches!(e.kind(), ErrorKind::Json(_)) => {
+                return Err(self.unreadable_claims_error(token, now_secs));
+            }
+            Err(e) => return Err(map_jwt_error(e.kind())),
+        };
+        let claims = match claims {
             serde_json::Value::Object(map) => map,
             _ => return Err(AuthError::Malformed),
         };
-
-        let client = id_claim(&claims, "sub")?;
-        let account = id_claim(&claims, "acct")?;
-        let role = match claims.get("role") {
-            None => Role::Agent,
-            Some(v) => v
-                .as_str()
-                .and_then(Role::parse)
-                .ok_or(AuthError::BadClaim("role"))?,
-        };
-        let exp = match claims.get("exp") {
-            Some(v) => v.as_u64().ok_or(AuthError::MissingClaim("exp"))?,
-            None => return Err(AuthError::MissingClaim("exp")),
-        };
-        let nbf = match claims.get("nbf") {
-            Some(v) => Some(v.as_u64().ok_or(AuthError::MissingClaim("nbf"))?),
-            None => None,
-        };
-
-        if now_secs >= exp {
-            return Err(AuthError::Expired);
-        }
-        if let Some(nbf) = nbf {
-            if now_secs < nbf {
-                return Err(AuthError::NotYetValid);
-            }
-        }
-        Ok(Identity {
-            account,
-            client,
-            role,
-            exp,
-        })
+        identity_from_claims(&claims, now_secs)
     }
+
+    /// The error for a token whose payload jsonwebtoken could not read: after
+    /// checking the signature again, the claim error [`identity_from_claims`]
+    /// finds in the payload, else `Malformed`. Never accepts the token.
+    fn unreadable_claims_error(&self, token: &str, now_secs: u64) -> AuthError {
+        let Some((header, payload, signature)) = split_token(token) else {
+            return AuthError::Malformed;
+        };
+        let message = &token[..header.len() + 1 + payload.len()];
+        match jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            &self.key,
+            Algorithm::HS256,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return AuthError::BadSignature,
+            Err(_) => return AuthError::Malformed,
+        }
+        let claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
+        match claims {
+            Some(serde_json::Value::Object(map)) => identity_from_claims(&map, now_secs)
+                .err()
+                .unwrap_or(AuthError::Malformed),
+            _ => AuthError::Malformed,
+        }
+    }
+}
+
+/// Checks the claims of a token whose signature is valid.
+fn identity_from_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now_secs: u64,
+) -> Result<Identity, AuthError> {
+    let client = id_claim(claims, "sub")?;
+    let account = id_claim(claims, "acct")?;
+    let role = match claims.get("role") {
+        None => Role::Agent,
+        Some(v) => v
+            .as_str()
+            .and_then(Role::parse)
+            .ok_or(AuthError::BadClaim("role"))?,
+    };
+    let exp = match claims.get("exp") {
+        Some(v) => v.as_u64().ok_or(AuthError::MissingClaim("exp"))?,
+        None => return Err(AuthError::MissingClaim("exp")),
+    };
+    let nbf = match claims.get("nbf") {
+        Some(v) => Some(v.as_u64().ok_or(AuthError::MissingClaim("nbf"))?),
+        None => None,
+    };
+
+    if now_secs >= exp {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = nbf {
+        if now_secs < nbf {
+            return Err(AuthError::NotYetValid);
+        }
+    }
+    Ok(Identity {
+        account,
+        client,
+        role,
+        exp,
+    })
 }
 
 /// Splits a compact JWS into exactly three `.`-separated parts.
@@ -538,6 +583,55 @@ mod tests {
                 "{claim}={value}"
             );
         }
+    }
+
+    /// Found by the `token` fuzz target (fuzz/regressions/token/): an array or
+    /// object in `exp`, `nbf` or `sub` made jsonwebtoken fail with a JSON error,
+    /// reported as `Malformed` instead of naming the claim.
+    #[test]
+    fn array_or_object_claims_are_named() {
+        let cases = [
+            ("exp", json!(["soon"])),
+            ("exp", json!({"t": 1})),
+            ("nbf", json!([NOW])),
+            ("nbf", json!({})),
+            ("sub", json!(["client-1"])),
+            ("sub", json!({"id": "client-1"})),
+        ];
+        for (claim, value) in cases {
+            let t = sign_claims(&with(claim, value.clone()));
+            assert_eq!(
+                verify(&t),
+                Err(AuthError::MissingClaim(claim)),
+                "{claim}={value}"
+            );
+            // Still never accepted, and a forged one is still a bad signature.
+            let forged = sign_with(Algorithm::HS256, b"other", &with(claim, value.clone()));
+            assert_eq!(
+                verify(&forged),
+                Err(AuthError::BadSignature),
+                "{claim}={value}"
+            );
+        }
+        // Claims that are otherwise fine but unreadable for jsonwebtoken
+        // (duplicate `exp`) stay `Malformed`.
+        let payload = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"c","acct":"a","exp":{},"exp":{}}}"#,
+            NOW + 60,
+            NOW + 60
+        ));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let message = format!("{header}.{payload}");
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        assert_eq!(
+            verify(&format!("{message}.{sig}")),
+            Err(AuthError::Malformed)
+        );
     }
 
     #[test]

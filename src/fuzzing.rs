@@ -779,6 +779,15 @@ fn token_claims(verifier: &Verifier, rest: &[u8]) {
     };
     let got = verifier.verify(&token, NOW);
     check_identity(&got, NOW);
+    if token.len() > auth::MAX_TOKEN_LEN {
+        // Oversized tokens are refused before anything else is looked at.
+        assert!(
+            got == Err(AuthError::Malformed),
+            "token: {} byte token gave {got:?}",
+            token.len()
+        );
+        return;
+    }
 
     // Independent expectation.
     let id_ok = |v: &Option<serde_json::Value>| {
@@ -983,11 +992,8 @@ fn parse_event_stream(stream: &str) -> (Vec<SseEvent>, bool) {
                 data.push_str(value);
                 data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    last_id = value.to_string();
-                }
-            }
+            // An id containing NUL is ignored.
+            "id" if !value.contains('\0') => last_id = value.to_string(),
             _ => {} // retry and unknown fields
         }
     }

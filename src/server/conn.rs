@@ -103,20 +103,30 @@ impl Conn {
     pub fn pending_out(&self) -> usize {
         self.out.as_ref().map_or(0, |o| o.buf.len() - o.pos)
     }
+}
 
-    /// For receive connections: sequence number of the first message still (partly) unsent, 0 if none.
-    pub fn out_first_seq(&self) -> u64 {
-        self.out.as_ref().map_or(0, |o| o.first_seq)
+/// How far the client's TCP acknowledged this connection's output: bytes
+/// written minus what the kernel still holds unacknowledged (TIOCOUTQ).
+/// `None` on TLS (record overhead makes offsets inexact) or if the kernel
+/// will not say; then only a fully acknowledged stream counts as delivered.
+fn acked_bytes(c: &Conn) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut outq: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int through the pointer; the fd is open (owned by `c`).
+    let r = unsafe { libc::ioctl(c.stream.as_raw_fd(), libc::TIOCOUTQ, &mut outq) };
+    if r != 0 {
+        return None;
     }
-
-    /// Records that message `seq` is (partly) unsent, if no earlier one is.
-    pub fn note_unsent(&mut self, seq: u64) {
-        if let Some(o) = self.out.as_mut() {
-            if o.first_seq == 0 {
-                o.first_seq = seq;
-            }
-        }
+    let acked = c.bytes_out.saturating_sub(outq.max(0) as u64);
+    if c.tls.is_some() {
+        // Exact only when nothing is outstanding.
+        return Some(if outq == 0 && c.pending_out() == 0 {
+            u64::MAX
+        } else {
+            0
+        });
     }
+    Some(acked)
 }
 
 /// Output waiting for the socket to become writable.
@@ -124,8 +134,6 @@ pub(super) struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     pos: usize,
-    /// Sequence number of the first message (partly) in `buf`, 0 if none.
-    first_seq: u64,
 }
 
 /// Why a connection was closed (for logs and metrics).
@@ -397,7 +405,6 @@ impl Worker {
             c.out = Some(Box::new(OutBuf {
                 buf: bytes[off..].to_vec(),
                 pos: 0,
-                first_seq: 0,
             }));
         } else if c.close_after_flush {
             self.finish_close(idx);
@@ -581,12 +588,8 @@ impl Worker {
         }
         if let State::Receive { sess, sess_gen } = c.state {
             super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
-            let unsent_from = if c.pending_out() > 0 {
-                c.out_first_seq()
-            } else {
-                0
-            };
-            self.receive_closed(sess as usize, sess_gen, idx, c.gen, unsent_from, reason);
+            let acked = acked_bytes(&c);
+            self.receive_closed(sess as usize, sess_gen, idx, c.gen, acked, reason);
         }
     }
 
@@ -598,7 +601,7 @@ impl Worker {
             c.state = State::Linger;
             let gen = c.gen;
             super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
-            self.receive_closed(sess as usize, sess_gen, idx, gen, 0, reason);
+            self.receive_closed(sess as usize, sess_gen, idx, gen, None, reason);
         }
     }
 }

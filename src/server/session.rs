@@ -40,6 +40,10 @@ pub(super) struct Entry {
     seq: u64,
     /// Monotonic ms when it was accepted.
     at: u64,
+    /// Where its frame ended in the byte stream of the receive connection it
+    /// was last written to (to tell, when that connection ends, whether the
+    /// client's TCP acknowledged it).
+    wire_end: u64,
     kind: EntryKind,
 }
 
@@ -90,6 +94,8 @@ pub(super) struct Session {
     pub last_seq: u64,
     /// Sequence number of the newest entry handed to a receive connection.
     pub delivered: u64,
+    /// The current receive connection was sent the entries after this one.
+    pub attach_from: u64,
     /// The receive connection (slab index, generation); generation 0 = none.
     pub conn: (u32, u32),
     /// Wall-clock ms of the last change between online and held.
@@ -275,6 +281,7 @@ impl Worker {
                     epoch: random_u64() >> 12,
                     last_seq: 0,
                     delivered: 0,
+                    attach_from: 0,
                     conn: (0, 0),
                     since_ms: 0,
                     held_since: 0,
@@ -370,15 +377,15 @@ impl Worker {
             sse::encode_event(&mut out, None, Some("gap"), &data);
             log::info!("{sid} resume gap after {after}: {reason}");
         }
-        let mut first_replayed = 0;
         let mut replayed = 0usize;
-        for e in s.log.iter().filter(|e| e.seq > from) {
-            if first_replayed == 0 {
-                first_replayed = e.seq;
-            }
+        // Wire offsets of the replayed frames (exact on plain TCP; TLS adds record overhead).
+        let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
+        for e in s.log.iter_mut().filter(|e| e.seq > from) {
             e.encode(epoch, &mut out);
+            e.wire_end = base + out.len() as u64;
             replayed += 1;
         }
+        s.attach_from = from;
         s.delivered = s.last_seq;
         WorkerStats::add(&st.replayed, replayed as u64);
         let deadline = session_deadline(s, &self.shared.config, now);
@@ -407,11 +414,7 @@ impl Worker {
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Online);
-        if self.write_conn(idx, &out) {
-            if first_replayed > 0 {
-                self.conns[idx].note_unsent(first_replayed);
-            }
-        }
+        self.write_conn(idx, &out);
         self.stage = out;
     }
 
@@ -485,6 +488,7 @@ impl Worker {
         let entry = Entry {
             seq: s.last_seq,
             at: now,
+            wire_end: 0,
             kind,
         };
         let id = EventId {
@@ -507,15 +511,16 @@ impl Worker {
         self.set_session_deadline(sidx, deadline);
         if online && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg) {
             let s = &mut self.sessions.slab[sidx];
-            if let Some(e) = s.log.back() {
+            let c = &self.conns[ci as usize];
+            let base = c.bytes_out + c.pending_out() as u64;
+            let epoch = s.epoch;
+            if let Some(e) = s.log.back_mut() {
                 let mut out = std::mem::take(&mut self.stage);
                 out.clear();
-                e.encode(s.epoch, &mut out);
+                e.encode(epoch, &mut out);
+                e.wire_end = base + out.len() as u64;
                 s.delivered = e.seq;
-                let seq = e.seq;
-                if self.write_conn(ci as usize, &out) {
-                    self.conns[ci as usize].note_unsent(seq);
-                }
+                self.write_conn(ci as usize, &out);
                 self.stage = out;
             }
         }
@@ -644,13 +649,18 @@ impl Worker {
     }
 
     /// The receive connection of session `sidx` ended: the session becomes held.
+    /// `acked` is how far the client's TCP acknowledged the connection's byte
+    /// stream (`None` if unknown). Entries written but not acknowledged count
+    /// as undelivered, so a reconnect without Last-Event-ID gets them again
+    /// (at-least-once); after a slow-consumer cut everything written on the
+    /// connection does, since an unread receive buffer was acknowledged too.
     pub fn receive_closed(
         &mut self,
         sidx: usize,
         sess_gen: u32,
         conn_idx: usize,
         conn_gen: u32,
-        unsent_from: u64,
+        acked: Option<u64>,
         reason: CloseReason,
     ) {
         let now = self.now;
@@ -663,8 +673,34 @@ impl Worker {
         }
         s.conn = (0, 0);
         self.shared.accounts.release(s.account());
-        if unsent_from > 0 {
-            s.delivered = s.delivered.min(unsent_from - 1);
+        let from = s.attach_from;
+        let confirmed = match acked {
+            _ if reason == CloseReason::SlowConsumer => from,
+            Some(acked) => {
+                let mut d = from;
+                for e in s.log.iter().filter(|e| e.seq > from) {
+                    if e.wire_end > acked {
+                        break;
+                    }
+                    d = e.seq;
+                }
+                d
+            }
+            None => s.delivered,
+        };
+        if confirmed < s.delivered {
+            log::info!(
+                "{} {} messages written but not confirmed by the client; they will be sent again",
+                s.sid,
+                s.delivered - confirmed
+            );
+            s.delivered = confirmed;
+            // Some of them may already have left the log: the next stream must say so.
+            let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
+            if first > confirmed + 1 && s.log.lost().is_none() {
+                let reason = s.log.trim_reason();
+                s.log.set_lost(confirmed, reason);
+            }
         }
         s.held_since = now.max(1);
         s.since_ms = super::epoch_ms();
@@ -870,8 +906,11 @@ impl Log {
     fn front(&self) -> Option<&Entry> {
         self.0.as_ref()?.entries.front()
     }
-    fn back(&self) -> Option<&Entry> {
-        self.0.as_ref()?.entries.back()
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.0.iter_mut().flat_map(|l| l.entries.iter_mut())
+    }
+    fn back_mut(&mut self) -> Option<&mut Entry> {
+        self.0.as_mut()?.entries.back_mut()
     }
     fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.0.iter().flat_map(|l| l.entries.iter())
@@ -1067,6 +1106,7 @@ pub(super) fn import_snapshot(
             },
         };
         log.push(Entry {
+            wire_end: 0,
             seq,
             at: now.saturating_sub(age),
             kind,
