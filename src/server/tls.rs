@@ -121,31 +121,19 @@ impl TlsConn {
                         let _ = rec.map_err(TlsError::Protocol)?;
                     }
                 }
-                ConnectionState::EncodeTlsData(mut e) => loop {
+                ConnectionState::EncodeTlsData(mut e) => {
                     let start = tls_out.len();
                     tls_out.resize(start + 4096, 0);
-                    match e.encode(&mut tls_out[start..]) {
-                        Ok(n) => {
-                            tls_out.truncate(start + n);
-                            break;
-                        }
+                    let written = match e.encode(&mut tls_out[start..]) {
+                        Ok(n) => Some(n),
                         Err(EncodeError::InsufficientSize(s)) => {
-                            tls_out.truncate(start);
-                            tls_out.reserve(s.required_size);
                             tls_out.resize(start + s.required_size, 0);
-                            if let Ok(n) = e.encode(&mut tls_out[start..]) {
-                                tls_out.truncate(start + n);
-                            } else {
-                                tls_out.truncate(start);
-                            }
-                            break;
+                            e.encode(&mut tls_out[start..]).ok()
                         }
-                        Err(_) => {
-                            tls_out.truncate(start);
-                            break;
-                        }
-                    }
-                },
+                        Err(_) => None,
+                    };
+                    tls_out.truncate(start + written.unwrap_or(0));
+                }
                 // The caller writes `tls_out` to the socket in order, after this call.
                 ConnectionState::TransmitTlsData(t) => t.done(),
                 ConnectionState::BlockedHandshake => stop = true,
