@@ -16,7 +16,7 @@
 
 /// A slot whose capacity exceeds this is shrunk once it is mostly empty, so
 /// memory is returned after a burst of timers.
-const SHRINK_THRESHOLD: usize = 64;
+const SHRINK_THRESHOLD: usize = 8;
 
 /// A hashed timer wheel with `slots` buckets of `tick_ms` each.
 pub struct TimerWheel<T: Copy> {

@@ -31,7 +31,7 @@ const SCRATCH: usize = 64 * 1024;
 /// Most envelopes handled per loop iteration (the rest wait for the next one).
 const CHANNEL_BATCH: usize = 4096;
 /// How often a worker gives back memory left over from busier times.
-const HOUSEKEEPING_MS: u64 = 30_000;
+const HOUSEKEEPING_MS: u64 = 10_000;
 /// Pause before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
