@@ -10,6 +10,10 @@
 //! (default) each sender waits for the answer (Switchboard 202, nchan 201/202,
 //! Redis `:n`) before the next message. Sent-and-acknowledged messages are
 //! compared with the received ones: none missing, none twice.
+//!
+//! `--send-server` points the senders at another cluster node than the
+//! receivers' `--server`, so that every message crosses nodes through Redis
+//! (`bench/cluster.sh`); `--pid` may then list every node (and Redis).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -33,6 +37,10 @@ pub struct RelayArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub server: SocketAddr,
+    /// Address the senders post to (default: --server). With a cluster, another node than
+    /// the receivers' one: every message then crosses nodes (Switchboard only).
+    #[arg(long)]
+    pub send_server: Option<SocketAddr>,
     /// The server's HS256 token secret (Switchboard only).
     #[arg(
         long,
@@ -69,8 +77,10 @@ pub struct RelayArgs {
     #[arg(long, default_value_t = 2)]
     pub sources: usize,
     /// Server process id: memory and CPU time (process and descendants) are reported.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// Several (repeat the flag or give a comma list: cluster nodes, Redis) are summed,
+    /// and each one's CPU time is listed.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Account of all clients (Switchboard).
     #[arg(long, default_value = "bench")]
     pub account: String,
@@ -148,7 +158,7 @@ struct Gen {
     out: ThreadOut,
     scratch: Vec<u8>,
     body: Vec<u8>,
-    host: String,
+    send_host: String,
     srcs: Vec<std::net::Ipv4Addr>,
     src_next: usize,
     // Messages started by this thread (for the rate cap).
@@ -172,7 +182,11 @@ impl Gen {
             self.src_next += 1;
             Some(self.srcs[self.src_next % self.srcs.len()])
         };
-        let stream = match proto::connect(self.a.server, src) {
+        let server = match role {
+            Role::Send { .. } => self.a.send_server.unwrap_or(self.a.server),
+            Role::Recv { .. } => self.a.server,
+        };
+        let stream = match proto::connect(server, src) {
             Ok(s) => s,
             Err(e) => {
                 self.sh.conn_failed.fetch_add(1, Relaxed);
@@ -436,7 +450,14 @@ impl Gen {
             while inflight.len() < self.a.window && budget > 0 {
                 let to = format!("r{}", (*s + *seq as usize) % r);
                 proto::make_body(&mut self.body, self.a.size, now, *s, *seq);
-                proto::push_send(self.a.target, &mut c.out, &self.host, auth, &to, &self.body);
+                proto::push_send(
+                    self.a.target,
+                    &mut c.out,
+                    &self.send_host,
+                    auth,
+                    &to,
+                    &self.body,
+                );
                 inflight.push_back(key(*s, *seq));
                 *seq += 1;
                 budget -= 1;
@@ -467,7 +488,7 @@ impl Gen {
 }
 
 fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> ThreadOut {
-    let host = a.server.to_string();
+    let send_host = a.send_server.unwrap_or(a.server).to_string();
     let mut g = Gen {
         poll: Poll::new().expect("epoll"),
         conns: Slab::new(),
@@ -475,7 +496,7 @@ fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> Thre
         out: ThreadOut::default(),
         scratch: vec![0; 256 * 1024],
         body: Vec::with_capacity(a.size + 64),
-        host,
+        send_host,
         srcs: proto::sources(a.sources),
         src_next: t,
         started: 0,
@@ -574,6 +595,21 @@ fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> Thre
     g.out
 }
 
+/// Memory summed over the given server processes (None if one cannot be read).
+fn pids_mem(pids: &[u32]) -> Option<mem::ProcMem> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut t = mem::ProcMem::default();
+    for &p in pids {
+        let m = mem::proc_mem(p).ok()?;
+        t.vm_rss_kb += m.vm_rss_kb;
+        t.rss_anon_kb += m.rss_anon_kb;
+        t.pss_kb += m.pss_kb;
+    }
+    Some(t)
+}
+
 fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -669,8 +705,8 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let connect_secs = t0.elapsed().as_secs_f64();
     // Let subscriptions settle (nchan registers the subscriber as it answers).
     std::thread::sleep(Duration::from_millis(300));
-    let mem_before = a.pid.and_then(|p| mem::proc_mem(p).ok());
-    let cpu0 = a.pid.map(mem::cpu_secs);
+    let mem_before = pids_mem(&a.pid);
+    let cpu0: Vec<f64> = a.pid.iter().map(|&p| mem::cpu_secs(p)).collect();
     let self_cpu0 = mem::self_cpu_secs();
     let load0 = mem::loadavg();
     let go_at = sh.origin.elapsed();
@@ -700,9 +736,9 @@ pub fn run(a: RelayArgs) -> ExitCode {
     sh.sending.store(false, Relaxed);
     let window_secs = go.elapsed().as_secs_f64();
     let delivered_in_window = sh.received.load(Relaxed);
-    let cpu1 = a.pid.map(mem::cpu_secs);
+    let cpu1: Vec<f64> = a.pid.iter().map(|&p| mem::cpu_secs(p)).collect();
     let self_cpu1 = mem::self_cpu_secs();
-    let mem_after = a.pid.and_then(|p| mem::proc_mem(p).ok());
+    let mem_after = pids_mem(&a.pid);
     // Drain: every sent message answered, every acknowledged one delivered.
     let dt = Instant::now();
     loop {
@@ -788,6 +824,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "scenario": "relay",
         "target": a.target.name(),
         "server": a.server.to_string(),
+        "send_server": a.send_server.unwrap_or(a.server).to_string(),
         "receivers": a.receivers,
         "senders": a.senders,
         "size": a.size,
@@ -827,17 +864,24 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "loadavg_1m_before": load0,
         "loadavg_1m_after": mem::loadavg(),
     });
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+    if !a.pid.is_empty() {
         let m = v.as_object_mut().unwrap();
-        m.insert("server_pid".into(), a.pid.into());
-        m.insert(
-            "server_cpu_secs".into(),
-            (r1((c1 - c0) * 100.0) / 100.0).into(),
-        );
+        let each: Vec<f64> = cpu0
+            .iter()
+            .zip(&cpu1)
+            .map(|(c0, c1)| r1((c1 - c0) * 100.0) / 100.0)
+            .collect();
+        let total: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1 - c0).sum();
+        m.insert("server_pid".into(), a.pid[0].into());
+        if a.pid.len() > 1 {
+            m.insert("server_pids".into(), a.pid.clone().into());
+            m.insert("server_cpu_secs_each".into(), each.into());
+        }
+        m.insert("server_cpu_secs".into(), (r1(total * 100.0) / 100.0).into());
         if delivered_in_window > 0 {
             m.insert(
                 "server_cpu_us_per_msg".into(),
-                (((c1 - c0) * 1e6 / delivered_in_window as f64 * 100.0).round() / 100.0).into(),
+                ((total * 1e6 / delivered_in_window as f64 * 100.0).round() / 100.0).into(),
             );
         }
     }
