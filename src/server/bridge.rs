@@ -585,23 +585,6 @@ fn account_key(account: &str) -> String {
     format!("sb:a:{account}")
 }
 
-/// Looks up which live node holds `client`: `Ok(None)` if none.
-fn locate(
-    con: &mut redis::Connection,
-    live: &HashSet<String>,
-    account: &str,
-    client: &str,
-) -> redis::RedisResult<Option<(String, bool)>> {
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(account_key(account))
-        .arg(client)
-        .query(con)?;
-    Ok(v.and_then(|v| PresenceEntry::decode(&v)).map(|e| {
-        let alive = live.contains(&e.node);
-        (e.node, alive)
-    }))
-}
-
 /// Removes `account/client` from the presence table if it still points at `node`.
 const HDEL_IF: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
     if v and string.sub(v, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. '|' then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
@@ -630,30 +613,44 @@ impl Lookup {
     }
 }
 
-/// Does the Redis look-up a command needs; on error gives the command back so it can be failed.
-fn lookup_first(
-    con: &mut redis::Connection,
-    live: &HashSet<String>,
-    cmd: BridgeCmd,
-) -> Result<(BridgeCmd, Lookup), (redis::RedisError, BridgeCmd)> {
-    let r = match &cmd {
-        BridgeCmd::Send { account, to, .. } => locate(con, live, account, to).map(Lookup::Node),
-        BridgeCmd::Takeover {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LookupKind {
+    None,
+    Node,
+    All,
+}
+
+/// Adds the Redis look-up a command needs to `pipe`, and says which kind.
+fn lookup_cmd(pipe: &mut redis::Pipeline, cmd: &BridgeCmd) -> LookupKind {
+    match cmd {
+        BridgeCmd::Send {
+            account,
+            to: client,
+            ..
+        }
+        | BridgeCmd::Takeover {
             account, client, ..
         }
         | BridgeCmd::Touch {
             account, client, ..
-        } => locate(con, live, account, client).map(Lookup::Node),
-        BridgeCmd::List { account, .. } => redis::cmd("HGETALL")
-            .arg(account_key(account))
-            .query(con)
-            .map(Lookup::All),
-        _ => Ok(Lookup::None),
-    };
-    match r {
-        Ok(l) => Ok((cmd, l)),
-        Err(e) => Err((e, cmd)),
+        } => {
+            pipe.cmd("HGET").arg(account_key(account)).arg(&**client);
+            LookupKind::Node
+        }
+        BridgeCmd::List { account, .. } => {
+            pipe.cmd("HGETALL").arg(account_key(account));
+            LookupKind::All
+        }
+        _ => LookupKind::None,
     }
+}
+
+/// The node a presence value names, and whether that node is alive.
+fn node_of(v: &redis::Value, live: &HashSet<String>) -> Option<(String, bool)> {
+    let s: Option<String> = redis::from_redis_value(v).ok()?;
+    let e = PresenceEntry::decode(&s?)?;
+    let alive = live.contains(&e.node);
+    Some((e.node, alive))
 }
 
 fn run_batch(
@@ -666,17 +663,35 @@ fn run_batch(
     let mut pipe = redis::pipe();
     let mut publishes = 0usize;
     let cmds: Vec<BridgeCmd> = std::mem::take(batch);
-    let mut it = cmds.into_iter();
-    while let Some(cmd) = it.next() {
-        // A command that needs a lookup first: if Redis fails here, this one and
-        // the rest of the batch are answered by the caller (`fail_all`).
-        let (cmd, mut found) = match lookup_first(con, live, cmd) {
-            Ok(c) => c,
-            Err((e, cmd)) => {
-                batch.push(cmd);
-                batch.extend(it);
+    // Every look-up of the batch in one round trip. If Redis fails here, the
+    // whole batch goes back to the caller, which answers it (`fail_all`).
+    let mut lookups = redis::pipe();
+    let mut kinds = Vec::with_capacity(cmds.len());
+    for c in &cmds {
+        kinds.push(lookup_cmd(&mut lookups, c));
+    }
+    let values: Vec<redis::Value> = if kinds.iter().any(|k| *k != LookupKind::None) {
+        match lookups.query(con) {
+            Ok(v) => v,
+            Err(e) => {
+                batch.extend(cmds);
                 return Err(e);
             }
+        }
+    } else {
+        Vec::new()
+    };
+    let mut values = values.into_iter();
+    for (cmd, kind) in cmds.into_iter().zip(kinds) {
+        let mut found = match kind {
+            LookupKind::None => Lookup::None,
+            LookupKind::Node => Lookup::Node(values.next().and_then(|v| node_of(&v, live))),
+            LookupKind::All => Lookup::All(
+                values
+                    .next()
+                    .and_then(|v| redis::from_redis_value(&v).ok())
+                    .unwrap_or_default(),
+            ),
         };
         match cmd {
             BridgeCmd::Presence {

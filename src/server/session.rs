@@ -558,7 +558,22 @@ impl Worker {
     pub fn touch(&mut self, account: &str, client: &str, peer: &str, remote: bool) {
         if let Some(sidx) = self.sessions.find(account, client) {
             self.note_partner(sidx, peer);
-        } else if let (false, Some(b)) = (remote, &self.shared.cluster) {
+        } else if let (false, Some(b)) = (remote, self.shared.cluster.clone()) {
+            // The same pair is forwarded at most once per half conversation-ttl:
+            // each forward costs the cluster a look-up.
+            let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
+            let key = format!("{account}/{client}/{peer}");
+            if self
+                .touches_sent
+                .get(key.as_str())
+                .is_some_and(|t| self.now.saturating_sub(*t) < ttl / 2)
+            {
+                return;
+            }
+            if self.touches_sent.len() >= 8192 {
+                self.touches_sent.clear();
+            }
+            self.touches_sent.insert(key.into_boxed_str(), self.now);
             b.submit(super::bridge::BridgeCmd::Touch {
                 account: account.into(),
                 client: client.into(),

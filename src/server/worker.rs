@@ -94,6 +94,8 @@ pub(super) struct Worker {
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
+    /// Conversation notes recently forwarded to other nodes (`touch`).
+    pub touches_sent: hashbrown::HashMap<Box<str>, u64>,
     /// Recently verified tokens (see `verify_cached`).
     pub token_cache: hashbrown::HashMap<Box<str>, crate::auth::Identity>,
     /// Draining state, once the node started draining.
@@ -119,6 +121,7 @@ impl Worker {
             listener: Some(listener),
             drain: None,
             token_cache: hashbrown::HashMap::default(),
+            touches_sent: hashbrown::HashMap::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
             conns: Slab::new(),
             sessions: Sessions::new(),
@@ -260,6 +263,11 @@ impl Worker {
         self.wheel.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
+        let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
+        let now = self.now;
+        self.touches_sent
+            .retain(|_, t| now.saturating_sub(*t) < ttl / 2);
+        self.touches_sent.shrink_to_fit();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.id == 0 {
             // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
