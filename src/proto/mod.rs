@@ -5,6 +5,7 @@ pub mod chunked;
 pub mod head;
 pub mod request;
 pub mod response;
+pub mod route;
 pub mod sse;
 
 /// Outcome of feeding bytes to an incremental parser.

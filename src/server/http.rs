@@ -6,48 +6,14 @@ use super::conn::State;
 use super::worker::Worker;
 use super::{Attach, Envelope, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
-use crate::proto::head::{query_param, Method, RequestHead};
+use crate::proto::head::RequestHead;
+use crate::proto::route::Route;
 
 /// Verified tokens remembered per worker.
 const TOKEN_CACHE: usize = 1024;
 
 /// Stop processing pipelined requests while this much output is unsent.
 const MAX_PIPELINE_OUT: usize = 64 * 1024;
-
-/// The endpoints.
-enum Endpoint {
-    Receive,
-    Send(String),
-    Clients,
-}
-
-/// Maps a path to an endpoint and its method; `None` for unknown paths.
-fn endpoint(path: &str) -> Option<(Endpoint, Method)> {
-    match path {
-        "/v1/receive" => Some((Endpoint::Receive, Method::Get)),
-        "/v1/clients" => Some((Endpoint::Clients, Method::Get)),
-        _ => {
-            let to = path.strip_prefix("/v1/send/")?;
-            Some((Endpoint::Send(to.to_string()), Method::Post))
-        }
-    }
-}
-
-/// The token of a request: `Authorization: Bearer <t>`, else the `access_token` query parameter.
-fn token_of(head: &RequestHead) -> Result<String, AuthError> {
-    if let Some(v) = &head.authorization {
-        let v = v.trim();
-        let (scheme, rest) = v.split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed);
-        }
-        return Ok(rest.trim().to_string());
-    }
-    head.query
-        .as_deref()
-        .and_then(|q| query_param(q, "access_token"))
-        .ok_or(AuthError::Missing)
-}
 
 impl Worker {
     /// Processes buffered input of connection `idx` until it needs more bytes,
@@ -131,28 +97,17 @@ impl Worker {
             }
             _ => {}
         }
-        let Some((ep, method)) = endpoint(&head.path) else {
-            self.respond_error(
-                idx,
-                404,
-                "not_found",
-                "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients",
-                close,
-            );
-            return;
+        let (route, token) = match crate::proto::route::route(&head) {
+            Ok(r) => r,
+            Err(e) => {
+                if let crate::proto::route::RouteError::Token(t) = &e {
+                    log::info!("{} unauthorized: {}", self.conns[idx].sid, t.code());
+                }
+                self.respond_error(idx, e.status(), e.code(), &e.message(&head.path), close);
+                return;
+            }
         };
-        if head.method != method {
-            let m = if method == Method::Get { "GET" } else { "POST" };
-            self.respond_error(
-                idx,
-                405,
-                "method_not_allowed",
-                &format!("{} takes {m}", head.path),
-                close,
-            );
-            return;
-        }
-        let ident = match token_of(&head).and_then(|t| self.verify_cached(t)) {
+        let ident = match self.verify_cached(token) {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());
@@ -160,17 +115,10 @@ impl Worker {
                 return;
             }
         };
-        match ep {
-            Endpoint::Receive => {
-                let lei = head.last_event_id.clone().or_else(|| {
-                    head.query
-                        .as_deref()
-                        .and_then(|q| query_param(q, "last_event_id"))
-                });
-                self.start_receive(idx, ident, lei);
-            }
-            Endpoint::Send(to) => self.start_send(idx, ident, to, body, close),
-            Endpoint::Clients => self.start_list(idx, ident, close),
+        match route {
+            Route::Receive { last_event_id } => self.start_receive(idx, ident, last_event_id),
+            Route::Send { to } => self.start_send(idx, ident, to, body, close),
+            Route::Clients => self.start_list(idx, ident, close),
         }
     }
 

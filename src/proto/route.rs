@@ -1,0 +1,183 @@
+//! What a complete request asks for: the endpoint, its method, and the token
+//! it carries. Pure: the event loop verifies the token (with the current
+//! time) and carries the request out.
+
+use super::head::{query_param, Method, RequestHead};
+use crate::auth::AuthError;
+
+/// A routed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v1/receive`, resuming after `last_event_id` (header, else query) if given.
+    Receive { last_event_id: Option<String> },
+    /// `POST /v1/send/<to>`.
+    Send { to: String },
+    /// `GET /v1/clients`.
+    Clients,
+}
+
+/// Why a request was refused before its token was checked, or why its token is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such endpoint (404).
+    NotFound,
+    /// The endpoint takes another method (405); names it.
+    MethodNotAllowed(&'static str),
+    /// No token, or not a bearer token (401).
+    Token(AuthError),
+}
+
+impl RouteError {
+    /// HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RouteError::NotFound => 404,
+            RouteError::MethodNotAllowed(_) => 405,
+            RouteError::Token(_) => 401,
+        }
+    }
+
+    /// Machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RouteError::NotFound => "not_found",
+            RouteError::MethodNotAllowed(_) => "method_not_allowed",
+            RouteError::Token(e) => e.code(),
+        }
+    }
+
+    /// Human-readable text for the JSON error body.
+    pub fn message(&self, path: &str) -> String {
+        match self {
+            RouteError::NotFound => {
+                "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients".into()
+            }
+            RouteError::MethodNotAllowed(m) => format!("{path} takes {m}"),
+            RouteError::Token(e) => e.message(),
+        }
+    }
+}
+
+/// Routes a request head; returns the route and the token to verify.
+pub fn route(head: &RequestHead) -> Result<(Route, String), RouteError> {
+    let (route, method) = match head.path.as_str() {
+        "/v1/receive" => {
+            let lei = head.last_event_id.clone().or_else(|| {
+                head.query
+                    .as_deref()
+                    .and_then(|q| query_param(q, "last_event_id"))
+            });
+            (Route::Receive { last_event_id: lei }, Method::Get)
+        }
+        "/v1/clients" => (Route::Clients, Method::Get),
+        p => match p.strip_prefix("/v1/send/") {
+            Some(to) => (Route::Send { to: to.to_string() }, Method::Post),
+            None => return Err(RouteError::NotFound),
+        },
+    };
+    if head.method != method {
+        return Err(RouteError::MethodNotAllowed(if method == Method::Get {
+            "GET"
+        } else {
+            "POST"
+        }));
+    }
+    let token = token_of(head).map_err(RouteError::Token)?;
+    Ok((route, token))
+}
+
+/// The token of a request: `Authorization: Bearer <t>`, else the `access_token` query parameter.
+pub fn token_of(head: &RequestHead) -> Result<String, AuthError> {
+    if let Some(v) = &head.authorization {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        return Ok(rest.trim().to_string());
+    }
+    head.query
+        .as_deref()
+        .and_then(|q| query_param(q, "access_token"))
+        .ok_or(AuthError::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::head::{parse_head, Limits};
+    use crate::proto::Parse;
+
+    fn head(raw: &str) -> RequestHead {
+        match parse_head(raw.as_bytes(), &Limits::default()) {
+            Ok(Parse::Complete(h)) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let h =
+            head("GET /v1/receive?last_event_id=a-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(
+            route(&h),
+            Ok((
+                Route::Receive {
+                    last_event_id: Some("a-1".into())
+                },
+                "t".into()
+            ))
+        );
+        let h = head(
+            "GET /v1/receive HTTP/1.1\r\nLast-Event-ID: b-2\r\nAuthorization: bearer  t \r\n\r\n",
+        );
+        assert_eq!(
+            route(&h),
+            Ok((
+                Route::Receive {
+                    last_event_id: Some("b-2".into())
+                },
+                "t".into()
+            ))
+        );
+        let h = head("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(
+            route(&h),
+            Ok((
+                Route::Send {
+                    to: "agent-1".into()
+                },
+                "t".into()
+            ))
+        );
+        let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Clients, "q".into())));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            route(&head("GET /nope HTTP/1.1\r\n\r\n")).map_err(|e| e.status()),
+            Err(404)
+        );
+        assert_eq!(
+            route(&head("POST /v1/receive HTTP/1.1\r\n\r\n")).map_err(|e| e.status()),
+            Err(405)
+        );
+        assert_eq!(
+            route(&head("GET /v1/send/x HTTP/1.1\r\n\r\n")).map_err(|e| e.code()),
+            Err("method_not_allowed")
+        );
+        assert_eq!(
+            route(&head("GET /v1/clients HTTP/1.1\r\n\r\n")).map_err(|e| e.code()),
+            Err("missing_token")
+        );
+        assert_eq!(
+            route(&head(
+                "GET /v1/clients HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"
+            ))
+            .map_err(|e| e.status()),
+            Err(401)
+        );
+    }
+}
