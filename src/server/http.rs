@@ -144,6 +144,7 @@ impl Worker {
         let env = Envelope::Attach(Box::new(Attach {
             stream: c.stream,
             tls: c.tls,
+            bytes: (c.bytes_in, c.bytes_out),
             sid,
             ident,
             last_event_id,
@@ -154,6 +155,7 @@ impl Worker {
             let a = *a;
             if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
                 self.conns[idx].tls = a.tls;
+                (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
                 self.respond_error(
                     idx,
                     503,

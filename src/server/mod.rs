@@ -265,6 +265,8 @@ struct ConnInfo {
 struct Attach {
     stream: mio::net::TcpStream,
     tls: Option<Box<tls::TlsConn>>,
+    /// Bytes read and written so far (the counters move with the connection).
+    bytes: (u64, u64),
     sid: SessionId,
     ident: Identity,
     last_event_id: Option<String>,

@@ -524,6 +524,7 @@ impl Worker {
                     return;
                 };
                 self.conns[idx].tls = a.tls;
+                (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
                 self.attach_receive(idx, a.ident, a.last_event_id);
             }
             Envelope::Deliver {
