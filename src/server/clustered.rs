@@ -5,7 +5,7 @@
 
 use super::bridge::{BridgeCmd, Takeover};
 use super::conn::State;
-use super::session::export_snapshot;
+use super::retained::export_snapshot;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ReplyTo, SendError};

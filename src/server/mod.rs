@@ -8,12 +8,14 @@
 //! answer comes back the same way. There is no lock on the message path.
 
 pub mod admin;
+mod attach;
 pub mod bridge;
 mod clustered;
 mod conn;
 mod drain;
 mod http;
 pub mod limits;
+mod retained;
 mod session;
 pub mod stats;
 pub mod tls;

@@ -2,8 +2,6 @@
 //! the retained message log used for holding and Last-Event-ID replay, and the
 //! conversation partners that get `peer-gone`.
 
-use std::collections::VecDeque;
-
 use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
@@ -11,73 +9,16 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::conn::{CloseReason, State};
+use super::retained::{Entry, EntryKind, Log};
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
-use crate::auth::{Identity, Role};
-use crate::ids::{random_u64, EventId, SessionId};
-use crate::proto::{response, sse};
+use crate::auth::Role;
+use crate::ids::{EventId, SessionId};
+use crate::proto::sse;
 
 /// Most conversation partners remembered per client.
-const MAX_PARTNERS: usize = 4096;
-/// SSE reconnection hint sent at the start of every stream (ms).
-const RETRY_MS: u64 = 2000;
-
-/// What a retained log entry carries.
-pub(super) enum EntryKind {
-    Message {
-        from: Box<str>,
-        body: Box<[u8]>,
-    },
-    PeerGone {
-        peer: Box<str>,
-        reason: &'static str,
-    },
-}
-
-/// One retained event of a session.
-pub(super) struct Entry {
-    seq: u64,
-    /// Monotonic ms when it was accepted.
-    at: u64,
-    /// Where its frame ended in the byte stream of the receive connection it
-    /// was last written to (to tell, when that connection ends, whether the
-    /// client's TCP acknowledged it).
-    wire_end: u64,
-    kind: EntryKind,
-}
-
-impl Entry {
-    fn size(&self) -> usize {
-        match &self.kind {
-            EntryKind::Message { from, body } => from.len() + body.len(),
-            EntryKind::PeerGone { peer, .. } => peer.len(),
-        }
-    }
-
-    /// Appends the SSE encoding of this entry.
-    fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
-        let id = EventId {
-            epoch,
-            seq: self.seq,
-        }
-        .to_string();
-        match &self.kind {
-            EntryKind::Message { from, body } => {
-                sse::encode_event(
-                    out,
-                    Some(&id),
-                    Some("message"),
-                    &sse::message_json(from, body),
-                );
-            }
-            EntryKind::PeerGone { peer, reason } => {
-                let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
-                sse::encode_event(out, Some(&id), Some("peer-gone"), &data);
-            }
-        }
-    }
-}
+pub(super) const MAX_PARTNERS: usize = 4096;
 
 /// A client's session on its owner worker.
 pub(super) struct Session {
@@ -85,8 +26,8 @@ pub(super) struct Session {
     /// Session id of the latest receive connection (for logs).
     pub sid: SessionId,
     /// `account/client` (`/` cannot occur in ids).
-    key: Box<str>,
-    split: u8,
+    pub(super) key: Box<str>,
+    pub(super) split: u8,
     pub role: Role,
     /// Random per session incarnation; part of every event id.
     pub epoch: u64,
@@ -105,9 +46,9 @@ pub(super) struct Session {
     pub deadline: u64,
     pub armed: u64,
     /// Retained events; no allocation while empty.
-    log: Log,
+    pub(super) log: Log,
     /// Conversation partners and when (monotonic ms) a message was last exchanged.
-    partners: Option<Box<HashMap<Box<str>, u64>>>,
+    pub(super) partners: Option<Box<HashMap<Box<str>, u64>>>,
 }
 
 impl Session {
@@ -130,7 +71,7 @@ pub(super) struct Sessions {
     hasher: hashbrown::DefaultHashBuilder,
 }
 
-fn make_key(account: &str, client: &str) -> String {
+pub(super) fn make_key(account: &str, client: &str) -> String {
     let mut k = String::with_capacity(account.len() + 1 + client.len());
     k.push_str(account);
     k.push('/');
@@ -164,7 +105,7 @@ impl Sessions {
         self.slab.get(idx)
     }
 
-    fn insert(&mut self, s: Session) -> usize {
+    pub fn insert(&mut self, s: Session) -> usize {
         let h = self.hasher.hash_one(&*s.key);
         let idx = self.slab.insert(s);
         let slab = &self.slab;
@@ -206,218 +147,6 @@ impl Sessions {
 }
 
 impl Worker {
-    /// Makes connection `idx` the receive connection of `ident`'s session
-    /// (creating it if needed), then writes the stream head, the `ready` event,
-    /// any gap notice and the replay.
-    pub fn attach_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
-        if self.sessions.find(&ident.account, &ident.client).is_none() {
-            if let Some(b) = self.shared.cluster.clone() {
-                // Another node may hold this client's session: ask for it first.
-                let token = self.token_of(idx);
-                let cmd = super::bridge::BridgeCmd::Takeover {
-                    account: ident.account.as_str().into(),
-                    client: ident.client.as_str().into(),
-                    reply: ReplyTo {
-                        worker: self.id,
-                        token,
-                    },
-                };
-                if b.submit(cmd) {
-                    self.conns[idx].state = State::Attaching(Box::new((ident, last_event_id)));
-                    self.await_answer(idx);
-                    return;
-                }
-                // Redis is away: serve here; a resuming client learns its session may be lost.
-                let lost = last_event_id.is_some().then_some("cluster_unavailable");
-                self.attach_with(idx, ident, last_event_id, None, lost);
-                return;
-            }
-        }
-        self.attach_with(idx, ident, last_event_id, None, None);
-    }
-
-    /// Attaches with an optional session handed over by another node
-    /// (`import`), or a reason why a previous session is lost (`lost`).
-    pub fn attach_with(
-        &mut self,
-        idx: usize,
-        ident: Identity,
-        last_event_id: Option<String>,
-        import: Option<Vec<u8>>,
-        lost: Option<&'static str>,
-    ) {
-        let now = self.now;
-        let conn_gen = self.conns[idx].gen;
-        let sid = self.conns[idx].sid;
-        // Per-account cap on receive connections; replacing one's own is always allowed.
-        let replacing = self
-            .sessions
-            .find(&ident.account, &ident.client)
-            .is_some_and(|i| self.sessions.slab[i].online());
-        if !self.shared.accounts.acquire(&ident.account, replacing) {
-            log::warn!(
-                "{sid} refused: account {} has {} receive connections (limit {})",
-                ident.account,
-                self.shared.accounts.get(&ident.account),
-                self.shared.config.max_account_connections
-            );
-            self.conns[idx].state = State::Request(crate::proto::request::RequestReader::new());
-            let msg = "too many receive connections for this account on this node; try another node or later";
-            self.respond_error(idx, 503, "account_connection_limit", msg, true);
-            return;
-        }
-        let sidx = match self.sessions.find(&ident.account, &ident.client) {
-            Some(s) => s,
-            None => {
-                let key = make_key(&ident.account, &ident.client).into_boxed_str();
-                let gen = self.next_gen();
-                WorkerStats::add(&self.shared.stats[self.id].sessions, 1);
-                let mut s = Session {
-                    gen,
-                    sid,
-                    split: ident.account.len() as u8,
-                    key,
-                    role: ident.role,
-                    epoch: random_u64() >> 12,
-                    last_seq: 0,
-                    delivered: 0,
-                    attach_from: 0,
-                    conn: (0, 0),
-                    since_ms: 0,
-                    held_since: 0,
-                    deadline: 0,
-                    armed: 0,
-                    log: Log::default(),
-                    partners: None,
-                };
-                if let Some(bytes) = &import {
-                    if let Err(e) = import_snapshot(&mut s, bytes, now) {
-                        log::warn!(
-                            "{sid} session handed over for {} is corrupt ({e:?}); starting afresh",
-                            s.key
-                        );
-                    }
-                }
-                self.sessions.insert(s)
-            }
-        };
-        // Replace an older receive connection of the same client.
-        let data =
-            serde_json::json!({"session": sid.to_string(), "node": self.shared.config.node_id})
-                .to_string();
-        self.evict_conn(sidx, &data);
-        let st = &self.shared.stats[self.id];
-        let Some(s) = self.sessions.get_mut(sidx) else {
-            return;
-        };
-        if s.held_since > 0 {
-            WorkerStats::sub(&st.held, 1);
-        }
-        WorkerStats::add(&st.receive_open, 1);
-        s.role = ident.role;
-        s.sid = sid;
-        s.conn = (idx as u32, conn_gen);
-        s.held_since = 0;
-        s.since_ms = super::epoch_ms();
-        let sess_gen = s.gen;
-        let epoch = s.epoch;
-
-        // Decide where the replay starts and whether a gap must be reported first.
-        let mut gap: Option<(String, &'static str)> = None;
-        let from = match last_event_id.as_deref() {
-            _ if lost.is_some() => {
-                gap = lost.map(|r| (last_event_id.clone().unwrap_or_default(), r));
-                0
-            }
-            Some(text) => match EventId::parse(text) {
-                Some(id) if id.epoch == epoch => {
-                    let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
-                    if id.seq < s.last_seq && first > id.seq + 1 {
-                        gap = Some((
-                            text.to_string(),
-                            s.log.lost().map_or(s.log.trim_reason(), |l| l.1),
-                        ));
-                    }
-                    id.seq.min(s.last_seq)
-                }
-                _ => {
-                    gap = Some((text.to_string(), "unknown_epoch"));
-                    0
-                }
-            },
-            None => {
-                if let Some((after, reason)) = s.log.lost() {
-                    gap = Some((EventId { epoch, seq: after }.to_string(), reason));
-                }
-                s.delivered
-            }
-        };
-        s.log.clear_lost();
-
-        let mut out = std::mem::take(&mut self.stage);
-        out.clear();
-        response::write_sse_head(&mut out);
-        sse::encode_retry(&mut out, RETRY_MS);
-        let ready = serde_json::json!({
-            "session": sid.to_string(),
-            "account": ident.account,
-            "client": ident.client,
-            "node": self.shared.config.node_id,
-            "heartbeat_ms": self.shared.config.heartbeat.as_millis() as u64,
-            "epoch": format!("{epoch:x}"),
-        })
-        .to_string();
-        sse::encode_event(&mut out, None, Some("ready"), &ready);
-        if last_event_id.is_some() {
-            WorkerStats::add(&st.resumes, 1);
-        }
-        if let Some((after, reason)) = &gap {
-            WorkerStats::add(&st.gaps, 1);
-            let data = serde_json::json!({"after": after, "reason": reason}).to_string();
-            sse::encode_event(&mut out, None, Some("gap"), &data);
-            log::info!("{sid} resume gap after {after}: {reason}");
-        }
-        let mut replayed = 0usize;
-        // Wire offsets of the replayed frames (exact on plain TCP; TLS adds record overhead).
-        let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
-        for e in s.log.iter_mut().filter(|e| e.seq > from) {
-            e.encode(epoch, &mut out);
-            e.wire_end = base + out.len() as u64;
-            replayed += 1;
-        }
-        s.attach_from = from;
-        s.delivered = s.last_seq;
-        WorkerStats::add(&st.replayed, replayed as u64);
-        let deadline = session_deadline(s, &self.shared.config, now);
-        log::info!(
-            "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
-            ident.account,
-            ident.client,
-            ident.role.as_str(),
-            if last_event_id.is_some() {
-                " resumed"
-            } else {
-                ""
-            }
-        );
-
-        {
-            let c = &mut self.conns[idx];
-            c.state = State::Receive {
-                sess: sidx as u32,
-                sess_gen,
-            };
-            c.requests += 1;
-            c.inbuf = Vec::new();
-        }
-        let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
-        self.set_conn_deadline(idx, hb);
-        self.set_session_deadline(sidx, deadline);
-        self.announce(sidx, crate::cluster::PresenceState::Online);
-        self.write_conn(idx, &out);
-        self.stage = out;
-    }
-
     /// Accepts a message for `to` (owned by this worker): retains it and writes
     /// it to the receive connection if there is one.
     pub fn deliver(
@@ -882,91 +611,8 @@ fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
     false
 }
 
-/// A session's retained events. Boxed, and only while there is something in
-/// it, so an idle session pays one pointer for it.
-#[derive(Default)]
-pub(super) struct Log(Option<Box<LogInner>>);
-
-struct LogInner {
-    entries: VecDeque<Entry>,
-    bytes: usize,
-    /// Entries never handed to the client were dropped after this sequence number, for this reason.
-    lost: Option<(u64, &'static str)>,
-    /// Why entries were last dropped.
-    trim_reason: &'static str,
-}
-
-impl Log {
-    fn inner(&mut self) -> &mut LogInner {
-        self.0.get_or_insert_with(|| {
-            Box::new(LogInner {
-                entries: VecDeque::new(),
-                bytes: 0,
-                lost: None,
-                trim_reason: "retention_limit",
-            })
-        })
-    }
-    fn push(&mut self, e: Entry) {
-        let l = self.inner();
-        l.bytes += e.size();
-        l.entries.push_back(e);
-    }
-    fn pop_front(&mut self) -> Option<Entry> {
-        let l = self.0.as_mut()?;
-        let e = l.entries.pop_front()?;
-        l.bytes -= e.size();
-        Some(e)
-    }
-    fn front(&self) -> Option<&Entry> {
-        self.0.as_ref()?.entries.front()
-    }
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
-        self.0.iter_mut().flat_map(|l| l.entries.iter_mut())
-    }
-    fn back_mut(&mut self) -> Option<&mut Entry> {
-        self.0.as_mut()?.entries.back_mut()
-    }
-    fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.0.iter().flat_map(|l| l.entries.iter())
-    }
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |l| l.entries.len())
-    }
-    fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |l| l.bytes)
-    }
-    fn lost(&self) -> Option<(u64, &'static str)> {
-        self.0.as_ref()?.lost
-    }
-    fn set_lost(&mut self, after: u64, reason: &'static str) {
-        self.inner().lost = Some((after, reason));
-    }
-    fn clear_lost(&mut self) {
-        if let Some(l) = self.0.as_mut() {
-            l.lost = None;
-        }
-        self.compact();
-    }
-    fn trim_reason(&self) -> &'static str {
-        self.0.as_ref().map_or("retention_limit", |l| l.trim_reason)
-    }
-    fn set_trim_reason(&mut self, r: &'static str) {
-        self.inner().trim_reason = r;
-    }
-    /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
-    fn compact(&mut self) {
-        let Some(l) = self.0.as_mut() else { return };
-        if l.entries.is_empty() && l.lost.is_none() {
-            self.0 = None;
-        } else if l.entries.capacity() > 64 && l.entries.len() < l.entries.capacity() / 4 {
-            l.entries.shrink_to(l.entries.len() * 2);
-        }
-    }
-}
-
 /// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
-fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
+pub(super) fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
     let hold = cfg.hold.as_millis() as u64;
     let mut d = 0u64;
     if s.held_since > 0 {
@@ -1044,111 +690,4 @@ impl Session {
     pub fn is_online(&self) -> bool {
         self.online()
     }
-}
-
-/// Encodes a session for handing it to another node: epoch, sequence
-/// numbers, retained events (with their ages) and conversation partners.
-pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
-    use crate::cluster::wire::Writer;
-    let mut w = Writer::default();
-    w.u64(s.epoch).u64(s.last_seq).u64(s.delivered);
-    match s.log.lost() {
-        Some((after, reason)) => w.u8(1).u64(after).str(reason),
-        None => w.u8(0),
-    };
-    w.str(s.log.trim_reason());
-    w.u64(s.log.len() as u64);
-    for e in s.log.iter() {
-        w.u64(e.seq).u64(now.saturating_sub(e.at));
-        match &e.kind {
-            EntryKind::Message { from, body } => w.u8(0).str(from).bytes(body),
-            EntryKind::PeerGone { peer, reason } => w.u8(1).str(peer).str(reason),
-        };
-    }
-    let partners: Vec<(&str, u64)> = s
-        .partners
-        .iter()
-        .flat_map(|p| p.iter())
-        .map(|(k, t)| (&**k, now.saturating_sub(*t)))
-        .collect();
-    w.u64(partners.len() as u64);
-    for (k, age) in partners {
-        w.str(k).u64(age);
-    }
-    w.0
-}
-
-/// Maps a reason received from another node to one of ours (all static strings).
-fn known_reason(r: &str) -> &'static str {
-    match r {
-        "hold_limit" => "hold_limit",
-        "retention_expired" => "retention_expired",
-        "offline" => "offline",
-        "node_lost" => "node_lost",
-        _ => "retention_limit",
-    }
-}
-
-/// Fills a fresh session from a snapshot made by [`export_snapshot`].
-pub(super) fn import_snapshot(
-    s: &mut Session,
-    bytes: &[u8],
-    now: u64,
-) -> Result<(), crate::cluster::wire::WireError> {
-    use crate::cluster::wire::{Reader, WireError};
-    let mut r = Reader::new(bytes);
-    let epoch = r.u64()?;
-    let last_seq = r.u64()?;
-    let delivered = r.u64()?;
-    let lost = match r.u8()? {
-        0 => None,
-        _ => Some((r.u64()?, known_reason(&r.string()?))),
-    };
-    let trim = known_reason(&r.string()?);
-    let n = r.u64()?;
-    let mut log = Log::default();
-    for _ in 0..n {
-        let seq = r.u64()?;
-        let age = r.u64()?;
-        let kind = match r.u8()? {
-            0 => EntryKind::Message {
-                from: r.string()?.into(),
-                body: r.bytes()?.into(),
-            },
-            _ => EntryKind::PeerGone {
-                peer: r.string()?.into(),
-                reason: known_reason(&r.string()?),
-            },
-        };
-        log.push(Entry {
-            wire_end: 0,
-            seq,
-            at: now.saturating_sub(age),
-            kind,
-        });
-    }
-    let np = r.u64()?;
-    let mut partners: HashMap<Box<str>, u64> = HashMap::default();
-    for _ in 0..np {
-        let k = r.string()?;
-        let age = r.u64()?;
-        if partners.len() < MAX_PARTNERS {
-            partners.insert(k.into(), now.saturating_sub(age));
-        }
-    }
-    r.finish()?;
-    if delivered > last_seq || log.iter().any(|e| e.seq > last_seq) {
-        return Err(WireError::TrailingBytes);
-    }
-    s.epoch = epoch;
-    s.last_seq = last_seq;
-    s.delivered = delivered;
-    if let Some((after, reason)) = lost {
-        log.set_lost(after, reason);
-    }
-    log.set_trim_reason(trim);
-    log.compact();
-    s.log = log;
-    s.partners = (!partners.is_empty()).then(|| Box::new(partners));
-    Ok(())
 }

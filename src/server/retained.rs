@@ -1,0 +1,256 @@
+//! A session's retained events (for holding and Last-Event-ID replay), and
+//! the encoding of a whole session for handing it to another node.
+
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
+
+use super::session::{Session, MAX_PARTNERS};
+use crate::ids::EventId;
+use crate::proto::sse;
+
+/// What a retained log entry carries.
+pub(super) enum EntryKind {
+    Message {
+        from: Box<str>,
+        body: Box<[u8]>,
+    },
+    PeerGone {
+        peer: Box<str>,
+        reason: &'static str,
+    },
+}
+
+/// One retained event of a session.
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    /// Monotonic ms when it was accepted.
+    pub(super) at: u64,
+    /// Where its frame ended in the byte stream of the receive connection it
+    /// was last written to (to tell, when that connection ends, whether the
+    /// client's TCP acknowledged it).
+    pub(super) wire_end: u64,
+    pub(super) kind: EntryKind,
+}
+
+impl Entry {
+    pub(super) fn size(&self) -> usize {
+        match &self.kind {
+            EntryKind::Message { from, body } => from.len() + body.len(),
+            EntryKind::PeerGone { peer, .. } => peer.len(),
+        }
+    }
+
+    /// Appends the SSE encoding of this entry.
+    pub(super) fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
+        let id = EventId {
+            epoch,
+            seq: self.seq,
+        }
+        .to_string();
+        match &self.kind {
+            EntryKind::Message { from, body } => {
+                sse::encode_event(
+                    out,
+                    Some(&id),
+                    Some("message"),
+                    &sse::message_json(from, body),
+                );
+            }
+            EntryKind::PeerGone { peer, reason } => {
+                let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
+                sse::encode_event(out, Some(&id), Some("peer-gone"), &data);
+            }
+        }
+    }
+}
+
+/// A session's retained events. Boxed, and only while there is something in
+/// it, so an idle session pays one pointer for it.
+#[derive(Default)]
+pub(super) struct Log(Option<Box<LogInner>>);
+
+struct LogInner {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// Entries never handed to the client were dropped after this sequence number, for this reason.
+    lost: Option<(u64, &'static str)>,
+    /// Why entries were last dropped.
+    trim_reason: &'static str,
+}
+
+impl Log {
+    fn inner(&mut self) -> &mut LogInner {
+        self.0.get_or_insert_with(|| {
+            Box::new(LogInner {
+                entries: VecDeque::new(),
+                bytes: 0,
+                lost: None,
+                trim_reason: "retention_limit",
+            })
+        })
+    }
+    pub(super) fn push(&mut self, e: Entry) {
+        let l = self.inner();
+        l.bytes += e.size();
+        l.entries.push_back(e);
+    }
+    pub(super) fn pop_front(&mut self) -> Option<Entry> {
+        let l = self.0.as_mut()?;
+        let e = l.entries.pop_front()?;
+        l.bytes -= e.size();
+        Some(e)
+    }
+    pub(super) fn front(&self) -> Option<&Entry> {
+        self.0.as_ref()?.entries.front()
+    }
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.0.iter_mut().flat_map(|l| l.entries.iter_mut())
+    }
+    pub(super) fn back_mut(&mut self) -> Option<&mut Entry> {
+        self.0.as_mut()?.entries.back_mut()
+    }
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter().flat_map(|l| l.entries.iter())
+    }
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| l.entries.len())
+    }
+    pub(super) fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| l.bytes)
+    }
+    pub(super) fn lost(&self) -> Option<(u64, &'static str)> {
+        self.0.as_ref()?.lost
+    }
+    pub(super) fn set_lost(&mut self, after: u64, reason: &'static str) {
+        self.inner().lost = Some((after, reason));
+    }
+    pub(super) fn clear_lost(&mut self) {
+        if let Some(l) = self.0.as_mut() {
+            l.lost = None;
+        }
+        self.compact();
+    }
+    pub(super) fn trim_reason(&self) -> &'static str {
+        self.0.as_ref().map_or("retention_limit", |l| l.trim_reason)
+    }
+    pub(super) fn set_trim_reason(&mut self, r: &'static str) {
+        self.inner().trim_reason = r;
+    }
+    /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
+    pub(super) fn compact(&mut self) {
+        let Some(l) = self.0.as_mut() else { return };
+        if l.entries.is_empty() && l.lost.is_none() {
+            self.0 = None;
+        } else if l.entries.capacity() > 64 && l.entries.len() < l.entries.capacity() / 4 {
+            l.entries.shrink_to(l.entries.len() * 2);
+        }
+    }
+}
+
+/// Encodes a session for handing it to another node: epoch, sequence
+/// numbers, retained events (with their ages) and conversation partners.
+pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
+    use crate::cluster::wire::Writer;
+    let mut w = Writer::default();
+    w.u64(s.epoch).u64(s.last_seq).u64(s.delivered);
+    match s.log.lost() {
+        Some((after, reason)) => w.u8(1).u64(after).str(reason),
+        None => w.u8(0),
+    };
+    w.str(s.log.trim_reason());
+    w.u64(s.log.len() as u64);
+    for e in s.log.iter() {
+        w.u64(e.seq).u64(now.saturating_sub(e.at));
+        match &e.kind {
+            EntryKind::Message { from, body } => w.u8(0).str(from).bytes(body),
+            EntryKind::PeerGone { peer, reason } => w.u8(1).str(peer).str(reason),
+        };
+    }
+    let partners: Vec<(&str, u64)> = s
+        .partners
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|(k, t)| (&**k, now.saturating_sub(*t)))
+        .collect();
+    w.u64(partners.len() as u64);
+    for (k, age) in partners {
+        w.str(k).u64(age);
+    }
+    w.0
+}
+
+/// Maps a reason received from another node to one of ours (all static strings).
+fn known_reason(r: &str) -> &'static str {
+    match r {
+        "hold_limit" => "hold_limit",
+        "retention_expired" => "retention_expired",
+        "offline" => "offline",
+        "node_lost" => "node_lost",
+        _ => "retention_limit",
+    }
+}
+
+/// Fills a fresh session from a snapshot made by [`export_snapshot`].
+pub(super) fn import_snapshot(
+    s: &mut Session,
+    bytes: &[u8],
+    now: u64,
+) -> Result<(), crate::cluster::wire::WireError> {
+    use crate::cluster::wire::{Reader, WireError};
+    let mut r = Reader::new(bytes);
+    let epoch = r.u64()?;
+    let last_seq = r.u64()?;
+    let delivered = r.u64()?;
+    let lost = match r.u8()? {
+        0 => None,
+        _ => Some((r.u64()?, known_reason(&r.string()?))),
+    };
+    let trim = known_reason(&r.string()?);
+    let n = r.u64()?;
+    let mut log = Log::default();
+    for _ in 0..n {
+        let seq = r.u64()?;
+        let age = r.u64()?;
+        let kind = match r.u8()? {
+            0 => EntryKind::Message {
+                from: r.string()?.into(),
+                body: r.bytes()?.into(),
+            },
+            _ => EntryKind::PeerGone {
+                peer: r.string()?.into(),
+                reason: known_reason(&r.string()?),
+            },
+        };
+        log.push(Entry {
+            wire_end: 0,
+            seq,
+            at: now.saturating_sub(age),
+            kind,
+        });
+    }
+    let np = r.u64()?;
+    let mut partners: HashMap<Box<str>, u64> = HashMap::default();
+    for _ in 0..np {
+        let k = r.string()?;
+        let age = r.u64()?;
+        if partners.len() < MAX_PARTNERS {
+            partners.insert(k.into(), now.saturating_sub(age));
+        }
+    }
+    r.finish()?;
+    if delivered > last_seq || log.iter().any(|e| e.seq > last_seq) {
+        return Err(WireError::TrailingBytes);
+    }
+    s.epoch = epoch;
+    s.last_seq = last_seq;
+    s.delivered = delivered;
+    if let Some((after, reason)) = lost {
+        log.set_lost(after, reason);
+    }
+    log.set_trim_reason(trim);
+    log.compact();
+    s.log = log;
+    s.partners = (!partners.is_empty()).then(|| Box::new(partners));
+    Ok(())
+}
