@@ -8,6 +8,12 @@
 //! the response head and the `event: ready` event have arrived (established),
 //! then keep reading and discarding (heartbeats) until the end.
 //!
+//! With `--tls --ca FILE` each connection is a `rustls::ClientConnection`
+//! (TLS 1.3 or 1.2, ALPN http/1.1, no session resumption) driven over the
+//! same nonblocking socket; the server certificate is verified against the
+//! certificates in FILE (a self-signed certificate that is itself in FILE is
+//! accepted even if it is marked as a CA, as `openssl req -x509` does).
+//!
 //! One process can hold at most RLIMIT_NOFILE (hard limit) connections; with
 //! `--procs P` the tool re-executes itself as P generator processes with
 //! disjoint client ids and aggregates their progress, while it measures the
@@ -16,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -82,6 +89,15 @@ pub struct IdleArgs {
     /// Generator processes to spread the connections over (each holds at most its fd limit).
     #[arg(long, default_value_t = 1)]
     pub procs: usize,
+    /// Connect with TLS (rustls); needs --ca.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+    /// PEM file with the certificate(s) to trust for --tls (a CA, or the server's self-signed certificate).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Server name for --tls (SNI and certificate check).
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
     /// Internal: run as a generator process of a `--procs` parent.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -120,6 +136,8 @@ enum Phase {
 struct Client {
     id: usize,
     stream: TcpStream,
+    /// The TLS session, with --tls.
+    tls: Option<Box<rustls::ClientConnection>>,
     phase: Phase,
     req: Vec<u8>,
     sent: usize,
@@ -152,6 +170,8 @@ struct Gen {
     scratch: Vec<u8>,
     sources: Vec<Ipv4Addr>,
     src_next: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    tls_name: rustls::pki_types::ServerName<'static>,
     a: IdleArgs,
     t0: Instant,
     last_up: Instant,
@@ -163,6 +183,18 @@ impl Gen {
             .map(|i| Ipv4Addr::new(127, 0, ((2 + i) >> 8) as u8, ((2 + i) & 0xff) as u8))
             .collect();
         let now = Instant::now();
+        let tls = match (&a.tls, &a.ca) {
+            (true, Some(ca)) => Some(tls_config(ca)?),
+            (true, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--tls needs --ca",
+                ))
+            }
+            _ => None,
+        };
+        let tls_name = rustls::pki_types::ServerName::try_from(a.tls_name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--tls-name: {e}")))?;
         Ok(Gen {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
@@ -177,6 +209,8 @@ impl Gen {
             scratch: vec![0; 64 * 1024],
             sources,
             src_next: 0,
+            tls,
+            tls_name,
             a,
             t0: now,
             last_up: now,
@@ -215,11 +249,22 @@ impl Gen {
             &self.a.account,
             &client,
         );
+        let tls = match &self.tls {
+            Some(cfg) => match rustls::ClientConnection::new(cfg.clone(), self.tls_name.clone()) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    self.fail(id, format!("tls: {e}"));
+                    return;
+                }
+            },
+            None => None,
+        };
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         let mut c = Client {
             id,
             stream,
+            tls,
             phase: Phase::Connecting,
             req,
             sent: 0,
@@ -323,6 +368,10 @@ impl Gen {
                 }
             }
         }
+        if c.tls.is_some() {
+            self.handle_tls(key, readable);
+            return;
+        }
         if matches!(c.phase, Phase::Sending) && (writable || c.sent == 0) {
             while c.sent < c.req.len() {
                 match c.stream.write(&c.req[c.sent..]) {
@@ -390,6 +439,111 @@ impl Gen {
         }
     }
 
+    /// Handles an event of a connected TLS client: queues the request (rustls
+    /// holds it until the handshake is done), reads and decrypts whatever
+    /// arrived, then writes out what rustls has to send. WRITABLE interest
+    /// stays registered (edge-triggered), so a blocked write resumes on the
+    /// next writable event.
+    fn handle_tls(&mut self, key: usize, readable: bool) {
+        let c = &mut self.clients[key];
+        let tls = c.tls.as_mut().unwrap();
+        if matches!(c.phase, Phase::Sending) {
+            if let Err(e) = tls.writer().write_all(&c.req) {
+                let r = format!("tls write: {e}");
+                self.remove(key, r);
+                return;
+            }
+            c.req = Vec::new();
+            c.phase = Phase::Head;
+        }
+        if readable {
+            if let Err(r) = self.read_tls(key) {
+                self.remove(key, r);
+                return;
+            }
+        }
+        let c = &mut self.clients[key];
+        let tls = c.tls.as_mut().unwrap();
+        while tls.wants_write() {
+            match tls.write_tls(&mut c.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let r = format!("write: {}", err_name(&e));
+                    self.remove(key, r);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads ciphertext until the socket would block, decrypting as it goes
+    /// and checking (before `ready`) or discarding (after) the plaintext.
+    /// Err: the reason the connection is over.
+    fn read_tls(&mut self, key: usize) -> Result<(), String> {
+        let target = self.a.target;
+        loop {
+            let c = &mut self.clients[key];
+            let tls = c.tls.as_mut().unwrap();
+            let eof = match tls.read_tls(&mut c.stream) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read: {}", err_name(&e))),
+            };
+            let state = tls.process_new_packets();
+            // Take what was decrypted before any error (it may hold the reason).
+            let mut closed = false;
+            loop {
+                match tls.reader().read(&mut self.scratch) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        if matches!(c.phase, Phase::Head) {
+                            c.buf.extend_from_slice(&self.scratch[..n]);
+                            match check_head(target, &c.buf) {
+                                HeadCheck::More if c.buf.len() > 64 * 1024 => {
+                                    return Err("response too long without ready".into())
+                                }
+                                HeadCheck::More => {}
+                                HeadCheck::Ready => {
+                                    c.buf = Vec::new();
+                                    c.phase = Phase::Up;
+                                    self.inflight -= 1;
+                                    self.counts.established += 1;
+                                    self.last_up = Instant::now();
+                                }
+                                HeadCheck::Bad(r) => return Err(r),
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        closed = true;
+                        break;
+                    }
+                    Err(e) => return Err(format!("tls read: {e}")),
+                }
+            }
+            if let Err(e) = state {
+                // Send the alert rustls queued, best effort.
+                let _ = tls.write_tls(&mut c.stream);
+                return Err(format!("tls: {e}"));
+            }
+            if eof || closed {
+                return Err(if matches!(c.phase, Phase::Up) {
+                    "eof".to_string()
+                } else {
+                    head_reason(target, &c.buf, "eof before ready")
+                });
+            }
+        }
+    }
+
     /// Runs the event loop for up to `dur`, starting connections as allowed.
     fn turn(&mut self, dur: Duration) {
         let end = Instant::now() + dur;
@@ -443,6 +597,108 @@ fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The client configuration of --tls: TLS 1.3 and 1.2 (ring), ALPN
+/// http/1.1, no resumption, trusting the certificates in `ca`.
+fn tls_config(ca: &Path) -> io::Result<Arc<rustls::ClientConfig>> {
+    let inval = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let pem = std::fs::read(ca).map_err(|e| inval(format!("{}: {e}", ca.display())))?;
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| inval(format!("{}: {e}", ca.display())))?;
+    if certs.is_empty() {
+        return Err(inval(format!("{}: no certificates", ca.display())));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in &certs {
+        roots
+            .add(c.clone())
+            .map_err(|e| inval(format!("{}: {e}", ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| inval(format!("{}: {e}", ca.display())))?;
+    let verifier = Arc::new(CaFileVerifier {
+        webpki,
+        pinned: certs,
+    });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| inval(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
+/// WebPKI verification against the --ca certificates, except that a server
+/// certificate that is byte for byte one of them is accepted if it is valid
+/// for the server name (a self-signed certificate from `openssl req -x509` is
+/// marked CA:TRUE, which WebPKI refuses as an end-entity certificate).
+#[derive(Debug)]
+struct CaFileVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CaFileVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
@@ -570,6 +826,7 @@ fn summary(
         "connect_secs": (o.connect_secs * 1000.0).round() / 1000.0,
         "connect_rate_per_sec": if o.connect_secs > 0.0 { (est as f64 / o.connect_secs).round() } else { 0.0 },
         "hold_secs": a.hold,
+        "tls": a.tls,
     });
     if let (Some(b), Some(af)) = (before, after) {
         let m = v.as_object_mut().unwrap();
@@ -797,10 +1054,17 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
             .args(["--inflight", &a.inflight.to_string()])
             .args(["--retries", &a.retries.to_string()])
             .args(["--timeout", &a.timeout.to_string()])
+            .args(["--tls-name", &a.tls_name])
             .env("SWITCHBOARD_SECRET", &a.secret)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if a.tls {
+            cmd.arg("--tls");
+        }
+        if let Some(ca) = &a.ca {
+            cmd.arg("--ca").arg(ca);
+        }
         if let Some(r) = a.rate {
             cmd.args(["--rate", &(r / procs as f64).to_string()]);
         }

@@ -16,6 +16,10 @@
 # once the server's limit is larger. Source addresses: one loopback address
 # (127.0.0.2, ...) per 10,000 connections, at least 2.
 #
+# TLS=1: generates a self-signed P-256 certificate for localhost/127.0.0.1
+# with openssl in the temp dir, serves TLS (--tls-cert/--tls-key, --admin off)
+# and connects with `switchboard-bench idle --tls --ca` (rustls clients).
+#
 # Extra arguments for the bench can be given in BENCH_ARGS (e.g.
 # BENCH_ARGS="--rate 5000 --hold 10"). Server log: $TMPDIR/switchboard-idle.*/server.log
 set -euo pipefail
@@ -48,20 +52,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
+SERVER_ARGS=(--admin 127.0.0.1:0)
+CLIENT_ARGS=()
+if [ "${TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$DIR/k.pem" -out "$DIR/c.pem" -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>"$DIR/openssl.log" \
+        || { echo "idle.sh: openssl failed:" >&2; cat "$DIR/openssl.log" >&2; exit 1; }
+    SERVER_ARGS=(--admin off --tls-cert "$DIR/c.pem" --tls-key "$DIR/k.pem")
+    CLIENT_ARGS=(--tls --ca "$DIR/c.pem")
+fi
+
 # Port 0: the kernel picks a free port; the server prints the address it got.
-target/release/switchboard serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --log-level warn --workers "$WORKERS" --heartbeat 60s \
+target/release/switchboard serve --listen 127.0.0.1:0 "${SERVER_ARGS[@]}" --log-level warn --workers "$WORKERS" --heartbeat 60s \
     >"$DIR/server.out" 2>"$DIR/server.log" &
 SERVER_PID=$!
 ADDR=
 for _ in $(seq 100); do
-    ADDR=$(sed -n 's|^switchboard listening on http://||p' "$DIR/server.out" | head -1)
+    ADDR=$(sed -n 's|^switchboard listening on https\{0,1\}://||p' "$DIR/server.out" | head -1)
     [ -n "$ADDR" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { echo "idle.sh: server exited:" >&2; cat "$DIR/server.log" >&2; exit 1; }
     sleep 0.1
 done
 [ -n "$ADDR" ] || { echo "idle.sh: server did not report its address" >&2; exit 1; }
-echo "idle.sh: server pid $SERVER_PID on $ADDR (workers=$WORKERS), N=$N sources=$SOURCES procs=$PROCS" >&2
+echo "idle.sh: server pid $SERVER_PID on $ADDR (workers=$WORKERS, tls=${TLS:-0}), N=$N sources=$SOURCES procs=$PROCS" >&2
 
 # shellcheck disable=SC2086
 target/release/switchboard-bench idle --server "$ADDR" --connections "$N" --sources "$SOURCES" \
-    --procs "$PROCS" --pid "$SERVER_PID" ${BENCH_ARGS:-}
+    --procs "$PROCS" --pid "$SERVER_PID" "${CLIENT_ARGS[@]}" ${BENCH_ARGS:-}
