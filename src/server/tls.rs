@@ -272,3 +272,13 @@ pub fn build_config(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerCon
     cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_state_size() {
+        let n = std::mem::size_of::<rustls::server::UnbufferedServerConnection>();
+        println!("UnbufferedServerConnection: {n} bytes inline");
+        assert!(n < 4096);
+    }
+}
