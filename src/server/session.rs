@@ -19,6 +19,10 @@ use crate::proto::sse;
 
 /// Most conversation partners remembered per client.
 pub(super) const MAX_PARTNERS: usize = 4096;
+/// A conversation note for the same pair is passed on at most once per this long.
+const TOUCH_WINDOW_MS: u64 = 5_000;
+/// Most pairs remembered for that.
+const MAX_TOUCHES: usize = 65_536;
 
 /// A client's session on its owner worker.
 pub(super) struct Session {
@@ -187,7 +191,12 @@ impl Worker {
             },
         );
         self.note_partner(sidx, from);
-        // The sender remembers the recipient too, on whichever worker owns it.
+        // The sender remembers the recipient too, on whichever worker owns it
+        // (at most once per pair per few seconds: a busy pair would otherwise
+        // cost a cross-worker message per send).
+        if !self.touch_due(account, from, to) {
+            return Ok(id);
+        }
         let owner = self.shared.owner(account, from);
         if owner == self.id {
             self.touch(account, from, to, false);
@@ -288,27 +297,37 @@ impl Worker {
         if let Some(sidx) = self.sessions.find(account, client) {
             self.note_partner(sidx, peer);
         } else if let (false, Some(b)) = (remote, self.shared.cluster.clone()) {
-            // The same pair is forwarded at most once per half conversation-ttl:
-            // each forward costs the cluster a look-up.
-            let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
-            let key = format!("{account}/{client}/{peer}");
-            if self
-                .touches_sent
-                .get(key.as_str())
-                .is_some_and(|t| self.now.saturating_sub(*t) < ttl / 2)
-            {
+            // Forwarding costs the cluster a look-up: the same pair goes at most once per few seconds.
+            if !self.touch_due(account, client, peer) {
                 return;
             }
-            if self.touches_sent.len() >= 8192 {
-                self.touches_sent.clear();
-            }
-            self.touches_sent.insert(key.into_boxed_str(), self.now);
             b.submit(super::bridge::BridgeCmd::Touch {
                 account: account.into(),
                 client: client.into(),
                 peer: peer.into(),
             });
         }
+    }
+
+    /// True if the conversation note for (`client`, `peer`) should be passed
+    /// on now: not within the last few seconds. Conversation times are then
+    /// at most that much stale, against a `--conversation-ttl` of minutes.
+    pub fn touch_due(&mut self, account: &str, client: &str, peer: &str) -> bool {
+        let window =
+            (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
+        let key = self.touch_hasher.hash_one((account, client, peer));
+        if self
+            .touches_sent
+            .get(&key)
+            .is_some_and(|t| self.now.saturating_sub(*t) < window)
+        {
+            return false;
+        }
+        if self.touches_sent.len() >= MAX_TOUCHES {
+            self.touches_sent.clear();
+        }
+        self.touches_sent.insert(key, self.now);
+        true
     }
 
     /// Tells `to` (owned here) that `peer` went offline.

@@ -95,7 +95,9 @@ pub(super) struct Worker {
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
     /// Conversation notes recently forwarded to other nodes (`touch`).
-    pub touches_sent: hashbrown::HashMap<Box<str>, u64>,
+    pub touches_sent: hashbrown::HashMap<u64, u64>,
+    /// Seeded hasher for `touches_sent` keys.
+    pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
     pub token_cache: hashbrown::HashMap<Box<str>, crate::auth::Identity>,
     /// Draining state, once the node started draining.
@@ -122,6 +124,7 @@ impl Worker {
             drain: None,
             token_cache: hashbrown::HashMap::default(),
             touches_sent: hashbrown::HashMap::default(),
+            touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
             conns: Slab::new(),
             sessions: Sessions::new(),
@@ -263,10 +266,9 @@ impl Worker {
         self.wheel.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
-        let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let now = self.now;
         self.touches_sent
-            .retain(|_, t| now.saturating_sub(*t) < ttl / 2);
+            .retain(|_, t| now.saturating_sub(*t) < 10_000);
         self.touches_sent.shrink_to_fit();
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.id == 0 {
