@@ -29,7 +29,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::mem;
-use crate::proto::{self, Target};
+use crate::proto::{self, err_name, raise_nofile, set_bind_address_no_port, Target};
 use clap::Args;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -101,29 +101,6 @@ pub struct IdleArgs {
     /// Internal: run as a generator process of a `--procs` parent.
     #[arg(long, hide = true)]
     pub child: bool,
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the resulting soft limit.
-fn raise_nofile() -> u64 {
-    unsafe {
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 0;
-        }
-        if rl.rlim_cur < rl.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: rl.rlim_max,
-                rlim_max: rl.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                rl.rlim_cur = rl.rlim_max;
-            }
-        }
-        rl.rlim_cur as u64
-    }
 }
 
 enum Phase {
@@ -581,25 +558,6 @@ impl Gen {
     }
 }
 
-fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// The client configuration of --tls: TLS 1.3 and 1.2 (ring), ALPN
 /// http/1.1, no resumption, trusting the certificates in `ca`.
 fn tls_config(ca: &Path) -> io::Result<Arc<rustls::ClientConfig>> {
@@ -720,19 +678,6 @@ fn head_reason(t: Target, buf: &[u8], default: &str) -> String {
     match check_head(t, buf) {
         HeadCheck::Bad(r) => r,
         _ => default.to_string(),
-    }
-}
-
-fn err_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) => "EMFILE".into(),
-        Some(libc::ENFILE) => "ENFILE".into(),
-        Some(libc::EADDRINUSE) => "EADDRINUSE".into(),
-        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
-        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
-        Some(libc::ECONNRESET) => "ECONNRESET".into(),
-        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
-        _ => e.to_string(),
     }
 }
 
