@@ -22,8 +22,8 @@ impl Worker {
         body: Box<[u8]>,
         reply: ReplyTo,
     ) {
-        if self.sessions.find(account, to).is_some() {
-            let r = self.deliver(account, from, to, body);
+        if let Some(sidx) = self.sessions.find(account, to) {
+            let r = self.deliver_to(sidx, account, from, to, body);
             self.reply_delivered(reply, r);
             return;
         }

@@ -160,11 +160,23 @@ impl Worker {
         to: &str,
         body: Box<[u8]>,
     ) -> Result<EventId, SendError> {
-        let st = &self.shared.stats[self.id];
         let Some(sidx) = self.sessions.find(account, to) else {
-            WorkerStats::add(&st.offline, 1);
+            WorkerStats::add(&self.shared.stats[self.id].offline, 1);
             return Err(SendError::Offline);
         };
+        self.deliver_to(sidx, account, from, to, body)
+    }
+
+    /// [`Worker::deliver`] to the session at `sidx` (already looked up).
+    pub fn deliver_to(
+        &mut self,
+        sidx: usize,
+        account: &str,
+        from: &str,
+        to: &str,
+        body: Box<[u8]>,
+    ) -> Result<EventId, SendError> {
+        let st = &self.shared.stats[self.id];
         if !self.sessions.slab[sidx].online()
             && self
                 .shared
