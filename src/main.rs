@@ -7,6 +7,18 @@ use switchboard::auth::{self, Role};
 use switchboard::config::{Command, Config, ServeArgs, TokenArgs};
 use switchboard::server::Server;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc options (read once at start; see `switchboard::alloc`): unused dirty
+/// pages go back to the kernel after 1 s (default 10 s, and only while the
+/// process keeps allocating), without a second "muzzy" stage; a node has few
+/// threads, so 4 arenas are plenty. `MALLOC_CONF`-style text, NUL-terminated.
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:4\0";
+
 fn main() -> ExitCode {
     let cli = match switchboard::config::parse_cli_with_file(std::env::args_os().collect()) {
         Ok(c) => c,

@@ -1,9 +1,10 @@
 //! A hashed timer wheel: O(1) insert, expiry in slot order, lazy cancellation.
 //!
 //! Entries carry a small `Copy` payload (for example a slab key plus a
-//! generation). There is no remove: the owner cancels a timer by making the
-//! payload stale (bumping a generation or changing a stored deadline) and
-//! ignores stale payloads when they fire. Time is passed in as milliseconds
+//! generation). The owner usually cancels a timer by making the payload stale
+//! (bumping a generation or changing a stored deadline) and ignores stale
+//! payloads when they fire; an owner that goes away for good can also remove
+//! its entry with [`TimerWheel::cancel`] (cost: one slot). Time is passed in as milliseconds
 //! from an arbitrary monotonic origin.
 //!
 //! Layout: time is cut into ticks of `tick_ms`; an entry due at tick `t` lives
@@ -154,6 +155,39 @@ impl<T: Copy> TimerWheel<T> {
             .map(|i| start.saturating_add(i))
             .find(|&tick| !self.slots[self.slot_index(tick)].is_empty())
             .map(|tick| tick.saturating_mul(self.tick_ms).saturating_sub(now_ms))
+    }
+
+    /// Removes one entry that was inserted with `deadline_ms` and whose payload
+    /// matches `is_it`, if it has not fired yet; returns whether one was
+    /// removed. Only the slot of that deadline (or the overdue list) is
+    /// searched, so the cost is the length of one slot. Entries due at the same
+    /// tick keep their relative order.
+    ///
+    /// Lazy cancellation (a stale payload ignored when it fires) stays valid;
+    /// this is for owners that go away for good (a closed connection), so that
+    /// their entries do not hold memory until they would have fired.
+    pub fn cancel(&mut self, deadline_ms: u64, is_it: impl Fn(&T) -> bool) -> bool {
+        let tick = deadline_ms.div_ceil(self.tick_ms);
+        if tick > self.current_tick {
+            let idx = self.slot_index(tick);
+            let slot = &mut self.slots[idx];
+            if let Some(i) = slot.iter().position(|(t, p)| *t == tick && is_it(p)) {
+                slot.remove(i);
+                shrink_if_sparse(slot);
+                self.len -= 1;
+                return true;
+            }
+        }
+        if let Some(i) = self
+            .overdue
+            .iter()
+            .position(|(d, p)| *d == deadline_ms && is_it(p))
+        {
+            self.overdue.remove(i);
+            self.len -= 1;
+            return true;
+        }
+        false
     }
 
     /// Gives back memory held by slots after a burst: empty slots release
@@ -513,5 +547,66 @@ mod tests {
             }
         }
         assert!(fired_total > 10_000, "{fired_total}");
+    }
+
+    #[test]
+    fn cancel_removes_only_the_matching_entry() {
+        let mut w = TimerWheel::new(0, 10, 8);
+        w.insert(25, 1);
+        w.insert(25, 2);
+        w.insert(25 + 80, 3); // same slot, next lap
+        w.insert(25, 4);
+        assert_eq!(w.len(), 4);
+        assert!(!w.cancel(25, |&p| p == 3), "3 is due a lap later");
+        assert!(w.cancel(105, |&p| p == 3));
+        assert!(w.cancel(25, |&p| p == 2));
+        assert!(!w.cancel(25, |&p| p == 2), "already removed");
+        assert_eq!(w.len(), 2);
+        assert_eq!(advance(&mut w, 200), vec![1, 4], "order kept");
+        assert!(w.is_empty());
+        assert!(!w.cancel(25, |&p| p == 1), "already fired");
+    }
+
+    #[test]
+    fn cancel_overdue_entry() {
+        let mut w = TimerWheel::new(100, 10, 8);
+        w.insert(50, 7); // in the past: overdue
+        w.insert(100, 8); // at the clock: overdue too
+        assert!(w.cancel(50, |&p| p == 7));
+        assert_eq!(w.len(), 1);
+        assert_eq!(advance(&mut w, 100), vec![8]);
+    }
+
+    #[test]
+    fn cancel_against_a_model() {
+        // Random inserts, cancels and advances; what fires must be exactly the
+        // inserted entries that were not cancelled, each at or after its deadline.
+        let mut rng = Rng(0x5eed);
+        let mut w = TimerWheel::new(0, 10, 16);
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        let mut now = 0u64;
+        for id in 0..5000u32 {
+            match rng.below(4) {
+                0 | 1 => {
+                    let d = now + rng.below(500);
+                    w.insert(d, id);
+                    live.insert(id, d);
+                }
+                2 => {
+                    if let Some((&victim, &d)) = live.iter().next() {
+                        assert!(w.cancel(d, |&p| p == victim));
+                        live.remove(&victim);
+                    }
+                }
+                _ => {
+                    now += rng.below(40);
+                    for p in advance(&mut w, now) {
+                        let d = live.remove(&p).expect("fired entry was live");
+                        assert!(d <= now, "fired early");
+                    }
+                }
+            }
+            assert_eq!(w.len(), live.len());
+        }
     }
 }

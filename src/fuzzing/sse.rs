@@ -179,6 +179,24 @@ pub fn sse(data: &[u8]) {
         data: json,
     };
     check_stream(&out, &[expected_json], "message_json event");
+    // The in-place encoder of the relay's hot path writes the same bytes.
+    let id = crate::ids::EventId {
+        epoch: data_raw.len() as u64,
+        seq: from.len() as u64,
+    };
+    let mut fast = Vec::new();
+    crate::proto::sse::encode_message(&mut fast, id, from, data_raw);
+    let mut slow = Vec::new();
+    encode_event(
+        &mut slow,
+        Some(&id.to_string()),
+        Some("message"),
+        &message_json(from, data_raw),
+    );
+    assert!(
+        fast == slow,
+        "sse: encode_message differs from encode_event(message_json)"
+    );
 
     event_id_round_trip(&id_text);
 }

@@ -124,6 +124,29 @@ pub fn message_json(from: &str, body: &[u8]) -> String {
     }
 }
 
+/// Appends a `message` event with event id `id`: the same bytes as
+/// `encode_event(out, Some(&id.to_string()), Some("message"), &message_json(from, body))`,
+/// written in place without the intermediate strings (this is the per-message
+/// hot path of the relay).
+pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, body: &[u8]) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "id: {id}\nevent: message\ndata: ");
+    let r = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::to_writer(&mut *out, &TextMessage { from, body: text }),
+        Err(_) => serde_json::to_writer(
+            &mut *out,
+            &BinaryMessage {
+                from,
+                body_b64: &STANDARD.encode(body),
+            },
+        ),
+    };
+    // Plain string fields serialize without error (see `to_json`).
+    debug_assert!(r.is_ok());
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +393,35 @@ mod tests {
         let data = message_json("a", "multi\nline\r\n".as_bytes());
         let e = one_event(Some("9"), Some("message"), &data);
         assert_eq!(e.data, data);
+    }
+
+    #[test]
+    fn encode_message_matches_encode_event_of_message_json() {
+        let id = crate::ids::EventId {
+            epoch: 0xdead_beef,
+            seq: 42,
+        };
+        let bodies: [&[u8]; 6] = [
+            b"",
+            b"hello",
+            b"line1\nline2\r\n\r",
+            b"quote\" backslash\\ tab\t nul\0",
+            "unicode \u{2028} \u{1F600}".as_bytes(),
+            &[0xff, 0xfe, 0x00, 0x80],
+        ];
+        for body in bodies {
+            for from in ["a", "agent-1", "x\"y"] {
+                let mut fast = Vec::new();
+                encode_message(&mut fast, id, from, body);
+                let mut slow = Vec::new();
+                encode_event(
+                    &mut slow,
+                    Some(&id.to_string()),
+                    Some("message"),
+                    &message_json(from, body),
+                );
+                assert_eq!(fast, slow, "from {from:?} body {body:?}");
+            }
+        }
     }
 }

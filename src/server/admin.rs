@@ -573,6 +573,12 @@ impl Admin {
                 "timer_entry": std::mem::size_of::<(u64, super::worker::TimerRef)>(),
             },
             "open_fds": open_fds(),
+            "allocator": {
+                "name": crate::alloc::allocator_name(),
+                // jemalloc only: how long unused pages are kept before they go
+                // back to the kernel (null with glibc malloc).
+                "dirty_decay_ms": crate::alloc::jemalloc_stat("opt.dirty_decay_ms"),
+            },
         })
     }
 }

@@ -78,7 +78,7 @@ impl Worker {
         };
         let data = serde_json::json!({"session": null, "node": node}).to_string();
         self.evict_conn(sidx, &data);
-        let Some(s) = self.sessions.remove(sidx) else {
+        let Some(s) = self.remove_session(sidx) else {
             return;
         };
         let st = &self.shared.stats[self.id];

@@ -192,21 +192,33 @@ impl CloseReason {
 
 impl Worker {
     /// Handles readiness of the connection behind `token`; stale tokens are ignored.
-    pub fn conn_event(&mut self, token: usize, readable: bool, writable: bool) {
+    pub fn conn_event(&mut self, token: usize, readable: bool, hup: bool, writable: bool) {
         let Some(idx) = self.conn_by_token(token) else {
             return;
         };
         if writable && !self.flush(idx) {
             return;
         }
-        if readable {
-            self.read_ready(idx);
+        if readable || hup {
+            self.read_some(idx, hup);
         }
     }
 
     /// Reads everything available. Receive and lingering connections discard
     /// what they read; others buffer it and process requests.
     pub fn read_ready(&mut self, idx: usize) {
+        self.read_some(idx, true);
+    }
+
+    /// Reads what connection `idx` has. With `to_block` false (a readable event
+    /// without hang-up or error), a read shorter than the buffer ends the loop:
+    /// the socket's receive queue was emptied by it, and anything arriving later
+    /// raises a new edge (epoll(7), "Do I need to continuously read/write a file
+    /// descriptor until EAGAIN"), so the extra read that would only say
+    /// `WouldBlock` is saved. With `to_block` true (a hang-up or error was
+    /// reported, or reading resumes after a pause without a new event) it reads
+    /// until `WouldBlock` or end of stream.
+    fn read_some(&mut self, idx: usize, to_block: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut tls_out = std::mem::take(&mut self.tls_out);
         let mut sink = std::mem::take(&mut self.stage);
@@ -230,6 +242,7 @@ impl Worker {
                         break;
                     }
                     Ok(n) => {
+                        let drained = !to_block && n < scratch.len();
                         c.bytes_in += n as u64;
                         super::stats::WorkerStats::add(
                             &self.shared.stats[self.id].bytes_in,
@@ -254,6 +267,9 @@ impl Worker {
                             c.inbuf.extend_from_slice(&scratch[..n]);
                             got = true;
                         }
+                        if drained {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -276,8 +292,6 @@ impl Worker {
         if established && self.conns[idx].requests == 0 {
             log::debug!("{} tls established", self.conns[idx].sid);
             let d = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
-            self.conns[idx].deadline = 0;
-            self.conns[idx].armed = 0;
             self.set_conn_deadline(idx, d);
         }
         if got {
@@ -569,7 +583,7 @@ impl Worker {
 
     /// Removes connection `idx`: deregisters and closes the socket, and moves its session (if any) to held.
     pub fn close_conn(&mut self, idx: usize, reason: CloseReason) {
-        let Some(mut c) = self.conns.try_remove(idx) else {
+        let Some(mut c) = self.remove_conn(idx) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);

@@ -129,7 +129,7 @@ impl Worker {
             self.attach_receive(idx, ident, last_event_id);
             return;
         }
-        let Some(mut c) = self.conns.try_remove(idx) else {
+        let Some(mut c) = self.remove_conn(idx) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
@@ -222,9 +222,16 @@ impl Worker {
         };
         match result {
             Ok(id) => {
-                let body =
-                    serde_json::json!({"status": "accepted", "id": id.to_string()}).to_string();
-                self.respond_json(idx, 202, &body, close);
+                // `{"status":"accepted","id":"<hex>-<seq>"}` without allocating:
+                // an event id is hex digits, a dash and decimal digits (no escaping).
+                use std::io::Write as _;
+                let mut buf = [0u8; 80];
+                let mut w = std::io::Cursor::new(&mut buf[..]);
+                // 80 bytes hold the longest id (16 + 1 + 20) and the fixed text.
+                let _ = write!(w, r#"{{"status":"accepted","id":"{id}"}}"#);
+                let n = w.position() as usize;
+                let body = std::str::from_utf8(&buf[..n]).unwrap_or("{}");
+                self.respond_json(idx, 202, body, close);
             }
             Err(SendError::Offline) => self.respond_error(
                 idx,

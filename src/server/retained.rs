@@ -46,18 +46,11 @@ impl Entry {
         let id = EventId {
             epoch,
             seq: self.seq,
-        }
-        .to_string();
+        };
         match &self.kind {
-            EntryKind::Message { from, body } => {
-                sse::encode_event(
-                    out,
-                    Some(&id),
-                    Some("message"),
-                    &sse::message_json(from, body),
-                );
-            }
+            EntryKind::Message { from, body } => sse::encode_message(out, id, from, body),
             EntryKind::PeerGone { peer, reason } => {
+                let id = id.to_string();
                 let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
                 sse::encode_event(out, Some(&id), Some("peer-gone"), &data);
             }

@@ -24,6 +24,15 @@ const TOUCH_WINDOW_MS: u64 = 5_000;
 /// Most pairs remembered for that.
 const MAX_TOUCHES: usize = 65_536;
 
+/// What a throttled conversation note is about (see [`Worker::touch_due`]).
+#[derive(Hash)]
+pub(super) enum TouchKey<'a> {
+    /// A message from `.1` to `.2` in account `.0`, whose session has epoch `.3`.
+    Pair(&'a str, &'a str, &'a str, u64),
+    /// Passing on to the cluster that `.1` talked to `.2` in account `.0`.
+    Forward(&'a str, &'a str, &'a str),
+}
+
 /// A client's session on its owner worker.
 pub(super) struct Session {
     pub gen: u32,
@@ -83,6 +92,21 @@ pub(super) fn make_key(account: &str, client: &str) -> String {
     k
 }
 
+/// Hash of a session key from its parts (no `account/client` string is built for a look-up).
+fn key_hash(hasher: &hashbrown::DefaultHashBuilder, account: &str, client: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = hasher.build_hasher();
+    h.write(account.as_bytes());
+    h.write_u8(b'/');
+    h.write(client.as_bytes());
+    h.finish()
+}
+
+/// [`key_hash`] of a stored session.
+fn session_hash(hasher: &hashbrown::DefaultHashBuilder, s: &Session) -> u64 {
+    key_hash(hasher, s.account(), s.client())
+}
+
 impl Sessions {
     pub fn new() -> Sessions {
         Sessions {
@@ -94,10 +118,12 @@ impl Sessions {
 
     /// The slab index of the session of `client` in `account`.
     pub fn find(&self, account: &str, client: &str) -> Option<usize> {
-        let key = make_key(account, client);
-        let h = self.hasher.hash_one(key.as_str());
+        let h = key_hash(&self.hasher, account, client);
         self.index
-            .find(h, |&i| &*self.slab[i as usize].key == key.as_str())
+            .find(h, |&i| {
+                let s = &self.slab[i as usize];
+                s.account() == account && s.client() == client
+            })
             .map(|&i| i as usize)
     }
 
@@ -110,12 +136,12 @@ impl Sessions {
     }
 
     pub fn insert(&mut self, s: Session) -> usize {
-        let h = self.hasher.hash_one(&*s.key);
+        let h = session_hash(&self.hasher, &s);
         let idx = self.slab.insert(s);
         let slab = &self.slab;
         let hasher = &self.hasher;
         self.index
-            .insert_unique(h, idx as u32, |&i| hasher.hash_one(&*slab[i as usize].key));
+            .insert_unique(h, idx as u32, |&i| session_hash(hasher, &slab[i as usize]));
         idx
     }
 
@@ -126,7 +152,7 @@ impl Sessions {
             let slab = &self.slab;
             let hasher = &self.hasher;
             self.index
-                .shrink_to_fit(|&i| hasher.hash_one(&*slab[i as usize].key));
+                .shrink_to_fit(|&i| session_hash(hasher, &slab[i as usize]));
         }
     }
 
@@ -137,7 +163,7 @@ impl Sessions {
 
     pub fn remove(&mut self, idx: usize) -> Option<Session> {
         let s = self.slab.try_remove(idx)?;
-        let h = self.hasher.hash_one(&*s.key);
+        let h = session_hash(&self.hasher, &s);
         if let Ok(e) = self.index.find_entry(h, |&i| i as usize == idx) {
             e.remove();
         }
@@ -202,13 +228,17 @@ impl Worker {
                 body,
             },
         );
-        self.note_partner(sidx, from);
-        // The sender remembers the recipient too, on whichever worker owns it
-        // (at most once per pair per few seconds: a busy pair would otherwise
-        // cost a cross-worker message per send).
-        if !self.touch_due(account, from, to) {
+        // Conversation tracking, at most once per pair per few seconds (a busy
+        // pair would otherwise cost two partner-table updates and a
+        // cross-worker message per send): the recipient remembers the sender
+        // here, and the sender remembers the recipient on whichever worker
+        // owns it. The recipient's epoch is part of the key, so a new session
+        // of the recipient is told about its partners at once.
+        let epoch = self.sessions.slab[sidx].epoch;
+        if !self.touch_due(TouchKey::Pair(account, from, to, epoch)) {
             return Ok(id);
         }
+        self.note_partner(sidx, from);
         let owner = self.shared.owner(account, from);
         if owner == self.id {
             self.touch(account, from, to, false);
@@ -310,7 +340,7 @@ impl Worker {
             self.note_partner(sidx, peer);
         } else if let (false, Some(b)) = (remote, self.shared.cluster.clone()) {
             // Forwarding costs the cluster a look-up: the same pair goes at most once per few seconds.
-            if !self.touch_due(account, client, peer) {
+            if !self.touch_due(TouchKey::Forward(account, client, peer)) {
                 return;
             }
             b.submit(super::bridge::BridgeCmd::Touch {
@@ -324,10 +354,10 @@ impl Worker {
     /// True if the conversation note for (`client`, `peer`) should be passed
     /// on now: not within the last few seconds. Conversation times are then
     /// at most that much stale, against a `--conversation-ttl` of minutes.
-    pub fn touch_due(&mut self, account: &str, client: &str, peer: &str) -> bool {
+    pub fn touch_due(&mut self, key: TouchKey<'_>) -> bool {
         let window =
             (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
-        let key = self.touch_hasher.hash_one((account, client, peer));
+        let key = self.touch_hasher.hash_one(key);
         if self
             .touches_sent
             .get(&key)
@@ -350,6 +380,12 @@ impl Worker {
         if let Some(p) = self.sessions.slab[sidx].partners.as_mut() {
             p.remove(peer);
         }
+        // A new conversation with `peer` (a new session of it) must be noted at once.
+        let epoch = self.sessions.slab[sidx].epoch;
+        let key = self
+            .touch_hasher
+            .hash_one(TouchKey::Pair(account, peer, to, epoch));
+        self.touches_sent.remove(&key);
         log::debug!(
             "{} peer-gone {account}/{peer} -> {to}: {reason}",
             self.sessions.slab[sidx].sid
@@ -519,7 +555,7 @@ impl Worker {
 
     /// Removes a session whose client did not come back, telling its recent partners.
     fn expire_session(&mut self, sidx: usize) {
-        let Some(s) = self.sessions.remove(sidx) else {
+        let Some(s) = self.remove_session(sidx) else {
             return;
         };
         let st = &self.shared.stats[self.id];

@@ -186,11 +186,12 @@ impl Worker {
                     LISTENER_TOKEN => self.accept_all(),
                     WAKER_TOKEN => {}
                     t => {
-                        let (r, w) = (
-                            ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        let (r, hup, w) = (
+                            ev.is_readable(),
+                            ev.is_read_closed() || ev.is_error(),
                             ev.is_writable(),
                         );
-                        self.guarded(t.0, |me| me.conn_event(t.0, r, w));
+                        self.guarded(t.0, |me| me.conn_event(t.0, r, hup, w));
                     }
                 }
             }
@@ -246,7 +247,7 @@ impl Worker {
         }));
         if again.is_err() {
             // Closing panicked too: drop the connection without touching its session.
-            if let Some(mut c) = self.conns.try_remove(idx) {
+            if let Some(mut c) = self.remove_conn(idx) {
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             }
@@ -254,7 +255,7 @@ impl Worker {
     }
 
     /// Gives memory back after a peak: shrinks the connection and session
-    /// tables when they are mostly empty, and (worker 0, glibc) returns freed
+    /// tables when they are mostly empty, and (worker 0) returns freed
     /// heap pages to the kernel, so a node that once held many connections
     /// does not keep their memory for months.
     fn housekeeping(&mut self) {
@@ -270,12 +271,8 @@ impl Worker {
         self.touches_sent
             .retain(|_, t| now.saturating_sub(*t) < 10_000);
         self.touches_sent.shrink_to_fit();
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.id == 0 {
-            // SAFETY: malloc_trim only releases free memory; it is thread-safe in glibc.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::alloc::release_free_memory();
         }
     }
 
@@ -418,17 +415,53 @@ impl Worker {
     /// Starts the wait for an answer from another worker or the cluster.
     pub fn await_answer(&mut self, idx: usize) {
         let d = self.now + self.wait_limit_ms();
-        let c = &mut self.conns[idx];
-        c.deadline = 0;
-        c.armed = 0;
         self.set_conn_deadline(idx, d);
     }
 
-    /// Arms (or moves) the single timer of connection `idx`.
+    /// Takes connection `idx` out of the slab, with its pending timer entry
+    /// (so a closed connection holds no timer memory until its deadline).
+    pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
+        let c = self.conns.try_remove(idx)?;
+        if c.armed != 0 {
+            let (at, gen) = (c.armed, c.gen);
+            self.wheel.cancel(at, |t| {
+                matches!(*t, TimerRef::Conn { idx: i, gen: g, at: a }
+                    if i as usize == idx && g == gen && a == at)
+            });
+        }
+        Some(c)
+    }
+
+    /// Takes session `idx` out of the table, with its pending timer entry.
+    pub fn remove_session(&mut self, idx: usize) -> Option<super::session::Session> {
+        let s = self.sessions.remove(idx)?;
+        if s.armed != 0 {
+            let (at, gen) = (s.armed, s.gen);
+            self.wheel.cancel(at, |t| {
+                matches!(*t, TimerRef::Session { idx: i, gen: g, at: a }
+                    if i as usize == idx && g == gen && a == at)
+            });
+        }
+        Some(s)
+    }
+
+    /// Sets the deadline of connection `idx`. Its single wheel entry is moved
+    /// only when the deadline comes earlier than the entry; a later deadline
+    /// is picked up when the entry fires (see `run_timers`), so a busy
+    /// keep-alive connection costs the wheel one entry per wait period, not
+    /// one per request.
     pub fn set_conn_deadline(&mut self, idx: usize, deadline: u64) {
         let c = &mut self.conns[idx];
         c.deadline = deadline;
         if c.armed == 0 || deadline < c.armed {
+            if c.armed != 0 {
+                let (at, gen) = (c.armed, c.gen);
+                self.wheel.cancel(at, |t| {
+                    matches!(*t, TimerRef::Conn { idx: i, gen: g, at: a }
+                        if i as usize == idx && g == gen && a == at)
+                });
+            }
+            let c = &mut self.conns[idx];
             c.armed = deadline;
             self.wheel.insert(
                 deadline,
@@ -448,6 +481,16 @@ impl Worker {
         };
         s.deadline = deadline;
         if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
+            if s.armed != 0 {
+                let (at, gen) = (s.armed, s.gen);
+                self.wheel.cancel(at, |t| {
+                    matches!(*t, TimerRef::Session { idx: i, gen: g, at: a }
+                        if i as usize == idx && g == gen && a == at)
+                });
+            }
+            let Some(s) = self.sessions.get_mut(idx) else {
+                return;
+            };
             s.armed = deadline;
             let gen = s.gen;
             self.wheel.insert(
