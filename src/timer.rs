@@ -23,6 +23,9 @@ const SHRINK_THRESHOLD: usize = 8;
 pub struct TimerWheel<T: Copy> {
     /// `slots[t % slots.len()]` holds `(t, payload)` for entries due at tick `t`.
     slots: Vec<Vec<(u64, T)>>,
+    /// One bit per slot, set while the slot is not empty, so that finding the
+    /// next non-empty slot scans `slots / 64` words instead of every slot.
+    occupied: Vec<u64>,
     /// `(deadline_ms, payload)` for entries inserted with a deadline at or
     /// before the wheel's clock; they fire on the very next `advance`, whatever
     /// time it is given.
@@ -46,6 +49,7 @@ impl<T: Copy> TimerWheel<T> {
         let slots = slots.max(1);
         TimerWheel {
             slots: (0..slots).map(|_| Vec::new()).collect(),
+            occupied: vec![0; slots.div_ceil(64)],
             overdue: Vec::new(),
             tick_ms,
             now_ms,
@@ -74,6 +78,7 @@ impl<T: Copy> TimerWheel<T> {
             .max(self.current_tick.saturating_add(1));
         let idx = self.slot_index(tick);
         self.slots[idx].push((tick, payload));
+        self.occupied[idx / 64] |= 1 << (idx % 64);
     }
 
     /// Moves the clock to `now_ms` and appends every payload whose deadline is
@@ -115,8 +120,11 @@ impl<T: Copy> TimerWheel<T> {
             // are not visited in tick order, so sort the batch by tick (the
             // sort is stable, keeping insertion order within a tick).
             let mut batch: Vec<(u64, T)> = Vec::new();
-            for slot in &mut self.slots {
+            for (i, slot) in self.slots.iter_mut().enumerate() {
                 fire_slot(slot, target, |tick, p| batch.push((tick, p)));
+                if slot.is_empty() {
+                    self.occupied[i / 64] &= !(1 << (i % 64));
+                }
             }
             batch.sort_by_key(|&(tick, _)| tick);
             self.len -= batch.len();
@@ -129,6 +137,9 @@ impl<T: Copy> TimerWheel<T> {
             for tick in start..=target {
                 let idx = self.slot_index(tick);
                 fire_slot(&mut self.slots[idx], target, |_, p| fired.push(p));
+                if self.slots[idx].is_empty() {
+                    self.occupied[idx / 64] &= !(1 << (idx % 64));
+                }
             }
             self.len -= fired.len() - before;
         }
@@ -149,12 +160,35 @@ impl<T: Copy> TimerWheel<T> {
         if !self.overdue.is_empty() {
             return Some(0);
         }
-        let n = self.slots.len() as u64;
         let start = self.current_tick.saturating_add(1);
-        (0..n)
-            .map(|i| start.saturating_add(i))
-            .find(|&tick| !self.slots[self.slot_index(tick)].is_empty())
-            .map(|tick| tick.saturating_mul(self.tick_ms).saturating_sub(now_ms))
+        let first = self.slot_index(start);
+        let ahead = self.next_occupied(first)?;
+        let tick = start.saturating_add(ahead as u64);
+        Some(tick.saturating_mul(self.tick_ms).saturating_sub(now_ms))
+    }
+
+    /// How many slots after `from` (0 = `from` itself, wrapping around) the
+    /// first non-empty slot is, by scanning the occupancy bitmap a word at a time.
+    fn next_occupied(&self, from: usize) -> Option<usize> {
+        let n = self.slots.len();
+        // The first occupied slot in [lo, hi).
+        let first_in = |lo: usize, hi: usize| -> Option<usize> {
+            let mut i = lo;
+            while i < hi {
+                let w = i / 64;
+                let word = self.occupied[w] >> (i % 64);
+                if word != 0 {
+                    let f = i + word.trailing_zeros() as usize;
+                    return (f < hi).then_some(f);
+                }
+                i = (w + 1) * 64;
+            }
+            None
+        };
+        if let Some(f) = first_in(from, n) {
+            return Some(f - from);
+        }
+        first_in(0, from).map(|f| f + n - from)
     }
 
     /// Removes one entry that was inserted with `deadline_ms` and whose payload
@@ -174,6 +208,9 @@ impl<T: Copy> TimerWheel<T> {
             if let Some(i) = slot.iter().position(|(t, p)| *t == tick && is_it(p)) {
                 slot.remove(i);
                 shrink_if_sparse(slot);
+                if slot.is_empty() {
+                    self.occupied[idx / 64] &= !(1 << (idx % 64));
+                }
                 self.len -= 1;
                 return true;
             }
@@ -607,6 +644,58 @@ mod tests {
                 }
             }
             assert_eq!(w.len(), live.len());
+        }
+    }
+
+    /// The slot scan `next_timeout_ms` did before the occupancy bitmap.
+    fn next_timeout_by_scan(w: &TimerWheel<u32>, now_ms: u64) -> Option<u64> {
+        if w.len == 0 {
+            return None;
+        }
+        if !w.overdue.is_empty() {
+            return Some(0);
+        }
+        let n = w.slots.len() as u64;
+        let start = w.current_tick.saturating_add(1);
+        (0..n)
+            .map(|i| start.saturating_add(i))
+            .find(|&tick| !w.slots[w.slot_index(tick)].is_empty())
+            .map(|tick| tick.saturating_mul(w.tick_ms).saturating_sub(now_ms))
+    }
+
+    #[test]
+    fn next_timeout_matches_a_full_scan() {
+        for slots in [1usize, 7, 64, 100, 128, 4096] {
+            let mut rng = Rng(slots as u64 * 7919 + 1);
+            let mut w = TimerWheel::new(0, 10, slots);
+            let mut now = 0u64;
+            let mut live: Vec<(u32, u64)> = Vec::new();
+            for id in 0..3000u32 {
+                match rng.below(5) {
+                    0 | 1 => {
+                        let d = now + rng.below(slots as u64 * 25 + 50);
+                        w.insert(d, id);
+                        live.push((id, d));
+                    }
+                    2 if !live.is_empty() => {
+                        let i = rng.below(live.len() as u64) as usize;
+                        let (victim, d) = live.swap_remove(i);
+                        w.cancel(d, |&p| p == victim);
+                    }
+                    _ => {
+                        now += rng.below(slots as u64 * 10 + 30);
+                        for p in advance(&mut w, now) {
+                            live.retain(|&(q, _)| q != p);
+                        }
+                    }
+                }
+                let probe = now + rng.below(10);
+                assert_eq!(
+                    w.next_timeout_ms(probe),
+                    next_timeout_by_scan(&w, probe),
+                    "slots {slots}, step {id}"
+                );
+            }
         }
     }
 }

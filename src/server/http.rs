@@ -69,14 +69,14 @@ impl Worker {
     /// expiry. The cache is keyed by the whole token with a randomly seeded
     /// hash, so a guessed token never reaches a comparison with a cached one
     /// except by a full hash collision.
-    fn verify_cached(&mut self, token: String) -> Result<Identity, AuthError> {
+    fn verify_cached(&mut self, token: String) -> Result<std::sync::Arc<Identity>, AuthError> {
         let now = super::epoch_ms() / 1000;
         if let Some(id) = self.token_cache.get(token.as_str()) {
             if now < id.exp {
                 return Ok(id.clone());
             }
         }
-        let id = self.shared.verifier.verify(&token, now)?;
+        let id = std::sync::Arc::new(self.shared.verifier.verify(&token, now)?);
         if self.token_cache.len() >= TOKEN_CACHE {
             self.token_cache.clear();
         }
@@ -116,9 +116,12 @@ impl Worker {
             }
         };
         match route {
-            Route::Receive { last_event_id } => self.start_receive(idx, ident, last_event_id),
-            Route::Send { to } => self.start_send(idx, ident, to, body, close),
-            Route::Clients => self.start_list(idx, ident, close),
+            Route::Receive { last_event_id } => {
+                let ident = std::sync::Arc::unwrap_or_clone(ident);
+                self.start_receive(idx, ident, last_event_id)
+            }
+            Route::Send { to } => self.start_send(idx, &ident, to, body, close),
+            Route::Clients => self.start_list(idx, &ident, close),
         }
     }
 
@@ -167,7 +170,7 @@ impl Worker {
         }
     }
 
-    fn start_send(&mut self, idx: usize, ident: Identity, to: String, body: Vec<u8>, close: bool) {
+    fn start_send(&mut self, idx: usize, ident: &Identity, to: String, body: Vec<u8>, close: bool) {
         if !crate::auth::valid_id(&to) {
             self.respond_error(
                 idx,
@@ -197,8 +200,8 @@ impl Worker {
             return;
         }
         let env = Envelope::Deliver {
-            account: ident.account.into(),
-            from: ident.client.into(),
+            account: ident.account.as_str().into(),
+            from: ident.client.as_str().into(),
             to: to.into(),
             body: body.into_boxed_slice(),
             reply: ReplyTo {
@@ -257,7 +260,7 @@ impl Worker {
         }
     }
 
-    fn start_list(&mut self, idx: usize, ident: Identity, close: bool) {
+    fn start_list(&mut self, idx: usize, ident: &Identity, close: bool) {
         let token = self.token_of(idx);
         if let Some(b) = self.shared.cluster.clone() {
             // The whole account, across the cluster, from the presence table.

@@ -15,6 +15,7 @@ mod conn;
 mod drain;
 mod http;
 pub mod limits;
+mod pairs;
 mod retained;
 mod session;
 pub mod stats;

@@ -21,8 +21,6 @@ use crate::proto::sse;
 pub(super) const MAX_PARTNERS: usize = 4096;
 /// A conversation note for the same pair is passed on at most once per this long.
 const TOUCH_WINDOW_MS: u64 = 5_000;
-/// Most pairs remembered for that.
-const MAX_TOUCHES: usize = 65_536;
 
 /// What a throttled conversation note is about (see [`Worker::touch_due`]).
 #[derive(Hash)]
@@ -357,19 +355,8 @@ impl Worker {
     pub fn touch_due(&mut self, key: TouchKey<'_>) -> bool {
         let window =
             (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
-        let key = self.touch_hasher.hash_one(key);
-        if self
-            .touches_sent
-            .get(&key)
-            .is_some_and(|t| self.now.saturating_sub(*t) < window)
-        {
-            return false;
-        }
-        if self.touches_sent.len() >= MAX_TOUCHES {
-            self.touches_sent.clear();
-        }
-        self.touches_sent.insert(key, self.now);
-        true
+        let h = self.touch_hasher.hash_one(key);
+        self.touches_sent.due(h, self.now, window)
     }
 
     /// Tells `to` (owned here) that `peer` went offline.
@@ -385,7 +372,7 @@ impl Worker {
         let key = self
             .touch_hasher
             .hash_one(TouchKey::Pair(account, peer, to, epoch));
-        self.touches_sent.remove(&key);
+        self.touches_sent.forget(key);
         log::debug!(
             "{} peer-gone {account}/{peer} -> {to}: {reason}",
             self.sessions.slab[sidx].sid

@@ -94,12 +94,12 @@ pub(super) struct Worker {
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
-    /// Conversation notes recently forwarded to other nodes (`touch`).
-    pub touches_sent: hashbrown::HashMap<u64, u64>,
+    /// Conversation pairs noted recently (see `touch_due`).
+    pub touches_sent: super::pairs::RecentPairs,
     /// Seeded hasher for `touches_sent` keys.
     pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
-    pub token_cache: hashbrown::HashMap<Box<str>, crate::auth::Identity>,
+    pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
 }
@@ -123,7 +123,7 @@ impl Worker {
             listener: Some(listener),
             drain: None,
             token_cache: hashbrown::HashMap::default(),
-            touches_sent: hashbrown::HashMap::default(),
+            touches_sent: Default::default(),
             touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
             conns: Slab::new(),
@@ -267,10 +267,6 @@ impl Worker {
         self.wheel.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
-        let now = self.now;
-        self.touches_sent
-            .retain(|_, t| now.saturating_sub(*t) < 10_000);
-        self.touches_sent.shrink_to_fit();
         if self.id == 0 {
             crate::alloc::release_free_memory();
         }
