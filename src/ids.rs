@@ -71,6 +71,37 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// Appends the rendered form (the same text as `Display`) without the
+    /// formatting machinery: this runs twice per relayed message.
+    pub fn push_to(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 16 + 1 + 20];
+        let mut i = buf.len();
+        let mut q = self.seq;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (q % 10) as u8;
+            q /= 10;
+            if q == 0 {
+                break;
+            }
+        }
+        i -= 1;
+        buf[i] = b'-';
+        let mut e = self.epoch;
+        loop {
+            i -= 1;
+            buf[i] = HEX[(e & 15) as usize];
+            e >>= 4;
+            if e == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&buf[i..]);
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:x}-{}", self.epoch, self.seq)
@@ -110,6 +141,23 @@ mod tests {
             "11111111111111111-1",
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn push_to_matches_display() {
+        for (epoch, seq) in [
+            (0, 0),
+            (1, 9),
+            (0xf, 10),
+            (0xdead_beef, 1_234_567),
+            (u64::MAX, u64::MAX),
+            (0x10, 100),
+        ] {
+            let id = EventId { epoch, seq };
+            let mut out = b"x".to_vec();
+            id.push_to(&mut out);
+            assert_eq!(&out[1..], id.to_string().as_bytes());
         }
     }
 }

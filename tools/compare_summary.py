@@ -30,20 +30,26 @@ def load(pattern):
 idle = {}  # (sys, n) -> bytes/conn (PSS)
 for d in load("idle-*.json"):
     if "pss_bytes_per_conn" in d and d.get("established") == d.get("connections"):
-        idle[(d["target"], d["connections"])] = d
+        idle[(d.get("system", d["target"]), d["connections"])] = d
 
 relay = {}  # (sys, size, receivers) -> list of runs
 for d in load("relay-*.json"):
     if "msgs_per_sec" in d:
-        relay.setdefault((d["target"], d["size"], d["receivers"]), []).append(d)
+        relay.setdefault((d.get("system", d["target"]), d["size"], d["receivers"]), []).append(d)
 
 
 def med(runs, f):
     return statistics.median(f(r) for r in runs)
 
 
-systems = sorted({k[0] for k in list(idle) + list(relay)}, key=lambda s: (s != "switchboard", s))
-peers = [s for s in systems if s != "switchboard"]
+def is_ours(s):
+    """Switchboard, or a variant of it such as switchboard-1w (--workers 1)."""
+    return s == "switchboard" or s.startswith("switchboard-")
+
+
+systems = sorted({k[0] for k in list(idle) + list(relay)}, key=lambda s: (not is_ours(s), s))
+ours_all = [s for s in systems if is_ours(s)]
+peers = [s for s in systems if not is_ours(s)]
 summary = {"idle": {}, "relay": {}, "ratios": {}}
 
 print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes)")
@@ -74,53 +80,59 @@ for (s, size, r), runs in sorted(relay.items(), key=lambda kv: (kv[0][1], kv[0][
         "exactly_once": ok, "runs": len(runs),
         "server_cpu_us_per_msg": med(runs, lambda d: d.get("server_cpu_us_per_msg", 0)),
     }
-    print(f"  {s:<11} size={size:>5} R={r:>5}: {mps:>8.0f} msg/s  {p50:>7.0f} / {p99:>7.0f} / {p999:>7.0f} us"
+    print(f"  {s:<14} size={size:>5} R={r:>5}: {mps:>8.0f} msg/s  {p50:>7.0f} / {p99:>7.0f} / {p999:>7.0f} us"
           f"  server {summary['relay'][s][str(size)][str(r)]['server_cpu_us_per_msg']:.1f} CPU-us/msg"
           f"  exactly-once {'ok' if ok else 'NOT OK'}")
 
 print("Ratios (ours / peer):")
-for p in peers:
-    rs = {}
-    for n in ns:
-        a, b = idle.get(("switchboard", n)), idle.get((p, n))
-        if a and b and b["pss_bytes_per_conn"] > 0:
-            rs[f"idle_memory_per_conn_N{n}"] = round(a["pss_bytes_per_conn"] / b["pss_bytes_per_conn"], 3)
-    for (s, size, r), runs in relay.items():
-        if s != "switchboard" or (p, size, r) not in relay:
-            continue
-        ours, theirs = summary["relay"]["switchboard"][str(size)][str(r)], summary["relay"][p][str(size)][str(r)]
-        if theirs["msgs_per_sec"]:
-            rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
-        if theirs["p99_us"]:
-            rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
-    summary["ratios"][p] = rs
-    for k, v in sorted(rs.items()):
-        print(f"  vs {p:<6} {k:<36} {v:.3f}")
+for us in ours_all:
+    for p in peers:
+        rs = {}
+        for n in ns:
+            a, b = idle.get((us, n)), idle.get((p, n))
+            if a and b and b["pss_bytes_per_conn"] > 0:
+                rs[f"idle_memory_per_conn_N{n}"] = round(a["pss_bytes_per_conn"] / b["pss_bytes_per_conn"], 3)
+        for (s, size, r), runs in relay.items():
+            if s != us or (p, size, r) not in relay:
+                continue
+            ours, theirs = summary["relay"][us][str(size)][str(r)], summary["relay"][p][str(size)][str(r)]
+            if theirs["msgs_per_sec"]:
+                rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
+            if theirs["p99_us"]:
+                rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
+        # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
+        summary["ratios"][p if us == "switchboard" else f"{us} vs {p}"] = rs
+        for k, v in sorted(rs.items()):
+            print(f"  {us} vs {p:<6} {k:<36} {v:.3f}")
 
-# Targets from the issue.
+# Targets from the issue, for each of our configurations.
 t = {}
-best_idle = {}
-for n in ns:
-    peers_n = [idle[(p, n)]["pss_bytes_per_conn"] for p in peers if (p, n) in idle]
-    if ("switchboard", n) in idle and peers_n:
-        ratio = idle[("switchboard", n)]["pss_bytes_per_conn"] / min(peers_n)
-        best_idle[str(n)] = round(ratio, 3)
-if best_idle:
-    t["idle_memory_vs_best_peer_le_0.5"] = {"ratios": best_idle, "met": all(v <= 0.5 for v in best_idle.values())}
-sb = summary["relay"].get("switchboard", {}).get("64", {}).get(str(receivers))
-if sb:
-    nc = summary["relay"].get("nchan", {}).get("64", {}).get(str(receivers))
-    rd = summary["relay"].get("redis", {}).get("64", {}).get(str(receivers))
-    if nc:
-        t["relay64_msgs_ge_3x_nchan"] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
-                                         "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
-    if rd:
-        t["relay64_msgs_ge_redis"] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
-                                      "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
-    others = [x for x in (nc, rd) if x]
-    if others:
-        t["relay64_p99_le_each_peer"] = {"ours_us": sb["p99_us"], "peers_us": [x["p99_us"] for x in others],
-                                        "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+for us in ours_all:
+    sfx = "" if us == "switchboard" else f" ({us})"
+    best_idle = {}
+    for n in ns:
+        peers_n = [idle[(p, n)]["pss_bytes_per_conn"] for p in peers if (p, n) in idle]
+        if (us, n) in idle and peers_n:
+            ratio = idle[(us, n)]["pss_bytes_per_conn"] / min(peers_n)
+            best_idle[str(n)] = round(ratio, 3)
+    if best_idle:
+        t["idle_memory_vs_best_peer_le_0.5" + sfx] = {"ratios": best_idle,
+                                                      "met": all(v <= 0.5 for v in best_idle.values())}
+    sb = summary["relay"].get(us, {}).get("64", {}).get(str(receivers))
+    if sb:
+        nc = summary["relay"].get("nchan", {}).get("64", {}).get(str(receivers))
+        rd = summary["relay"].get("redis", {}).get("64", {}).get(str(receivers))
+        if nc:
+            t["relay64_msgs_ge_3x_nchan" + sfx] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
+                                                   "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
+        if rd:
+            t["relay64_msgs_ge_redis" + sfx] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
+                                                "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
+        others = [x for x in (nc, rd) if x]
+        if others:
+            t["relay64_p99_le_each_peer" + sfx] = {"ours_us": sb["p99_us"],
+                                                   "peers_us": [x["p99_us"] for x in others],
+                                                   "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
 summary["targets"] = t
 print("Targets:")
 for k, v in t.items():

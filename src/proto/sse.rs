@@ -129,9 +129,9 @@ pub fn message_json(from: &str, body: &[u8]) -> String {
 /// written in place without the intermediate strings (this is the per-message
 /// hot path of the relay).
 pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, body: &[u8]) {
-    use std::io::Write as _;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "id: {id}\nevent: message\ndata: ");
+    out.extend_from_slice(b"id: ");
+    id.push_to(out);
+    out.extend_from_slice(b"\nevent: message\ndata: ");
     let r = match std::str::from_utf8(body) {
         Ok(text) => serde_json::to_writer(&mut *out, &TextMessage { from, body: text }),
         Err(_) => serde_json::to_writer(

@@ -2,8 +2,9 @@
 //! the worker's scratch buffer, writes straight to the socket and buffers only
 //! what the kernel would not take.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use mio::net::TcpStream;
@@ -236,7 +237,7 @@ impl Worker {
                     c.read_paused = true;
                     break;
                 }
-                match c.stream.read(&mut scratch) {
+                match super::sys::recv(c.stream.as_raw_fd(), &mut scratch) {
                     Ok(0) => {
                         eof = true;
                         break;
@@ -399,7 +400,7 @@ impl Worker {
         }
         let mut off = 0;
         while off < bytes.len() {
-            match c.stream.write(&bytes[off..]) {
+            match super::sys::send(c.stream.as_raw_fd(), &bytes[off..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     off += n;
@@ -432,7 +433,7 @@ impl Worker {
         let c = &mut self.conns[idx];
         let Some(o) = c.out.as_mut() else { return true };
         while o.pos < o.buf.len() {
-            match c.stream.write(&o.buf[o.pos..]) {
+            match super::sys::send(c.stream.as_raw_fd(), &o.buf[o.pos..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     o.pos += n;
@@ -502,11 +503,11 @@ impl Worker {
     }
 
     /// Writes a JSON answer; closes afterwards when `close`.
-    pub fn respond_json(&mut self, idx: usize, status: u16, body: &str, close: bool) {
+    pub fn respond_json(&mut self, idx: usize, status: u16, body: &[u8], close: bool) {
         let close = self.must_close(idx, close);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
-        response::write_response(&mut out, status, "application/json", body.as_bytes(), close);
+        response::write_response(&mut out, status, "application/json", body, close);
         self.answer(idx, &out, close);
         self.stage = out;
     }

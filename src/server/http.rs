@@ -225,16 +225,15 @@ impl Worker {
         };
         match result {
             Ok(id) => {
-                // `{"status":"accepted","id":"<hex>-<seq>"}` without allocating:
-                // an event id is hex digits, a dash and decimal digits (no escaping).
-                use std::io::Write as _;
-                let mut buf = [0u8; 80];
-                let mut w = std::io::Cursor::new(&mut buf[..]);
-                // 80 bytes hold the longest id (16 + 1 + 20) and the fixed text.
-                let _ = write!(w, r#"{{"status":"accepted","id":"{id}"}}"#);
-                let n = w.position() as usize;
-                let body = std::str::from_utf8(&buf[..n]).unwrap_or("{}");
-                self.respond_json(idx, 202, body, close);
+                // `{"status":"accepted","id":"<hex>-<seq>"}`: an event id is hex
+                // digits, a dash and decimal digits (nothing to escape).
+                let mut body = std::mem::take(&mut self.json_scratch);
+                body.clear();
+                body.extend_from_slice(br#"{"status":"accepted","id":""#);
+                id.push_to(&mut body);
+                body.extend_from_slice(br#""}"#);
+                self.respond_json(idx, 202, &body, close);
+                self.json_scratch = body;
             }
             Err(SendError::Offline) => self.respond_error(
                 idx,
@@ -362,6 +361,6 @@ impl Worker {
             })
             .collect();
         let body = serde_json::json!({ "clients": list }).to_string();
-        self.respond_json(idx, 200, &body, close);
+        self.respond_json(idx, 200, body.as_bytes(), close);
     }
 }

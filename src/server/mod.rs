@@ -19,6 +19,7 @@ mod pairs;
 mod retained;
 mod session;
 pub mod stats;
+mod sys;
 pub mod tls;
 mod worker;
 

@@ -85,6 +85,8 @@ pub(super) struct Worker {
     pub stage: Vec<u8>,
     /// Ciphertext staging buffer (TLS) shared by all connections of this worker.
     pub tls_out: Vec<u8>,
+    /// Scratch buffer for small JSON answer bodies.
+    pub json_scratch: Vec<u8>,
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
     next_gen: u32,
@@ -133,6 +135,7 @@ impl Worker {
             scratch: prefaulted(SCRATCH),
             stage: Vec::with_capacity(4096),
             tls_out: Vec::new(),
+            json_scratch: Vec::with_capacity(128),
             now,
             next_gen: 1,
             wakes: vec![false; n],
