@@ -82,3 +82,22 @@ pub fn jemalloc_stat(name: &str) -> Option<u64> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_the_allocator_and_releases_memory() {
+        let name = super::allocator_name();
+        assert!(name == "jemalloc" || name == "glibc malloc");
+        // Purging or trimming with nothing to give back is harmless.
+        super::release_free_memory();
+        #[cfg(feature = "jemalloc")]
+        assert_eq!(
+            super::jemalloc_stat("opt.dirty_decay_ms").map(|_| ()),
+            Some(()),
+            "jemalloc answers its controls"
+        );
+        #[cfg(not(feature = "jemalloc"))]
+        assert_eq!(super::jemalloc_stat("opt.dirty_decay_ms"), None);
+    }
+}

@@ -664,6 +664,9 @@ fn memory_report() {
         "{j}"
     );
     assert_eq!(j["receive_connections"], 1, "{j}");
+    // The allocator in use is named; the default build uses glibc malloc.
+    let name = j["allocator"]["name"].as_str().unwrap_or_default();
+    assert!(name == "glibc malloc" || name == "jemalloc", "{j}");
 }
 
 #[test]

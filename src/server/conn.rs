@@ -55,7 +55,7 @@ pub(super) struct Conn {
     /// Output the kernel has not taken yet; `None` (no allocation) while idle.
     pub out: Option<Box<OutBuf>>,
     /// TLS state, on a TLS listener.
-    pub tls: Option<Box<super::tls::TlsConn>>,
+    pub tls: Option<super::sysbox::SysBox<super::tls::TlsConn>>,
     /// Wall-clock ms when the connection was accepted.
     pub since_ms: u64,
     /// Monotonic ms of the last write (heartbeat timing).

@@ -20,6 +20,7 @@ mod retained;
 mod session;
 pub mod stats;
 mod sys;
+mod sysbox;
 pub mod tls;
 mod worker;
 
@@ -268,7 +269,7 @@ struct ConnInfo {
 /// A receive connection on its way to its owner worker.
 struct Attach {
     stream: mio::net::TcpStream,
-    tls: Option<Box<tls::TlsConn>>,
+    tls: Option<sysbox::SysBox<tls::TlsConn>>,
     /// Bytes read and written so far (the counters move with the connection).
     bytes: (u64, u64),
     sid: SessionId,

@@ -349,7 +349,7 @@ impl Worker {
             let made = files.config().map(super::tls::TlsConn::new);
             match made {
                 Some(Ok(t)) => {
-                    self.conns[idx].tls = Some(Box::new(t));
+                    self.conns[idx].tls = Some(super::sysbox::SysBox::new(t));
                     timeout = self.shared.config.tls_handshake_timeout;
                 }
                 _ => {
