@@ -31,6 +31,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
         };
         backoff = Duration::from_millis(100);
         let mut live: HashSet<String> = HashSet::new();
+        let mut memo = TouchMemo::default();
         let mut next_beat = Instant::now();
         let mut next_reap = Instant::now() + b.cfg.node_ttl;
         let result: redis::RedisResult<()> = (|| loop {
@@ -78,7 +79,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                     Err(_) => break,
                 }
             }
-            run_batch(&shared, &mut con, &live, &mut batch)?;
+            run_batch(&shared, &mut con, &live, &mut memo, &mut batch)?;
         })();
         match result {
             Ok(()) => return,
@@ -223,11 +224,43 @@ impl Lookup {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum LookupKind {
     None,
     Node,
     All,
+    /// Answered from the [`TouchMemo`]: the node last seen holding the client.
+    Known(Option<String>),
+}
+
+/// How long a conversation note's look-up answer is reused.
+const TOUCH_MEMO_TTL: Duration = Duration::from_secs(2);
+/// Most answers remembered (the memo is cleared when it is full).
+const TOUCH_MEMO_MAX: usize = 16_384;
+
+/// Recent presence answers for conversation notes (`Touch`), which are best
+/// effort: a busy sender whose session is on no node (or on the same node for
+/// a while) would otherwise cost one `HGET` per note. Sends are never
+/// answered from here: their look-up is always fresh.
+#[derive(Default)]
+struct TouchMemo {
+    map: HashMap<(Box<str>, Box<str>), (Option<String>, Instant)>,
+}
+
+impl TouchMemo {
+    fn get(&self, account: &str, client: &str, now: Instant) -> Option<Option<String>> {
+        // Tuple keys of boxes cannot be borrowed as (&str, &str): build the key.
+        let (node, at) = self.map.get(&(account.into(), client.into()))?;
+        (now.duration_since(*at) < TOUCH_MEMO_TTL).then(|| node.clone())
+    }
+
+    fn put(&mut self, account: &str, client: &str, node: Option<String>, now: Instant) {
+        if self.map.len() >= TOUCH_MEMO_MAX {
+            self.map.clear();
+        }
+        self.map
+            .insert((account.into(), client.into()), (node, now));
+    }
 }
 
 /// Adds the Redis look-up a command needs to `pipe`, and says which kind.
@@ -267,6 +300,7 @@ fn run_batch(
     shared: &Shared,
     con: &mut redis::Connection,
     live: &HashSet<String>,
+    memo: &mut TouchMemo,
     batch: &mut Vec<BridgeCmd>,
 ) -> redis::RedisResult<()> {
     let b = bridge(shared);
@@ -277,10 +311,23 @@ fn run_batch(
     // whole batch goes back to the caller, which answers it (`fail_all`).
     let mut lookups = redis::pipe();
     let mut kinds = Vec::with_capacity(cmds.len());
+    let now = Instant::now();
     for c in &cmds {
+        if let BridgeCmd::Touch {
+            account, client, ..
+        } = c
+        {
+            if let Some(node) = memo.get(account, client, now) {
+                kinds.push(LookupKind::Known(node));
+                continue;
+            }
+        }
         kinds.push(lookup_cmd(&mut lookups, c));
     }
-    let values: Vec<redis::Value> = if kinds.iter().any(|k| *k != LookupKind::None) {
+    let values: Vec<redis::Value> = if kinds
+        .iter()
+        .any(|k| matches!(k, LookupKind::Node | LookupKind::All))
+    {
         match lookups.query(con) {
             Ok(v) => v,
             Err(e) => {
@@ -295,7 +342,20 @@ fn run_batch(
     for (cmd, kind) in cmds.into_iter().zip(kinds) {
         let mut found = match kind {
             LookupKind::None => Lookup::None,
-            LookupKind::Node => Lookup::Node(values.next().and_then(|v| node_of(&v, live))),
+            LookupKind::Known(node) => Lookup::Node(node.map(|n| {
+                let alive = live.contains(&n);
+                (n, alive)
+            })),
+            LookupKind::Node => {
+                let n = values.next().and_then(|v| node_of(&v, live));
+                if let BridgeCmd::Touch {
+                    account, client, ..
+                } = &cmd
+                {
+                    memo.put(account, client, n.as_ref().map(|(n, _)| n.clone()), now);
+                }
+                Lookup::Node(n)
+            }
             LookupKind::All => Lookup::All(
                 values
                     .next()
