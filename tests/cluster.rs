@@ -68,6 +68,33 @@ fn redis_pings(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
+/// The node that Redis's presence table names for `client` of ACCT, if any.
+fn presence_node(redis: &Redis, client: &str) -> Option<String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], redis.port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    s.write_all(format!("HGET sb:a:{ACCT} {client}\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    // A bulk reply: `$<len>\r\n<value>\r\n`, or `$-1\r\n` for none.
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if text.starts_with("$-1") {
+            return None;
+        }
+        let mut lines = text.split("\r\n");
+        if let (Some(_), Some(value), Some(_)) = (lines.next(), lines.next(), lines.next()) {
+            return value.split('|').next().map(str::to_string);
+        }
+    }
+}
+
 /// A `redis-server` child process; killed on drop.
 struct Redis {
     child: Option<Child>,
@@ -1081,4 +1108,74 @@ fn requests_during_a_quick_redis_restart_are_answered() {
             }
         }
     }
+}
+
+/// A node remembers where it last sent a client's messages (for a second).
+/// When the client moves to a third node, the first message after the move
+/// goes to the old node, which answers "not here"; the sender's node then
+/// looks the client up again and the message reaches the new node: 202 and
+/// delivered exactly once, never a 404.
+#[test]
+fn cached_route_to_a_client_that_moved_is_looked_up_again() {
+    let redis = Redis::start();
+    let a = cluster_node(&redis, "a", &[]);
+    let b = cluster_node(&redis, "b", &[]);
+    let c = cluster_node(&redis, "c", &[]);
+    // B knows C is alive (its list of live nodes is refreshed every heartbeat).
+    let (mut probe, _) = open(c.addr, "probe-9", &[]);
+    wait_state_all(&[&b], "probe-9", "online");
+    assert!(
+        wait_until(Duration::from_secs(5), || send(
+            b.addr,
+            &tok("console-9"),
+            "probe-9",
+            "ping"
+        )
+        .status
+            == 202),
+        "B never routed to C"
+    );
+    let _ = probe.expect_message("console-9", "ping");
+
+    let (mut on_a, epoch) = open(a.addr, "agent-9", &[]);
+    wait_state_all(&[&a, &b, &c], "agent-9", "online");
+    // B learns (and caches) that agent-9 is on A.
+    relay(b.addr, "console-9", "agent-9", &mut on_a, &epoch, "via b 1");
+    relay(b.addr, "console-9", "agent-9", &mut on_a, &epoch, "via b 2");
+
+    // agent-9 moves to C (the session is handed over from A).
+    let (mut on_c, epoch_c) = open(c.addr, "agent-9", &[]);
+    assert_eq!(epoch_c, epoch, "the session moved with its epoch");
+    let ev = on_a
+        .next_event_within(Duration::from_secs(5))
+        .expect("connection on A got no replaced event");
+    assert_eq!(ev.event, "replaced", "{ev:?}");
+    // C's presence write lands (without it any node would still find A).
+    assert!(
+        wait_until(Duration::from_secs(3), || presence_node(&redis, "agent-9")
+            .as_deref()
+            == Some("c")),
+        "presence never named c: {:?}",
+        presence_node(&redis, "agent-9")
+    );
+
+    // B's cached route still says A; the answer must nevertheless be 202 and
+    // the message must arrive on C, once.
+    let id = send_ok(b.addr, &tok("console-9"), "agent-9", "after the move");
+    let ev = next_skipping_peer_gone(&mut on_c, "console-9");
+    assert_eq!(ev.event, "message", "{ev:?}");
+    assert_eq!(ev.json()["body"], "after the move", "{ev:?}");
+    assert_eq!(ev.id.as_deref(), Some(id.as_str()));
+    relay(
+        b.addr,
+        "console-9",
+        "agent-9",
+        &mut on_c,
+        &epoch,
+        "and the next",
+    );
+    assert!(
+        on_c.next_event_within(Duration::from_millis(300)).is_none(),
+        "a message arrived twice"
+    );
 }

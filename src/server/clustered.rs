@@ -38,6 +38,7 @@ impl Worker {
             to: to.into(),
             body,
             reply,
+            fresh: false,
         };
         if !b.submit(cmd) {
             let e = if b.ok() {

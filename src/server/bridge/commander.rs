@@ -32,6 +32,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
         backoff = Duration::from_millis(100);
         let mut live: HashSet<String> = HashSet::new();
         let mut memo = TouchMemo::default();
+        let mut routes = RouteCache::default();
         let mut next_beat = Instant::now();
         let mut next_reap = Instant::now() + b.cfg.node_ttl;
         let result: redis::RedisResult<()> = (|| loop {
@@ -79,7 +80,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                     Err(_) => break,
                 }
             }
-            run_batch(&shared, &mut con, &live, &mut memo, &mut batch)?;
+            run_batch(&shared, &mut con, &live, &mut memo, &mut routes, &mut batch)?;
         })();
         match result {
             Ok(()) => return,
@@ -142,7 +143,7 @@ fn fail(shared: &Shared, cmd: BridgeCmd) {
 
 fn fail_pending(shared: &Shared, p: Pending) {
     match p {
-        Pending::Send(reply) => post(
+        Pending::Send(reply, _) => post(
             shared,
             reply.worker,
             Envelope::Delivered {
@@ -231,6 +232,46 @@ enum LookupKind {
     All,
     /// Answered from the [`TouchMemo`]: the node last seen holding the client.
     Known(Option<String>),
+    /// A send routed by the [`RouteCache`] to this (live) node.
+    Cached(String),
+}
+
+/// How long a send's look-up answer (the recipient's node) is reused.
+const ROUTE_TTL: Duration = Duration::from_secs(1);
+/// Most routes remembered (the cache is cleared when it is full).
+const ROUTE_MAX: usize = 65_536;
+
+/// Recent answers to sends' presence look-ups: a node forwarding many
+/// messages to the same clients would otherwise do one `HGET` per message.
+/// A cached route can be stale (the client moved); the node it names then
+/// answers "not here", and the send is retried once with a fresh look-up
+/// (`Pending::Send` keeps the message for that). Routes to nodes that are
+/// not alive are not used.
+#[derive(Default)]
+struct RouteCache {
+    map: HashMap<(Box<str>, Box<str>), (String, Instant)>,
+}
+
+impl RouteCache {
+    fn get(&self, account: &str, client: &str, now: Instant) -> Option<&str> {
+        let (node, at) = self.map.get(&(account.into(), client.into()))?;
+        (now.duration_since(*at) < ROUTE_TTL).then_some(node.as_str())
+    }
+
+    fn put(&mut self, account: &str, client: &str, node: Option<&str>, now: Instant) {
+        let key = (account.into(), client.into());
+        match node {
+            Some(n) => {
+                if self.map.len() >= ROUTE_MAX {
+                    self.map.clear();
+                }
+                self.map.insert(key, (n.to_string(), now));
+            }
+            None => {
+                self.map.remove(&key);
+            }
+        }
+    }
 }
 
 /// How long a conversation note's look-up answer is reused.
@@ -301,6 +342,7 @@ fn run_batch(
     con: &mut redis::Connection,
     live: &HashSet<String>,
     memo: &mut TouchMemo,
+    routes: &mut RouteCache,
     batch: &mut Vec<BridgeCmd>,
 ) -> redis::RedisResult<()> {
     let b = bridge(shared);
@@ -322,6 +364,20 @@ fn run_batch(
                 continue;
             }
         }
+        if let BridgeCmd::Send {
+            account,
+            to,
+            fresh: false,
+            ..
+        } = c
+        {
+            if let Some(node) = routes.get(account, to, now) {
+                if live.contains(node) {
+                    kinds.push(LookupKind::Cached(node.to_string()));
+                    continue;
+                }
+            }
+        }
         kinds.push(lookup_cmd(&mut lookups, c));
     }
     let values: Vec<redis::Value> = if kinds
@@ -340,7 +396,9 @@ fn run_batch(
     };
     let mut values = values.into_iter();
     for (cmd, kind) in cmds.into_iter().zip(kinds) {
+        let cached = matches!(kind, LookupKind::Cached(_));
         let mut found = match kind {
+            LookupKind::Cached(node) => Lookup::Node(Some((node, true))),
             LookupKind::None => Lookup::None,
             LookupKind::Known(node) => Lookup::Node(node.map(|n| {
                 let alive = live.contains(&n);
@@ -348,11 +406,17 @@ fn run_batch(
             })),
             LookupKind::Node => {
                 let n = values.next().and_then(|v| node_of(&v, live));
-                if let BridgeCmd::Touch {
-                    account, client, ..
-                } = &cmd
-                {
-                    memo.put(account, client, n.as_ref().map(|(n, _)| n.clone()), now);
+                match &cmd {
+                    BridgeCmd::Touch {
+                        account, client, ..
+                    } => memo.put(account, client, n.as_ref().map(|(n, _)| n.clone()), now),
+                    BridgeCmd::Send { account, to, .. } => {
+                        // Only routes to other live nodes (a send reaches the bridge
+                        // when this node does not hold the client).
+                        let live_node = n.as_ref().filter(|(n, alive)| *alive && *n != b.node);
+                        routes.put(account, to, live_node.map(|(n, _)| n.as_str()), now)
+                    }
+                    _ => {}
                 }
                 Lookup::Node(n)
             }
@@ -403,9 +467,18 @@ fn run_batch(
                 to,
                 body,
                 reply,
+                ..
             } => match found.node() {
                 Some((node, true)) if node != b.node => {
-                    let req = add_pending(b, Pending::Send(reply));
+                    let retry = cached.then(|| {
+                        Box::new(super::Retry {
+                            account: account.clone(),
+                            from: from.clone(),
+                            to: to.clone(),
+                            body: body.clone(),
+                        })
+                    });
+                    let req = add_pending(b, Pending::Send(reply, retry));
                     let w = Wire::Deliver {
                         req,
                         reply_node: b.node.clone(),

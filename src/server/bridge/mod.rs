@@ -50,6 +50,9 @@ pub(super) enum BridgeCmd {
         to: Box<str>,
         body: Box<[u8]>,
         reply: ReplyTo,
+        /// Look the recipient up in Redis even if its node is in the route
+        /// cache (a retry after the cached node answered "not here").
+        fresh: bool,
     },
     /// The answer to a remote `Deliver`.
     DeliverReply {
@@ -96,8 +99,19 @@ pub(super) enum Takeover {
 }
 
 enum Pending {
-    Send(ReplyTo),
+    /// A forwarded send; with the message kept when its route came from the
+    /// route cache, to send it again after a fresh look-up if that node
+    /// answers "not here".
+    Send(ReplyTo, Option<Box<Retry>>),
     Takeover(ReplyTo),
+}
+
+/// A forwarded send kept for one retry (see [`Pending::Send`]).
+struct Retry {
+    account: Box<str>,
+    from: Box<str>,
+    to: Box<str>,
+    body: Box<[u8]>,
 }
 
 /// The bridge's state shared by its two threads and the node.
@@ -297,9 +311,31 @@ fn incoming(shared: &Shared, w: Wire) {
             post(shared, owner, env);
         }
         Wire::Delivered { req, status, id } => {
-            let Some(Pending::Send(reply)) = take_pending(b, req) else {
+            let Some(Pending::Send(reply, retry)) = take_pending(b, req) else {
                 return;
             };
+            if let (1, Some(r)) = (status, retry) {
+                // The cached route was stale: look the recipient up again.
+                let cmd = BridgeCmd::Send {
+                    account: r.account,
+                    from: r.from,
+                    to: r.to,
+                    body: r.body,
+                    reply,
+                    fresh: true,
+                };
+                if !b.submit(cmd) {
+                    post(
+                        shared,
+                        reply.worker,
+                        Envelope::Delivered {
+                            token: reply.token,
+                            result: Err(SendError::ClusterUnavailable),
+                        },
+                    );
+                }
+                return;
+            }
             let result = match (status, EventId::parse(&id)) {
                 (0, Some(id)) => Ok(id),
                 (1, _) => Err(SendError::Offline),
