@@ -161,7 +161,7 @@ pub fn check_ready(t: Target, buf: &[u8]) -> HeadCheck {
             }
         }
         Target::Redis => {
-            let mut p = RespParser::default();
+            let mut p = RespParser;
             match p.next(buf) {
                 Ok(Some((n, v))) => {
                     if v.first()
@@ -332,7 +332,7 @@ pub fn raise_nofile() -> u64 {
                 rl.rlim_cur = rl.rlim_max;
             }
         }
-        rl.rlim_cur as u64
+        rl.rlim_cur
     }
 }
 

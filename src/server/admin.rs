@@ -313,7 +313,12 @@ impl Admin {
                 sum(&|s| s.closed[r.index()].load(Relaxed))
             );
         }
-        let counters: [(&str, &str, fn(&super::stats::WorkerStats) -> u64); 13] = [
+        type Counter = (
+            &'static str,
+            &'static str,
+            fn(&super::stats::WorkerStats) -> u64,
+        );
+        let counters: [Counter; 13] = [
             ("messages_accepted_total", "Messages accepted (202).", |s| {
                 s.accepted_messages.load(Relaxed)
             }),

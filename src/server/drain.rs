@@ -61,8 +61,7 @@ impl Worker {
             self.begin_drain();
         }
         // Tell the receive connections that are due to go elsewhere.
-        loop {
-            let Some(d) = self.drain.as_mut() else { break };
+        while let Some(d) = self.drain.as_mut() {
             let Some(&(at, token)) = d.queue.front() else {
                 break;
             };

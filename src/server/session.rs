@@ -639,7 +639,7 @@ impl Worker {
             self.shared.accounts.release(s.account());
         }
         let oi = old.0 as usize;
-        if !self.conns.get(oi).is_some_and(|c| c.gen == old.1) {
+        if self.conns.get(oi).is_none_or(|c| c.gen != old.1) {
             return;
         }
         let mut out = std::mem::take(&mut self.stage);

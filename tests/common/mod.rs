@@ -59,7 +59,7 @@ impl Node {
             }
         };
         let mut admin = None;
-        if !extra.iter().any(|a| *a == "off") {
+        if !extra.contains(&"off") {
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("switchboard admin on http://") {
@@ -164,8 +164,7 @@ pub struct Receiver {
 impl Receiver {
     /// Opens `GET /v1/receive` with `token` and optional extra headers; panics unless 200.
     pub fn open(addr: SocketAddr, token: &str, extra_headers: &[(&str, &str)]) -> Receiver {
-        let (r, status) =
-            Receiver::try_open(addr, &format!("/v1/receive"), Some(token), extra_headers);
+        let (r, status) = Receiver::try_open(addr, "/v1/receive", Some(token), extra_headers);
         assert_eq!(status, 200, "receive connection refused: {}", r.head);
         r
     }

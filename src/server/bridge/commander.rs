@@ -249,7 +249,7 @@ const ROUTE_MAX: usize = 65_536;
 /// not alive are not used.
 #[derive(Default)]
 struct RouteCache {
-    map: HashMap<(Box<str>, Box<str>), (String, Instant)>,
+    map: HashMap<ClientKey, (String, Instant)>,
 }
 
 impl RouteCache {
@@ -285,8 +285,11 @@ const TOUCH_MEMO_MAX: usize = 16_384;
 /// answered from here: their look-up is always fresh.
 #[derive(Default)]
 struct TouchMemo {
-    map: HashMap<(Box<str>, Box<str>), (Option<String>, Instant)>,
+    map: HashMap<ClientKey, (Option<String>, Instant)>,
 }
+
+/// (account, client).
+type ClientKey = (Box<str>, Box<str>);
 
 impl TouchMemo {
     fn get(&self, account: &str, client: &str, now: Instant) -> Option<Option<String>> {
