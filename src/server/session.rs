@@ -349,9 +349,11 @@ impl Worker {
         }
     }
 
-    /// True if the conversation note for (`client`, `peer`) should be passed
-    /// on now: not within the last few seconds. Conversation times are then
-    /// at most that much stale, against a `--conversation-ttl` of minutes.
+    /// True if the conversation note `key` is due now: the same note was not
+    /// passed on within the last few seconds (at most half the
+    /// `--conversation-ttl`, at most 5 s). Conversation times are then at most
+    /// that much stale, against a `--conversation-ttl` of minutes. The memory
+    /// of recent notes is lossy in the safe direction (`pairs::RecentPairs`).
     pub fn touch_due(&mut self, key: TouchKey<'_>) -> bool {
         let window =
             (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
