@@ -76,29 +76,20 @@ impl EventId {
     /// formatting machinery: this runs twice per relayed message.
     pub fn push_to(&self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut buf = [0u8; 16 + 1 + 20];
-        let mut i = buf.len();
-        let mut q = self.seq;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (q % 10) as u8;
-            q /= 10;
-            if q == 0 {
-                break;
-            }
-        }
-        i -= 1;
-        buf[i] = b'-';
+        let mut hex = [0u8; 16];
+        let mut i = hex.len();
         let mut e = self.epoch;
         loop {
             i -= 1;
-            buf[i] = HEX[(e & 15) as usize];
+            hex[i] = HEX[(e & 15) as usize];
             e >>= 4;
             if e == 0 {
                 break;
             }
         }
-        out.extend_from_slice(&buf[i..]);
+        out.extend_from_slice(&hex[i..]);
+        out.push(b'-');
+        crate::proto::response::push_decimal(out, self.seq);
     }
 }
 

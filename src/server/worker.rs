@@ -36,7 +36,7 @@ const HOUSEKEEPING_MS: u64 = 10_000;
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// What a timer entry refers to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TimerRef {
     /// A connection: slab index, generation, and the deadline the entry was armed for.
     Conn { idx: u32, gen: u32, at: u64 },
@@ -421,27 +421,31 @@ impl Worker {
     /// (so a closed connection holds no timer memory until its deadline).
     pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
         let c = self.conns.try_remove(idx)?;
-        if c.armed != 0 {
-            let (at, gen) = (c.armed, c.gen);
-            self.wheel.cancel(at, |t| {
-                matches!(*t, TimerRef::Conn { idx: i, gen: g, at: a }
-                    if i as usize == idx && g == gen && a == at)
-            });
-        }
+        self.disarm(TimerRef::Conn {
+            idx: idx as u32,
+            gen: c.gen,
+            at: c.armed,
+        });
         Some(c)
     }
 
     /// Takes session `idx` out of the table, with its pending timer entry.
     pub fn remove_session(&mut self, idx: usize) -> Option<super::session::Session> {
         let s = self.sessions.remove(idx)?;
-        if s.armed != 0 {
-            let (at, gen) = (s.armed, s.gen);
-            self.wheel.cancel(at, |t| {
-                matches!(*t, TimerRef::Session { idx: i, gen: g, at: a }
-                    if i as usize == idx && g == gen && a == at)
-            });
-        }
+        self.disarm(TimerRef::Session {
+            idx: idx as u32,
+            gen: s.gen,
+            at: s.armed,
+        });
         Some(s)
+    }
+
+    /// Removes the wheel entry `r` (armed for `r`'s deadline; 0 = not armed).
+    fn disarm(&mut self, r: TimerRef) {
+        let (TimerRef::Conn { at, .. } | TimerRef::Session { at, .. }) = r;
+        if at != 0 {
+            self.wheel.cancel(at, |t| *t == r);
+        }
     }
 
     /// Sets the deadline of connection `idx`. Its single wheel entry is moved
@@ -453,13 +457,12 @@ impl Worker {
         let c = &mut self.conns[idx];
         c.deadline = deadline;
         if c.armed == 0 || deadline < c.armed {
-            if c.armed != 0 {
-                let (at, gen) = (c.armed, c.gen);
-                self.wheel.cancel(at, |t| {
-                    matches!(*t, TimerRef::Conn { idx: i, gen: g, at: a }
-                        if i as usize == idx && g == gen && a == at)
-                });
-            }
+            let old = TimerRef::Conn {
+                idx: idx as u32,
+                gen: c.gen,
+                at: c.armed,
+            };
+            self.disarm(old);
             let c = &mut self.conns[idx];
             c.armed = deadline;
             self.wheel.insert(
@@ -480,13 +483,12 @@ impl Worker {
         };
         s.deadline = deadline;
         if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
-            if s.armed != 0 {
-                let (at, gen) = (s.armed, s.gen);
-                self.wheel.cancel(at, |t| {
-                    matches!(*t, TimerRef::Session { idx: i, gen: g, at: a }
-                        if i as usize == idx && g == gen && a == at)
-                });
-            }
+            let old = TimerRef::Session {
+                idx: idx as u32,
+                gen: s.gen,
+                at: s.armed,
+            };
+            self.disarm(old);
             let Some(s) = self.sessions.get_mut(idx) else {
                 return;
             };
