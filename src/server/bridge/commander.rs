@@ -31,8 +31,8 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
         };
         backoff = Duration::from_millis(100);
         let mut live: HashSet<String> = HashSet::new();
-        let mut memo = TouchMemo::default();
-        let mut routes = RouteCache::default();
+        let mut memo = PresenceMemo::new(Duration::from_secs(2), 16_384);
+        let mut routes = PresenceMemo::new(Duration::from_secs(1), 65_536);
         let mut next_beat = Instant::now();
         let mut next_reap = Instant::now() + b.cfg.node_ttl;
         let result: redis::RedisResult<()> = (|| loop {
@@ -230,80 +230,60 @@ enum LookupKind {
     None,
     Node,
     All,
-    /// Answered from the [`TouchMemo`]: the node last seen holding the client.
+    /// A note answered from the [`PresenceMemo`]: the node last seen holding the client.
     Known(Option<String>),
-    /// A send routed by the [`RouteCache`] to this (live) node.
+    /// A send routed from the [`PresenceMemo`] of routes to this (live) node.
     Cached(String),
-}
-
-/// How long a send's look-up answer (the recipient's node) is reused.
-const ROUTE_TTL: Duration = Duration::from_secs(1);
-/// Most routes remembered (the cache is cleared when it is full).
-const ROUTE_MAX: usize = 65_536;
-
-/// Recent answers to sends' presence look-ups: a node forwarding many
-/// messages to the same clients would otherwise do one `HGET` per message.
-/// A cached route can be stale (the client moved); the node it names then
-/// answers "not here", and the send is retried once with a fresh look-up
-/// (`Pending::Send` keeps the message for that). Routes to nodes that are
-/// not alive are not used.
-#[derive(Default)]
-struct RouteCache {
-    map: HashMap<ClientKey, (String, Instant)>,
-}
-
-impl RouteCache {
-    fn get(&self, account: &str, client: &str, now: Instant) -> Option<&str> {
-        let (node, at) = self.map.get(&(account.into(), client.into()))?;
-        (now.duration_since(*at) < ROUTE_TTL).then_some(node.as_str())
-    }
-
-    fn put(&mut self, account: &str, client: &str, node: Option<&str>, now: Instant) {
-        let key = (account.into(), client.into());
-        match node {
-            Some(n) => {
-                if self.map.len() >= ROUTE_MAX {
-                    self.map.clear();
-                }
-                self.map.insert(key, (n.to_string(), now));
-            }
-            None => {
-                self.map.remove(&key);
-            }
-        }
-    }
-}
-
-/// How long a conversation note's look-up answer is reused.
-const TOUCH_MEMO_TTL: Duration = Duration::from_secs(2);
-/// Most answers remembered (the memo is cleared when it is full).
-const TOUCH_MEMO_MAX: usize = 16_384;
-
-/// Recent presence answers for conversation notes (`Touch`), which are best
-/// effort: a busy sender whose session is on no node (or on the same node for
-/// a while) would otherwise cost one `HGET` per note. Sends are never
-/// answered from here: their look-up is always fresh.
-#[derive(Default)]
-struct TouchMemo {
-    map: HashMap<ClientKey, (Option<String>, Instant)>,
 }
 
 /// (account, client).
 type ClientKey = (Box<str>, Box<str>);
 
-impl TouchMemo {
-    fn get(&self, account: &str, client: &str, now: Instant) -> Option<Option<String>> {
+/// Recent answers to presence look-ups (which node holds a client), reused
+/// for a short time instead of another `HGET`. Two are kept:
+///
+/// - routes for sends, 1 s, positive answers only: a node forwarding many
+///   messages to the same clients would otherwise do one `HGET` per message.
+///   A cached route can be stale (the client moved); the node it names then
+///   answers "not here", and the send is retried once with a fresh look-up
+///   (`Pending::Send` keeps the message for that). Routes to nodes that are
+///   not alive are not used.
+/// - answers for conversation notes (`Touch`), 2 s, "no node" included: notes
+///   are best effort, and a busy sender whose session is on no node would
+///   otherwise cost one `HGET` per note.
+struct PresenceMemo {
+    map: HashMap<ClientKey, (Option<String>, Instant)>,
+    ttl: Duration,
+    /// Most answers remembered (the memo is cleared when it is full).
+    max: usize,
+}
+
+impl PresenceMemo {
+    fn new(ttl: Duration, max: usize) -> PresenceMemo {
+        PresenceMemo {
+            map: HashMap::new(),
+            ttl,
+            max,
+        }
+    }
+
+    /// The remembered answer, if still fresh.
+    fn get(&self, account: &str, client: &str, now: Instant) -> Option<&Option<String>> {
         // Tuple keys of boxes cannot be borrowed as (&str, &str): build the key.
         let (node, at) = self.map.get(&(account.into(), client.into()))?;
-        (now.duration_since(*at) < TOUCH_MEMO_TTL).then(|| node.clone())
+        (now.duration_since(*at) < self.ttl).then_some(node)
     }
 
     fn put(&mut self, account: &str, client: &str, node: Option<String>, now: Instant) {
-        if self.map.len() >= TOUCH_MEMO_MAX {
+        if self.map.len() >= self.max {
             self.map.clear();
         }
         self.map
             .insert((account.into(), client.into()), (node, now));
+    }
+
+    fn forget(&mut self, account: &str, client: &str) {
+        self.map.remove(&(account.into(), client.into()));
     }
 }
 
@@ -344,8 +324,8 @@ fn run_batch(
     shared: &Shared,
     con: &mut redis::Connection,
     live: &HashSet<String>,
-    memo: &mut TouchMemo,
-    routes: &mut RouteCache,
+    memo: &mut PresenceMemo,
+    routes: &mut PresenceMemo,
     batch: &mut Vec<BridgeCmd>,
 ) -> redis::RedisResult<()> {
     let b = bridge(shared);
@@ -363,7 +343,7 @@ fn run_batch(
         } = c
         {
             if let Some(node) = memo.get(account, client, now) {
-                kinds.push(LookupKind::Known(node));
+                kinds.push(LookupKind::Known(node.clone()));
                 continue;
             }
         }
@@ -374,7 +354,7 @@ fn run_batch(
             ..
         } = c
         {
-            if let Some(node) = routes.get(account, to, now) {
+            if let Some(Some(node)) = routes.get(account, to, now) {
                 if live.contains(node) {
                     kinds.push(LookupKind::Cached(node.to_string()));
                     continue;
@@ -416,8 +396,10 @@ fn run_batch(
                     BridgeCmd::Send { account, to, .. } => {
                         // Only routes to other live nodes (a send reaches the bridge
                         // when this node does not hold the client).
-                        let live_node = n.as_ref().filter(|(n, alive)| *alive && *n != b.node);
-                        routes.put(account, to, live_node.map(|(n, _)| n.as_str()), now)
+                        match n.as_ref().filter(|(n, alive)| *alive && *n != b.node) {
+                            Some((node, _)) => routes.put(account, to, Some(node.clone()), now),
+                            None => routes.forget(account, to),
+                        }
                     }
                     _ => {}
                 }
