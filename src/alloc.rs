@@ -30,7 +30,7 @@ pub fn release_free_memory() {
     }
 }
 
-/// Which allocator the running binary uses, for `/info` and `/debug/memory`.
+/// Which allocator the running binary uses (for `/debug/memory`).
 pub fn allocator_name() -> &'static str {
     if cfg!(feature = "jemalloc") {
         "jemalloc"
@@ -39,48 +39,28 @@ pub fn allocator_name() -> &'static str {
     }
 }
 
-/// A `size_t`-sized jemalloc control value by name (e.g. `opt.dirty_decay_ms`),
-/// read after refreshing the statistics epoch; `None` without jemalloc or for
-/// an unknown name.
-pub fn jemalloc_stat(name: &str) -> Option<u64> {
+/// jemalloc's `opt.dirty_decay_ms` (how long unused pages are kept before
+/// they go back to the kernel); `None` without jemalloc.
+pub fn jemalloc_dirty_decay_ms() -> Option<i64> {
     #[cfg(feature = "jemalloc")]
     {
-        use std::ffi::CString;
-        let mut epoch: u64 = 1;
-        let mut len = std::mem::size_of::<u64>();
-        // SAFETY: "epoch" takes and returns a u64; the pointers and sizes match.
-        unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"epoch".as_ptr(),
-                (&mut epoch as *mut u64).cast(),
-                &mut len,
-                (&mut epoch as *mut u64).cast(),
-                len,
-            );
-        }
-        let c = CString::new(name).ok()?;
-        let mut v: usize = 0;
-        let mut len = std::mem::size_of::<usize>();
-        // SAFETY: the `stats.*` size statistics are size_t values; pointer and size match.
+        let mut v: isize = 0;
+        let mut len = std::mem::size_of::<isize>();
+        // SAFETY: `opt.dirty_decay_ms` is an ssize_t; pointer and size match,
+        // and nothing is written.
         let r = unsafe {
             tikv_jemalloc_sys::mallctl(
-                c.as_ptr(),
-                (&mut v as *mut usize).cast(),
+                c"opt.dirty_decay_ms".as_ptr(),
+                (&mut v as *mut isize).cast(),
                 &mut len,
                 std::ptr::null_mut(),
                 0,
             )
         };
-        if r == 0 && len == std::mem::size_of::<usize>() {
-            return Some(v as u64);
-        }
-        None
+        (r == 0).then_some(v as i64)
     }
     #[cfg(not(feature = "jemalloc"))]
-    {
-        let _ = name;
-        None
-    }
+    None
 }
 
 #[cfg(test)]
@@ -92,12 +72,11 @@ mod tests {
         // Purging or trimming with nothing to give back is harmless.
         super::release_free_memory();
         #[cfg(feature = "jemalloc")]
-        assert_eq!(
-            super::jemalloc_stat("opt.dirty_decay_ms").map(|_| ()),
-            Some(()),
+        assert!(
+            super::jemalloc_dirty_decay_ms().is_some(),
             "jemalloc answers its controls"
         );
         #[cfg(not(feature = "jemalloc"))]
-        assert_eq!(super::jemalloc_stat("opt.dirty_decay_ms"), None);
+        assert_eq!(super::jemalloc_dirty_decay_ms(), None);
     }
 }

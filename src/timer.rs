@@ -122,9 +122,7 @@ impl<T: Copy> TimerWheel<T> {
             let mut batch: Vec<(u64, T)> = Vec::new();
             for (i, slot) in self.slots.iter_mut().enumerate() {
                 fire_slot(slot, target, |tick, p| batch.push((tick, p)));
-                if slot.is_empty() {
-                    self.occupied[i / 64] &= !(1 << (i % 64));
-                }
+                mark_emptied(&mut self.occupied, i, slot);
             }
             batch.sort_by_key(|&(tick, _)| tick);
             self.len -= batch.len();
@@ -137,9 +135,7 @@ impl<T: Copy> TimerWheel<T> {
             for tick in start..=target {
                 let idx = self.slot_index(tick);
                 fire_slot(&mut self.slots[idx], target, |_, p| fired.push(p));
-                if self.slots[idx].is_empty() {
-                    self.occupied[idx / 64] &= !(1 << (idx % 64));
-                }
+                mark_emptied(&mut self.occupied, idx, &self.slots[idx]);
             }
             self.len -= fired.len() - before;
         }
@@ -208,9 +204,7 @@ impl<T: Copy> TimerWheel<T> {
             if let Some(i) = slot.iter().position(|(t, p)| *t == tick && is_it(p)) {
                 slot.remove(i);
                 shrink_if_sparse(slot);
-                if slot.is_empty() {
-                    self.occupied[idx / 64] &= !(1 << (idx % 64));
-                }
+                mark_emptied(&mut self.occupied, idx, slot);
                 self.len -= 1;
                 return true;
             }
@@ -255,6 +249,13 @@ impl<T: Copy> TimerWheel<T> {
     fn slot_index(&self, tick: u64) -> usize {
         // The remainder is < slots.len(), so it fits in usize.
         (tick % self.slots.len() as u64) as usize
+    }
+}
+
+/// Clears slot `idx`'s bit in the occupancy bitmap if `slot` is now empty.
+fn mark_emptied<E>(occupied: &mut [u64], idx: usize, slot: &[E]) {
+    if slot.is_empty() {
+        occupied[idx / 64] &= !(1 << (idx % 64));
     }
 }
 

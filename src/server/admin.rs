@@ -582,7 +582,7 @@ impl Admin {
                 "name": crate::alloc::allocator_name(),
                 // jemalloc only: how long unused pages are kept before they go
                 // back to the kernel (null with glibc malloc).
-                "dirty_decay_ms": crate::alloc::jemalloc_stat("opt.dirty_decay_ms"),
+                "dirty_decay_ms": crate::alloc::jemalloc_dirty_decay_ms(),
             },
         })
     }
