@@ -358,7 +358,7 @@ impl Worker {
         let window =
             (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
         let h = self.touch_hasher.hash_one(key);
-        self.touches_sent.due(h, self.now, window)
+        self.recent_pairs.due(h, self.now, window)
     }
 
     /// Tells `to` (owned here) that `peer` went offline.
@@ -374,7 +374,7 @@ impl Worker {
         let key = self
             .touch_hasher
             .hash_one(TouchKey::Pair(account, peer, to, epoch));
-        self.touches_sent.forget(key);
+        self.recent_pairs.forget(key);
         log::debug!(
             "{} peer-gone {account}/{peer} -> {to}: {reason}",
             self.sessions.slab[sidx].sid

@@ -97,8 +97,8 @@ pub(super) struct Worker {
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
     /// Conversation pairs noted recently (see `touch_due`).
-    pub touches_sent: super::pairs::RecentPairs,
-    /// Seeded hasher for `touches_sent` keys.
+    pub recent_pairs: super::pairs::RecentPairs,
+    /// Seeded hasher for `recent_pairs` keys.
     pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
     pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
@@ -125,7 +125,7 @@ impl Worker {
             listener: Some(listener),
             drain: None,
             token_cache: hashbrown::HashMap::default(),
-            touches_sent: Default::default(),
+            recent_pairs: Default::default(),
             touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
             conns: Slab::new(),
