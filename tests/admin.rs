@@ -664,9 +664,26 @@ fn memory_report() {
         "{j}"
     );
     assert_eq!(j["receive_connections"], 1, "{j}");
-    // The allocator in use is named; the default build uses glibc malloc.
+    // The allocator in use is named (the default build uses jemalloc).
     let name = j["allocator"]["name"].as_str().unwrap_or_default();
     assert!(name == "glibc malloc" || name == "jemalloc", "{j}");
+    // jemalloc's heap totals: consistent with each other and with the process.
+    let heap = &j["allocator"]["heap"];
+    if name == "jemalloc" {
+        let get = |k: &str| {
+            heap[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("allocator.heap.{k} in {j}"))
+        };
+        let (allocated, active, resident) = (get("allocated"), get("active"), get("resident"));
+        assert!(allocated > 0, "{j}");
+        assert!(allocated <= active && active <= resident, "{j}");
+        assert!(resident <= j["rss_bytes"].as_u64().unwrap_or(0) * 2, "{j}");
+        get("metadata");
+        get("retained");
+    } else {
+        assert!(heap.is_null(), "{j}");
+    }
 }
 
 #[test]

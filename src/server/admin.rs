@@ -583,6 +583,8 @@ impl Admin {
                 // jemalloc only: how long unused pages are kept before they go
                 // back to the kernel (null with glibc malloc).
                 "dirty_decay_ms": crate::alloc::jemalloc_dirty_decay_ms(),
+                // jemalloc only: heap totals in bytes (null with glibc malloc).
+                "heap": crate::alloc::jemalloc_heap_stats(),
             },
         })
     }

@@ -69,7 +69,16 @@ impl Worker {
     /// expiry. The cache is keyed by the whole token with a randomly seeded
     /// hash, so a guessed token never reaches a comparison with a cached one
     /// except by a full hash collision.
-    fn verify_cached(&mut self, token: String) -> Result<std::sync::Arc<Identity>, AuthError> {
+    ///
+    /// Only tokens of requests that repeat (`remember`: sends, listings) are
+    /// kept: a receive connection presents its token once and then stays for
+    /// hours, and caching it would cost an idle connection about 400 bytes
+    /// (the token, its identity and the table slot) for nothing.
+    fn verify_cached(
+        &mut self,
+        token: String,
+        remember: bool,
+    ) -> Result<std::sync::Arc<Identity>, AuthError> {
         let now = super::epoch_ms() / 1000;
         if let Some(id) = self.token_cache.get(token.as_str()) {
             if now < id.exp {
@@ -77,6 +86,9 @@ impl Worker {
             }
         }
         let id = std::sync::Arc::new(self.shared.verifier.verify(&token, now)?);
+        if !remember {
+            return Ok(id);
+        }
         if self.token_cache.len() >= TOKEN_CACHE {
             self.token_cache.clear();
         }
@@ -107,7 +119,8 @@ impl Worker {
                 return;
             }
         };
-        let ident = match self.verify_cached(token) {
+        let remember = !matches!(route, Route::Receive { .. });
+        let ident = match self.verify_cached(token, remember) {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());

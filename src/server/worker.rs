@@ -32,6 +32,9 @@ const SCRATCH: usize = 64 * 1024;
 const CHANNEL_BATCH: usize = 4096;
 /// How often a worker gives back memory left over from busier times.
 const HOUSEKEEPING_MS: u64 = 10_000;
+/// A worker that has seen no I/O for this long after being busy gives its
+/// cached free memory back (see `settle`).
+const QUIET_RELEASE_MS: u64 = 500;
 /// Pause before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -96,6 +99,10 @@ pub(super) struct Worker {
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
+    /// Monotonic ms of the last loop iteration that had I/O events or envelopes.
+    last_busy: u64,
+    /// Memory may be cached since the last `settle` (set by any busy iteration).
+    unsettled: bool,
     /// Conversation pairs noted recently (see `touch_due`).
     pub recent_pairs: super::pairs::RecentPairs,
     /// Seeded hasher for `recent_pairs` keys.
@@ -128,6 +135,8 @@ impl Worker {
             recent_pairs: Default::default(),
             touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
+            last_busy: now,
+            unsettled: false,
             conns: Slab::new(),
             sessions: Sessions::new(),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
@@ -172,6 +181,9 @@ impl Worker {
                 soonest(t.saturating_sub(self.now));
             }
             soonest(self.next_housekeeping.saturating_sub(self.now));
+            if self.unsettled {
+                soonest((self.last_busy + QUIET_RELEASE_MS).saturating_sub(self.now));
+            }
             if backlog {
                 timeout = Some(0);
             }
@@ -198,6 +210,7 @@ impl Worker {
                     }
                 }
             }
+            let had_events = !events.is_empty();
             backlog = self.drain_channel();
             if self.accept_paused_until > 0 && self.now >= self.accept_paused_until {
                 self.accept_paused_until = 0;
@@ -206,6 +219,12 @@ impl Worker {
             self.run_timers();
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
+            }
+            if had_events || backlog {
+                self.last_busy = self.now;
+                self.unsettled = true;
+            } else if self.unsettled && self.now >= self.last_busy + QUIET_RELEASE_MS {
+                self.settle();
             }
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
@@ -270,9 +289,22 @@ impl Worker {
         self.wheel.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
+        crate::alloc::flush_thread_cache();
         if self.id == 0 {
             crate::alloc::release_free_memory();
         }
+    }
+
+    /// Gives back what a burst of work left cached once the worker has gone
+    /// quiet: this thread's allocator cache, then the free pages of every
+    /// heap arena. Without it, memory freed after a burst (request buffers of
+    /// a thousand new connections, say) stays resident until the next
+    /// housekeeping, and a worker that stays quiet never runs its thread
+    /// cache's garbage collection at all. Runs at most once per busy period.
+    fn settle(&mut self) {
+        self.unsettled = false;
+        crate::alloc::flush_thread_cache();
+        crate::alloc::release_free_memory();
     }
 
     /// A fresh generation for a new slab entry.
