@@ -98,9 +98,67 @@ pub struct IdleArgs {
     /// Server name for --tls (SNI and certificate check).
     #[arg(long, default_value = "localhost")]
     pub tls_name: String,
+    /// Connections opened, and kept open, before the baseline reading, so that a
+    /// server's one-time costs of its first connections (code paged in, first-use
+    /// tables, thread stacks and caches) are not counted per connection; they use
+    /// clients after the measured ones. 0 = measure from a cold server. The cold
+    /// numbers are reported too (`*_per_conn_cold`).
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
     /// Internal: run as a generator process of a `--procs` parent.
     #[arg(long, hide = true)]
     pub child: bool,
+}
+
+/// The warm-up connections (kept open while they exist) and the server's
+/// memory before they were opened.
+struct Warm {
+    gen: Option<Gen>,
+    cold: Option<Reading>,
+    established: usize,
+}
+
+/// Opens `--warmup` connections (clients after the measured ones) and waits
+/// for the server's memory to settle; see [`IdleArgs::warmup`].
+fn warm_up(a: &IdleArgs) -> Warm {
+    let cold = read_mem(a.pid);
+    if a.warmup == 0 {
+        return Warm {
+            gen: None,
+            cold,
+            established: 0,
+        };
+    }
+    let mut wa = a.clone();
+    wa.connections = a.warmup;
+    wa.offset = a.offset + a.connections;
+    let mut g = match Gen::new(wa) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("switchboard-bench idle: warm-up: {e}");
+            return Warm {
+                gen: None,
+                cold,
+                established: 0,
+            };
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.timeout.min(60));
+    while !g.done_connecting() && Instant::now() < deadline {
+        g.turn(Duration::from_millis(50));
+    }
+    let established = g.counts.established;
+    eprintln!(
+        "[idle] warm-up: {established}/{} connections up; settling before the baseline",
+        a.warmup
+    );
+    // Let the server finish whatever the warm-up started (caches, deferred frees).
+    let _ = settle(a.pid, Duration::from_secs(a.settle_max), |d| g.turn(d));
+    Warm {
+        gen: Some(g),
+        cold,
+        established,
+    }
 }
 
 enum Phase {
@@ -743,9 +801,11 @@ struct Outcome {
     timed_out: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summary(
     a: &IdleArgs,
     nofile: u64,
+    warm: &Warm,
     before: Option<Reading>,
     after: Option<Reading>,
     end: Option<Reading>,
@@ -772,6 +832,8 @@ fn summary(
         "connect_rate_per_sec": if o.connect_secs > 0.0 { (est as f64 / o.connect_secs).round() } else { 0.0 },
         "hold_secs": a.hold,
         "tls": a.tls,
+        "warmup": a.warmup,
+        "warmup_established": warm.established,
     });
     if let (Some(b), Some(af)) = (before, after) {
         let m = v.as_object_mut().unwrap();
@@ -807,6 +869,23 @@ fn summary(
         if let Some(e) = end {
             m.insert("rss_end_of_hold_kb".into(), e.proc.vm_rss_kb.into());
         }
+        // From a cold server: the warm-up's one-time costs spread over all connections.
+        if let Some(c) = warm.cold {
+            let all = est + warm.established;
+            m.insert("pss_before_warmup_kb".into(), c.proc.pss_kb.into());
+            m.insert(
+                "rss_anon_before_warmup_kb".into(),
+                c.proc.rss_anon_kb.into(),
+            );
+            m.insert(
+                "pss_bytes_per_conn_cold".into(),
+                per_conn(c.proc.pss_kb, af.proc.pss_kb, all).into(),
+            );
+            m.insert(
+                "rss_anon_bytes_per_conn_cold".into(),
+                per_conn(c.proc.rss_anon_kb, af.proc.rss_anon_kb, all).into(),
+            );
+        }
     }
     v
 }
@@ -830,6 +909,7 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
             a.connections
         );
     }
+    let mut warm = warm_up(&a);
     let before = read_mem(a.pid);
     let mut g = match Gen::new(a.clone()) {
         Ok(g) => g,
@@ -861,7 +941,12 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
         "[idle] connect phase over: up={} failed={} in {connect_secs:.2}s; settling",
         g.counts.established, g.counts.failed
     );
-    let (after, settle_secs) = settle(a.pid, Duration::from_secs(a.settle_max), |d| g.turn(d));
+    let (after, settle_secs) = settle(a.pid, Duration::from_secs(a.settle_max), |d| {
+        g.turn(d);
+        if let Some(w) = warm.gen.as_mut() {
+            w.turn(Duration::ZERO);
+        }
+    });
     eprintln!("[idle] holding {}s", a.hold);
     g.turn(Duration::from_secs(a.hold));
     let end = read_mem(a.pid);
@@ -872,8 +957,17 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
     };
     println!(
         "{}",
-        serde_json::to_string_pretty(&summary(&a, nofile, before, after, end, settle_secs, &o))
-            .unwrap()
+        serde_json::to_string_pretty(&summary(
+            &a,
+            nofile,
+            &warm,
+            before,
+            after,
+            end,
+            settle_secs,
+            &o
+        ))
+        .unwrap()
     );
     if o.counts.established == a.connections {
         ExitCode::SUCCESS
@@ -976,6 +1070,7 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let warm = warm_up(&a);
     let before = read_mem(a.pid);
     let t0 = Instant::now();
     let (tx, rx) = mpsc::channel::<(usize, String)>();
@@ -1110,8 +1205,17 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
     };
     println!(
         "{}",
-        serde_json::to_string_pretty(&summary(&a, nofile, before, after, end, settle_secs, &o))
-            .unwrap()
+        serde_json::to_string_pretty(&summary(
+            &a,
+            nofile,
+            &warm,
+            before,
+            after,
+            end,
+            settle_secs,
+            &o
+        ))
+        .unwrap()
     );
     if o.counts.established == a.connections {
         ExitCode::SUCCESS

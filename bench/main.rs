@@ -4,13 +4,14 @@
 //! from one single-threaded mio event loop and measures how much memory the
 //! server spends per idle connection. See `bench/idle.sh` and `PERF.md`.
 //! `relay`, `churn` and `detect` are the other scenarios; `--target` picks
-//! Switchboard or a peer (nginx + nchan, Redis pub/sub) where it applies.
+//! Switchboard or a peer (nginx + nchan, Redis pub/sub, Mosquitto) where it applies.
 
 mod admin;
 mod churn;
 mod detect;
 mod idle;
 mod mem;
+mod mqtt;
 mod proto;
 mod relay;
 

@@ -1,5 +1,5 @@
-//! Wire shapes of the systems the bench drives: Switchboard, nginx + nchan and
-//! Redis pub/sub. Request builders and incremental stream parsers, shared by
+//! Wire shapes of the systems the bench drives: Switchboard, nginx + nchan,
+//! Redis pub/sub and Mosquitto (MQTT 3.1.1). Request builders and incremental stream parsers, shared by
 //! the `idle`, `relay`, `churn` and `detect` scenarios.
 
 use std::io;
@@ -11,6 +11,8 @@ use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use switchboard::auth::{self, Role};
 
+use crate::mqtt;
+
 /// The system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +23,10 @@ pub enum Target {
     Nchan,
     /// Redis pub/sub: `SUBSCRIBE <ch>` + `PUBLISH <ch> <msg>`.
     Redis,
+    /// Mosquitto (MQTT 3.1.1): `CONNECT` + `SUBSCRIBE <topic>` at QoS 0 per
+    /// receiver; senders `PUBLISH` at QoS 1, so each message gets a `PUBACK`
+    /// (the counterpart of a 202 or of Redis's reply), and it is delivered at QoS 0.
+    Mosquitto,
 }
 
 impl Target {
@@ -29,6 +35,7 @@ impl Target {
             Target::Switchboard => "switchboard",
             Target::Nchan => "nchan",
             Target::Redis => "redis",
+            Target::Mosquitto => "mosquitto",
         }
     }
 }
@@ -77,14 +84,42 @@ pub fn receive_request(
         )
         .into_bytes(),
         Target::Redis => format!("SUBSCRIBE {name}\r\n").into_bytes(),
+        Target::Mosquitto => {
+            let mut out = mqtt::connect(name);
+            mqtt::subscribe(&mut out, 1, name);
+            out
+        }
+    }
+}
+
+/// What a sender writes first on a new connection: MQTT's `CONNECT` (client
+/// id `name`); nothing for the others.
+pub fn sender_hello(t: Target, name: &str) -> Vec<u8> {
+    match t {
+        Target::Mosquitto => mqtt::connect(name),
+        _ => Vec::new(),
     }
 }
 
 /// Appends one send / publish of `body` to `to` on a keep-alive connection.
-/// `auth` is the sender's `Authorization` header line (Switchboard only).
-pub fn push_send(t: Target, out: &mut Vec<u8>, server: &str, auth: &str, to: &str, body: &[u8]) {
+/// `auth` is the sender's `Authorization` header line (Switchboard only);
+/// `seq` numbers the sender's messages (MQTT packet ids).
+pub fn push_send(
+    t: Target,
+    out: &mut Vec<u8>,
+    server: &str,
+    auth: &str,
+    to: &str,
+    body: &[u8],
+    seq: u64,
+) {
     use std::io::Write;
     match t {
+        Target::Mosquitto => {
+            // Packet ids are 1..=65535; the window is far smaller than that.
+            mqtt::publish_qos1(out, (seq % 65535) as u16 + 1, to, body);
+            return;
+        }
         Target::Switchboard => {
             let _ = write!(
                 out,
@@ -160,6 +195,7 @@ pub fn check_ready(t: Target, buf: &[u8]) -> HeadCheck {
                 None => HeadCheck::More,
             }
         }
+        Target::Mosquitto => mqtt::check_subscribed(buf),
         Target::Redis => {
             let mut p = RespParser;
             match p.next(buf) {
@@ -483,6 +519,19 @@ impl StreamParser {
                         }
                     } else {
                         f(Got::Other);
+                    }
+                    pos += n;
+                }
+            }
+            Target::Mosquitto => {
+                while let Some((n, kind, body)) = mqtt::packet(&self.buf[pos..])? {
+                    match (kind >> 4, mqtt::publish_payload(kind, body)) {
+                        (3, Some(payload)) => match parse_marker(payload) {
+                            Some((t, s, q)) => f(Got::Msg(t, s, q)),
+                            None => f(Got::Other),
+                        },
+                        (3, None) => return Err("malformed MQTT PUBLISH".into()),
+                        _ => f(Got::Other),
                     }
                     pos += n;
                 }

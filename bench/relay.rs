@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::mem;
+use crate::mqtt;
 use crate::proto::{self, Got, HeadCheck, HttpResponses, RespParser, StreamParser, Target};
 
 /// Flags of `switchboard-bench relay`.
@@ -349,7 +350,27 @@ impl Gen {
                     ..
                 } => {
                     let mut results: Vec<Result<(), String>> = Vec::new();
-                    if target == Target::Redis {
+                    if target == Target::Mosquitto {
+                        resp.extend_from_slice(data);
+                        let mut pos = 0;
+                        loop {
+                            match mqtt::packet(&resp[pos..]) {
+                                Ok(Some((m, first, body))) => {
+                                    if let Some(r) = mqtt::sender_answer(first, body) {
+                                        results.push(r);
+                                    }
+                                    pos += m;
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    results.push(Err(e));
+                                    pos = resp.len();
+                                    break;
+                                }
+                            }
+                        }
+                        resp.drain(..pos);
+                    } else if target == Target::Redis {
                         resp.extend_from_slice(data);
                         let mut pos = 0;
                         loop {
@@ -457,6 +478,7 @@ impl Gen {
                     auth,
                     &to,
                     &self.body,
+                    *seq,
                 );
                 inflight.push_back(key(*s, *seq));
                 *seq += 1;
@@ -555,6 +577,7 @@ fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> Thre
                     } else {
                         String::new()
                     };
+                    let hello = proto::sender_hello(g.a.target, &format!("s{i}"));
                     g.open(
                         Role::Send {
                             s: i,
@@ -565,7 +588,7 @@ fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> Thre
                             auth,
                             up: false,
                         },
-                        Vec::new(),
+                        hello,
                     );
                 }
             }

@@ -52,16 +52,21 @@ ours_all = [s for s in systems if is_ours(s)]
 peers = [s for s in systems if not is_ours(s)]
 summary = {"idle": {}, "relay": {}, "ratios": {}}
 
-print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes)")
+print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes;"
+      " after 100 warm-up connections; cold PSS from a fresh server in brackets)")
 ns = sorted({k[1] for k in idle})
 for n in ns:
     row = []
     for s in systems:
         d = idle.get((s, n))
         if d:
-            row.append(f"{s} {d['pss_bytes_per_conn']:.0f} / {d['rss_anon_bytes_per_conn']:.0f}")
+            cold = d.get("pss_bytes_per_conn_cold")
+            row.append(f"{s} {d['pss_bytes_per_conn']:.0f} / {d['rss_anon_bytes_per_conn']:.0f}"
+                       + (f" [{cold:.0f}]" if cold is not None else ""))
             summary["idle"].setdefault(s, {})[str(n)] = {
                 "pss_bytes_per_conn": d["pss_bytes_per_conn"],
+                "pss_bytes_per_conn_cold": cold,
+                "warmup": d.get("warmup", 0),
                 "rss_bytes_per_conn": d["rss_bytes_per_conn"],
                 "rss_anon_bytes_per_conn": d["rss_anon_bytes_per_conn"],
                 "connect_rate_per_sec": d["connect_rate_per_sec"],
