@@ -16,6 +16,7 @@ mod drain;
 mod http;
 pub mod limits;
 mod pairs;
+mod quiet;
 mod retained;
 mod session;
 pub mod stats;

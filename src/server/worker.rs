@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::Conn;
+use super::quiet::QuietClock;
 use super::session::Sessions;
 use super::{Envelope, Shared};
 use crate::timer::TimerWheel;
@@ -35,6 +36,7 @@ const HOUSEKEEPING_MS: u64 = 10_000;
 /// A worker that has seen no I/O for this long after being busy gives its
 /// cached free memory back (see `settle`).
 const QUIET_RELEASE_MS: u64 = 500;
+
 /// Pause before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -99,10 +101,8 @@ pub(super) struct Worker {
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
-    /// Monotonic ms of the last loop iteration that had I/O events or envelopes.
-    last_busy: u64,
-    /// Memory may be cached since the last `settle` (set by any busy iteration).
-    unsettled: bool,
+    /// When the worker last went quiet (see `settle`).
+    quiet: QuietClock,
     /// Conversation pairs noted recently (see `touch_due`).
     pub recent_pairs: super::pairs::RecentPairs,
     /// Seeded hasher for `recent_pairs` keys.
@@ -135,8 +135,7 @@ impl Worker {
             recent_pairs: Default::default(),
             touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
-            last_busy: now,
-            unsettled: false,
+            quiet: QuietClock::new(now, QUIET_RELEASE_MS),
             conns: Slab::new(),
             sessions: Sessions::new(),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
@@ -181,8 +180,8 @@ impl Worker {
                 soonest(t.saturating_sub(self.now));
             }
             soonest(self.next_housekeeping.saturating_sub(self.now));
-            if self.unsettled {
-                soonest((self.last_busy + QUIET_RELEASE_MS).saturating_sub(self.now));
+            if let Some(t) = self.quiet.timeout(self.now) {
+                soonest(t);
             }
             if backlog {
                 timeout = Some(0);
@@ -220,10 +219,7 @@ impl Worker {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
-            if had_events || backlog {
-                self.last_busy = self.now;
-                self.unsettled = true;
-            } else if self.unsettled && self.now >= self.last_busy + QUIET_RELEASE_MS {
+            if self.quiet.tick(self.now, had_events || backlog) {
                 self.settle();
             }
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
@@ -302,7 +298,6 @@ impl Worker {
     /// housekeeping, and a worker that stays quiet never runs its thread
     /// cache's garbage collection at all. Runs at most once per busy period.
     fn settle(&mut self) {
-        self.unsettled = false;
         crate::alloc::flush_thread_cache();
         crate::alloc::release_free_memory();
     }
