@@ -417,15 +417,19 @@ impl HttpResponses {
                     String::from_utf8_lossy(&head[..head.len().min(60)])
                 )
             })?;
-        let text = String::from_utf8_lossy(head).to_ascii_lowercase();
         let mut total = end + 4;
-        if let Some(cl) = text.lines().find_map(|l| l.strip_prefix("content-length:")) {
-            let n: usize = cl.trim().parse().map_err(|_| "bad content-length")?;
+        if let Some(cl) = header_value(head, b"content-length") {
+            let n: usize = std::str::from_utf8(cl)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("bad content-length")?;
             total += n;
             if self.buf.len() < total {
                 return Ok(None);
             }
-        } else if text.contains("transfer-encoding: chunked") {
+        } else if header_value(head, b"transfer-encoding")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
             match find(&self.buf[total..], b"0\r\n\r\n") {
                 Some(p) => total += p + 5,
                 None => return Ok(None),
@@ -434,6 +438,18 @@ impl HttpResponses {
         self.buf.drain(..total);
         Ok(Some(status))
     }
+}
+
+/// The value of header `name` (matched without regard to case) in a response
+/// head (status line and header lines, without the final blank line).
+fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| &line[colon + 1..])
+    })
 }
 
 /// A message body: `@@<ts_ns>,<sender>,<seq>,` padded with letters to `size` bytes.
@@ -580,9 +596,22 @@ mod tests {
     #[test]
     fn http_responses() {
         let mut r = HttpResponses::default();
-        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 201 Created\r\ncontent-length:0\r\n\r\n");
         assert_eq!(r.next().unwrap(), Some(202));
         assert_eq!(r.next().unwrap(), Some(201));
         assert_eq!(r.next().unwrap(), None);
+        // Chunked, split at every byte: one response, then nothing left over.
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        for cut in 0..chunked.len() {
+            let mut r = HttpResponses::default();
+            r.push(&chunked[..cut]);
+            assert_eq!(r.next().unwrap(), None, "cut {cut}");
+            r.push(&chunked[cut..]);
+            assert_eq!(r.next().unwrap(), Some(200), "cut {cut}");
+            assert_eq!(r.next().unwrap(), None);
+        }
+        let mut r = HttpResponses::default();
+        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: x\r\n\r\n");
+        assert!(r.next().is_err());
     }
 }
