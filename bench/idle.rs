@@ -86,6 +86,11 @@ pub struct IdleArgs {
     /// Longest wait (seconds) for the server's RSS to become stable before the "after" reading.
     #[arg(long, default_value_t = 10)]
     pub settle_max: u64,
+    /// Shortest wait (seconds) before the baseline and "after" readings, so that a
+    /// server's periodic clean-up of idle clients has run (Redis frees an idle
+    /// client's query buffer after about 2 s): the readings are of the steady state.
+    #[arg(long, default_value_t = 5)]
+    pub settle_min: u64,
     /// Generator processes to spread the connections over (each holds at most its fd limit).
     #[arg(long, default_value_t = 1)]
     pub procs: usize,
@@ -153,7 +158,7 @@ fn warm_up(a: &IdleArgs) -> Warm {
         a.warmup
     );
     // Let the server finish whatever the warm-up started (caches, deferred frees).
-    let _ = settle(a.pid, Duration::from_secs(a.settle_max), |d| g.turn(d));
+    let _ = settle(a.pid, a.settle_min, a.settle_max, |d| g.turn(d));
     Warm {
         gen: Some(g),
         cold,
@@ -765,9 +770,14 @@ fn read_mem(pid: Option<u32>) -> Option<Reading> {
 /// Returns the final reading and the seconds waited.
 fn settle(
     pid: Option<u32>,
-    max: Duration,
+    min_secs: u64,
+    max_secs: u64,
     mut tick: impl FnMut(Duration),
 ) -> (Option<Reading>, f64) {
+    let (min, max) = (
+        Duration::from_secs(min_secs),
+        Duration::from_secs(max_secs.max(min_secs)),
+    );
     let t = Instant::now();
     let mut window: VecDeque<u64> = VecDeque::new();
     loop {
@@ -780,7 +790,7 @@ fn settle(
         }
         let stable =
             window.len() == 5 && window.iter().max().unwrap() - window.iter().min().unwrap() <= 8;
-        if stable || t.elapsed() >= max {
+        if (stable && t.elapsed() >= min) || t.elapsed() >= max {
             return (read_mem(pid), t.elapsed().as_secs_f64());
         }
         tick(Duration::from_millis(250));
@@ -941,7 +951,7 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
         "[idle] connect phase over: up={} failed={} in {connect_secs:.2}s; settling",
         g.counts.established, g.counts.failed
     );
-    let (after, settle_secs) = settle(a.pid, Duration::from_secs(a.settle_max), |d| {
+    let (after, settle_secs) = settle(a.pid, a.settle_min, a.settle_max, |d| {
         g.turn(d);
         if let Some(w) = warm.gen.as_mut() {
             w.turn(Duration::ZERO);
@@ -1170,9 +1180,7 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
     // Children start within milliseconds of each other; the slowest one's time to its last connection.
     let connect_secs = states.iter().map(|s| s.secs).fold(0.0, f64::max);
     eprintln!("[idle] connect phase over; settling");
-    let (after, settle_secs) = settle(a.pid, Duration::from_secs(a.settle_max), |d| {
-        pump(&mut states, d)
-    });
+    let (after, settle_secs) = settle(a.pid, a.settle_min, a.settle_max, |d| pump(&mut states, d));
     eprintln!("[idle] holding {}s", a.hold);
     pump(&mut states, Duration::from_secs(a.hold));
     let end = read_mem(a.pid);
