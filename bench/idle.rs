@@ -811,6 +811,27 @@ struct Outcome {
     timed_out: bool,
 }
 
+/// Prints the JSON summary; success if every connection was established.
+fn report(
+    a: &IdleArgs,
+    nofile: u64,
+    warm: &Warm,
+    [before, after, end]: [Option<Reading>; 3],
+    settle_secs: f64,
+    o: &Outcome,
+) -> ExitCode {
+    let v = summary(a, nofile, warm, before, after, end, settle_secs, o);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+    );
+    if o.counts.established == a.connections {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn summary(
     a: &IdleArgs,
@@ -965,25 +986,7 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
         connect_secs,
         timed_out,
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&summary(
-            &a,
-            nofile,
-            &warm,
-            before,
-            after,
-            end,
-            settle_secs,
-            &o
-        ))
-        .unwrap()
-    );
-    if o.counts.established == a.connections {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    report(&a, nofile, &warm, [before, after, end], settle_secs, &o)
 }
 
 /// A generator process of a `--procs` parent: reports progress on stdout as
@@ -1211,23 +1214,5 @@ fn run_parent(a: IdleArgs, nofile: u64) -> ExitCode {
         connect_secs,
         timed_out,
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&summary(
-            &a,
-            nofile,
-            &warm,
-            before,
-            after,
-            end,
-            settle_secs,
-            &o
-        ))
-        .unwrap()
-    );
-    if o.counts.established == a.connections {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    report(&a, nofile, &warm, [before, after, end], settle_secs, &o)
 }

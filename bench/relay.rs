@@ -359,51 +359,26 @@ impl Gen {
                 } => {
                     let mut results: Vec<Result<(), String>> = Vec::new();
                     if target == Target::Mosquitto {
-                        resp.extend_from_slice(data);
-                        let mut pos = 0;
-                        loop {
-                            match mqtt::packet(&resp[pos..]) {
-                                Ok(Some((m, first, body))) => {
-                                    if let Some(r) = mqtt::sender_answer(first, body) {
-                                        results.push(r);
-                                    }
-                                    pos += m;
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    results.push(Err(e));
-                                    pos = resp.len();
-                                    break;
-                                }
-                            }
-                        }
-                        resp.drain(..pos);
+                        drain_answers(resp, data, &mut results, |b| {
+                            Ok(mqtt::packet(b)?
+                                .map(|(m, first, body)| (m, mqtt::sender_answer(first, body))))
+                        });
                     } else if target == Target::Redis {
-                        resp.extend_from_slice(data);
-                        let mut pos = 0;
-                        loop {
-                            match RespParser.next(&resp[pos..]) {
-                                Ok(Some((m, items))) => {
-                                    let n: i64 = std::str::from_utf8(items[0])
-                                        .ok()
-                                        .and_then(|s| s.parse().ok())
-                                        .unwrap_or(-1);
-                                    results.push(if n >= 1 {
-                                        Ok(())
-                                    } else {
-                                        Err(format!("publish reached {n} subscribers"))
-                                    });
-                                    pos += m;
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    results.push(Err(e));
-                                    pos = resp.len();
-                                    break;
-                                }
-                            }
-                        }
-                        resp.drain(..pos);
+                        drain_answers(resp, data, &mut results, |b| {
+                            Ok(RespParser.next(b)?.map(|(m, items)| {
+                                let n: i64 = items
+                                    .first()
+                                    .and_then(|i| std::str::from_utf8(i).ok())
+                                    .and_then(|s| s.parse().ok())
+                                    .unwrap_or(-1);
+                                let r = if n >= 1 {
+                                    Ok(())
+                                } else {
+                                    Err(format!("publish reached {n} subscribers"))
+                                };
+                                (m, Some(r))
+                            }))
+                        });
                     } else {
                         http.push(data);
                         loop {
@@ -518,6 +493,40 @@ impl Gen {
             .rejected
             .fetch_add(std::mem::take(&mut self.local_rejected), Relaxed);
     }
+}
+
+/// One answer parsed from a sender's buffer: bytes used, and the result for the
+/// oldest message in flight (`None`: the packet answers no message).
+type Answer = (usize, Option<Result<(), String>>);
+
+/// Appends `data` to a sender's answer buffer and moves every complete
+/// answer's result to `results` (RESP and MQTT senders). `next` parses one
+/// answer at the start of a buffer: `(bytes used, result)`, where a `None`
+/// result is a packet that answers no message (MQTT's CONNACK). A parse error
+/// ends the buffer: its result is the error.
+fn drain_answers(
+    buf: &mut Vec<u8>,
+    data: &[u8],
+    results: &mut Vec<Result<(), String>>,
+    next: impl Fn(&[u8]) -> Result<Option<Answer>, String>,
+) {
+    buf.extend_from_slice(data);
+    let mut pos = 0;
+    loop {
+        match next(&buf[pos..]) {
+            Ok(Some((m, r))) => {
+                results.extend(r);
+                pos += m;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                results.push(Err(e));
+                pos = buf.len();
+                break;
+            }
+        }
+    }
+    buf.drain(..pos);
 }
 
 fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usize) -> ThreadOut {
