@@ -1,11 +1,15 @@
-//! The load generator (`switchboard-bench`) against the real server: a small
-//! idle run and a short relay run, so that a change to the harness that
-//! breaks a scenario (or its JSON summary) fails here and not in a
-//! benchmark hours later. Real binaries, real sockets; no timing is asserted.
+//! The load generator (`switchboard-bench`) against the real server and real
+//! peers: a small idle run and short relay runs, so that a change to the
+//! harness that breaks a scenario, an adapter or its JSON summary fails here
+//! and not in a benchmark hours later. Real binaries, real sockets, the peers
+//! started by `tools/peers` (Redis and Mosquitto; `tools/test` installs them);
+//! no timing is asserted.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Node, SECRET};
 
@@ -84,4 +88,113 @@ fn relay_scenario_delivers_every_message_exactly_once() {
     assert_eq!(j["exactly_once"]["ok"], true, "{j}");
     assert_eq!(j["rejected"], 0, "{j}");
     assert!(j["latency_us"]["p99"].is_number(), "{j}");
+}
+
+/// A peer server started with `tools/peers start NAME DIR`; stopped on drop.
+struct Peer {
+    dir: PathBuf,
+    pid: String,
+    addr: String,
+}
+
+impl Peer {
+    fn start(name: &str) -> Peer {
+        // Tests run in parallel: each peer gets its own state directory.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-test-peer-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/peers"))
+            .args(["start", name])
+            .arg(&dir)
+            .output()
+            .expect("run tools/peers");
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "tools/peers start {name} failed: {line}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "tools/peers printed {line:?}");
+        Peer {
+            dir,
+            pid: f[1].to_string(),
+            addr: f[2].to_string(),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/peers"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A short relay run against a peer: every acknowledged message arrives once.
+fn relay_against(name: &str) {
+    let peer = Peer::start(name);
+    let j = bench(&[
+        "relay",
+        "--target",
+        name,
+        "--server",
+        &peer.addr,
+        "--pid",
+        &peer.pid,
+        "--receivers",
+        "20",
+        "--senders",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1",
+    ]);
+    assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
+    assert_eq!(j["rejected"], 0, "{j}");
+    assert_eq!(j["target"], name, "{j}");
+}
+
+#[test]
+fn relay_scenario_against_redis_pub_sub() {
+    relay_against("redis");
+}
+
+#[test]
+fn relay_scenario_against_mosquitto() {
+    relay_against("mosquitto");
+}
+
+#[test]
+fn idle_scenario_against_mosquitto() {
+    let peer = Peer::start("mosquitto");
+    let j = bench(&[
+        "idle",
+        "--target",
+        "mosquitto",
+        "--server",
+        &peer.addr,
+        "--pid",
+        &peer.pid,
+        "--connections",
+        "50",
+        "--warmup",
+        "5",
+        "--settle-min",
+        "0",
+        "--settle-max",
+        "2",
+        "--hold",
+        "0",
+    ]);
+    assert_eq!(j["established"], 50, "{j}");
+    assert!(j["rss_anon_bytes_per_conn"].is_number(), "{j}");
 }
