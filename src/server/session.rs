@@ -361,6 +361,12 @@ impl Worker {
         self.recent_pairs.due(h, self.now, window)
     }
 
+    /// Forgets the conversation note `key`: the next one is due at once.
+    fn touch_forget(&mut self, key: TouchKey<'_>) {
+        let h = self.touch_hasher.hash_one(key);
+        self.recent_pairs.forget(h);
+    }
+
     /// Tells `to` (owned here) that `peer` went offline.
     pub fn peer_gone(&mut self, account: &str, to: &str, peer: &str, reason: &'static str) {
         let Some(sidx) = self.sessions.find(account, to) else {
@@ -371,10 +377,7 @@ impl Worker {
         }
         // A new conversation with `peer` (a new session of it) must be noted at once.
         let epoch = self.sessions.slab[sidx].epoch;
-        let key = self
-            .touch_hasher
-            .hash_one(TouchKey::Pair(account, peer, to, epoch));
-        self.recent_pairs.forget(key);
+        self.touch_forget(TouchKey::Pair(account, peer, to, epoch));
         log::debug!(
             "{} peer-gone {account}/{peer} -> {to}: {reason}",
             self.sessions.slab[sidx].sid

@@ -49,6 +49,24 @@ pub(super) enum TimerRef {
     Session { idx: u32, gen: u32, at: u64 },
 }
 
+impl TimerRef {
+    fn conn(idx: usize, gen: u32, at: u64) -> TimerRef {
+        TimerRef::Conn {
+            idx: idx as u32,
+            gen,
+            at,
+        }
+    }
+
+    fn session(idx: usize, gen: u32, at: u64) -> TimerRef {
+        TimerRef::Session {
+            idx: idx as u32,
+            gen,
+            at,
+        }
+    }
+}
+
 /// A zeroed buffer whose pages are already resident, so that the worker's
 /// fixed memory is paid at start rather than by its first connections.
 fn prefaulted(len: usize) -> Vec<u8> {
@@ -448,22 +466,14 @@ impl Worker {
     /// (so a closed connection holds no timer memory until its deadline).
     pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
         let c = self.conns.try_remove(idx)?;
-        self.disarm(TimerRef::Conn {
-            idx: idx as u32,
-            gen: c.gen,
-            at: c.armed,
-        });
+        self.disarm(TimerRef::conn(idx, c.gen, c.armed));
         Some(c)
     }
 
     /// Takes session `idx` out of the table, with its pending timer entry.
     pub fn remove_session(&mut self, idx: usize) -> Option<super::session::Session> {
         let s = self.sessions.remove(idx)?;
-        self.disarm(TimerRef::Session {
-            idx: idx as u32,
-            gen: s.gen,
-            at: s.armed,
-        });
+        self.disarm(TimerRef::session(idx, s.gen, s.armed));
         Some(s)
     }
 
@@ -484,22 +494,10 @@ impl Worker {
         let c = &mut self.conns[idx];
         c.deadline = deadline;
         if c.armed == 0 || deadline < c.armed {
-            let old = TimerRef::Conn {
-                idx: idx as u32,
-                gen: c.gen,
-                at: c.armed,
-            };
-            self.disarm(old);
-            let c = &mut self.conns[idx];
-            c.armed = deadline;
-            self.wheel.insert(
-                deadline,
-                TimerRef::Conn {
-                    idx: idx as u32,
-                    gen: c.gen,
-                    at: deadline,
-                },
-            );
+            let (gen, old) = (c.gen, std::mem::replace(&mut c.armed, deadline));
+            self.disarm(TimerRef::conn(idx, gen, old));
+            self.wheel
+                .insert(deadline, TimerRef::conn(idx, gen, deadline));
         }
     }
 
@@ -510,25 +508,10 @@ impl Worker {
         };
         s.deadline = deadline;
         if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
-            let old = TimerRef::Session {
-                idx: idx as u32,
-                gen: s.gen,
-                at: s.armed,
-            };
-            self.disarm(old);
-            let Some(s) = self.sessions.get_mut(idx) else {
-                return;
-            };
-            s.armed = deadline;
-            let gen = s.gen;
-            self.wheel.insert(
-                deadline,
-                TimerRef::Session {
-                    idx: idx as u32,
-                    gen,
-                    at: deadline,
-                },
-            );
+            let (gen, old) = (s.gen, std::mem::replace(&mut s.armed, deadline));
+            self.disarm(TimerRef::session(idx, gen, old));
+            self.wheel
+                .insert(deadline, TimerRef::session(idx, gen, deadline));
         }
     }
 
