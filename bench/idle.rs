@@ -879,24 +879,19 @@ fn summary(
         m.insert("rss_anon_after_kb".into(), af.proc.rss_anon_kb.into());
         m.insert("pss_before_kb".into(), b.proc.pss_kb.into());
         m.insert("pss_after_kb".into(), af.proc.pss_kb.into());
-        m.insert(
-            "pss_bytes_per_conn".into(),
-            per_conn(b.proc.pss_kb, af.proc.pss_kb, est).into(),
-        );
         m.insert("slab_before_kb".into(), b.slab_kb.into());
         m.insert("slab_after_kb".into(), af.slab_kb.into());
-        m.insert(
-            "rss_bytes_per_conn".into(),
-            per_conn(b.proc.vm_rss_kb, af.proc.vm_rss_kb, est).into(),
-        );
-        m.insert(
-            "rss_anon_bytes_per_conn".into(),
-            per_conn(b.proc.rss_anon_kb, af.proc.rss_anon_kb, est).into(),
-        );
-        m.insert(
-            "slab_bytes_per_conn".into(),
-            per_conn(b.slab_kb, af.slab_kb, est).into(),
-        );
+        for (name, kb) in [
+            ("pss", (b.proc.pss_kb, af.proc.pss_kb)),
+            ("rss", (b.proc.vm_rss_kb, af.proc.vm_rss_kb)),
+            ("rss_anon", (b.proc.rss_anon_kb, af.proc.rss_anon_kb)),
+            ("slab", (b.slab_kb, af.slab_kb)),
+        ] {
+            m.insert(
+                format!("{name}_bytes_per_conn"),
+                per_conn(kb.0, kb.1, est).into(),
+            );
+        }
         if let Some(e) = end {
             m.insert("rss_end_of_hold_kb".into(), e.proc.vm_rss_kb.into());
         }
@@ -908,14 +903,15 @@ fn summary(
                 "rss_anon_before_warmup_kb".into(),
                 c.proc.rss_anon_kb.into(),
             );
-            m.insert(
-                "pss_bytes_per_conn_cold".into(),
-                per_conn(c.proc.pss_kb, af.proc.pss_kb, all).into(),
-            );
-            m.insert(
-                "rss_anon_bytes_per_conn_cold".into(),
-                per_conn(c.proc.rss_anon_kb, af.proc.rss_anon_kb, all).into(),
-            );
+            for (name, kb) in [
+                ("pss", (c.proc.pss_kb, af.proc.pss_kb)),
+                ("rss_anon", (c.proc.rss_anon_kb, af.proc.rss_anon_kb)),
+            ] {
+                m.insert(
+                    format!("{name}_bytes_per_conn_cold"),
+                    per_conn(kb.0, kb.1, all).into(),
+                );
+            }
         }
     }
     v

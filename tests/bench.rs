@@ -30,28 +30,63 @@ fn bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{stdout}"))
 }
 
-#[test]
-fn idle_scenario_measures_the_server_after_a_warm_up() {
-    let node = Node::start(&["--workers", "2"]);
-    let addr = node.addr.to_string();
-    let pid = node.child.id().to_string();
-    let j = bench(&[
+/// `idle` with `n` connections after `warmup` ones, no hold, short settling.
+fn small_idle(target: &str, addr: &str, pid: &str, n: usize, warmup: usize) -> serde_json::Value {
+    let (n, warmup) = (n.to_string(), warmup.to_string());
+    bench(&[
         "idle",
+        "--target",
+        target,
         "--server",
-        &addr,
+        addr,
         "--pid",
-        &pid,
+        pid,
         "--connections",
-        "60",
+        &n,
         "--warmup",
-        "10",
+        &warmup,
         "--settle-min",
         "0",
         "--settle-max",
         "2",
         "--hold",
         "0",
+    ])
+}
+
+/// A one-second `relay` (20 receivers, 4 senders, 100-byte messages); asserts
+/// that messages flowed, every acknowledged one arrived exactly once, and
+/// none was refused.
+fn short_relay(target: &str, addr: &str, pid: &str) -> serde_json::Value {
+    let j = bench(&[
+        "relay",
+        "--target",
+        target,
+        "--server",
+        addr,
+        "--pid",
+        pid,
+        "--receivers",
+        "20",
+        "--senders",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1",
     ]);
+    assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
+    assert_eq!(j["rejected"], 0, "{j}");
+    j
+}
+
+#[test]
+fn idle_scenario_measures_the_server_after_a_warm_up() {
+    let node = Node::start(&["--workers", "2"]);
+    let addr = node.addr.to_string();
+    let pid = node.child.id().to_string();
+    let j = small_idle("switchboard", &addr, &pid, 60, 10);
     assert_eq!(j["established"], 60, "{j}");
     assert_eq!(j["warmup_established"], 10, "{j}");
     assert_eq!(j["failed"], 0, "{j}");
@@ -69,24 +104,7 @@ fn relay_scenario_delivers_every_message_exactly_once() {
     let node = Node::start(&["--workers", "2"]);
     let addr = node.addr.to_string();
     let pid = node.child.id().to_string();
-    let j = bench(&[
-        "relay",
-        "--server",
-        &addr,
-        "--pid",
-        &pid,
-        "--receivers",
-        "20",
-        "--senders",
-        "4",
-        "--size",
-        "100",
-        "--duration",
-        "1",
-    ]);
-    assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
-    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
-    assert_eq!(j["rejected"], 0, "{j}");
+    let j = short_relay("switchboard", &addr, &pid);
     assert!(j["latency_us"]["p99"].is_number(), "{j}");
 }
 
@@ -140,26 +158,7 @@ impl Drop for Peer {
 /// A short relay run against a peer: every acknowledged message arrives once.
 fn relay_against(name: &str) {
     let peer = Peer::start(name);
-    let j = bench(&[
-        "relay",
-        "--target",
-        name,
-        "--server",
-        &peer.addr,
-        "--pid",
-        &peer.pid,
-        "--receivers",
-        "20",
-        "--senders",
-        "4",
-        "--size",
-        "100",
-        "--duration",
-        "1",
-    ]);
-    assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
-    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
-    assert_eq!(j["rejected"], 0, "{j}");
+    let j = short_relay(name, &peer.addr, &peer.pid);
     assert_eq!(j["target"], name, "{j}");
 }
 
@@ -176,25 +175,7 @@ fn relay_scenario_against_mosquitto() {
 #[test]
 fn idle_scenario_against_mosquitto() {
     let peer = Peer::start("mosquitto");
-    let j = bench(&[
-        "idle",
-        "--target",
-        "mosquitto",
-        "--server",
-        &peer.addr,
-        "--pid",
-        &peer.pid,
-        "--connections",
-        "50",
-        "--warmup",
-        "5",
-        "--settle-min",
-        "0",
-        "--settle-max",
-        "2",
-        "--hold",
-        "0",
-    ]);
+    let j = small_idle("mosquitto", &peer.addr, &peer.pid, 50, 5);
     assert_eq!(j["established"], 50, "{j}");
     assert!(j["rss_anon_bytes_per_conn"].is_number(), "{j}");
 }
