@@ -9,6 +9,7 @@ Relay points with several repetitions use the median.
 import glob
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -17,13 +18,18 @@ receivers = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 
 
 def load(pattern):
+    """JSON summaries matching `pattern`; each gets `_rep`, the repetition number
+    that tools/compare puts last in the file name (1 when there is none)."""
     res = []
     for p in sorted(glob.glob(os.path.join(out, pattern))):
         try:
             with open(p) as f:
-                res.append(json.load(f))
+                d = json.load(f)
         except (OSError, ValueError):
-            pass
+            continue
+        m = re.search(r"-(\d+)\.json$", p)
+        d["_rep"] = int(m.group(1)) if m and pattern.startswith("relay") else 1
+        res.append(d)
     return res
 
 
@@ -44,6 +50,13 @@ for d in load("relay-*.json"):
 
 def med(runs, f):
     return statistics.median(f(r) for r in runs)
+
+
+def paired(ours, theirs):
+    """msg/s ratios (ours / theirs) of the repetitions both have, in repetition order."""
+    by_rep = {d["_rep"]: d["msgs_per_sec"] for d in theirs}
+    return [d["msgs_per_sec"] / by_rep[d["_rep"]]
+            for d in sorted(ours, key=lambda d: d["_rep"]) if by_rep.get(d["_rep"])]
 
 
 def is_ours(s):
@@ -111,10 +124,28 @@ for us in ours_all:
                 rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
             if theirs["p99_us"]:
                 rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
+            if ours["server_cpu_us_per_msg"]:
+                # Server CPU per message, theirs / ours: > 1 when ours does a message with less CPU.
+                rs[f"relay_cpu_efficiency_{size}B_R{r}"] = round(
+                    theirs["server_cpu_us_per_msg"] / ours["server_cpu_us_per_msg"], 3)
+            # Paired repetitions: repetition i of each system ran in the same pass of
+            # tools/compare (seconds apart), so their ratio is less exposed to the machine's
+            # slower drifts in load than the ratio of medians is.
+            pairs = paired(runs, relay[(p, size, r)])
+            if len(pairs) > 1:
+                rs[f"relay_msgs_per_sec_{size}B_R{r}_paired"] = {
+                    "median": round(statistics.median(pairs), 3),
+                    "min": round(min(pairs), 3), "max": round(max(pairs), 3),
+                    "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
         # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
         summary["ratios"][p if us == "switchboard" else f"{us} vs {p}"] = rs
         for k, v in sorted(rs.items()):
-            print(f"  {us} vs {p:<6} {k:<36} {v:.3f}")
+            if isinstance(v, dict):
+                v = (f"median {v['median']:.3f} (min {v['min']:.3f}, max {v['max']:.3f};"
+                     f" ours ahead in {v['ours_ahead']} of {v['pairs']})")
+            else:
+                v = f"{v:.3f}"
+            print(f"  {us} vs {p:<6} {k:<36} {v}")
 
 # Targets from the issue, for each of our configurations.
 t = {}
