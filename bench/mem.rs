@@ -53,30 +53,31 @@ pub fn proc_mem(pid: u32) -> std::io::Result<ProcMem> {
     Ok(m)
 }
 
-/// CPU seconds (user + system) used so far by PID and its descendants.
-pub fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds used so far by PID and its descendants: (user, system).
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut total = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     for p in tree(pid) {
         if let Ok(s) = fs::read_to_string(format!("/proc/{p}/stat")) {
             // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
             if let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) {
                 let f: Vec<&str> = rest.split_whitespace().collect();
                 if f.len() > 12 {
-                    total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+                    user += f[11].parse::<u64>().unwrap_or(0);
+                    system += f[12].parse::<u64>().unwrap_or(0);
                 }
             }
         }
     }
-    total as f64 / tick
+    (user as f64 / tick, system as f64 / tick)
 }
 
-/// CPU seconds (user + system) of this process (all threads) so far.
-pub fn self_cpu_secs() -> f64 {
+/// CPU seconds of this process (all threads) so far: (user, system).
+pub fn self_cpu_split() -> (f64, f64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    (t(ru.ru_utime), t(ru.ru_stime))
 }
 
 /// Reads `Slab` (kB) from /proc/meminfo: the kernel's slab memory, machine-wide.

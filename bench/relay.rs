@@ -661,6 +661,11 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// Rounded to two decimals.
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -749,8 +754,8 @@ pub fn run(a: RelayArgs) -> ExitCode {
     // Let subscriptions settle (nchan registers the subscriber as it answers).
     std::thread::sleep(Duration::from_millis(300));
     let mem_before = pids_mem(&a.pid);
-    let cpu0: Vec<f64> = a.pid.iter().map(|&p| mem::cpu_secs(p)).collect();
-    let self_cpu0 = mem::self_cpu_secs();
+    let cpu0: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
+    let self_cpu0 = mem::self_cpu_split();
     let load0 = mem::loadavg();
     let go_at = sh.origin.elapsed();
     sh.go_ns.store(go_at.as_nanos() as u64, Relaxed);
@@ -779,8 +784,8 @@ pub fn run(a: RelayArgs) -> ExitCode {
     sh.sending.store(false, Relaxed);
     let window_secs = go.elapsed().as_secs_f64();
     let delivered_in_window = sh.received.load(Relaxed);
-    let cpu1: Vec<f64> = a.pid.iter().map(|&p| mem::cpu_secs(p)).collect();
-    let self_cpu1 = mem::self_cpu_secs();
+    let cpu1: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
+    let self_cpu1 = mem::self_cpu_split();
     let mem_after = pids_mem(&a.pid);
     // Drain: every sent message answered, every acknowledged one delivered.
     let dt = Instant::now();
@@ -863,6 +868,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
     .map(|&p| (p, r1(pct(&lat, p))))
     .collect();
     let exactly_once = a.check && missing == 0 && dups == 0 && unexpected == 0 && acked == sent;
+    let (bench_user, bench_sys) = (self_cpu1.0 - self_cpu0.0, self_cpu1.1 - self_cpu0.1);
     let mut v = serde_json::json!({
         "scenario": "relay",
         "target": a.target.name(),
@@ -903,7 +909,9 @@ pub fn run(a: RelayArgs) -> ExitCode {
         },
         "other_events": other,
         "errors": errors,
-        "bench_cpu_secs": r1((self_cpu1 - self_cpu0) * 100.0) / 100.0,
+        "bench_cpu_secs": r2(bench_user + bench_sys),
+        "bench_cpu_user_secs": r2(bench_user),
+        "bench_cpu_sys_secs": r2(bench_sys),
         "loadavg_1m_before": load0,
         "loadavg_1m_after": mem::loadavg(),
     });
@@ -912,21 +920,34 @@ pub fn run(a: RelayArgs) -> ExitCode {
         let each: Vec<f64> = cpu0
             .iter()
             .zip(&cpu1)
-            .map(|(c0, c1)| r1((c1 - c0) * 100.0) / 100.0)
+            .map(|(c0, c1)| r2(c1.0 + c1.1 - c0.0 - c0.1))
             .collect();
-        let total: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1 - c0).sum();
+        let user: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1.0 - c0.0).sum();
+        let sys: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1.1 - c0.1).sum();
+        let total = user + sys;
         m.insert("server_pid".into(), a.pid[0].into());
         if a.pid.len() > 1 {
             m.insert("server_pids".into(), a.pid.clone().into());
             m.insert("server_cpu_secs_each".into(), each.into());
         }
-        m.insert("server_cpu_secs".into(), (r1(total * 100.0) / 100.0).into());
+        m.insert("server_cpu_secs".into(), r2(total).into());
+        m.insert("server_cpu_user_secs".into(), r2(user).into());
+        m.insert("server_cpu_sys_secs".into(), r2(sys).into());
         if delivered_in_window > 0 {
-            m.insert(
-                "server_cpu_us_per_msg".into(),
-                ((total * 1e6 / delivered_in_window as f64 * 100.0).round() / 100.0).into(),
-            );
+            // CPU per delivered message, over the sending window only (set-up excluded).
+            let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
+            m.insert("server_cpu_us_per_msg".into(), per_msg(total).into());
+            m.insert("server_cpu_user_us_per_msg".into(), per_msg(user).into());
+            m.insert("server_cpu_sys_us_per_msg".into(), per_msg(sys).into());
         }
+    }
+    if delivered_in_window > 0 {
+        let m = v.as_object_mut().unwrap();
+        let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
+        m.insert(
+            "generator_cpu_us_per_msg".into(),
+            per_msg(bench_user + bench_sys).into(),
+        );
     }
     if let (Some(b), Some(af)) = (mem_before, mem_after) {
         let m = v.as_object_mut().unwrap();

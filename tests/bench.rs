@@ -106,6 +106,56 @@ fn relay_scenario_delivers_every_message_exactly_once() {
     let pid = node.child.id().to_string();
     let j = short_relay("switchboard", &addr, &pid);
     assert!(j["latency_us"]["p99"].is_number(), "{j}");
+    // CPU per message, split into user and system time, for the server and the generator.
+    for k in [
+        "server_cpu_us_per_msg",
+        "server_cpu_user_us_per_msg",
+        "server_cpu_sys_us_per_msg",
+        "generator_cpu_us_per_msg",
+    ] {
+        assert!(j[k].is_number(), "{k} in {j}");
+    }
+    let (user, sys, all) = (
+        j["server_cpu_user_secs"].as_f64().unwrap_or(-1.0),
+        j["server_cpu_sys_secs"].as_f64().unwrap_or(-1.0),
+        j["server_cpu_secs"].as_f64().unwrap_or(-1.0),
+    );
+    assert!(
+        user >= 0.0 && sys >= 0.0 && (user + sys - all).abs() < 0.015,
+        "{j}"
+    );
+}
+
+/// The fixed-rate relay point of tools/compare relies on `--rate` holding the
+/// offered load: a capped run must not send faster than the cap.
+#[test]
+fn relay_rate_cap_holds_the_offered_rate() {
+    let node = Node::start(&["--workers", "1"]);
+    let (addr, pid) = (node.addr.to_string(), node.child.id().to_string());
+    let j = bench(&[
+        "relay",
+        "--server",
+        &addr,
+        "--pid",
+        &pid,
+        "--receivers",
+        "20",
+        "--senders",
+        "4",
+        "--duration",
+        "2",
+        "--rate",
+        "300",
+    ]);
+    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
+    assert_eq!(j["rate_cap"], 300.0, "{j}");
+    let rate = j["msgs_per_sec"].as_f64().unwrap_or(0.0);
+    // 300/s for 2 s: the budget allows one message more than elapsed x rate.
+    assert!(rate > 0.0 && rate <= 300.0 * 1.1, "{rate} msg/s in {j}");
+    assert!(
+        j["sent"].as_u64().unwrap_or(u64::MAX) <= 300 * 2 + 20,
+        "{j}"
+    );
 }
 
 /// A peer server started with `tools/peers start NAME DIR`; stopped on drop.

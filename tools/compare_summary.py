@@ -42,10 +42,16 @@ for d in load("idle-*.json"):
 idle = {k: sorted(v, key=lambda d: d["pss_bytes_per_conn"])[(len(v) - 1) // 2]
         for k, v in idle_runs.items()}
 
-relay = {}  # (sys, size, receivers) -> list of runs
+relay = {}  # (sys, size, receivers) -> list of runs, as fast as the answers come
+fixed = {}  # (sys, rate) -> list of runs at a fixed offered rate (64 B)
 for d in load("relay-*.json"):
-    if "msgs_per_sec" in d:
-        relay.setdefault((d.get("system", d["target"]), d["size"], d["receivers"]), []).append(d)
+    if "msgs_per_sec" not in d:
+        continue
+    s = d.get("system", d["target"])
+    if d.get("rate_cap"):
+        fixed.setdefault((s, round(d["rate_cap"])), []).append(d)
+    else:
+        relay.setdefault((s, d["size"], d["receivers"]), []).append(d)
 
 
 def med(runs, f):
@@ -64,10 +70,10 @@ def is_ours(s):
     return s == "switchboard" or s.startswith("switchboard-")
 
 
-systems = sorted({k[0] for k in list(idle) + list(relay)}, key=lambda s: (not is_ours(s), s))
+systems = sorted({k[0] for k in list(idle) + list(relay) + list(fixed)}, key=lambda s: (not is_ours(s), s))
 ours_all = [s for s in systems if is_ours(s)]
 peers = [s for s in systems if not is_ours(s)]
-summary = {"idle": {}, "relay": {}, "ratios": {}}
+summary = {"idle": {}, "relay": {}, "relay_fixed_rate": {}, "ratios": {}}
 
 print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes;"
       " after 100 warm-up connections; cold PSS from a fresh server in brackets)")
@@ -108,6 +114,25 @@ for (s, size, r), runs in sorted(relay.items(), key=lambda kv: (kv[0][1], kv[0][
           f"  server {summary['relay'][s][str(size)][str(r)]['server_cpu_us_per_msg']:.1f} CPU-us/msg"
           f"  exactly-once {'ok' if ok else 'NOT OK'}")
 
+if fixed:
+    print("Relay at a fixed offered rate (64 B): server CPU per delivered message, user + system"
+          " (medians); generator CPU per message")
+for (s, rate), runs in sorted(fixed.items(), key=lambda kv: (kv[0][1], systems.index(kv[0][0]))):
+    g = lambda k: med(runs, lambda d: d.get(k, 0))
+    row = {"msgs_per_sec": g("msgs_per_sec"), "runs": len(runs),
+           "server_cpu_us_per_msg": g("server_cpu_us_per_msg"),
+           "server_cpu_user_us_per_msg": g("server_cpu_user_us_per_msg"),
+           "server_cpu_sys_us_per_msg": g("server_cpu_sys_us_per_msg"),
+           "generator_cpu_us_per_msg": g("generator_cpu_us_per_msg"),
+           "p50_us": med(runs, lambda d: d["latency_us"]["p50"]),
+           "p99_us": med(runs, lambda d: d["latency_us"]["p99"]),
+           "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
+    summary["relay_fixed_rate"].setdefault(s, {})[str(rate)] = row
+    print(f"  {s:<14} rate={rate:>6}: {row['msgs_per_sec']:>7.0f} msg/s  server {row['server_cpu_us_per_msg']:.2f}"
+          f" ({row['server_cpu_user_us_per_msg']:.2f} user + {row['server_cpu_sys_us_per_msg']:.2f} sys) CPU-us/msg"
+          f"  generator {row['generator_cpu_us_per_msg']:.2f}  p50/p99 {row['p50_us']:.0f} / {row['p99_us']:.0f} us"
+          f"  exactly-once {'ok' if row['exactly_once'] else 'NOT OK'}")
+
 print("Ratios (ours / peer):")
 for us in ours_all:
     for p in peers:
@@ -137,6 +162,12 @@ for us in ours_all:
                     "median": round(statistics.median(pairs), 3),
                     "min": round(min(pairs), 3), "max": round(max(pairs), 3),
                     "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
+        for rate, ours in summary["relay_fixed_rate"].get(us, {}).items():
+            theirs = summary["relay_fixed_rate"].get(p, {}).get(rate)
+            if theirs and theirs["server_cpu_us_per_msg"]:
+                # Lower is better: ours needs this fraction of the peer's CPU per message.
+                rs[f"relay_server_cpu_per_msg_at_{rate}_per_s"] = round(
+                    ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
         # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
         summary["ratios"][p if us == "switchboard" else f"{us} vs {p}"] = rs
         for k, v in sorted(rs.items()):
