@@ -1,0 +1,429 @@
+//! `switchboard-bench relay`: S keep-alive senders post fixed-size messages
+//! to R receivers for a fixed time; delivered messages/s, end-to-end latency
+//! and an exactly-once check.
+//!
+//! Every message body is `@@<ns since the run's origin>,<sender>,<seq>,`
+//! padded with letters to `--size` bytes. Senders and receivers live in the
+//! same process (one or more mio event loops, `--threads`), so the send
+//! timestamp and the receive time come from one monotonic clock. Sender `s`
+//! sends its message `seq` to receiver `(s + seq) % R`; with `--window 1`
+//! (default) each sender waits for the answer (Switchboard 202, nchan 201/202,
+//! Redis `:n`) before the next message. Sent-and-acknowledged messages are
+//! compared with the received ones: none missing, none twice.
+//!
+//! `--send-server` points the senders at another cluster node than the
+//! receivers' `--server`, so that every message crosses nodes through Redis
+//! (`bench/cluster.sh`); `--pid` may then list every node (and Redis).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::mem;
+use crate::proto::{self, Target};
+
+/// Flags of `switchboard-bench relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub server: SocketAddr,
+    /// Address the senders post to (default: --server). With a cluster, another node than
+    /// the receivers' one: every message then crosses nodes (Switchboard only).
+    #[arg(long)]
+    pub send_server: Option<SocketAddr>,
+    /// The server's HS256 token secret (Switchboard only).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub secret: String,
+    /// System under test.
+    #[arg(long, value_enum, default_value = "switchboard")]
+    pub target: Target,
+    /// Receive connections (SSE streams / SUBSCRIBE connections).
+    #[arg(long, default_value_t = 1000)]
+    pub receivers: usize,
+    /// Keep-alive sender connections.
+    #[arg(long, default_value_t = 50)]
+    pub senders: usize,
+    /// Message body size in bytes (at least 40).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Messages in flight per sender (1 = wait for each answer; more = HTTP/RESP pipelining).
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Total send rate cap in messages/s (default: as fast as the answers come).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Event-loop threads of the generator (receivers and senders are split over them).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Loopback source addresses 127.0.0.2, ... to spread connections over (0 = kernel's choice).
+    #[arg(long, default_value_t = 2)]
+    pub sources: usize,
+    /// Server process id: memory and CPU time (process and descendants) are reported.
+    /// Several (repeat the flag or give a comma list: cluster nodes, Redis) are summed,
+    /// and each one's CPU time is listed.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Account of all clients (Switchboard).
+    #[arg(long, default_value = "bench")]
+    pub account: String,
+    /// Longest wait (seconds) after sending stops for outstanding answers and deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Give up if the connections are not all up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
+    /// Record the key of every message for the exactly-once check (costs 16 B per message).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub check: bool,
+}
+
+mod gen;
+
+use gen::{run_thread, Shared, ThreadOut};
+
+/// Memory summed over the given server processes (None if one cannot be read).
+fn pids_mem(pids: &[u32]) -> Option<mem::ProcMem> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut t = mem::ProcMem::default();
+    for &p in pids {
+        let m = mem::proc_mem(p).ok()?;
+        t.vm_rss_kb += m.vm_rss_kb;
+        t.rss_anon_kb += m.rss_anon_kb;
+        t.pss_kb += m.pss_kb;
+    }
+    Some(t)
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Rounded to two decimals.
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub fn run(a: RelayArgs) -> ExitCode {
+    let nofile = proto::raise_nofile();
+    if a.size < 40 {
+        eprintln!("switchboard-bench relay: --size must be at least 40");
+        return ExitCode::from(2);
+    }
+    if a.target == Target::Switchboard && a.secret.is_empty() {
+        eprintln!(
+            "switchboard-bench relay: --secret / SWITCHBOARD_SECRET is required for switchboard"
+        );
+        return ExitCode::from(2);
+    }
+    if (a.receivers + a.senders) as u64 + 32 > nofile {
+        eprintln!(
+            "switchboard-bench relay: {} connections exceed the fd limit {nofile}",
+            a.receivers + a.senders
+        );
+        return ExitCode::from(2);
+    }
+    let threads = a.threads.max(1);
+    let sh = Arc::new(Shared {
+        origin: Instant::now(),
+        recv_up: AtomicUsize::new(0),
+        send_up: AtomicUsize::new(0),
+        conn_failed: AtomicUsize::new(0),
+        go: AtomicBool::new(false),
+        go_ns: AtomicU64::new(0),
+        sending: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    let tag = format!("[relay {} {}B]", a.target.name(), a.size);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let a = a.clone();
+            let sh = sh.clone();
+            std::thread::spawn(move || run_thread(a, sh, t, threads))
+        })
+        .collect();
+    // Connect phase.
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    loop {
+        let up = sh.recv_up.load(Relaxed);
+        let sup = sh.send_up.load(Relaxed);
+        let failed = sh.conn_failed.load(Relaxed);
+        if up == a.receivers && sup == a.senders {
+            break;
+        }
+        if failed > 0 || t0.elapsed() > Duration::from_secs(a.connect_timeout) {
+            eprintln!(
+                "{tag} connect phase failed: receivers {up}/{} senders {sup}/{} failed {failed}",
+                a.receivers, a.senders
+            );
+            sh.stop.store(true, Relaxed);
+            let outs: Vec<ThreadOut> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let mut errs: BTreeMap<String, u64> = BTreeMap::new();
+            for o in outs {
+                for (k, v) in o.errors {
+                    *errs.entry(k).or_default() += v;
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"scenario": "relay", "target": a.target.name(), "error": "connect phase failed", "receivers_up": up, "senders_up": sup, "errors": errs})
+            );
+            return ExitCode::from(1);
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "{tag} connecting: receivers {up}/{} senders {sup}/{}",
+                a.receivers, a.senders
+            );
+            last = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    // Let subscriptions settle (nchan registers the subscriber as it answers).
+    std::thread::sleep(Duration::from_millis(300));
+    let mem_before = pids_mem(&a.pid);
+    let cpu0: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
+    let self_cpu0 = mem::self_cpu_split();
+    let load0 = mem::loadavg();
+    let go_at = sh.origin.elapsed();
+    sh.go_ns.store(go_at.as_nanos() as u64, Relaxed);
+    sh.sending.store(true, Relaxed);
+    sh.go.store(true, Relaxed);
+    let go = Instant::now();
+    let dur = Duration::from_secs_f64(a.duration);
+    let mut last = (Instant::now(), 0u64);
+    let mut per_sec: Vec<f64> = Vec::new();
+    while go.elapsed() < dur {
+        std::thread::sleep(Duration::from_millis(100).min(dur.saturating_sub(go.elapsed())));
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            let rcv = sh.received.load(Relaxed);
+            let rate = (rcv - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            per_sec.push(rate.round());
+            eprintln!(
+                "{tag} t={:.0}s delivered={rcv} ({:.0}/s) acked={} rejected={}",
+                go.elapsed().as_secs_f64(),
+                rate,
+                sh.acked.load(Relaxed),
+                sh.rejected.load(Relaxed)
+            );
+            last = (Instant::now(), rcv);
+        }
+    }
+    sh.sending.store(false, Relaxed);
+    let window_secs = go.elapsed().as_secs_f64();
+    let delivered_in_window = sh.received.load(Relaxed);
+    let cpu1: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
+    let self_cpu1 = mem::self_cpu_split();
+    let mem_after = pids_mem(&a.pid);
+    // Drain: every sent message answered, every acknowledged one delivered.
+    let dt = Instant::now();
+    loop {
+        let sent = sh.sent.load(Relaxed);
+        let answered = sh.acked.load(Relaxed) + sh.rejected.load(Relaxed);
+        let rcv = sh.received.load(Relaxed);
+        if answered >= sent && rcv >= sh.acked.load(Relaxed) {
+            break;
+        }
+        if dt.elapsed() > Duration::from_secs_f64(a.drain) {
+            eprintln!("{tag} drain timed out: sent={sent} answered={answered} delivered={rcv}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A little longer, to catch duplicates arriving late.
+    std::thread::sleep(Duration::from_millis(200));
+    sh.stop.store(true, Relaxed);
+    let outs: Vec<ThreadOut> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<u64> = Vec::new();
+    let mut recv_keys: Vec<u64> = Vec::new();
+    let mut acked_keys: Vec<u64> = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut other = 0;
+    for o in outs {
+        lat.extend(o.lat_ns);
+        recv_keys.extend(o.recv_keys);
+        acked_keys.extend(o.acked_keys);
+        other += o.other_events;
+        for (k, v) in o.errors {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    lat.sort_unstable();
+    let (mut missing, mut dups, mut unexpected) = (0u64, 0u64, 0u64);
+    if a.check {
+        recv_keys.sort_unstable();
+        acked_keys.sort_unstable();
+        let (mut i, mut j) = (0, 0);
+        while i < acked_keys.len() || j < recv_keys.len() {
+            if j < recv_keys.len() && j > 0 && recv_keys[j] == recv_keys[j - 1] {
+                dups += 1;
+                j += 1;
+                continue;
+            }
+            match (acked_keys.get(i), recv_keys.get(j)) {
+                (Some(x), Some(y)) if x == y => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x < y => {
+                    missing += 1;
+                    i += 1;
+                }
+                (Some(_), None) => {
+                    missing += 1;
+                    i += 1;
+                }
+                _ => {
+                    unexpected += 1;
+                    j += 1;
+                }
+            }
+        }
+    }
+    let sent = sh.sent.load(Relaxed);
+    let acked = sh.acked.load(Relaxed);
+    let delivered = sh.received.load(Relaxed);
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().map(|&x| x as f64).sum::<f64>() / lat.len() as f64 / 1000.0
+    };
+    let cdf: Vec<(f64, f64)> = [
+        0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.5, 99.0,
+        99.5, 99.9, 99.95, 99.99, 100.0,
+    ]
+    .iter()
+    .map(|&p| (p, r1(pct(&lat, p))))
+    .collect();
+    let exactly_once = a.check && missing == 0 && dups == 0 && unexpected == 0 && acked == sent;
+    let (bench_user, bench_sys) = (self_cpu1.0 - self_cpu0.0, self_cpu1.1 - self_cpu0.1);
+    let mut v = serde_json::json!({
+        "scenario": "relay",
+        "target": a.target.name(),
+        "server": a.server.to_string(),
+        "send_server": a.send_server.unwrap_or(a.server).to_string(),
+        "receivers": a.receivers,
+        "senders": a.senders,
+        "size": a.size,
+        "window": a.window,
+        "rate_cap": a.rate,
+        "threads": threads,
+        "duration_secs": r1(window_secs * 10.0) / 10.0,
+        "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
+        "sent": sent,
+        "acked": acked,
+        "rejected": sh.rejected.load(Relaxed),
+        "delivered": delivered,
+        "delivered_in_window": delivered_in_window,
+        "msgs_per_sec": (delivered_in_window as f64 / window_secs).round(),
+        "msgs_per_sec_each_second": per_sec,
+        "mbytes_per_sec": r1(delivered_in_window as f64 * a.size as f64 / window_secs / 1e6),
+        "latency_us": {
+            "p50": r1(pct(&lat, 50.0)),
+            "p90": r1(pct(&lat, 90.0)),
+            "p99": r1(pct(&lat, 99.0)),
+            "p999": r1(pct(&lat, 99.9)),
+            "max": r1(pct(&lat, 100.0)),
+            "mean": r1(mean),
+            "count": lat.len(),
+        },
+        "latency_cdf_us": cdf,
+        "exactly_once": {
+            "checked": a.check,
+            "ok": exactly_once,
+            "missing": missing,
+            "duplicates": dups,
+            "unexpected": unexpected,
+        },
+        "other_events": other,
+        "errors": errors,
+        "bench_cpu_secs": r2(bench_user + bench_sys),
+        "bench_cpu_user_secs": r2(bench_user),
+        "bench_cpu_sys_secs": r2(bench_sys),
+        "loadavg_1m_before": load0,
+        "loadavg_1m_after": mem::loadavg(),
+    });
+    if !a.pid.is_empty() {
+        let m = v.as_object_mut().unwrap();
+        let each: Vec<f64> = cpu0
+            .iter()
+            .zip(&cpu1)
+            .map(|(c0, c1)| r2(c1.0 + c1.1 - c0.0 - c0.1))
+            .collect();
+        let user: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1.0 - c0.0).sum();
+        let sys: f64 = cpu0.iter().zip(&cpu1).map(|(c0, c1)| c1.1 - c0.1).sum();
+        let total = user + sys;
+        m.insert("server_pid".into(), a.pid[0].into());
+        if a.pid.len() > 1 {
+            m.insert("server_pids".into(), a.pid.clone().into());
+            m.insert("server_cpu_secs_each".into(), each.into());
+        }
+        m.insert("server_cpu_secs".into(), r2(total).into());
+        m.insert("server_cpu_user_secs".into(), r2(user).into());
+        m.insert("server_cpu_sys_secs".into(), r2(sys).into());
+        if delivered_in_window > 0 {
+            // CPU per delivered message, over the sending window only (set-up excluded).
+            let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
+            m.insert("server_cpu_us_per_msg".into(), per_msg(total).into());
+            m.insert("server_cpu_user_us_per_msg".into(), per_msg(user).into());
+            m.insert("server_cpu_sys_us_per_msg".into(), per_msg(sys).into());
+        }
+    }
+    if delivered_in_window > 0 {
+        let m = v.as_object_mut().unwrap();
+        let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
+        m.insert(
+            "generator_cpu_us_per_msg".into(),
+            per_msg(bench_user + bench_sys).into(),
+        );
+    }
+    if let (Some(b), Some(af)) = (mem_before, mem_after) {
+        let m = v.as_object_mut().unwrap();
+        m.insert("server_pss_kb_before".into(), b.pss_kb.into());
+        m.insert("server_pss_kb_after".into(), af.pss_kb.into());
+        m.insert("server_rss_kb_after".into(), af.vm_rss_kb.into());
+    }
+    println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    eprintln!(
+        "{tag} {:.0} msg/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, exactly-once {}",
+        delivered_in_window as f64 / window_secs,
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        pct(&lat, 99.9),
+        if exactly_once { "ok" } else { "NOT ok" }
+    );
+    if exactly_once || !a.check {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
