@@ -518,7 +518,7 @@ impl Worker {
     fn must_close(&self, idx: usize, close: bool) -> bool {
         let too_old = self.conns[idx].since_ms
             + self.shared.config.send_lifetime.as_millis() as u64
-            <= super::epoch_ms();
+            <= self.wall_ms;
         close || too_old || self.shared.draining.load(Ordering::Relaxed)
     }
 

@@ -79,7 +79,7 @@ impl Worker {
         token: String,
         remember: bool,
     ) -> Result<std::sync::Arc<Identity>, AuthError> {
-        let now = super::epoch_ms() / 1000;
+        let now = self.wall_ms / 1000;
         if let Some(id) = self.token_cache.get(token.as_str()) {
             if now < id.exp {
                 return Ok(id.clone());

@@ -81,6 +81,11 @@ impl Shared {
         self.origin.elapsed().as_millis() as u64
     }
 
+    /// Milliseconds from the node's start to `t` (0 for an earlier instant).
+    pub fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
     /// The worker that owns the sessions of `client` in `account`.
     fn owner(&self, account: &str, client: &str) -> usize {
         // FNV-1a: stable, cheap, and the input is already authenticated.

@@ -112,6 +112,10 @@ pub(super) struct Worker {
     pub json_scratch: Vec<u8>,
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
+    /// Wall-clock milliseconds since the Unix epoch, refreshed once per loop
+    /// iteration (token expiry, send lifetimes, session timestamps): reading
+    /// the clock for each request cost two clock reads per relayed message.
+    pub wall_ms: u64,
     next_gen: u32,
     /// Workers to wake at the end of this iteration.
     wakes: Vec<bool>,
@@ -163,6 +167,7 @@ impl Worker {
             tls_out: Vec::new(),
             json_scratch: Vec::with_capacity(128),
             now,
+            wall_ms: super::epoch_ms(),
             next_gen: 1,
             wakes: vec![false; n],
             accept_paused_until: 0,
@@ -211,8 +216,10 @@ impl Worker {
                     break;
                 }
             }
-            self.now = self.shared.now_ms();
+            // One monotonic reading serves the loop's clock and the busy-time statistic.
             let busy_from = std::time::Instant::now();
+            self.now = self.shared.ms_at(busy_from);
+            self.wall_ms = super::epoch_ms();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
