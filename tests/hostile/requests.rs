@@ -1,0 +1,208 @@
+//! Oversized request lines, heads and bodies are refused early; malformed
+//! requests get JSON errors and the connection is closed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// 2. Oversized request line, head and body
+// ---------------------------------------------------------------------------
+
+/// Writes `prefix`, then `filler` in 1 KiB pieces (up to `total` bytes in
+/// all), checking for an answer after each piece. Returns the bytes written
+/// when the answer was first seen, the answer and the connection.
+fn write_until_answered(
+    addr: SocketAddr,
+    prefix: &[u8],
+    filler: &[u8],
+    total: usize,
+) -> (usize, Response, Http) {
+    let mut h = Http::connect(addr);
+    h.send_raw(prefix);
+    let mut sent = prefix.len();
+    let mut seen = None;
+    let mut probe = [0u8; 1];
+    h.stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while sent < total {
+        let mut piece = Vec::with_capacity(1024);
+        while piece.len() < 1024 {
+            piece.extend_from_slice(filler);
+        }
+        if h.stream.write_all(&piece).is_err() {
+            break;
+        }
+        sent += piece.len();
+        if let Ok(n) = h.stream.peek(&mut probe) {
+            if n > 0 {
+                seen = Some(sent);
+                break;
+            }
+        }
+    }
+    h.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let r = h
+        .read_response()
+        .expect("no answer to the oversized request");
+    (seen.unwrap_or(sent), r, h)
+}
+
+#[test]
+fn oversized_requests_are_refused_early() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let tok = console_tok();
+
+    // 20 KiB of request line without a line end: 414 once past 8 KiB.
+    let (at, r, mut h) = write_until_answered(node.addr, b"GET /", b"a", 20 * 1024);
+    assert!(at <= 11 * 1024, "414 only seen after {at} bytes");
+    assert_closing_error(&r, &mut h, 414, "uri_too_long");
+
+    // A header that never ends: 431 once the head passes 16 KiB.
+    let prefix = format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nX-Pad: ");
+    let (at, r, mut h) = write_until_answered(node.addr, prefix.as_bytes(), b"p", 32 * 1024);
+    assert!(at <= 19 * 1024, "431 only seen after {at} bytes");
+    assert_closing_error(&r, &mut h, 431, "headers_too_large");
+
+    // Header after header: 431 once past 64 fields (each filler piece holds 1 KiB of fields).
+    let (at, r, mut h) = write_until_answered(
+        node.addr,
+        b"GET /v1/clients HTTP/1.1\r\n",
+        b"X-Many-Headers: v\r\n",
+        32 * 1024,
+    );
+    assert!(
+        at <= 4 * 1024,
+        "431 (too many fields) only seen after {at} bytes"
+    );
+    assert_closing_error(&r, &mut h, 431, "headers_too_large");
+
+    // A body over --max-message (default 64 KiB): 413 right after the head,
+    // on a keep-alive connection that already delivered a message.
+    let mut h = Http::connect(node.addr);
+    assert_eq!(
+        h.request("POST", "/v1/send/agent-1", Some(&tok), b"first")
+            .status,
+        202
+    );
+    rx.expect_message("console-1", "first");
+    let t = Instant::now();
+    h.send_raw(
+        format!("POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 10000000\r\n\r\n")
+            .as_bytes(),
+    );
+    let r = h.read_response().expect("no 413 before the body");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "413 took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.status, 413);
+    // What the client sends as "body" now must not be taken as a request.
+    let smuggled = format!(
+        "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+    );
+    let _ = h.stream.write_all(smuggled.as_bytes());
+    assert_closing_error(&r, &mut h, 413, "payload_too_large");
+
+    arrives_within(
+        &node,
+        &mut rx,
+        "agent-1",
+        "after oversized",
+        Duration::from_millis(500),
+    );
+    assert_no_error_log(&node);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Malformed requests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn malformed_requests_get_json_errors_and_are_closed() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let tok = console_tok();
+    // Appended to every case: if the server lost track of message framing it
+    // would deliver this to agent-1.
+    let smuggled = format!(
+        "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+    );
+    let post = |extra: &str, body: &str| -> Vec<u8> {
+        format!("POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n{extra}\r\n{body}").into_bytes()
+    };
+    let chunked = "Transfer-Encoding: chunked\r\n";
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("bad method", format!("G@T /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("chunk size zz", post(chunked, "zz\r\nhello\r\n0\r\n\r\n"), 400, "bad_chunked_body"),
+        ("chunk size -1", post(chunked, "-1\r\nhello\r\n0\r\n\r\n"), 400, "bad_chunked_body"),
+        ("18-digit chunk size", post(chunked, "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"), 400, "bad_chunked_body"),
+        ("17 zero digits", post(chunked, "00000000000000005\r\nhello\r\n0\r\n\r\n"), 400, "bad_chunked_body"),
+        ("chunk line over 4 KiB", post(chunked, &format!("5;ext={}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000))), 400, "bad_chunked_body"),
+        ("trailers over 4 KiB", post(chunked, &format!("5\r\nhello\r\n0\r\nX-Trailer: {}\r\n\r\n", "t".repeat(5000))), 400, "bad_chunked_body"),
+        ("missing CRLF after chunk data", post(chunked, "5\r\nhelloXX0\r\n\r\n"), 400, "bad_chunked_body"),
+        ("TE then CL", post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, "conflicting_length"),
+        ("CL then TE", post("Content-Length: 18\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400, "conflicting_length"),
+        ("duplicate differing CL", post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"), 400, "bad_content_length"),
+        ("CL list with differing values", post("Content-Length: 5, 6\r\n", "hello!"), 400, "bad_content_length"),
+        ("negative CL", post("Content-Length: -5\r\n", "hello"), 400, "bad_content_length"),
+        ("CL overflowing u64", post("Content-Length: 99999999999999999999999\r\n", "hello"), 400, "bad_content_length"),
+        ("NUL in target", format!("GET /v1/cli\0ents HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("NUL in header value", format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nX-A: a\0b\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("bare CR in header value", format!("GET /v1/clients HTTP/1.1\r\nX-A: a\rb\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("space before colon", post("Content-Length : 5\r\n", "hello"), 400, "malformed_request"),
+        ("obs-fold continuation line", format!("GET /v1/clients HTTP/1.1\r\nX-A: a\r\n folded\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("duplicate Authorization", format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("TE on HTTP/1.0", format!("POST /v1/send/agent-1 HTTP/1.0\r\nAuthorization: Bearer {tok}\r\n{chunked}\r\n5\r\nhello\r\n0\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("TE gzip, chunked", post("Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 501, "unsupported_transfer_encoding"),
+        ("TE chunked, chunked", post("Transfer-Encoding: chunked, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 501, "unsupported_transfer_encoding"),
+        ("TE identity", post("Transfer-Encoding: identity\r\n", "hello"), 501, "unsupported_transfer_encoding"),
+    ];
+    for (what, mut bytes, status, code) in cases {
+        bytes.extend_from_slice(smuggled.as_bytes());
+        let (r, mut h) = raw_exchange(node.addr, &bytes);
+        let r = r.unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {} {:?}",
+            r.head,
+            String::from_utf8_lossy(&r.body)
+        );
+        let j = r.json();
+        assert_eq!(j["error"], code, "{what}: {j}");
+        assert!(
+            j["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {j}"
+        );
+        assert_eq!(
+            r.header("connection")
+                .map(|v| v.to_ascii_lowercase())
+                .as_deref(),
+            Some("close"),
+            "{what}: {}",
+            r.head
+        );
+        assert!(
+            h.closed_within(Duration::from_secs(3)),
+            "{what}: connection not closed"
+        );
+    }
+    // Nothing was smuggled: the next event is the marker.
+    arrives_within(
+        &node,
+        &mut rx,
+        "agent-1",
+        "after malformed",
+        Duration::from_millis(500),
+    );
+    assert_no_error_log(&node);
+}

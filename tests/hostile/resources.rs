@@ -1,0 +1,436 @@
+//! Connection caps, descriptor exhaustion and connection churn.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// 6. Connection caps
+// ---------------------------------------------------------------------------
+
+#[test]
+fn global_connection_cap_refuses_only_the_excess() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2", "--max-connections", "5"]);
+    let tok = console_tok();
+    let mut rx1 = open_rx(&node, "agent-1");
+    let mut rx2 = open_rx(&node, "agent-2");
+    let mut h: Vec<Http> = (0..3).map(|_| Http::connect(node.addr)).collect();
+    for c in h.iter_mut() {
+        assert_eq!(c.request("GET", "/v1/clients", Some(&tok), b"").status, 200);
+    }
+    // The sixth (and seventh) connection: 503 JSON, closed.
+    for _ in 0..2 {
+        let mut c = Http::connect(node.addr);
+        c.send_raw(
+            format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n").as_bytes(),
+        );
+        let r = c
+            .read_response()
+            .expect("no answer for the connection over the cap");
+        assert_closing_error(&r, &mut c, 503, "overloaded");
+    }
+    let (r, status) = Receiver::try_open(
+        node.addr,
+        "/v1/receive",
+        Some(&token(ACCT, "agent-3", Role::Agent)),
+        &[],
+    );
+    assert_eq!(status, 503, "{}", r.head);
+    // The admitted ones keep working (sending over the existing keep-alive connections).
+    for (i, c) in h.iter_mut().enumerate() {
+        let b = format!("capped {i}");
+        assert_eq!(
+            c.request("POST", "/v1/send/agent-1", Some(&tok), b.as_bytes())
+                .status,
+            202
+        );
+        rx1.expect_message("console-1", &b);
+        assert_eq!(
+            c.request("POST", "/v1/send/agent-2", Some(&tok), b.as_bytes())
+                .status,
+            202
+        );
+        rx2.expect_message("console-1", &b);
+    }
+    // One closes: a new connection is admitted again.
+    drop(h.pop());
+    let mut rx3 = None;
+    assert!(
+        wait_until(WAIT, || {
+            let (mut r, status) = Receiver::try_open(
+                node.addr,
+                "/v1/receive",
+                Some(&token(ACCT, "agent-3", Role::Agent)),
+                &[],
+            );
+            if status == 200 {
+                r.ready();
+                rx3 = Some(r);
+                true
+            } else {
+                false
+            }
+        }),
+        "no connection admitted after one closed"
+    );
+    let mut rx3 = rx3.unwrap();
+    assert_eq!(
+        h[0].request("POST", "/v1/send/agent-3", Some(&tok), b"newcomer")
+            .status,
+        202
+    );
+    rx3.expect_message("console-1", "newcomer");
+    assert_eq!(
+        h[1].request("POST", "/v1/send/agent-1", Some(&tok), b"still")
+            .status,
+        202
+    );
+    rx1.expect_message("console-1", "still");
+    assert_no_error_log(&node);
+}
+
+#[test]
+fn per_account_receive_cap() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2", "--max-account-connections", "2"]);
+    let a = |c: &str| token("acct-a", c, Role::Agent);
+    let b = |c: &str| token("acct-b", c, Role::Agent);
+    let a_console = token("acct-a", "console", Role::Console);
+    let b_console = token("acct-b", "console", Role::Console);
+    let msg = |to: &str, tokn: &str, body: &str, rx: &mut Receiver| {
+        let r = send(node.addr, tokn, to, body);
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        rx.expect_message("console", body);
+    };
+
+    let mut a1 = Receiver::open(node.addr, &a("c1"), &[]);
+    a1.ready();
+    let mut a2 = Receiver::open(node.addr, &a("c2"), &[]);
+    a2.ready();
+    // A third client of account A: refused, closed.
+    let (r, mut h) = raw_exchange(
+        node.addr,
+        format!(
+            "GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+            a("c3")
+        )
+        .as_bytes(),
+    );
+    let r = r.expect("no answer for the receive connection over the account cap");
+    assert_closing_error(&r, &mut h, 503, "account_connection_limit");
+    // The refused client does not exist for its account.
+    assert_eq!(client_state(node.addr, &a_console, "c3"), None);
+    // Account B is not affected.
+    let mut b1 = Receiver::open(node.addr, &b("c1"), &[]);
+    b1.ready();
+    let mut b2 = Receiver::open(node.addr, &b("c2"), &[]);
+    b2.ready();
+    msg("c1", &b_console, "b1 ok", &mut b1);
+    msg("c2", &b_console, "b2 ok", &mut b2);
+    // A's client c1 replacing its own connection at the cap is allowed.
+    let mut a1b = Receiver::open(node.addr, &a("c1"), &[]);
+    a1b.ready();
+    assert_eq!(a1.expect_event("replaced").event, "replaced");
+    assert!(
+        a1.closed_within(Duration::from_secs(3)),
+        "replaced connection not closed"
+    );
+    msg("c1", &a_console, "a1 replaced ok", &mut a1b);
+    msg("c2", &a_console, "a2 ok", &mut a2);
+    // Still at the cap (the replacement did not leak a count).
+    let (_r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("c3")), &[]);
+    assert_eq!(status, 503, "cap not enforced after a replacement");
+    // One of A's receivers closes: a new one is accepted.
+    drop(a2);
+    let mut a3 = None;
+    assert!(
+        wait_until(WAIT, || {
+            let (mut r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("c3")), &[]);
+            if status == 200 {
+                r.ready();
+                a3 = Some(r);
+                true
+            } else {
+                false
+            }
+        }),
+        "no receive connection admitted after one of account A closed"
+    );
+    let mut a3 = a3.unwrap();
+    msg("c3", &a_console, "a3 ok", &mut a3);
+    // And A is at the cap again.
+    let (_r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("c4")), &[]);
+    assert_eq!(status, 503, "cap not enforced after a close");
+    msg("c1", &a_console, "a1 still ok", &mut a1b);
+    msg("c1", &b_console, "b1 still ok", &mut b1);
+    assert_no_error_log(&node);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Descriptor exhaustion
+// ---------------------------------------------------------------------------
+
+/// Starts the node under `ulimit -n nofile` (through `sh`, which execs it).
+fn start_with_nofile(nofile: u32, extra: &[&str]) -> Node {
+    let bin = env!("CARGO_BIN_EXE_switchboard");
+    let mut script = format!("ulimit -n {nofile} || exit 99; exec '{bin}' serve --listen 127.0.0.1:0 --admin 127.0.0.1:0");
+    for a in extra {
+        script.push(' ');
+        script.push_str(a);
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("SWITCHBOARD_SECRET", SECRET)
+        .env_remove("SWITCHBOARD_SECRET_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                log.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+    }
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addr = None;
+    let mut admin = None;
+    for line in lines.by_ref() {
+        let line = line.expect("stdout");
+        if let Some(rest) = line.strip_prefix("switchboard listening on http://") {
+            addr = Some(rest.trim().parse().expect("listen address"));
+        } else if let Some(rest) = line.strip_prefix("switchboard admin on http://") {
+            admin = rest.trim().parse().ok();
+        }
+        if addr.is_some() && admin.is_some() {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr =
+        addr.unwrap_or_else(|| panic!("node exited before listening: {}", log.lock().unwrap()));
+    Node {
+        child,
+        addr,
+        admin,
+        log,
+    }
+}
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn descriptor_exhaustion_backs_off_and_recovers() {
+    let _g = serial();
+    let node = start_with_nofile(64, &["--workers", "1"]);
+    let pid = node.child.id();
+    let tok = console_tok();
+    let mut rx = open_rx(&node, "agent-1");
+    let mut sender = Http::connect(node.addr);
+    assert_eq!(
+        sender
+            .request("POST", "/v1/send/agent-1", Some(&tok), b"warm")
+            .status,
+        202
+    );
+    rx.expect_message("console-1", "warm");
+
+    // Open connections until one is not served any more.
+    let req = format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let mut served: Vec<Http> = Vec::new();
+    let mut pending: Vec<Http> = Vec::new();
+    while served.len() < 100 {
+        let mut c = Http::connect(node.addr);
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        c.send_raw(req.as_bytes());
+        match c.read_response() {
+            Some(r) => {
+                assert_eq!(r.status, 200, "{}", r.head);
+                served.push(c);
+            }
+            None => {
+                pending.push(c);
+                break;
+            }
+        }
+    }
+    assert!(
+        !pending.is_empty(),
+        "never ran out of descriptors ({} served)",
+        served.len()
+    );
+    assert!(
+        served.len() >= 30,
+        "only {} connections served under ulimit 64",
+        served.len()
+    );
+    for _ in 0..10 {
+        let mut c = Http::connect(node.addr);
+        c.send_raw(req.as_bytes());
+        pending.push(c);
+    }
+    assert!(node.wait_log("accept failed"), "no accept failure logged");
+
+    // While the excess connections wait, the node does not spin.
+    let cpu0 = cpu_time(pid);
+    let t0 = Instant::now();
+    // ...and existing connections keep working.
+    while t0.elapsed() < Duration::from_secs(1) {
+        let t = Instant::now();
+        assert_eq!(
+            sender
+                .request("POST", "/v1/send/agent-1", Some(&tok), b"exhausted")
+                .status,
+            202
+        );
+        rx.expect_message("console-1", "exhausted");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "existing connection slow: {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200)); // pacing
+    }
+    let used = cpu_time(pid) - cpu0;
+    let wall = t0.elapsed();
+    eprintln!(
+        "{} served, {} pending; cpu {used:?} in {wall:?}",
+        served.len(),
+        pending.len()
+    );
+    assert!(
+        used < Duration::from_millis(500),
+        "node used {used:?} CPU in {wall:?} while out of descriptors"
+    );
+
+    // Free most descriptors: the waiting connections are served, and new ones too.
+    let t = Instant::now();
+    served.truncate(5);
+    for (i, c) in pending.iter_mut().enumerate() {
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let r = c
+            .read_response()
+            .unwrap_or_else(|| panic!("pending connection {i} never served"));
+        assert_eq!(r.status, 200);
+    }
+    let mut fresh = open_rx(&node, "agent-2");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "recovery took {:?}",
+        t.elapsed()
+    );
+    arrives_within(
+        &node,
+        &mut fresh,
+        "agent-2",
+        "recovered",
+        Duration::from_millis(500),
+    );
+    arrives_within(
+        &node,
+        &mut rx,
+        "agent-1",
+        "survived",
+        Duration::from_millis(500),
+    );
+    drop(pending);
+    let fds = metric_now(&node, "switchboard_process_open_fds");
+    assert!(fds < 64.0, "open fds {fds}");
+    assert_no_error_log(&node);
+}
+
+// ---------------------------------------------------------------------------
+// 8. Churn
+// ---------------------------------------------------------------------------
+
+#[test]
+fn connection_churn_leaks_nothing() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2", "--hold", "1s"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let series = [
+        "switchboard_process_open_fds",
+        "switchboard_connections{kind=\"receive\"}",
+        "switchboard_connections{kind=\"request\"}",
+        "switchboard_sessions{state=\"online\"}",
+    ];
+    let base_text = metrics_text(&node);
+    let base: Vec<f64> = series.iter().map(|s| metric(&base_text, s)).collect();
+    eprintln!("baseline {base:?}");
+
+    let t = Instant::now();
+    for i in 0..2000 {
+        let tok = token(ACCT, &format!("churn-{}", i % 250), Role::Agent);
+        let mut r = Receiver::open(node.addr, &tok, &[]);
+        r.ready();
+        drop(r);
+        if i % 500 == 0 {
+            arrives_within(
+                &node,
+                &mut rx,
+                "agent-1",
+                &format!("churn {i}"),
+                Duration::from_millis(500),
+            );
+        }
+    }
+    eprintln!("2000 cycles in {:?}", t.elapsed());
+
+    let mut last = Vec::new();
+    let back = wait_until(Duration::from_secs(8), || {
+        let m = metrics_text(&node);
+        last = series.iter().map(|s| metric(&m, s)).collect();
+        let held = metric(&m, "switchboard_sessions{state=\"held\"}");
+        last.push(held);
+        (last[0] - base[0]).abs() <= 2.0
+            && last[1] == base[1]
+            && last[2] <= base[2]
+            && last[3] == base[3]
+            && held == 0.0
+    });
+    assert!(
+        back,
+        "after churn: {series:?} + held = {last:?}, baseline {base:?}"
+    );
+    let m = metrics_text(&node);
+    let refused: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("switchboard_request_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 0.0, "errors during churn:\n{m}");
+    arrives_within(
+        &node,
+        &mut rx,
+        "agent-1",
+        "after churn",
+        Duration::from_millis(500),
+    );
+    assert_no_error_log(&node);
+}
