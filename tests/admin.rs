@@ -380,6 +380,45 @@ fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
         .map(|s| s.value)
 }
 
+/// Events appended for one client in one loop iteration go out in one write:
+/// five pipelined sends (one read, one iteration on a single worker) reach the
+/// receiver complete and in order, with fewer writes than events.
+#[test]
+fn a_burst_for_one_client_goes_out_in_one_write() {
+    let node = Node::start(&["--workers", "1"]);
+    let agent = token("acme", "agent-1", Role::Agent);
+    let console = token("acme", "console-1", Role::Console);
+    let mut rx = Receiver::open(node.addr, &agent, &[]);
+    rx.ready();
+    let before = metric(&metrics(&node), "switchboard_stream_writes_total", &[])
+        .expect("stream_writes_total");
+    let batch: String = (1..=5)
+        .map(|i| {
+            format!(
+                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console}\r\nContent-Length: 2\r\n\r\nb{i}"
+            )
+        })
+        .collect();
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    for i in 1..=5 {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer {i}"));
+        assert_eq!(r.status, 202, "answer {i}");
+    }
+    for i in 1..=5 {
+        rx.expect_message("console-1", &format!("b{i}"));
+    }
+    let writes = metric(&metrics(&node), "switchboard_stream_writes_total", &[])
+        .expect("stream_writes_total")
+        - before;
+    assert!(
+        (1.0..5.0).contains(&writes),
+        "{writes} writes for 5 events sent in one burst"
+    );
+}
+
 #[test]
 fn metrics_are_prometheus_text_and_count() {
     let node = Node::start(&["--workers", "2"]);

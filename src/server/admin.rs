@@ -318,7 +318,7 @@ impl Admin {
             &'static str,
             fn(&super::stats::WorkerStats) -> u64,
         );
-        let counters: [Counter; 13] = [
+        let counters: [Counter; 14] = [
             ("messages_accepted_total", "Messages accepted (202).", |s| {
                 s.accepted_messages.load(Relaxed)
             }),
@@ -326,6 +326,11 @@ impl Admin {
                 "messages_relayed_total",
                 "Messages written to a live receive connection at once.",
                 |s| s.relayed.load(Relaxed),
+            ),
+            (
+                "stream_writes_total",
+                "Writes of new events to live receive connections (a burst for one client goes out in one write).",
+                |s| s.stream_writes.load(Relaxed),
             ),
             (
                 "messages_held_total",

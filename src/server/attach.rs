@@ -99,6 +99,7 @@ impl Worker {
                     armed: 0,
                     log: Log::default(),
                     partners: None,
+                    flush_queued: false,
                 };
                 if let Some(bytes) = &import {
                     if let Err(e) = import_snapshot(&mut s, bytes, now) {

@@ -100,8 +100,12 @@ impl Log {
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
         self.0.iter_mut().flat_map(|l| l.entries.iter_mut())
     }
-    pub(super) fn back_mut(&mut self) -> Option<&mut Entry> {
-        self.0.as_mut()?.entries.back_mut()
+    /// The newest `n` entries (all of them if there are fewer), oldest first.
+    pub(super) fn newest_mut(&mut self, n: usize) -> impl Iterator<Item = &mut Entry> {
+        self.0.iter_mut().flat_map(move |l| {
+            let from = l.entries.len().saturating_sub(n);
+            l.entries.range_mut(from..)
+        })
     }
     pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.0.iter().flat_map(|l| l.entries.iter())

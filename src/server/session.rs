@@ -60,6 +60,9 @@ pub(super) struct Session {
     pub(super) log: Log,
     /// Conversation partners and when (monotonic ms) a message was last exchanged.
     pub(super) partners: Option<Box<HashMap<Box<str>, u64>>>,
+    /// Entries appended in this loop iteration wait in the worker's
+    /// `to_flush` list, to be written in one go (see [`Worker::flush_sessions`]).
+    pub(super) flush_queued: bool,
 }
 
 impl Session {
@@ -283,26 +286,72 @@ impl Worker {
             }
         }
         s.log.compact();
-        let online = s.online();
-        let (ci, cg) = s.conn;
-        let deadline = session_deadline(s, cfg, now);
+        // Written at the end of the loop iteration, together with whatever
+        // else this iteration appends for the same client: one write (and one
+        // read for the client) instead of one per event when events arrive in
+        // bursts. Until then the entry is in the log like a held one.
+        if s.online() && !s.flush_queued {
+            s.flush_queued = true;
+            let gen = s.gen;
+            self.to_flush.push((sidx as u32, gen));
+        }
+        let deadline = session_deadline(&self.sessions.slab[sidx], cfg, now);
         self.set_session_deadline(sidx, deadline);
-        if online && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg) {
-            let s = &mut self.sessions.slab[sidx];
-            let c = &self.conns[ci as usize];
+        id
+    }
+
+    /// Writes every entry appended in this loop iteration to its session's
+    /// receive connection: one write per session. A session that went offline
+    /// or was replaced in the meantime keeps its entries held (a new receive
+    /// connection replays them).
+    pub fn flush_sessions(&mut self) {
+        if self.to_flush.is_empty() {
+            return;
+        }
+        let mut list = std::mem::take(&mut self.to_flush);
+        let mut out = std::mem::take(&mut self.stage);
+        for &(sidx, gen) in &list {
+            let sidx = sidx as usize;
+            let Some(s) = self.sessions.get_mut(sidx) else {
+                continue;
+            };
+            if s.gen != gen || !s.flush_queued {
+                continue;
+            }
+            s.flush_queued = false;
+            let (ci, cg) = s.conn;
+            let Some(c) = self
+                .conns
+                .get(ci as usize)
+                .filter(|c| c.gen == cg && cg != 0)
+            else {
+                continue;
+            };
+            if s.delivered >= s.last_seq {
+                continue;
+            }
             let base = c.bytes_out + c.pending_out() as u64;
             let epoch = s.epoch;
-            if let Some(e) = s.log.back_mut() {
-                let mut out = std::mem::take(&mut self.stage);
-                out.clear();
-                e.encode(epoch, &mut out);
-                e.wire_end = base + out.len() as u64;
-                s.delivered = e.seq;
+            out.clear();
+            let n = (s.last_seq - s.delivered) as usize;
+            for e in s.log.newest_mut(n) {
+                if e.seq > s.delivered {
+                    e.encode(epoch, &mut out);
+                    e.wire_end = base + out.len() as u64;
+                }
+            }
+            s.delivered = s.last_seq;
+            if !out.is_empty() {
+                WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
                 self.write_conn(ci as usize, &out);
-                self.stage = out;
             }
         }
-        id
+        self.stage = out;
+        list.clear();
+        // Keep the list's memory unless a burst made it large.
+        if list.capacity() <= 1024 {
+            self.to_flush = list;
+        }
     }
 
     fn note_partner(&mut self, sidx: usize, peer: &str) {

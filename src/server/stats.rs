@@ -25,6 +25,9 @@ pub struct WorkerStats {
     pub accepted_messages: AtomicU64,
     /// Messages written to a live receive connection right away.
     pub relayed: AtomicU64,
+    /// Writes of new events to live receive connections: the events a loop
+    /// iteration appends for one client go out in one write.
+    pub stream_writes: AtomicU64,
     /// Messages accepted while the recipient was held.
     pub held_messages: AtomicU64,
     /// Retained messages dropped before they were handed to the client.

@@ -119,6 +119,9 @@ pub(super) struct Worker {
     next_gen: u32,
     /// Workers to wake at the end of this iteration.
     wakes: Vec<bool>,
+    /// Sessions with entries appended in this iteration, to be written at its
+    /// end (slab index, generation; see `flush_sessions`).
+    pub to_flush: Vec<(u32, u32)>,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
@@ -170,6 +173,7 @@ impl Worker {
             wall_ms: super::epoch_ms(),
             next_gen: 1,
             wakes: vec![false; n],
+            to_flush: Vec::new(),
             accept_paused_until: 0,
             fired: Vec::new(),
             shared,
@@ -244,12 +248,16 @@ impl Worker {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
+            // Everything appended to sessions in this iteration goes out now,
+            // one write per receive connection (before any drain notice).
+            self.flush_sessions();
             if self.quiet.tick(self.now, had_events || backlog) {
                 self.settle();
             }
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
             }
+            self.flush_sessions();
             self.flush_wakes();
             let st = &self.shared.stats[self.id];
             st.iterations.fetch_add(1, Ordering::Relaxed);
