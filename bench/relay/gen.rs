@@ -83,6 +83,9 @@ struct Gen {
     src_next: usize,
     // Messages started by this thread (for the rate cap).
     started: u64,
+    // Where the next pass over the senders starts: under a rate cap the budget
+    // is handed out in turn, so no sender starves while the first ones take it all.
+    next_sender: usize,
     n_threads: usize,
     local_recv: u64,
     local_sent: u64,
@@ -349,8 +352,13 @@ impl Gen {
             None => u64::MAX,
         };
         let origin = self.sh.origin;
-        for i in 0..self.senders.len() {
-            let k = self.senders[i];
+        let n = self.senders.len();
+        let first = if n == 0 { 0 } else { self.next_sender % n };
+        for i in (first..n).chain(0..first) {
+            // A failed write closes its sender and shortens the list.
+            let Some(&k) = self.senders.get(i) else {
+                continue;
+            };
             let Some(c) = self.conns.get_mut(k) else {
                 continue;
             };
@@ -373,7 +381,7 @@ impl Gen {
             let now = origin.elapsed().as_nanos() as u64;
             let mut wrote = false;
             while inflight.len() < self.a.window && budget > 0 {
-                let to = format!("r{}", (*s + *seq as usize) % r);
+                let to = format!("r{}", self.a.pick.receiver(*s, *seq, r));
                 proto::make_body(&mut self.body, self.a.size, now, *s, *seq);
                 proto::push_send(
                     self.a.target,
@@ -392,6 +400,7 @@ impl Gen {
                 wrote = true;
             }
             if wrote {
+                self.next_sender = i + 1;
                 self.flush(k);
             }
         }
@@ -460,6 +469,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
         srcs: proto::sources(a.sources),
         src_next: t,
         started: 0,
+        next_sender: 0,
         n_threads,
         local_recv: 0,
         local_sent: 0,

@@ -6,7 +6,9 @@
 //! padded with letters to `--size` bytes. Senders and receivers live in the
 //! same process (one or more mio event loops, `--threads`), so the send
 //! timestamp and the receive time come from one monotonic clock. Sender `s`
-//! sends its message `seq` to receiver `(s + seq) % R`; with `--window 1`
+//! sends its message `seq` to a receiver picked by a fixed hash of `(s, seq)`
+//! (`--pick random`, the default; `--pick diagonal` is the earlier
+//! `(s + seq) % R`, see [`Pick`]); with `--window 1`
 //! (default) each sender waits for the answer (Switchboard 202, nchan 201/202,
 //! Redis `:n`) before the next message. Sent-and-acknowledged messages are
 //! compared with the received ones: none missing, none twice.
@@ -26,6 +28,39 @@ use clap::Args;
 
 use crate::mem;
 use crate::proto::{self, Target};
+
+/// How a sender picks the receiver of its next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pick {
+    /// A fixed hash of (sender, sequence number): every receiver equally
+    /// often, in no order a server could line up with.
+    Random,
+    /// Receiver `(sender + seq) % R` (the generator's choice until 2026-12-02).
+    /// Senders whose sequence numbers differ by their index distance hit the
+    /// same receivers at the same time, and keep doing so once a server answers
+    /// them together: a server that writes all its answers at the end of a
+    /// loop iteration (Redis) then writes two messages to one receiver in one
+    /// system call far more often than traffic by chance would make it.
+    Diagonal,
+}
+
+impl Pick {
+    /// The receiver (0..r) of message `seq` of sender `s`.
+    pub fn receiver(self, s: usize, seq: u64, r: usize) -> usize {
+        let r = r.max(1);
+        match self {
+            Pick::Diagonal => (s + seq as usize) % r,
+            Pick::Random => {
+                // splitmix64 of (sender, seq): fixed, so runs are repeatable.
+                let mut z = ((s as u64) << 40 ^ seq).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                (z % r as u64) as usize
+            }
+        }
+    }
+}
 
 /// Flags of `switchboard-bench relay`.
 #[derive(Debug, Clone, Args)]
@@ -60,6 +95,9 @@ pub struct RelayArgs {
     /// Seconds of sending.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// How each message's receiver is chosen.
+    #[arg(long, value_enum, default_value = "random")]
+    pub pick: Pick,
     /// Messages in flight per sender (1 = wait for each answer; more = HTTP/RESP pipelining).
     #[arg(long, default_value_t = 1)]
     pub window: usize,
@@ -334,6 +372,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "receivers": a.receivers,
         "senders": a.senders,
         "size": a.size,
+        "pick": format!("{:?}", a.pick).to_lowercase(),
         "window": a.window,
         "rate_cap": a.rate,
         "threads": threads,
@@ -425,5 +464,43 @@ pub fn run(a: RelayArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pick;
+
+    #[test]
+    fn random_pick_spreads_messages_over_every_receiver() {
+        let r = 100;
+        let mut hits = vec![0u32; r];
+        for s in 0..50 {
+            for seq in 0..200 {
+                let to = Pick::Random.receiver(s, seq, r);
+                assert!(to < r);
+                hits[to] += 1;
+            }
+        }
+        // 10,000 picks over 100 receivers: 100 each on average.
+        assert!(hits.iter().all(|&h| (50..=150).contains(&h)), "{hits:?}");
+        // The same message always goes to the same receiver (repeatable runs).
+        assert_eq!(
+            Pick::Random.receiver(7, 9, r),
+            Pick::Random.receiver(7, 9, r)
+        );
+    }
+
+    #[test]
+    fn random_pick_does_not_line_senders_up_like_diagonal() {
+        // Diagonal: sender s+1 one message behind sender s hits the same receiver.
+        assert_eq!(
+            Pick::Diagonal.receiver(3, 10, 1000),
+            Pick::Diagonal.receiver(4, 9, 1000)
+        );
+        let same = (0..1000u64)
+            .filter(|&k| Pick::Random.receiver(3, k + 1, 1000) == Pick::Random.receiver(4, k, 1000))
+            .count();
+        assert!(same < 10, "{same} of 1000");
     }
 }
