@@ -380,9 +380,10 @@ fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
         .map(|s| s.value)
 }
 
-/// Events appended for one client in one loop iteration go out in one write:
-/// five pipelined sends (one read, one iteration on a single worker) reach the
-/// receiver complete and in order, with fewer writes than events.
+/// Events appended for one client in one loop iteration go out in two writes
+/// (the first at once, the rest together at the end of the iteration): five
+/// pipelined sends (one read, one iteration on a single worker) reach the
+/// receiver complete and in order.
 #[test]
 fn a_burst_for_one_client_goes_out_in_one_write() {
     let node = Node::start(&["--workers", "1"]);
@@ -414,7 +415,7 @@ fn a_burst_for_one_client_goes_out_in_one_write() {
         .expect("stream_writes_total")
         - before;
     assert!(
-        (1.0..5.0).contains(&writes),
+        (1.0..=2.0).contains(&writes),
         "{writes} writes for 5 events sent in one burst"
     );
 }

@@ -329,7 +329,7 @@ impl Admin {
             ),
             (
                 "stream_writes_total",
-                "Writes of new events to live receive connections (a burst for one client goes out in one write).",
+                "Writes of new events to live receive connections (a burst for one client goes out in two).",
                 |s| s.stream_writes.load(Relaxed),
             ),
             (

@@ -286,30 +286,71 @@ impl Worker {
             }
         }
         s.log.compact();
-        // Written at the end of the loop iteration, together with whatever
-        // else this iteration appends for the same client: one write (and one
-        // read for the client) instead of one per event when events arrive in
-        // bursts. Until then the entry is in the log like a held one.
+        let deadline = session_deadline(s, cfg, now);
+        // The first event a loop iteration appends for an online client is
+        // written at once (no added latency). Any further ones wait in the log
+        // until the end of the iteration and then go out together, in one
+        // write (and one read for the client) instead of one each: a burst
+        // for one client costs two writes, not one per event.
+        let first = s.online() && !s.flush_queued;
         if s.online() && !s.flush_queued {
             s.flush_queued = true;
             let gen = s.gen;
             self.to_flush.push((sidx as u32, gen));
         }
-        let deadline = session_deadline(&self.sessions.slab[sidx], cfg, now);
         self.set_session_deadline(sidx, deadline);
+        if first {
+            self.write_newest(sidx);
+        }
         id
     }
 
-    /// Writes every entry appended in this loop iteration to its session's
-    /// receive connection: one write per session. A session that went offline
-    /// or was replaced in the meantime keeps its entries held (a new receive
-    /// connection replays them).
+    /// Writes the entries of session `sidx` not yet handed to its receive
+    /// connection, in one write. Does nothing if it has no live connection
+    /// (the entries stay held; a new receive connection replays them).
+    fn write_newest(&mut self, sidx: usize) {
+        let Some(s) = self.sessions.get_mut(sidx) else {
+            return;
+        };
+        let (ci, cg) = s.conn;
+        let Some(c) = self
+            .conns
+            .get(ci as usize)
+            .filter(|c| c.gen == cg && cg != 0)
+        else {
+            return;
+        };
+        if s.delivered >= s.last_seq {
+            return;
+        }
+        let base = c.bytes_out + c.pending_out() as u64;
+        let epoch = s.epoch;
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        let n = (s.last_seq - s.delivered) as usize;
+        for e in s.log.newest_mut(n) {
+            if e.seq > s.delivered {
+                e.encode(epoch, &mut out);
+                e.wire_end = base + out.len() as u64;
+            }
+        }
+        s.delivered = s.last_seq;
+        if !out.is_empty() {
+            WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
+            self.write_conn(ci as usize, &out);
+        }
+        self.stage = out;
+    }
+
+    /// Writes what this loop iteration appended after each session's first
+    /// event (see [`Worker::append`]): one write per session. A session that
+    /// went offline or was replaced in the meantime keeps its entries held (a
+    /// new receive connection replays them).
     pub fn flush_sessions(&mut self) {
         if self.to_flush.is_empty() {
             return;
         }
         let mut list = std::mem::take(&mut self.to_flush);
-        let mut out = std::mem::take(&mut self.stage);
         for &(sidx, gen) in &list {
             let sidx = sidx as usize;
             let Some(s) = self.sessions.get_mut(sidx) else {
@@ -319,34 +360,8 @@ impl Worker {
                 continue;
             }
             s.flush_queued = false;
-            let (ci, cg) = s.conn;
-            let Some(c) = self
-                .conns
-                .get(ci as usize)
-                .filter(|c| c.gen == cg && cg != 0)
-            else {
-                continue;
-            };
-            if s.delivered >= s.last_seq {
-                continue;
-            }
-            let base = c.bytes_out + c.pending_out() as u64;
-            let epoch = s.epoch;
-            out.clear();
-            let n = (s.last_seq - s.delivered) as usize;
-            for e in s.log.newest_mut(n) {
-                if e.seq > s.delivered {
-                    e.encode(epoch, &mut out);
-                    e.wire_end = base + out.len() as u64;
-                }
-            }
-            s.delivered = s.last_seq;
-            if !out.is_empty() {
-                WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
-                self.write_conn(ci as usize, &out);
-            }
+            self.write_newest(sidx);
         }
-        self.stage = out;
         list.clear();
         // Keep the list's memory unless a burst made it large.
         if list.capacity() <= 1024 {

@@ -25,8 +25,9 @@ pub struct WorkerStats {
     pub accepted_messages: AtomicU64,
     /// Messages written to a live receive connection right away.
     pub relayed: AtomicU64,
-    /// Writes of new events to live receive connections: the events a loop
-    /// iteration appends for one client go out in one write.
+    /// Writes of new events to live receive connections: of the events a loop
+    /// iteration appends for one client, the first is written at once and the
+    /// rest together at the end of the iteration.
     pub stream_writes: AtomicU64,
     /// Messages accepted while the recipient was held.
     pub held_messages: AtomicU64,
