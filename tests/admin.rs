@@ -385,7 +385,7 @@ fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
 /// pipelined sends (one read, one iteration on a single worker) reach the
 /// receiver complete and in order.
 #[test]
-fn a_burst_for_one_client_goes_out_in_one_write() {
+fn a_burst_for_one_client_goes_out_in_two_writes() {
     let node = Node::start(&["--workers", "1"]);
     let agent = token("acme", "agent-1", Role::Agent);
     let console = token("acme", "console-1", Role::Console);
