@@ -12,6 +12,7 @@ mod attach;
 pub mod bridge;
 mod clustered;
 mod conn;
+mod deliver;
 mod drain;
 mod http;
 pub mod limits;

@@ -9,7 +9,8 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::conn::{CloseReason, State};
-use super::retained::{Entry, EntryKind, Log};
+use super::deliver::drop_entry;
+use super::retained::{EntryKind, Log};
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
@@ -72,14 +73,14 @@ impl Session {
     pub fn client(&self) -> &str {
         &self.key[self.split as usize + 1..]
     }
-    fn online(&self) -> bool {
+    pub(super) fn online(&self) -> bool {
         self.conn.1 != 0
     }
 }
 
 /// The sessions owned by one worker, indexed by account and client.
 pub(super) struct Sessions {
-    slab: Slab<Session>,
+    pub(super) slab: Slab<Session>,
     /// Slab indices, hashed by `account/client`.
     index: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
@@ -178,198 +179,7 @@ impl Sessions {
 }
 
 impl Worker {
-    /// Accepts a message for `to` (owned by this worker): retains it and writes
-    /// it to the receive connection if there is one.
-    pub fn deliver(
-        &mut self,
-        account: &str,
-        from: &str,
-        to: &str,
-        body: Box<[u8]>,
-    ) -> Result<EventId, SendError> {
-        let Some(sidx) = self.sessions.find(account, to) else {
-            WorkerStats::add(&self.shared.stats[self.id].offline, 1);
-            return Err(SendError::Offline);
-        };
-        self.deliver_to(sidx, account, from, to, body)
-    }
-
-    /// [`Worker::deliver`] to the session at `sidx` (already looked up).
-    pub fn deliver_to(
-        &mut self,
-        sidx: usize,
-        account: &str,
-        from: &str,
-        to: &str,
-        body: Box<[u8]>,
-    ) -> Result<EventId, SendError> {
-        let st = &self.shared.stats[self.id];
-        if !self.sessions.slab[sidx].online()
-            && self
-                .shared
-                .draining
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            // This node is going away: a message held here now would die with it.
-            return Err(SendError::Overloaded);
-        }
-        WorkerStats::add(&st.accepted_messages, 1);
-        WorkerStats::add(
-            if self.sessions.slab[sidx].online() {
-                &st.relayed
-            } else {
-                &st.held_messages
-            },
-            1,
-        );
-        let id = self.append(
-            sidx,
-            EntryKind::Message {
-                from: from.into(),
-                body,
-            },
-        );
-        // Conversation tracking, at most once per pair per few seconds (a busy
-        // pair would otherwise cost two partner-table updates and a
-        // cross-worker message per send): the recipient remembers the sender
-        // here, and the sender remembers the recipient on whichever worker
-        // owns it. The recipient's epoch is part of the key, so a new session
-        // of the recipient is told about its partners at once.
-        let epoch = self.sessions.slab[sidx].epoch;
-        if !self.touch_due(TouchKey::Pair(account, from, to, epoch)) {
-            return Ok(id);
-        }
-        self.note_partner(sidx, from);
-        let owner = self.shared.owner(account, from);
-        if owner == self.id {
-            self.touch(account, from, to, false);
-        } else {
-            // Best effort: a full channel only costs a possible missed peer-gone.
-            let _ = self.post(
-                owner,
-                Envelope::Touch {
-                    account: account.into(),
-                    client: from.into(),
-                    peer: to.into(),
-                    remote: false,
-                },
-            );
-        }
-        Ok(id)
-    }
-
-    /// Appends an entry to session `sidx`'s log, enforcing the limits, and
-    /// writes it out if the client is online.
-    fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
-        let cfg = &self.shared.config;
-        let now = self.now;
-        let st = &self.shared.stats[self.id];
-        let s = &mut self.sessions.slab[sidx];
-        s.last_seq += 1;
-        let entry = Entry {
-            seq: s.last_seq,
-            at: now,
-            wire_end: 0,
-            kind,
-        };
-        let id = EventId {
-            epoch: s.epoch,
-            seq: entry.seq,
-        };
-        s.log.push(entry);
-        while s.log.len() > cfg.hold_max_messages
-            || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
-        {
-            let Some(e) = s.log.pop_front() else { break };
-            if drop_entry(s, e, "hold_limit") {
-                WorkerStats::add(&st.dropped, 1);
-            }
-        }
-        s.log.compact();
-        let deadline = session_deadline(s, cfg, now);
-        // The first event a loop iteration appends for an online client is
-        // written at once (no added latency). Any further ones wait in the log
-        // until the end of the iteration and then go out together, in one
-        // write (and one read for the client) instead of one each: a burst
-        // for one client costs two writes, not one per event.
-        let first = s.online() && !s.flush_queued;
-        if s.online() && !s.flush_queued {
-            s.flush_queued = true;
-            let gen = s.gen;
-            self.to_flush.push((sidx as u32, gen));
-        }
-        self.set_session_deadline(sidx, deadline);
-        if first {
-            self.write_newest(sidx);
-        }
-        id
-    }
-
-    /// Writes the entries of session `sidx` not yet handed to its receive
-    /// connection, in one write. Does nothing if it has no live connection
-    /// (the entries stay held; a new receive connection replays them).
-    fn write_newest(&mut self, sidx: usize) {
-        let Some(s) = self.sessions.get_mut(sidx) else {
-            return;
-        };
-        let (ci, cg) = s.conn;
-        let Some(c) = self
-            .conns
-            .get(ci as usize)
-            .filter(|c| c.gen == cg && cg != 0)
-        else {
-            return;
-        };
-        if s.delivered >= s.last_seq {
-            return;
-        }
-        let base = c.bytes_out + c.pending_out() as u64;
-        let epoch = s.epoch;
-        let mut out = std::mem::take(&mut self.stage);
-        out.clear();
-        let n = (s.last_seq - s.delivered) as usize;
-        for e in s.log.newest_mut(n) {
-            if e.seq > s.delivered {
-                e.encode(epoch, &mut out);
-                e.wire_end = base + out.len() as u64;
-            }
-        }
-        s.delivered = s.last_seq;
-        if !out.is_empty() {
-            WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
-            self.write_conn(ci as usize, &out);
-        }
-        self.stage = out;
-    }
-
-    /// Writes what this loop iteration appended after each session's first
-    /// event (see [`Worker::append`]): one write per session. A session that
-    /// went offline or was replaced in the meantime keeps its entries held (a
-    /// new receive connection replays them).
-    pub fn flush_sessions(&mut self) {
-        if self.to_flush.is_empty() {
-            return;
-        }
-        let mut list = std::mem::take(&mut self.to_flush);
-        for &(sidx, gen) in &list {
-            let sidx = sidx as usize;
-            let Some(s) = self.sessions.get_mut(sidx) else {
-                continue;
-            };
-            if s.gen != gen || !s.flush_queued {
-                continue;
-            }
-            s.flush_queued = false;
-            self.write_newest(sidx);
-        }
-        list.clear();
-        // Keep the list's memory unless a burst made it large.
-        if list.capacity() <= 1024 {
-            self.to_flush = list;
-        }
-    }
-
-    fn note_partner(&mut self, sidx: usize, peer: &str) {
+    pub(super) fn note_partner(&mut self, sidx: usize, peer: &str) {
         let now = self.now;
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let Some(s) = self.sessions.get_mut(sidx) else {
@@ -720,18 +530,6 @@ impl Worker {
         self.write_conn(oi, &out);
         self.stage = out;
     }
-}
-
-/// Records that entry `e` left the log for `reason`; remembers a loss (and
-/// returns true) if it was never handed out.
-fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
-    s.log.set_trim_reason(reason);
-    if e.seq > s.delivered {
-        let after = s.log.lost().map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
-        s.log.set_lost(after, reason);
-        return true;
-    }
-    false
 }
 
 /// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
