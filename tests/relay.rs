@@ -524,3 +524,33 @@ fn pipelined_requests_then_half_close_are_all_answered() {
     );
     agent.expect_message("console-1", "h1");
 }
+
+/// A burst for one online client that is longer than its retention limit: the
+/// events that wait for the end of the loop iteration are written before the
+/// log is trimmed, so the live client still gets every one, in order.
+#[test]
+fn a_burst_longer_than_the_retention_limit_reaches_a_live_client_whole() {
+    let node = Node::start(&["--workers", "1", "--hold-max-messages", "2"]);
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
+    agent.ready();
+    let batch: String = (1..=6)
+        .map(|i| {
+            format!(
+                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: 2\r\n\r\nm{i}"
+            )
+        })
+        .collect();
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    for i in 1..=6 {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer {i}"));
+        assert_eq!(r.status, 202, "answer {i}");
+    }
+    for i in 1..=6 {
+        agent.expect_message("console-1", &format!("m{i}"));
+    }
+}

@@ -94,9 +94,14 @@ impl Worker {
     /// Appends an entry to session `sidx`'s log, enforcing the limits, and
     /// writes it out if the client is online.
     pub(super) fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
-        let cfg = &self.shared.config;
         let now = self.now;
-        let st = &self.shared.stats[self.id];
+        let (max_messages, max_bytes) = (
+            self.shared.config.hold_max_messages,
+            self.shared.config.hold_max_bytes,
+        );
+        let over = |s: &Session| {
+            s.log.len() > max_messages || (s.log.bytes() > max_bytes && s.log.len() > 1)
+        };
         let s = &mut self.sessions.slab[sidx];
         s.last_seq += 1;
         let entry = Entry {
@@ -110,29 +115,36 @@ impl Worker {
             seq: entry.seq,
         };
         s.log.push(entry);
-        while s.log.len() > cfg.hold_max_messages
-            || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
-        {
+        // The first event a loop iteration appends for an online client is
+        // written at once (no added latency). Any further ones wait in the log
+        // until the end of the iteration and then go out together, in one
+        // write (and one read for the client) instead of one each: a burst
+        // for one client costs two writes, not one per event.
+        let mut write_now = s.online() && !s.flush_queued;
+        if write_now {
+            s.flush_queued = true;
+            let gen = s.gen;
+            self.to_flush.push((sidx as u32, gen));
+        }
+        let s = &mut self.sessions.slab[sidx];
+        if over(s) && s.online() && s.delivered < s.last_seq {
+            // Trimming the log must not drop events a live connection was
+            // not sent yet: send what is waiting first.
+            self.write_newest(sidx);
+            write_now = false;
+        }
+        let st = &self.shared.stats[self.id];
+        let s = &mut self.sessions.slab[sidx];
+        while over(s) {
             let Some(e) = s.log.pop_front() else { break };
             if drop_entry(s, e, "hold_limit") {
                 WorkerStats::add(&st.dropped, 1);
             }
         }
         s.log.compact();
-        let deadline = session_deadline(s, cfg, now);
-        // The first event a loop iteration appends for an online client is
-        // written at once (no added latency). Any further ones wait in the log
-        // until the end of the iteration and then go out together, in one
-        // write (and one read for the client) instead of one each: a burst
-        // for one client costs two writes, not one per event.
-        let first = s.online() && !s.flush_queued;
-        if s.online() && !s.flush_queued {
-            s.flush_queued = true;
-            let gen = s.gen;
-            self.to_flush.push((sidx as u32, gen));
-        }
+        let deadline = session_deadline(s, &self.shared.config, now);
         self.set_session_deadline(sidx, deadline);
-        if first {
+        if write_now {
             self.write_newest(sidx);
         }
         id
