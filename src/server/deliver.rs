@@ -95,13 +95,6 @@ impl Worker {
     /// writes it out if the client is online.
     pub(super) fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
         let now = self.now;
-        let (max_messages, max_bytes) = (
-            self.shared.config.hold_max_messages,
-            self.shared.config.hold_max_bytes,
-        );
-        let over = |s: &Session| {
-            s.log.len() > max_messages || (s.log.bytes() > max_bytes && s.log.len() > 1)
-        };
         let s = &mut self.sessions.slab[sidx];
         s.last_seq += 1;
         let entry = Entry {
@@ -120,34 +113,46 @@ impl Worker {
         // until the end of the iteration and then go out together, in one
         // write (and one read for the client) instead of one each: a burst
         // for one client costs two writes, not one per event.
-        let mut write_now = s.online() && !s.flush_queued;
+        let write_now = s.online() && !s.flush_queued;
         if write_now {
             s.flush_queued = true;
             let gen = s.gen;
             self.to_flush.push((sidx as u32, gen));
         }
-        let s = &mut self.sessions.slab[sidx];
-        if over(s) && s.online() && s.delivered < s.last_seq {
-            // Trimming the log must not drop events a live connection was
-            // not sent yet: send what is waiting first.
-            self.write_newest(sidx);
-            write_now = false;
-        }
-        let st = &self.shared.stats[self.id];
-        let s = &mut self.sessions.slab[sidx];
-        while over(s) {
-            let Some(e) = s.log.pop_front() else { break };
-            if drop_entry(s, e, "hold_limit") {
-                WorkerStats::add(&st.dropped, 1);
-            }
-        }
-        s.log.compact();
+        self.trim(sidx);
+        let s = &self.sessions.slab[sidx];
         let deadline = session_deadline(s, &self.shared.config, now);
         self.set_session_deadline(sidx, deadline);
         if write_now {
             self.write_newest(sidx);
         }
         id
+    }
+
+    /// Enforces the retention limits on session `sidx`'s log, oldest entries
+    /// first. Entries a live receive connection has not been sent yet are not
+    /// dropped: they wait for the end of the loop iteration, are written, and
+    /// the log is trimmed again then (so it can exceed the limits by one
+    /// iteration's burst for a moment). Dropping an entry that was never
+    /// handed out (the client is offline) records a gap for its next stream.
+    fn trim(&mut self, sidx: usize) {
+        let cfg = &self.shared.config;
+        let st = &self.shared.stats[self.id];
+        let s = &mut self.sessions.slab[sidx];
+        let (ci, cg) = s.conn;
+        let live = s.online() && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg);
+        while s.log.len() > cfg.hold_max_messages
+            || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
+        {
+            if live && s.log.front().is_some_and(|e| e.seq > s.delivered) {
+                break;
+            }
+            let Some(e) = s.log.pop_front() else { break };
+            if drop_entry(s, e, "hold_limit") {
+                WorkerStats::add(&st.dropped, 1);
+            }
+        }
+        s.log.compact();
     }
 
     /// Writes the entries of session `sidx` not yet handed to its receive
@@ -185,6 +190,10 @@ impl Worker {
             self.write_conn(ci as usize, &out);
         }
         self.stage = out;
+        // Entries held back from trimming until they were written (see `trim`).
+        if self.sessions.get(sidx).is_some() {
+            self.trim(sidx);
+        }
     }
 
     /// Writes what this loop iteration appended after each session's first
