@@ -139,11 +139,13 @@ impl Worker {
         let cfg = &self.shared.config;
         let st = &self.shared.stats[self.id];
         let s = &mut self.sessions.slab[sidx];
+        if !over_limits(s, cfg) {
+            s.log.compact();
+            return;
+        }
         let (ci, cg) = s.conn;
         let live = s.online() && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg);
-        while s.log.len() > cfg.hold_max_messages
-            || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
-        {
+        while over_limits(s, cfg) {
             if live && s.log.front().is_some_and(|e| e.seq > s.delivered) {
                 break;
             }
@@ -191,7 +193,11 @@ impl Worker {
         }
         self.stage = out;
         // Entries held back from trimming until they were written (see `trim`).
-        if self.sessions.get(sidx).is_some() {
+        if self
+            .sessions
+            .get(sidx)
+            .is_some_and(|s| over_limits(s, &self.shared.config))
+        {
             self.trim(sidx);
         }
     }
@@ -222,6 +228,11 @@ impl Worker {
             self.to_flush = list;
         }
     }
+}
+
+/// The session's log holds more than the retention limits allow.
+fn over_limits(s: &Session, cfg: &crate::config::Config) -> bool {
+    s.log.len() > cfg.hold_max_messages || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
 }
 
 /// Records that entry `e` left the log for `reason`; remembers a loss (and
