@@ -393,21 +393,8 @@ fn a_burst_for_one_client_goes_out_in_two_writes() {
     rx.ready();
     let before = metric(&metrics(&node), "switchboard_stream_writes_total", &[])
         .expect("stream_writes_total");
-    let batch: String = (1..=5)
-        .map(|i| {
-            format!(
-                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console}\r\nContent-Length: 2\r\n\r\nb{i}"
-            )
-        })
-        .collect();
-    let mut http = Http::connect(node.addr);
-    http.send_raw(batch.as_bytes());
-    for i in 1..=5 {
-        let r = http
-            .read_response()
-            .unwrap_or_else(|| panic!("no answer {i}"));
-        assert_eq!(r.status, 202, "answer {i}");
-    }
+    let bodies: Vec<String> = (1..=5).map(|i| format!("b{i}")).collect();
+    send_burst(node.addr, &console, "agent-1", &bodies);
     for i in 1..=5 {
         rx.expect_message("console-1", &format!("b{i}"));
     }

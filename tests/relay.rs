@@ -535,21 +535,8 @@ fn a_burst_longer_than_the_retention_limit_reaches_a_live_client_whole() {
     let console_tok = token(ACCT, "console-1", Role::Console);
     let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
     agent.ready();
-    let batch: String = (1..=6)
-        .map(|i| {
-            format!(
-                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: 2\r\n\r\nm{i}"
-            )
-        })
-        .collect();
-    let mut http = Http::connect(node.addr);
-    http.send_raw(batch.as_bytes());
-    for i in 1..=6 {
-        let r = http
-            .read_response()
-            .unwrap_or_else(|| panic!("no answer {i}"));
-        assert_eq!(r.status, 202, "answer {i}");
-    }
+    let bodies: Vec<String> = (1..=6).map(|i| format!("m{i}")).collect();
+    send_burst(node.addr, &console_tok, "agent-1", &bodies);
     for i in 1..=6 {
         agent.expect_message("console-1", &format!("m{i}"));
     }

@@ -447,6 +447,28 @@ pub fn send(addr: SocketAddr, token: &str, to: &str, body: &str) -> Response {
     )
 }
 
+/// Sends one message per body to `to` as `token`, all pipelined in one write
+/// on one keep-alive connection, and checks that every one is answered 202.
+pub fn send_burst(addr: SocketAddr, token: &str, to: &str, bodies: &[String]) {
+    let batch: String = bodies
+        .iter()
+        .map(|b| {
+            format!(
+                "POST /v1/send/{to} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+        })
+        .collect();
+    let mut http = Http::connect(addr);
+    http.send_raw(batch.as_bytes());
+    for i in 1..=bodies.len() {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to send {i} of the burst"));
+        assert_eq!(r.status, 202, "answer to send {i} of the burst");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Helpers added for the relay / resume / errors suites.
 // ---------------------------------------------------------------------------
