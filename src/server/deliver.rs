@@ -3,6 +3,9 @@
 //! events one loop iteration appends for a client, the first is written at
 //! once and the rest together at the end of the iteration.
 
+use slab::Slab;
+
+use super::conn::Conn;
 use super::retained::{Entry, EntryKind};
 use super::session::{session_deadline, Session, TouchKey};
 use super::stats::WorkerStats;
@@ -143,8 +146,7 @@ impl Worker {
             s.log.compact();
             return;
         }
-        let (ci, cg) = s.conn;
-        let live = s.online() && self.conns.get(ci as usize).is_some_and(|c| c.gen == cg);
+        let live = live_conn(&self.conns, s).is_some();
         while over_limits(s, cfg) {
             if live && s.log.front().is_some_and(|e| e.seq > s.delivered) {
                 break;
@@ -164,12 +166,8 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(sidx) else {
             return;
         };
-        let (ci, cg) = s.conn;
-        let Some(c) = self
-            .conns
-            .get(ci as usize)
-            .filter(|c| c.gen == cg && cg != 0)
-        else {
+        let ci = s.conn.0 as usize;
+        let Some(c) = live_conn(&self.conns, s) else {
             return;
         };
         if s.delivered >= s.last_seq {
@@ -189,7 +187,7 @@ impl Worker {
         s.delivered = s.last_seq;
         if !out.is_empty() {
             WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
-            self.write_conn(ci as usize, &out);
+            self.write_conn(ci, &out);
         }
         self.stage = out;
         // Entries held back from trimming until they were written (see `trim`).
@@ -228,6 +226,12 @@ impl Worker {
             self.to_flush = list;
         }
     }
+}
+
+/// The receive connection session `s` is attached to, if it is still open.
+fn live_conn<'a>(conns: &'a Slab<Conn>, s: &Session) -> Option<&'a Conn> {
+    let (ci, cg) = s.conn;
+    conns.get(ci as usize).filter(|c| cg != 0 && c.gen == cg)
 }
 
 /// The session's log holds more than the retention limits allow.

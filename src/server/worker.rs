@@ -36,7 +36,6 @@ const HOUSEKEEPING_MS: u64 = 10_000;
 /// A worker that has seen no I/O for this long after being busy gives its
 /// cached free memory back (see `settle`).
 const QUIET_RELEASE_MS: u64 = 500;
-
 /// Pause before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -113,14 +112,15 @@ pub(super) struct Worker {
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
     /// Wall-clock milliseconds since the Unix epoch, refreshed once per loop
-    /// iteration (token expiry, send lifetimes, session timestamps): reading
-    /// the clock for each request cost two clock reads per relayed message.
+    /// iteration, for the per-request checks (token expiry, send lifetime):
+    /// reading the clock for each request cost two reads per relayed message.
     pub wall_ms: u64,
     next_gen: u32,
     /// Workers to wake at the end of this iteration.
     wakes: Vec<bool>,
-    /// Sessions with entries appended in this iteration, to be written at its
-    /// end (slab index, generation; see `flush_sessions`).
+    /// Sessions that had an entry appended in this iteration (slab index,
+    /// generation); whatever followed their first entry is written at its end
+    /// (see `flush_sessions`).
     pub to_flush: Vec<(u32, u32)>,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
@@ -248,16 +248,16 @@ impl Worker {
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
-            // Everything appended to sessions in this iteration goes out now,
-            // one write per receive connection (before any drain notice).
-            self.flush_sessions();
             if self.quiet.tick(self.now, had_events || backlog) {
                 self.settle();
             }
+            // What this iteration appended to sessions after their first entry
+            // goes out now, one write per receive connection, before any drain
+            // notice. Nothing after this point appends to a session.
+            self.flush_sessions();
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
             }
-            self.flush_sessions();
             self.flush_wakes();
             let st = &self.shared.stats[self.id];
             st.iterations.fetch_add(1, Ordering::Relaxed);
