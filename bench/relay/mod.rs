@@ -411,6 +411,8 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "loadavg_1m_before": load0,
         "loadavg_1m_after": mem::loadavg(),
     });
+    // CPU per delivered message, over the sending window only (set-up excluded).
+    let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
     if !a.pid.is_empty() {
         let m = v.as_object_mut().unwrap();
         let each: Vec<f64> = cpu0
@@ -430,8 +432,6 @@ pub fn run(a: RelayArgs) -> ExitCode {
         m.insert("server_cpu_user_secs".into(), r2(user).into());
         m.insert("server_cpu_sys_secs".into(), r2(sys).into());
         if delivered_in_window > 0 {
-            // CPU per delivered message, over the sending window only (set-up excluded).
-            let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
             m.insert("server_cpu_us_per_msg".into(), per_msg(total).into());
             m.insert("server_cpu_user_us_per_msg".into(), per_msg(user).into());
             m.insert("server_cpu_sys_us_per_msg".into(), per_msg(sys).into());
@@ -439,7 +439,6 @@ pub fn run(a: RelayArgs) -> ExitCode {
     }
     if delivered_in_window > 0 {
         let m = v.as_object_mut().unwrap();
-        let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
         m.insert(
             "generator_cpu_us_per_msg".into(),
             per_msg(bench_user + bench_sys).into(),
