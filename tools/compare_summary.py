@@ -28,7 +28,7 @@ def load(pattern):
         except (OSError, ValueError):
             continue
         m = re.search(r"-(\d+)\.json$", p)
-        d["_rep"] = int(m.group(1)) if m and pattern.startswith("relay") else 1
+        d["_rep"] = int(m.group(1)) if m else 1
         res.append(d)
     return res
 
@@ -149,10 +149,10 @@ for us in ours_all:
                 rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
             if theirs["p99_us"]:
                 rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
-            if ours["server_cpu_us_per_msg"]:
-                # Server CPU per message, theirs / ours: > 1 when ours does a message with less CPU.
-                rs[f"relay_cpu_efficiency_{size}B_R{r}"] = round(
-                    theirs["server_cpu_us_per_msg"] / ours["server_cpu_us_per_msg"], 3)
+            if theirs["server_cpu_us_per_msg"]:
+                # Server CPU per message at full speed (lower is better, like the fixed-rate one).
+                rs[f"relay_server_cpu_per_msg_{size}B_R{r}"] = round(
+                    ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
             # Paired repetitions: repetition i of each system ran in the same pass of
             # tools/compare (seconds apart), so their ratio is less exposed to the machine's
             # slower drifts in load than the ratio of medians is.
@@ -165,7 +165,7 @@ for us in ours_all:
         for rate, ours in summary["relay_fixed_rate"].get(us, {}).items():
             theirs = summary["relay_fixed_rate"].get(p, {}).get(rate)
             if theirs and theirs["server_cpu_us_per_msg"]:
-                # Lower is better: ours needs this fraction of the peer's CPU per message.
+                # Ours needs this fraction of the peer's CPU per message (lower is better).
                 rs[f"relay_server_cpu_per_msg_at_{rate}_per_s"] = round(
                     ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
         # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
