@@ -14,8 +14,9 @@ use super::*;
 pub(super) enum Decision {
     /// Refused with this status and code.
     Refused(u16, &'static str),
-    /// Accepted for this route, on behalf of this account/client.
-    Accepted(crate::proto::route::Route, String, String),
+    /// Accepted for this route (its `Debug` form, as the route borrows from
+    /// the request), on behalf of this account/client.
+    Accepted(String, String, String),
 }
 
 /// Drives a whole client connection without sockets and with a fixed clock:
@@ -69,13 +70,13 @@ pub(super) fn run_connection(pieces: &[&[u8]]) -> Vec<Decision> {
                 Ok((n, Some(req))) => {
                     buf.drain(..n.min(buf.len()));
                     let close = req.head.close;
-                    let d = match route(&req.head) {
+                    let (d, receive) = match route(&req.head) {
                         Err(e) => {
-                            let _ = e.message(&req.head.path);
-                            Decision::Refused(e.status(), e.code())
+                            let _ = e.message(req.head.path());
+                            (Decision::Refused(e.status(), e.code()), false)
                         }
                         Ok((r, token)) => match verifier.verify(&token, NOW) {
-                            Err(e) => Decision::Refused(401, e.code()),
+                            Err(e) => (Decision::Refused(401, e.code()), false),
                             Ok(id) => {
                                 assert!(id.exp > NOW, "connection: accepted an expired token");
                                 assert!(
@@ -84,14 +85,18 @@ pub(super) fn run_connection(pieces: &[&[u8]]) -> Vec<Decision> {
                                 );
                                 if let Route::Send { to } = &r {
                                     assert_eq!(
-                                        Some(to.as_str()),
-                                        req.head.path.strip_prefix("/v1/send/")
+                                        Some(*to),
+                                        req.head.path().strip_prefix("/v1/send/")
                                     );
                                     assert_eq!(req.head.method, crate::proto::head::Method::Post);
                                 } else {
                                     assert_eq!(req.head.method, crate::proto::head::Method::Get);
                                 }
-                                Decision::Accepted(r, id.account, id.client)
+                                let receive = matches!(r, Route::Receive { .. });
+                                (
+                                    Decision::Accepted(format!("{r:?}"), id.account, id.client),
+                                    receive,
+                                )
                             }
                         },
                     };
@@ -101,7 +106,6 @@ pub(super) fn run_connection(pieces: &[&[u8]]) -> Vec<Decision> {
                             "connection: unexpected status {status}"
                         );
                     }
-                    let receive = matches!(d, Decision::Accepted(Route::Receive { .. }, ..));
                     out.push(d);
                     if close || receive {
                         return out;

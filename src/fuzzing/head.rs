@@ -124,12 +124,12 @@ pub(super) fn check_head_result(
     );
     assert!(h.version_minor <= 1, "head: version 1.{}", h.version_minor);
     assert!(
-        h.path.starts_with('/') && !h.path.contains('?'),
+        h.path().starts_with('/') && !h.path().contains('?'),
         "head: bad path {:?}",
-        h.path
+        h.path()
     );
-    let mut target = h.path.clone();
-    if let Some(q) = &h.query {
+    let mut target = h.path().to_string();
+    if let Some(q) = h.query() {
         target.push('?');
         target.push_str(q);
     }
@@ -138,8 +138,8 @@ pub(super) fn check_head_result(
     assert!(
         line_target == Some(target.as_bytes()),
         "head: path {:?} query {:?} do not match the request line {}",
-        h.path,
-        h.query,
+        h.path(),
+        h.query(),
         show(request_line)
     );
     if h.chunked {
@@ -158,10 +158,10 @@ pub(super) fn check_head_result(
             "head: HTTP/1.0 without keep-alive not marked close"
         );
     }
-    if let Some(id) = h.last_event_id.as_deref() {
+    if let Some(id) = h.last_event_id() {
         event_id_round_trip(id);
     }
-    if let Some(q) = &h.query {
+    if let Some(q) = h.query() {
         for name in ["token", "last_event_id", ""] {
             let _ = query_param(q, name);
         }

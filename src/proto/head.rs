@@ -39,14 +39,12 @@ pub enum Method {
     Other,
 }
 
-/// The parts of a request head the gateway uses. Owned, so the input buffer can be reused.
+/// The parts of a request head the gateway uses. Owned, so the input buffer
+/// can be reused; the text parts (target, Authorization, Last-Event-ID) share
+/// one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
-    /// Path part of the request target, without the query (not percent-decoded).
-    pub path: String,
-    /// Query string after `?`, without the `?`.
-    pub query: Option<String>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
     /// Value of Content-Length, if present (duplicates with equal values are allowed).
@@ -56,12 +54,42 @@ pub struct RequestHead {
     /// The connection must close after this request: `Connection: close`, or
     /// HTTP/1.0 without `Connection: keep-alive`.
     pub close: bool,
-    /// Value of the Authorization header.
-    pub authorization: Option<String>,
-    /// Value of the Last-Event-ID header.
-    pub last_event_id: Option<String>,
     /// Number of bytes of the input the head occupied (including the blank line).
     pub head_len: usize,
+    /// The request target, then the Authorization value, then the
+    /// Last-Event-ID value, back to back.
+    text: String,
+    /// Where the target ends in `text`.
+    target_end: usize,
+    /// Offset of the `?` in `text`, if the target has a query.
+    query_at: Option<usize>,
+    /// Where the Authorization value ends (it starts at `target_end`), if present.
+    auth_end: Option<usize>,
+    /// The Last-Event-ID value is present (it runs to the end of `text`).
+    has_last_event_id: bool,
+}
+
+impl RequestHead {
+    /// Path part of the request target, without the query (not percent-decoded).
+    pub fn path(&self) -> &str {
+        &self.text[..self.query_at.unwrap_or(self.target_end)]
+    }
+
+    /// Query string after `?`, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query_at.map(|q| &self.text[q + 1..self.target_end])
+    }
+
+    /// Value of the Authorization header.
+    pub fn authorization(&self) -> Option<&str> {
+        self.auth_end.map(|end| &self.text[self.target_end..end])
+    }
+
+    /// Value of the Last-Event-ID header.
+    pub fn last_event_id(&self) -> Option<&str> {
+        let start = self.auth_end.unwrap_or(self.target_end);
+        self.has_last_event_id.then(|| &self.text[start..])
+    }
 }
 
 /// Why a request head was rejected. Every variant is the client's fault.
@@ -339,10 +367,6 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     if !target.starts_with('/') {
         return Err(HeadError::Malformed("request target must start with '/'"));
     }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
 
     let mut content_length: Option<u64> = None;
     let mut bad_content_length = false;
@@ -351,53 +375,63 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut only_chunked = true;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
-    let mut authorization: Option<String> = None;
-    let mut last_event_id: Option<String> = None;
+    let mut authorization: Option<&str> = None;
+    let mut last_event_id: Option<&str> = None;
 
     for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            for item in h.value.split(|&b| b == b',') {
-                match parse_decimal(trim_ows(item)) {
-                    Some(n) if content_length.is_none_or(|c| c == n) => content_length = Some(n),
-                    _ => bad_content_length = true,
+        let name = h.name.as_bytes();
+        // The length picks the one name to compare with (most fields are none of these).
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                for item in h.value.split(|&b| b == b',') {
+                    match parse_decimal(trim_ows(item)) {
+                        Some(n) if content_length.is_none_or(|c| c == n) => {
+                            content_length = Some(n)
+                        }
+                        _ => bad_content_length = true,
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = true;
-            for item in h.value.split(|&b| b == b',').map(trim_ows) {
-                if item.is_empty() {
-                    continue; // empty list elements are ignored (RFC 9110 §5.6.1)
-                }
-                codings += 1;
-                if !item.eq_ignore_ascii_case(b"chunked") {
-                    only_chunked = false;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("connection") {
-            for item in h.value.split(|&b| b == b',').map(trim_ows) {
-                if item.eq_ignore_ascii_case(b"close") {
-                    conn_close = true;
-                } else if item.eq_ignore_ascii_case(b"keep-alive") {
-                    conn_keep_alive = true;
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                transfer_encoding = true;
+                for item in h.value.split(|&b| b == b',').map(trim_ows) {
+                    if item.is_empty() {
+                        continue; // empty list elements are ignored (RFC 9110 §5.6.1)
+                    }
+                    codings += 1;
+                    if !item.eq_ignore_ascii_case(b"chunked") {
+                        only_chunked = false;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case("authorization") {
-            if authorization.is_some() {
-                return Err(HeadError::Malformed("duplicate Authorization header"));
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for item in h.value.split(|&b| b == b',').map(trim_ows) {
+                    if item.eq_ignore_ascii_case(b"close") {
+                        conn_close = true;
+                    } else if item.eq_ignore_ascii_case(b"keep-alive") {
+                        conn_keep_alive = true;
+                    }
+                }
             }
-            authorization = Some(utf8_value(
-                h.value,
-                "Authorization header is not valid UTF-8",
-            )?);
-        } else if name.eq_ignore_ascii_case("last-event-id") {
-            if last_event_id.is_some() {
-                return Err(HeadError::Malformed("duplicate Last-Event-ID header"));
+            13 if name.eq_ignore_ascii_case(b"authorization") => {
+                if authorization.is_some() {
+                    return Err(HeadError::Malformed("duplicate Authorization header"));
+                }
+                authorization = Some(utf8_value(
+                    h.value,
+                    "Authorization header is not valid UTF-8",
+                )?);
             }
-            last_event_id = Some(utf8_value(
-                h.value,
-                "Last-Event-ID header is not valid UTF-8",
-            )?);
+            13 if name.eq_ignore_ascii_case(b"last-event-id") => {
+                if last_event_id.is_some() {
+                    return Err(HeadError::Malformed("duplicate Last-Event-ID header"));
+                }
+                last_event_id = Some(utf8_value(
+                    h.value,
+                    "Last-Event-ID header is not valid UTF-8",
+                )?);
+            }
+            _ => {}
         }
     }
 
@@ -419,17 +453,24 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         return Err(HeadError::BadContentLength);
     }
 
+    let auth = authorization.unwrap_or_default();
+    let lei = last_event_id.unwrap_or_default();
+    let mut text = String::with_capacity(target.len() + auth.len() + lei.len());
+    text.push_str(target);
+    text.push_str(auth);
+    text.push_str(lei);
     Ok(RequestHead {
         method,
-        path,
-        query,
         version_minor,
         content_length,
         chunked: transfer_encoding,
         close: conn_close || (version_minor == 0 && !conn_keep_alive),
-        authorization,
-        last_event_id,
         head_len,
+        target_end: target.len(),
+        query_at: target.bytes().position(|b| b == b'?'),
+        auth_end: authorization.map(|a| target.len() + a.len()),
+        has_last_event_id: last_event_id.is_some(),
+        text,
     })
 }
 
@@ -457,11 +498,8 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
-fn utf8_value(value: &[u8], what: &'static str) -> Result<String, HeadError> {
-    match std::str::from_utf8(value) {
-        Ok(s) => Ok(s.to_string()),
-        Err(_) => Err(HeadError::Malformed(what)),
-    }
+fn utf8_value<'a>(value: &'a [u8], what: &'static str) -> Result<&'a str, HeadError> {
+    std::str::from_utf8(value).map_err(|_| HeadError::Malformed(what))
 }
 
 /// Looks up a query parameter by name and percent-decodes it (`+` is a space).

@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(whole.len(), 3);
         assert_eq!(whole[0].body, b"hello");
         assert_eq!(whole[1].body, b"abcde");
-        assert_eq!(whole[2].head.path, "/v1/clients");
+        assert_eq!(whole[2].head.path(), "/v1/clients");
         for cut in 0..=PIPELINE.len() {
             let (reqs, err) = run_split(PIPELINE, cut, 1024);
             assert!(err.is_none(), "cut {cut}: {err:?}");

@@ -2,16 +2,18 @@
 //! it carries. Pure: the event loop verifies the token (with the current
 //! time) and carries the request out.
 
+use std::borrow::Cow;
+
 use super::head::{query_param, Method, RequestHead};
 use crate::auth::AuthError;
 
-/// A routed request.
+/// A routed request; borrows from the [`RequestHead`] it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'h> {
     /// `GET /v1/receive`, resuming after `last_event_id` (header, else query) if given.
     Receive { last_event_id: Option<String> },
     /// `POST /v1/send/<to>`.
-    Send { to: String },
+    Send { to: &'h str },
     /// `GET /v1/clients`.
     Clients,
 }
@@ -58,20 +60,20 @@ impl RouteError {
     }
 }
 
-/// Routes a request head; returns the route and the token to verify.
-pub fn route(head: &RequestHead) -> Result<(Route, String), RouteError> {
-    let (route, method) = match head.path.as_str() {
+/// Routes a request head; returns the route and the token to verify (borrowed
+/// from the head when it came in the Authorization header).
+pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
+    let (route, method) = match head.path() {
         "/v1/receive" => {
-            let lei = head.last_event_id.clone().or_else(|| {
-                head.query
-                    .as_deref()
-                    .and_then(|q| query_param(q, "last_event_id"))
-            });
+            let lei = match head.last_event_id() {
+                Some(l) => Some(l.to_string()),
+                None => head.query().and_then(|q| query_param(q, "last_event_id")),
+            };
             (Route::Receive { last_event_id: lei }, Method::Get)
         }
         "/v1/clients" => (Route::Clients, Method::Get),
         p => match p.strip_prefix("/v1/send/") {
-            Some(to) => (Route::Send { to: to.to_string() }, Method::Post),
+            Some(to) => (Route::Send { to }, Method::Post),
             None => return Err(RouteError::NotFound),
         },
     };
@@ -87,18 +89,20 @@ pub fn route(head: &RequestHead) -> Result<(Route, String), RouteError> {
 }
 
 /// The token of a request: `Authorization: Bearer <t>`, else the `access_token` query parameter.
-pub fn token_of(head: &RequestHead) -> Result<String, AuthError> {
-    if let Some(v) = &head.authorization {
-        let v = v.trim();
-        let (scheme, rest) = v.split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+pub fn token_of(head: &RequestHead) -> Result<Cow<'_, str>, AuthError> {
+    if let Some(v) = head.authorization() {
+        // `Bearer`, one or more spaces, the token. The value comes without
+        // surrounding whitespace (the head parser trims it), so the common
+        // case is one prefix comparison, not a scan of the whole token.
+        let (scheme, rest) = v.split_at_checked(6).ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || !rest.starts_with(' ') {
             return Err(AuthError::Malformed);
         }
-        return Ok(rest.trim().to_string());
+        return Ok(Cow::Borrowed(rest.trim()));
     }
-    head.query
-        .as_deref()
+    head.query()
         .and_then(|q| query_param(q, "access_token"))
+        .map(Cow::Owned)
         .ok_or(AuthError::Missing)
 }
 
@@ -141,15 +145,7 @@ mod tests {
             ))
         );
         let h = head("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
-        assert_eq!(
-            route(&h),
-            Ok((
-                Route::Send {
-                    to: "agent-1".into()
-                },
-                "t".into()
-            ))
-        );
+        assert_eq!(route(&h), Ok((Route::Send { to: "agent-1" }, "t".into())));
         let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "q".into())));
     }
@@ -179,5 +175,26 @@ mod tests {
             .map_err(|e| e.status()),
             Err(401)
         );
+        // Not `Bearer`, space, token: refused as malformed, never half-read.
+        for value in [
+            "Bearer",
+            "Bearerx y",
+            "Bearer\tx",
+            "Bear",
+            "B\u{e9}arer x",
+            "xBearer y",
+        ] {
+            let h = head(&format!(
+                "GET /v1/clients HTTP/1.1\r\nAuthorization: {value}\r\n\r\n"
+            ));
+            assert_eq!(
+                route(&h).map_err(|e| e.code()),
+                Err(AuthError::Malformed.code()),
+                "{value:?}"
+            );
+        }
+        // Surrounding whitespace of the token itself is not part of it.
+        let h = head("GET /v1/clients HTTP/1.1\r\nAuthorization: BEARER   t\r\n\r\n");
+        assert_eq!(route(&h).map(|r| r.1.into_owned()), Ok("t".to_string()));
     }
 }

@@ -111,8 +111,8 @@ impl Admin {
             );
             return stream.write_all(&out);
         }
-        let q = head.query.as_deref().unwrap_or("");
-        match head.path.as_str() {
+        let q = head.query().unwrap_or("");
+        match head.path() {
             "/info" => json(&mut out, 200, &self.info()),
             "/healthz" => json(&mut out, 200, &serde_json::json!({"status": "ok"})),
             "/readyz" => {

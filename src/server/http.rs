@@ -76,23 +76,23 @@ impl Worker {
     /// (the token, its identity and the table slot) for nothing.
     fn verify_cached(
         &mut self,
-        token: String,
+        token: &str,
         remember: bool,
     ) -> Result<std::sync::Arc<Identity>, AuthError> {
         let now = self.wall_ms / 1000;
-        if let Some(id) = self.token_cache.get(token.as_str()) {
+        if let Some(id) = self.token_cache.get(token) {
             if now < id.exp {
                 return Ok(id.clone());
             }
         }
-        let id = std::sync::Arc::new(self.shared.verifier.verify(&token, now)?);
+        let id = std::sync::Arc::new(self.shared.verifier.verify(token, now)?);
         if !remember {
             return Ok(id);
         }
         if self.token_cache.len() >= TOKEN_CACHE {
             self.token_cache.clear();
         }
-        self.token_cache.insert(token.into_boxed_str(), id.clone());
+        self.token_cache.insert(token.into(), id.clone());
         Ok(id)
     }
 
@@ -100,7 +100,7 @@ impl Worker {
     fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
         let close = head.close;
         #[cfg(feature = "fault-injection")]
-        match head.path.as_str() {
+        match head.path() {
             // Test-only: a panic inside one connection's handling.
             "/v1/debug/panic" => panic!("fault injection: panic in connection handling"),
             // Test-only: a panic outside connection handling (in the worker's envelope handling).
@@ -115,12 +115,12 @@ impl Worker {
                 if let crate::proto::route::RouteError::Token(t) = &e {
                     log::info!("{} unauthorized: {}", self.conns[idx].sid, t.code());
                 }
-                self.respond_error(idx, e.status(), e.code(), &e.message(&head.path), close);
+                self.respond_error(idx, e.status(), e.code(), &e.message(head.path()), close);
                 return;
             }
         };
         let remember = !matches!(route, Route::Receive { .. });
-        let ident = match self.verify_cached(token, remember) {
+        let ident = match self.verify_cached(&token, remember) {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());
@@ -183,8 +183,8 @@ impl Worker {
         }
     }
 
-    fn start_send(&mut self, idx: usize, ident: &Identity, to: String, body: Vec<u8>, close: bool) {
-        if !crate::auth::valid_id(&to) {
+    fn start_send(&mut self, idx: usize, ident: &Identity, to: &str, body: Vec<u8>, close: bool) {
+        if !crate::auth::valid_id(to) {
             self.respond_error(
                 idx,
                 404,
@@ -194,7 +194,7 @@ impl Worker {
             );
             return;
         }
-        let owner = self.shared.owner(&ident.account, &to);
+        let owner = self.shared.owner(&ident.account, to);
         let token = self.token_of(idx);
         self.conns[idx].state = State::Waiting { close };
         self.await_answer(idx);
@@ -206,7 +206,7 @@ impl Worker {
             self.deliver_or_forward(
                 &ident.account,
                 &ident.client,
-                &to,
+                to,
                 body.into_boxed_slice(),
                 reply,
             );
