@@ -2,56 +2,92 @@
 
 use serde::Serialize;
 
-/// Standard reason phrase for a status code ("Unknown" for codes not used here).
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
+/// Defines [`reason`] and [`status_line`] from one table, so that the status
+/// line of a known code is one static string.
+macro_rules! statuses {
+    ($($code:literal => $reason:literal,)*) => {
+        /// Standard reason phrase for a status code ("Unknown" for codes not used here).
+        pub fn reason(status: u16) -> &'static str {
+            match status {
+                $($code => $reason,)*
+                _ => "Unknown",
+            }
+        }
+
+        /// `HTTP/1.1 <status> <reason>\r\n` of a code in the table.
+        fn known_status_line(status: u16) -> Option<&'static [u8]> {
+            match status {
+                $($code => Some(concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n").as_bytes()),)*
+                _ => None,
+            }
+        }
+    };
 }
+
+statuses! {
+    200 => "OK",
+    201 => "Created",
+    202 => "Accepted",
+    204 => "No Content",
+    301 => "Moved Permanently",
+    302 => "Found",
+    304 => "Not Modified",
+    400 => "Bad Request",
+    401 => "Unauthorized",
+    403 => "Forbidden",
+    404 => "Not Found",
+    405 => "Method Not Allowed",
+    408 => "Request Timeout",
+    409 => "Conflict",
+    411 => "Length Required",
+    413 => "Content Too Large",
+    414 => "URI Too Long",
+    415 => "Unsupported Media Type",
+    429 => "Too Many Requests",
+    431 => "Request Header Fields Too Large",
+    500 => "Internal Server Error",
+    501 => "Not Implemented",
+    502 => "Bad Gateway",
+    503 => "Service Unavailable",
+    504 => "Gateway Timeout",
+    505 => "HTTP Version Not Supported",
+}
+
+/// `"00" "01" ... "99"`: two digits per division in [`push_decimal`].
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 /// Appends the decimal digits of `n` to `out` without allocating.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends `HTTP/1.1 <status> <reason>\r\n`.
 fn push_status_line(out: &mut Vec<u8>, status: u16) {
+    if let Some(line) = known_status_line(status) {
+        out.extend_from_slice(line);
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
     out.push(b' ');
@@ -70,6 +106,7 @@ pub fn write_response(
     body: &[u8],
     close: bool,
 ) {
+    out.reserve(96 + content_type.len() + body.len());
     push_status_line(out, status);
     out.extend_from_slice(b"Content-Type: ");
     out.extend_from_slice(content_type.as_bytes());
@@ -159,10 +196,32 @@ mod tests {
 
     #[test]
     fn decimal() {
-        for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
-            let mut out = Vec::new();
+        let mut cases = vec![0u64, 7, 10, 99, 100, 12345, u64::MAX, u64::MAX - 1];
+        // Both sides of every digit-count boundary.
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            cases.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        cases.extend((0..1000).chain([1_000_000_007, 4_294_967_296]));
+        for n in cases {
+            let mut out = b"x".to_vec();
             push_decimal(&mut out, n);
-            assert_eq!(text(&out), n.to_string());
+            assert_eq!(text(&out[1..]), n.to_string());
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        // The static line of every known code, and the built line of others,
+        // read "HTTP/1.1 <code> <reason>\r\n".
+        for status in 100..1000u16 {
+            let mut out = Vec::new();
+            push_status_line(&mut out, status);
+            assert_eq!(
+                text(&out),
+                format!("HTTP/1.1 {status} {}\r\n", reason(status))
+            );
         }
     }
 
