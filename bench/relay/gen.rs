@@ -541,7 +541,15 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                 }
             }
         }
-        let _ = g.poll.poll(&mut events, Some(Duration::from_millis(5)));
+        // Under a rate cap, wake every millisecond (epoll's resolution) so the
+        // budget is handed out in small steps: with a longer wait, a whole wait's
+        // worth of messages left at once and queued behind each other in the
+        // server, and latency at a fixed rate measured that burst, not the server.
+        let wait = match (g.a.rate, sending_seen) {
+            (Some(_), true) => Duration::from_millis(1),
+            _ => Duration::from_millis(5),
+        };
+        let _ = g.poll.poll(&mut events, Some(wait));
         for ev in events.iter() {
             g.handle(
                 ev.token().0,
