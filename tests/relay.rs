@@ -525,6 +525,85 @@ fn pipelined_requests_then_half_close_are_all_answered() {
     agent.expect_message("console-1", "h1");
 }
 
+/// Answers to pipelined requests are held back and written together: a send
+/// pipelined before a receive request on the same connection is still answered
+/// before the stream starts, also when another worker owns the receiver.
+#[test]
+fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts() {
+    let node = Node::start(&["--workers", "2"]);
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
+    agent.ready();
+    // Several clients, so that some are owned by the worker that accepted the
+    // connection and some by the other one (the socket is handed over).
+    for i in 1..=6 {
+        let name = format!("console-{i}");
+        let tok = token(ACCT, &name, Role::Console);
+        let body = format!("from {name}");
+        let mut http = Http::connect(node.addr);
+        http.send_raw(
+            format!(
+                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n{body}\
+                 GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let r = http.read_response().expect("answer to the send");
+        assert_eq!(r.status, 202, "{name}: {}", r.head);
+        let r = http.read_response().expect("head of the stream");
+        assert_eq!(r.status, 200, "{name}: {}", r.head);
+        assert!(
+            r.head.to_ascii_lowercase().contains("text/event-stream"),
+            "{name}: {}",
+            r.head
+        );
+        agent.expect_message(&name, &body);
+    }
+}
+
+/// More pipelined answers than are held back at once (16 KiB): they all come,
+/// in order, and every message arrives once.
+#[test]
+fn a_long_pipeline_is_answered_whole_and_in_order() {
+    let node = Node::start(&["--workers", "1"]);
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
+    agent.ready();
+    let bodies: Vec<String> = (1..=300).map(|i| format!("m{i}")).collect();
+    let batch: String = bodies
+        .iter()
+        .map(|b| {
+            format!(
+                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+        })
+        .collect();
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    let mut last_seq = 0u64;
+    for i in 1..=bodies.len() {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to send {i}"));
+        assert_eq!(r.status, 202, "send {i}: {}", r.head);
+        // Ids are `<epoch>-<seq>`: answers in request order have rising sequence numbers.
+        let id = r.json()["id"].as_str().expect("id").to_string();
+        let seq: u64 = id
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("seq");
+        assert!(seq > last_seq, "answer {i} ({id}) out of order");
+        last_seq = seq;
+    }
+    for b in &bodies {
+        agent.expect_message("console-1", b);
+    }
+}
+
 /// A burst for one online client that is longer than its retention limit: the
 /// events that wait for the end of the loop iteration are written before the
 /// log is trimmed, so the live client still gets every one, in order.

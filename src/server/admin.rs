@@ -318,7 +318,7 @@ impl Admin {
             &'static str,
             fn(&super::stats::WorkerStats) -> u64,
         );
-        let counters: [Counter; 14] = [
+        let counters: [Counter; 15] = [
             ("messages_accepted_total", "Messages accepted (202).", |s| {
                 s.accepted_messages.load(Relaxed)
             }),
@@ -331,6 +331,11 @@ impl Admin {
                 "stream_writes_total",
                 "Writes of new events to live receive connections (a burst for one client goes out in two).",
                 |s| s.stream_writes.load(Relaxed),
+            ),
+            (
+                "socket_writes_total",
+                "send calls on client sockets (answers to pipelined requests read together go out in one).",
+                |s| s.socket_writes.load(Relaxed),
             ),
             (
                 "messages_held_total",

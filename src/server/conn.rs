@@ -17,6 +17,9 @@ use crate::proto::response;
 
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
 const MAX_INBUF: usize = 256 * 1024;
+/// Most output held back for one connection while its pipelined requests are
+/// processed (`Worker::process`); more is written at once.
+const CORK_LIMIT: usize = 16 * 1024;
 /// How long a connection that was answered and closed may keep sending before it is cut.
 const LINGER_MS: u64 = 2_000;
 
@@ -380,6 +383,19 @@ impl Worker {
     /// Writes `bytes` to the socket of connection `idx` now, buffering what the
     /// kernel will not take. Returns false if the connection was closed.
     pub fn write_raw(&mut self, idx: usize, bytes: &[u8]) -> bool {
+        if self.cork == Some(idx) {
+            // Its input is being processed: answers to pipelined requests go
+            // out together when processing stops (`Worker::process`).
+            if self.corked.len() + bytes.len() <= CORK_LIMIT {
+                self.corked.extend_from_slice(bytes);
+                return true;
+            }
+            // Too much to hold: what is held goes first, then this, uncorked.
+            self.uncork(idx);
+            let ok = self.write_raw(idx, bytes);
+            self.cork = Some(idx);
+            return ok;
+        }
         let max_out = self.shared.config.max_outbound;
         let c = &mut self.conns[idx];
         c.last_write = self.now;
@@ -405,7 +421,9 @@ impl Worker {
                 Ok(n) => {
                     off += n;
                     c.bytes_out += n as u64;
-                    super::stats::WorkerStats::add(&self.shared.stats[self.id].bytes_out, n as u64);
+                    let st = &self.shared.stats[self.id];
+                    super::stats::WorkerStats::add(&st.bytes_out, n as u64);
+                    super::stats::WorkerStats::add(&st.socket_writes, 1);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -428,6 +446,26 @@ impl Worker {
         true
     }
 
+    /// Ends the cork on connection `idx`: writes the output held back for it
+    /// (in one `send` if the kernel takes it). Returns false if the connection
+    /// was closed.
+    pub fn uncork(&mut self, idx: usize) -> bool {
+        if self.cork != Some(idx) {
+            return self.conns.contains(idx);
+        }
+        self.cork = None;
+        if self.corked.is_empty() {
+            return self.conns.contains(idx);
+        }
+        let mut held = std::mem::take(&mut self.corked);
+        let ok = self.conns.contains(idx) && self.write_raw(idx, &held);
+        held.clear();
+        if held.capacity() <= 2 * CORK_LIMIT {
+            self.corked = held;
+        }
+        ok
+    }
+
     /// Writes buffered output. Returns false if the connection was closed.
     pub fn flush(&mut self, idx: usize) -> bool {
         let c = &mut self.conns[idx];
@@ -438,7 +476,9 @@ impl Worker {
                 Ok(n) => {
                     o.pos += n;
                     c.bytes_out += n as u64;
-                    super::stats::WorkerStats::add(&self.shared.stats[self.id].bytes_out, n as u64);
+                    let st = &self.shared.stats[self.id];
+                    super::stats::WorkerStats::add(&st.bytes_out, n as u64);
+                    super::stats::WorkerStats::add(&st.socket_writes, 1);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

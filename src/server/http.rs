@@ -18,10 +18,47 @@ const MAX_PIPELINE_OUT: usize = 64 * 1024;
 impl Worker {
     /// Processes buffered input of connection `idx` until it needs more bytes,
     /// waits for another worker, or becomes a receive connection.
+    ///
+    /// Output for `idx` is held back while this runs and written once at the
+    /// end: the answers to pipelined requests that are read together go out in
+    /// one `send`, as Redis does with pipelined commands. Every other
+    /// connection's output (the events for recipients) is written as before.
     pub fn process(&mut self, idx: usize) {
+        // Nested calls (a resumed read of the same connection, or another
+        // connection's) keep the outer connection's held output apart.
+        let outer = self.cork.replace(idx);
+        let outer_held = match outer {
+            Some(o) if o != idx => std::mem::take(&mut self.corked),
+            _ => Vec::new(),
+        };
+        let go_on = self.process_requests(idx);
+        self.uncork(idx);
+        if let Some(o) = outer {
+            self.cork = Some(o);
+            if o != idx {
+                self.corked = outer_held;
+            }
+        }
+        if !go_on {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(idx) {
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                c.inbuf = Vec::new();
+            }
+            if c.read_paused {
+                self.read_ready(idx);
+            }
+        }
+        self.finish_if_half_closed(idx);
+    }
+
+    /// The request loop of [`Worker::process`]; false if the connection was
+    /// answered with an error and is closing.
+    fn process_requests(&mut self, idx: usize) -> bool {
         loop {
             let Some(c) = self.conns.get_mut(idx) else {
-                return;
+                return false;
             };
             if c.close_after_flush || c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
                 break;
@@ -48,19 +85,11 @@ impl Worker {
                 Err(e) => {
                     log::debug!("{} bad request: {}", c.sid, e.message());
                     self.respond_error(idx, e.status(), e.code(), &e.message(), true);
-                    return;
+                    return false;
                 }
             }
         }
-        if let Some(c) = self.conns.get_mut(idx) {
-            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
-                c.inbuf = Vec::new();
-            }
-            if c.read_paused {
-                self.read_ready(idx);
-            }
-        }
-        self.finish_if_half_closed(idx);
+        true
     }
 
     /// Verifies a token, remembering recently verified ones: a keep-alive
@@ -140,6 +169,12 @@ impl Worker {
 
     /// Turns connection `idx` into a receive connection on the worker that owns its client.
     fn start_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+        // Answers to requests pipelined before this one go out first, and the
+        // stream is never held back: its byte counts tell which events the
+        // client's TCP acknowledged, and another worker may take the socket.
+        if !self.uncork(idx) {
+            return;
+        }
         let owner = self.shared.owner(&ident.account, &ident.client);
         if owner == self.id {
             self.attach_receive(idx, ident, last_event_id);

@@ -43,6 +43,8 @@ pub struct WorkerStats {
     pub heartbeats: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// `send` calls on client sockets (every kind of output, heartbeats included).
+    pub socket_writes: AtomicU64,
     /// Timer wheel entries (including stale ones).
     pub timers: AtomicU64,
     /// Event-loop iterations and the nanoseconds spent outside `poll`.

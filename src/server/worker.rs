@@ -109,6 +109,11 @@ pub(super) struct Worker {
     pub tls_out: Vec<u8>,
     /// Scratch buffer for small JSON answer bodies.
     pub json_scratch: Vec<u8>,
+    /// The connection whose input is being processed: its output is collected
+    /// in `corked` and written once when processing stops (see `Worker::process`).
+    pub cork: Option<usize>,
+    /// Output held back for `cork`.
+    pub corked: Vec<u8>,
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
     /// Wall-clock milliseconds since the Unix epoch, refreshed once per loop
@@ -169,6 +174,8 @@ impl Worker {
             stage: Vec::with_capacity(4096),
             tls_out: Vec::new(),
             json_scratch: Vec::with_capacity(128),
+            cork: None,
+            corked: Vec::new(),
             now,
             wall_ms: super::epoch_ms(),
             next_gen: 1,
@@ -284,6 +291,10 @@ impl Worker {
             return;
         }
         super::stats::WorkerStats::add(&self.shared.stats[self.id].panics, 1);
+        // Output held back for the connection whose handling panicked goes
+        // with it; the next connection starts uncorked.
+        self.cork = None;
+        self.corked.clear();
         let Some(idx) = self.conn_by_token(token) else {
             log::error!(
                 "worker {}: panic while handling a connection that is already gone",
