@@ -407,6 +407,58 @@ fn a_burst_for_one_client_goes_out_in_two_writes() {
     );
 }
 
+/// A busy iteration (more than 16 first events for their clients) writes the
+/// later ones at its end, together with whatever else it brings for the same
+/// clients: 20 clients, two messages each, all read in one go, take 16 writes
+/// at once and 20 at the end (each of the last four clients gets both of its
+/// messages in one write), not 40.
+#[test]
+fn a_busy_iteration_writes_its_later_events_at_its_end() {
+    let node = Node::start(&["--workers", "1"]);
+    let console = token("acme", "console-1", Role::Console);
+    let mut rxs: Vec<Receiver> = (1..=20)
+        .map(|i| {
+            Receiver::open(
+                node.addr,
+                &token("acme", &format!("agent-{i}"), Role::Agent),
+                &[],
+            )
+        })
+        .collect();
+    for rx in &mut rxs {
+        rx.ready();
+    }
+    let before = metric(&metrics(&node), "switchboard_stream_writes_total", &[])
+        .expect("stream_writes_total");
+    let batch: String = (1..=2)
+        .flat_map(|round| (1..=20).map(move |i| (round, i)))
+        .map(|(round, i)| {
+            let body = format!("r{round}");
+            format!(
+                "POST /v1/send/agent-{i} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .collect();
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    for i in 1..=40 {
+        let r = http.read_response().unwrap_or_else(|| panic!("answer {i}"));
+        assert_eq!(r.status, 202, "answer {i}: {}", r.head);
+    }
+    for rx in &mut rxs {
+        rx.expect_message("console-1", "r1");
+        rx.expect_message("console-1", "r2");
+    }
+    let writes = metric(&metrics(&node), "switchboard_stream_writes_total", &[])
+        .expect("stream_writes_total")
+        - before;
+    assert_eq!(
+        writes, 36.0,
+        "writes for 40 events to 20 clients in one iteration"
+    );
+}
+
 #[test]
 fn answers_to_pipelined_sends_go_out_in_one_write() {
     let node = Node::start(&["--workers", "1"]);

@@ -127,6 +127,9 @@ pub(super) struct Worker {
     /// generation); whatever followed their first entry is written at its end
     /// (see `flush_sessions`).
     pub to_flush: Vec<(u32, u32)>,
+    /// Events written at once in this iteration (at most
+    /// `deliver::IMMEDIATE_WRITES`; the rest wait for its end).
+    pub written_now: u32,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
@@ -181,6 +184,7 @@ impl Worker {
             next_gen: 1,
             wakes: vec![false; n],
             to_flush: Vec::new(),
+            written_now: 0,
             accept_paused_until: 0,
             fired: Vec::new(),
             shared,
@@ -231,6 +235,7 @@ impl Worker {
             let busy_from = std::time::Instant::now();
             self.now = self.shared.ms_at(busy_from);
             self.wall_ms = super::epoch_ms();
+            self.written_now = 0;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
