@@ -1,8 +1,8 @@
 //! Delivery: a message or notice is appended to its recipient's retained log
 //! and written to the recipient's receive connection, if it has one. Of the
 //! events one loop iteration appends for a client, the first is written at
-//! once (for the first [`IMMEDIATE_WRITES`] clients of the iteration) and the
-//! rest together at the end of the iteration.
+//! once and the rest together at the end of the iteration. Events from the
+//! second and later requests of a pipelined batch all wait for its end.
 
 use slab::Slab;
 
@@ -13,15 +13,6 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{Envelope, SendError};
 use crate::ids::EventId;
-
-/// Events a loop iteration writes at once, each the first for its client in
-/// that iteration. Past this many the node is busy: the later events of the
-/// iteration are written at its end, one write per client for all it got (as
-/// Redis does for every reply). Measured with 8 pipelined messages per sender:
-/// 8.8 writes per 8 messages with every first event written at once, 8.2 with
-/// this limit (PERF.md, 2026-12-02). With one message in flight per sender,
-/// throughput and p99 did not change beyond the machine's noise.
-const IMMEDIATE_WRITES: u32 = 16;
 
 impl Worker {
     /// Accepts a message for `to` (owned by this worker): retains it and writes
@@ -125,10 +116,11 @@ impl Worker {
         // written at once (no added latency). Any further ones wait in the log
         // until the end of the iteration and then go out together, in one
         // write (and one read for the client) instead of one each: a burst
-        // for one client costs two writes, not one per event. An iteration
-        // that already wrote IMMEDIATE_WRITES events at once is a busy one:
-        // its later first events wait for its end as well, so that whatever
-        // else the iteration brings for the same clients joins them.
+        // for one client costs two writes, not one per event. The events of
+        // a pipelined request after the first of its batch wait as well
+        // (`Worker::pipelined`): that client accepted waiting for its earlier
+        // requests, and whatever else the batch brings for the same clients
+        // joins them in one write.
         let write_now = s.online() && !s.flush_queued;
         if write_now {
             s.flush_queued = true;
@@ -139,8 +131,7 @@ impl Worker {
         let s = &self.sessions.slab[sidx];
         let deadline = session_deadline(s, &self.shared.config, now);
         self.set_session_deadline(sidx, deadline);
-        if write_now && self.written_now < IMMEDIATE_WRITES {
-            self.written_now += 1;
+        if write_now && !self.pipelined {
             self.write_newest(sidx);
         }
         id

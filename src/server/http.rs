@@ -56,6 +56,7 @@ impl Worker {
     /// The request loop of [`Worker::process`]; false if the connection was
     /// answered with an error and is closing.
     fn process_requests(&mut self, idx: usize) -> bool {
+        let mut nth = 0u32;
         loop {
             let Some(c) = self.conns.get_mut(idx) else {
                 return false;
@@ -72,7 +73,13 @@ impl Worker {
                 Ok((n, req)) => {
                     c.inbuf.drain(..n.min(c.inbuf.len()));
                     match req {
-                        Some(req) => self.dispatch(idx, req.head, req.body),
+                        Some(req) => {
+                            // Later requests of a batch read together defer their events.
+                            let outer = std::mem::replace(&mut self.pipelined, nth > 0);
+                            nth += 1;
+                            self.dispatch(idx, req.head, req.body);
+                            self.pipelined = outer;
+                        }
                         None => {
                             if !was_in_body && reader.in_body() {
                                 let d = self.now + cfg.body_timeout.as_millis() as u64;
