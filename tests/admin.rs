@@ -432,13 +432,7 @@ fn a_pipelined_batch_writes_its_events_at_the_end_of_the_iteration() {
         .expect("stream_writes_total");
     let batch: String = (1..=2)
         .flat_map(|round| (1..=20).map(move |i| (round, i)))
-        .map(|(round, i)| {
-            let body = format!("r{round}");
-            format!(
-                "POST /v1/send/agent-{i} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-        })
+        .map(|(round, i)| send_text(&format!("agent-{i}"), &console, &format!("r{round}")))
         .collect();
     let mut http = Http::connect(node.addr);
     http.send_raw(batch.as_bytes());

@@ -541,14 +541,9 @@ fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts() {
         let tok = token(ACCT, &name, Role::Console);
         let body = format!("from {name}");
         let mut http = Http::connect(node.addr);
-        http.send_raw(
-            format!(
-                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n{body}\
-                 GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        let receive =
+            format!("GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n");
+        http.send_raw((send_text("agent-1", &tok, &body) + &receive).as_bytes());
         let r = http.read_response().expect("answer to the send");
         assert_eq!(r.status, 202, "{name}: {}", r.head);
         let r = http.read_response().expect("head of the stream");
@@ -574,12 +569,7 @@ fn a_long_pipeline_is_answered_whole_and_in_order() {
     let bodies: Vec<String> = (1..=300).map(|i| format!("m{i}")).collect();
     let batch: String = bodies
         .iter()
-        .map(|b| {
-            format!(
-                "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            )
-        })
+        .map(|b| send_text("agent-1", &console_tok, b))
         .collect();
     let mut http = Http::connect(node.addr);
     http.send_raw(batch.as_bytes());

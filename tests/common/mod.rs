@@ -449,16 +449,17 @@ pub fn send(addr: SocketAddr, token: &str, to: &str, body: &str) -> Response {
 
 /// Sends one message per body to `to` as `token`, all pipelined in one write
 /// on one keep-alive connection, and checks that every one is answered 202.
+/// The text of one `POST /v1/send/<to>` request carrying `body`, for
+/// pipelining several in one write.
+pub fn send_text(to: &str, token: &str, body: &str) -> String {
+    format!(
+        "POST /v1/send/{to} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 pub fn send_burst(addr: SocketAddr, token: &str, to: &str, bodies: &[String]) {
-    let batch: String = bodies
-        .iter()
-        .map(|b| {
-            format!(
-                "POST /v1/send/{to} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            )
-        })
-        .collect();
+    let batch: String = bodies.iter().map(|b| send_text(to, token, b)).collect();
     let mut http = Http::connect(addr);
     http.send_raw(batch.as_bytes());
     for i in 1..=bodies.len() {
