@@ -21,8 +21,9 @@ impl Worker {
     ///
     /// Output for `idx` is held back while this runs and written once at the
     /// end: the answers to pipelined requests that are read together go out in
-    /// one `send`, as Redis does with pipelined commands. Every other
-    /// connection's output (the events for recipients) is written as before.
+    /// one `send`, as Redis does with pipelined commands. The events for
+    /// recipients are written as usual, except that those of the second and
+    /// later requests wait for the end of the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
         // Nested calls (a resumed read of the same connection, or another
         // connection's) keep the outer connection's held output apart.

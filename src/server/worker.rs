@@ -302,6 +302,7 @@ impl Worker {
         // with it; the next connection starts uncorked.
         self.cork = None;
         self.corked.clear();
+        self.pipelined = false;
         let Some(idx) = self.conn_by_token(token) else {
             log::error!(
                 "worker {}: panic while handling a connection that is already gone",
