@@ -13,9 +13,17 @@ wait_listening() {
         sleep 0.1
     done
     [ -n "$addr" ] || return 1
+    wait_connect "$addr" "$tries" || return 1
+    echo "$addr"
+}
+
+# wait_connect HOST:PORT [TRIES]: waits until a TCP connect to HOST:PORT succeeds
+# (every 0.05 s, TRIES times, default 100); fails if it never does.
+wait_connect() {
+    local addr=$1 tries=${2:-100}
     for _ in $(seq "$tries"); do
-        (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null && break
+        (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null && return 0
         sleep 0.05
     done
-    echo "$addr"
+    return 1
 }

@@ -25,21 +25,14 @@ impl Worker {
     /// recipients are written as usual, except that those of the second and
     /// later requests wait for the end of the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
-        // Nested calls (a resumed read of the same connection, or another
-        // connection's) keep the outer connection's held output apart.
-        let outer = self.cork.replace(idx);
-        let outer_held = match outer {
-            Some(o) if o != idx => std::mem::take(&mut self.corked),
-            _ => Vec::new(),
-        };
+        // Only one connection is held back at a time: should this run inside
+        // another connection's processing, that one's output goes out first.
+        if let Some(other) = self.cork.filter(|&o| o != idx) {
+            self.uncork(other);
+        }
+        self.cork = Some(idx);
         let go_on = self.process_requests(idx);
         self.uncork(idx);
-        if let Some(o) = outer {
-            self.cork = Some(o);
-            if o != idx {
-                self.corked = outer_held;
-            }
-        }
         if !go_on {
             return;
         }
@@ -76,10 +69,10 @@ impl Worker {
                     match req {
                         Some(req) => {
                             // Later requests of a batch read together defer their events.
-                            let outer = std::mem::replace(&mut self.pipelined, nth > 0);
+                            self.pipelined = nth > 0;
                             nth += 1;
                             self.dispatch(idx, req.head, req.body);
-                            self.pipelined = outer;
+                            self.pipelined = false;
                         }
                         None => {
                             if !was_in_body && reader.in_body() {
