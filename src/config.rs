@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// Most bytes queued for one slow receive connection before it is closed (its messages stay held).
     #[arg(long, env = "SWITCHBOARD_MAX_OUTBOUND", default_value = "1MiB", value_parser = parse_size)]
     pub max_outbound: usize,
+    /// SO_SNDBUF of client sockets, e.g. 64KiB; 0 leaves the kernel's autotuning
+    /// (up to net.ipv4.tcp_wmem's maximum per connection). A cap bounds the
+    /// kernel memory a slow reader can pin.
+    #[arg(long, env = "SWITCHBOARD_SEND_BUFFER", default_value = "0", value_parser = parse_size)]
+    pub send_buffer: usize,
     /// Most open client connections on this node; past it new connections get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
@@ -181,6 +186,7 @@ pub struct Config {
     pub conversation_ttl: Duration,
     pub max_message: usize,
     pub max_outbound: usize,
+    pub send_buffer: usize,
     pub max_connections: usize,
     pub max_account_connections: usize,
     pub handshake_timeout: Duration,
@@ -217,6 +223,7 @@ impl Config {
             conversation_ttl: Duration::from_secs(600),
             max_message: 64 << 10,
             max_outbound: 1 << 20,
+            send_buffer: 0,
             max_connections: 1_000_000,
             max_account_connections: 0,
             handshake_timeout: Duration::from_secs(10),
@@ -274,6 +281,10 @@ impl Config {
         }
         c.max_message = a.max_message;
         c.max_outbound = a.max_outbound.max(4096);
+        if a.send_buffer > (1 << 30) {
+            return Err("--send-buffer must be at most 1GiB (0 = kernel autotuning)".into());
+        }
+        c.send_buffer = a.send_buffer;
         c.max_connections = a.max_connections;
         c.max_account_connections = a.max_account_connections;
         c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;

@@ -307,6 +307,7 @@ fn help_lists_every_option_and_exits_0() {
         "--conversation-ttl",
         "--max-message",
         "--max-outbound",
+        "--send-buffer",
         "--max-connections",
         "--handshake-timeout",
         "--body-timeout",
@@ -388,4 +389,28 @@ fn deploy_sample_config_has_every_setting_at_its_default() {
         defaults,
         "uncommented sample:\n{text}"
     );
+}
+
+/// Values clap parses but the server refuses (out of range) exit 2 and name the flag.
+#[test]
+fn out_of_range_values_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--send-buffer", "2GiB"),
+        ("--max-message", "0"),
+        ("--heartbeat", "0s"),
+    ] {
+        let o = run(&["serve", "--dev", flag, value, "--print-config"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(flag),
+            "{flag} {value}: stderr does not name it: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(
+        &["serve", "--dev", "--send-buffer", "64KiB", "--print-config"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("send-buffer = 65536"), "{}", stdout(&o));
 }

@@ -557,6 +557,58 @@ fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts() {
     }
 }
 
+/// A receive request pipelined behind answers the kernel has not taken yet
+/// (the client does not read): when the socket moves to the worker that owns
+/// the client, those answers move with it and still come before the stream.
+#[test]
+fn answers_still_queued_when_the_socket_changes_worker_are_not_lost() {
+    // Small kernel buffers, so that most answers wait in the server.
+    let node = Node::start(&["--workers", "2", "--send-buffer", "4KiB"]);
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
+    agent.ready();
+    const SENDS: usize = 300;
+    // Several clients, so that some are owned by the worker that accepted the
+    // connection and some by the other one (the socket is handed over).
+    for i in 1..=6 {
+        let name = format!("console-{i}");
+        let tok = token(ACCT, &name, Role::Console);
+        let mut http = Http::connect_small_rcvbuf(node.addr, 2048);
+        let local = http.stream.local_addr().unwrap().to_string();
+        let mut batch: String = (1..=SENDS)
+            .map(|j| send_text("agent-1", &tok, &format!("{name} m{j}")))
+            .collect();
+        batch +=
+            &format!("GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n");
+        http.send_raw(batch.as_bytes());
+        // Not reading yet: wait until the receive request was taken.
+        let admin = node.admin.expect("the node has an admin listener");
+        let is_receive = || {
+            request(admin, "GET", "/connections", None, b"").json()["connections"]
+                .as_array()
+                .is_some_and(|l| {
+                    l.iter()
+                        .any(|c| c["remote"] == local.as_str() && c["kind"] == "receive")
+                })
+        };
+        assert!(
+            wait_until(WAIT, is_receive),
+            "{name}: never became a receive connection"
+        );
+        for j in 1..=SENDS {
+            let r = http
+                .read_response()
+                .unwrap_or_else(|| panic!("{name}: no answer to send {j}"));
+            assert_eq!(r.status, 202, "{name}, send {j}: {}", r.head);
+        }
+        let r = http.read_response().expect("head of the stream");
+        assert_eq!(r.status, 200, "{name}: {}", r.head);
+        for j in 1..=SENDS {
+            agent.expect_message(&name, &format!("{name} m{j}"));
+        }
+    }
+}
+
 /// More pipelined answers than are held back at once (16 KiB): they all come,
 /// in order, and every message arrives once.
 #[test]

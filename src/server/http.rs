@@ -197,6 +197,7 @@ impl Worker {
             stream: c.stream,
             tls: c.tls,
             bytes: (c.bytes_in, c.bytes_out),
+            out: c.out,
             sid,
             ident,
             last_event_id,
@@ -207,6 +208,7 @@ impl Worker {
             let a = *a;
             if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
                 self.conns[idx].tls = a.tls;
+                self.conns[idx].out = a.out;
                 (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
                 self.respond_error(
                     idx,

@@ -279,6 +279,9 @@ struct Attach {
     tls: Option<sysbox::SysBox<tls::TlsConn>>,
     /// Bytes read and written so far (the counters move with the connection).
     bytes: (u64, u64),
+    /// Output the kernel had not taken yet (answers to requests pipelined
+    /// before the receive request); it goes out before the stream.
+    out: Option<Box<conn::OutBuf>>,
     sid: SessionId,
     ident: Identity,
     last_event_id: Option<String>,

@@ -414,6 +414,9 @@ impl Worker {
             let _ = sock.set_tcp_user_timeout(Some(c.user_timeout));
         }
         let _ = sock.set_tcp_nodelay(true);
+        if c.send_buffer > 0 {
+            let _ = sock.set_send_buffer_size(c.send_buffer);
+        }
         let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
         super::stats::WorkerStats::add(&self.shared.stats[self.id].accepted, 1);
         let limit = c.max_connections;
@@ -614,6 +617,7 @@ impl Worker {
                     return;
                 };
                 self.conns[idx].tls = a.tls;
+                self.conns[idx].out = a.out;
                 (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
                 self.attach_receive(idx, a.ident, a.last_event_id);
             }

@@ -354,6 +354,23 @@ impl Http {
         Http { stream, reader }
     }
 
+    /// Connects with a small receive buffer (`bytes`), so that the server's
+    /// answers back up in its own buffers while the client does not read.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> Http {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        sock.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Http { stream, reader }
+    }
+
     /// Writes raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write request");
