@@ -609,6 +609,64 @@ fn answers_still_queued_when_the_socket_changes_worker_are_not_lost() {
     }
 }
 
+/// Sends pipelined on one connection to clients owned by either worker (the
+/// connection goes on reading while another worker answers) are answered in
+/// request order, with the errors among them in place; a receive request at
+/// the end starts after the last answer, and every message arrives once, in
+/// order.
+#[test]
+fn sends_pipelined_across_workers_are_answered_in_request_order() {
+    let node = Node::start(&["--workers", "2"]);
+    // Six recipients: with two workers, some are owned by each.
+    let mut agents: Vec<Receiver> = (1..=6)
+        .map(|i| {
+            let tok = token(ACCT, &format!("agent-{i}"), Role::Agent);
+            let mut rx = Receiver::open(node.addr, &tok, &[]);
+            rx.ready();
+            rx
+        })
+        .collect();
+    let tok = token(ACCT, "console-1", Role::Console);
+    let mut batch = String::new();
+    // (status, recipient index for a delivered message, body)
+    let mut expect: Vec<(u16, Option<usize>, String)> = Vec::new();
+    for round in 0..20 {
+        for i in 0..agents.len() {
+            let body = format!("r{round} a{i}");
+            batch += &send_text(&format!("agent-{}", i + 1), &tok, &body);
+            expect.push((202, Some(i), body));
+        }
+        // An offline recipient (owned by either worker) and a bad token in between.
+        batch += &send_text(&format!("nobody-{round}"), &tok, "lost");
+        expect.push((404, None, String::new()));
+        batch += &send_text("agent-1", "not-a-token", "refused");
+        expect.push((401, None, String::new()));
+    }
+    batch += &format!("GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    let mut last_seq = vec![0u64; agents.len()];
+    for (n, (status, agent, body)) in expect.iter().enumerate() {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to request {n}"));
+        assert_eq!(r.status, *status, "request {n} ({body:?}): {}", r.head);
+        if let Some(i) = agent {
+            let id = r.json()["id"].as_str().expect("id").to_string();
+            let (_, seq) = parse_id(&id);
+            assert!(seq > last_seq[*i], "request {n}: id {id} out of order");
+            last_seq[*i] = seq;
+        }
+    }
+    let r = http.read_response().expect("head of the stream");
+    assert_eq!(r.status, 200, "{}", r.head);
+    for (_, agent, body) in &expect {
+        if let Some(i) = agent {
+            agents[*i].expect_message("console-1", body);
+        }
+    }
+}
+
 /// More pipelined answers than are held back at once (16 KiB): they all come,
 /// in order, and every message arrives once.
 #[test]

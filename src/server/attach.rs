@@ -30,6 +30,7 @@ impl Worker {
                     reply: ReplyTo {
                         worker: self.id,
                         token,
+                        seq: 0,
                     },
                 };
                 if b.submit(cmd) {

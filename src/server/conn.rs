@@ -33,6 +33,8 @@ pub(super) enum State {
     Listing(Box<Listing>),
     /// A receive connection waiting for the cluster to hand its session over.
     Attaching(Box<(crate::auth::Identity, Option<String>)>),
+    /// A receive request read behind pipelined sends; it starts once they are answered.
+    ReceiveAfter(Box<(crate::auth::Identity, Option<String>)>),
     /// An open receive connection of session `sess`.
     Receive { sess: u32, sess_gen: u32 },
     /// Answered and write side shut; discarding input until EOF or the linger deadline.
@@ -337,8 +339,9 @@ impl Worker {
         if !c.peer_eof || c.close_after_flush {
             return;
         }
-        let idle =
-            matches!(&c.state, State::Request(_)) && (c.inbuf.is_empty() || c.pending_out() == 0);
+        let idle = matches!(&c.state, State::Request(_))
+            && (c.inbuf.is_empty() || c.pending_out() == 0)
+            && !self.pipes.contains(idx);
         if !idle {
             return;
         }
@@ -509,7 +512,7 @@ impl Worker {
     /// Output is complete for a connection that must close: shut the write
     /// side and discard input for a short while so the client reads the answer
     /// instead of a reset.
-    fn finish_close(&mut self, idx: usize) {
+    pub(super) fn finish_close(&mut self, idx: usize) {
         if matches!(self.conns[idx].state, State::Linger) {
             return;
         }
@@ -555,14 +558,26 @@ impl Worker {
     /// Whether the answer about to be written must be the connection's last
     /// (and say `Connection: close`): the request asked for it, the node is
     /// draining, or the connection outlived --send-lifetime.
-    fn must_close(&self, idx: usize, close: bool) -> bool {
+    pub(super) fn must_close(&self, idx: usize, close: bool) -> bool {
         let too_old = self.conns[idx].since_ms
             + self.shared.config.send_lifetime.as_millis() as u64
             <= self.wall_ms;
         close || too_old || self.shared.draining.load(Ordering::Relaxed)
     }
 
-    fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
+    /// Writes the answer to the request just read (behind the connection's
+    /// pipe if it has one); closes afterwards when `close`.
+    pub(super) fn answer(&mut self, idx: usize, bytes: &[u8], close: bool) {
+        if let Some(pipe) = self.pipes.get_mut(idx) {
+            // Earlier pipelined sends are still being answered: this one comes after them.
+            pipe.push_ready(bytes, close);
+            let c = &mut self.conns[idx];
+            c.requests += 1;
+            if !matches!(c.state, State::Receive { .. } | State::Request(_)) {
+                c.state = State::Request(RequestReader::new());
+            }
+            return;
+        }
         {
             let c = &mut self.conns[idx];
             c.requests += 1;
@@ -583,6 +598,13 @@ impl Worker {
 
     /// Handles an expired connection timer.
     pub fn conn_timeout(&mut self, idx: usize) {
+        if self.pipes.contains(idx) {
+            // Pipelined sends whose answers did not come in time get 503; what
+            // waited behind them goes on.
+            self.fail_pipe(idx);
+            self.process(idx);
+            return;
+        }
         let c = &self.conns[idx];
         match c.state {
             State::Receive { .. } => self.heartbeat(idx),
@@ -609,7 +631,10 @@ impl Worker {
                     self.close_conn(idx, CloseReason::HandshakeTimeout);
                 }
             }
-            State::Waiting { .. } | State::Listing(_) | State::Attaching(_) => {
+            State::Waiting { .. }
+            | State::Listing(_)
+            | State::Attaching(_)
+            | State::ReceiveAfter(_) => {
                 // The answer (from another worker, or the cluster) did not come in time.
                 log::warn!(
                     "{} no answer from the cluster or another worker in time",

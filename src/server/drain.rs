@@ -77,10 +77,11 @@ impl Worker {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
+            .filter(|(k, c)| {
                 matches!(&c.state, State::Request(r) if !r.in_body())
                     && c.inbuf.is_empty()
                     && c.pending_out() == 0
+                    && !self.pipes.contains(*k)
             })
             .map(|(k, _)| k)
             .collect();

@@ -31,7 +31,14 @@ impl Worker {
             self.uncork(other);
         }
         self.cork = Some(idx);
-        let go_on = self.process_requests(idx);
+        let mut go_on;
+        loop {
+            // Answers that waited for pipelined sends, then new requests.
+            go_on = self.drain_pipe(idx) && self.process_requests(idx);
+            if !go_on || !self.pipe_front_ready(idx) {
+                break;
+            }
+        }
         self.uncork(idx);
         if !go_on {
             return;
@@ -58,6 +65,12 @@ impl Worker {
             if c.close_after_flush || c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
                 break;
             }
+            if let Some(p) = self.pipes.get(idx) {
+                if p.len() >= super::pipe::MAX_IN_FLIGHT || p.closing() {
+                    break;
+                }
+            }
+            let c = &mut self.conns[idx];
             let State::Request(reader) = &mut c.state else {
                 break;
             };
@@ -137,6 +150,16 @@ impl Worker {
             "/v1/debug/panic-worker" => {
                 let _ = self.post(self.id, super::Envelope::Panic);
             }
+            // Test-only: every other worker stalls for `?ms=` milliseconds (default 1000).
+            "/v1/debug/stall-others" => {
+                let ms = crate::proto::head::query_param(head.query().unwrap_or(""), "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                let me = self.id;
+                for w in (0..self.shared.config.workers).filter(|&w| w != me) {
+                    let _ = self.post(w, super::Envelope::Stall(ms));
+                }
+            }
             _ => {}
         }
         let (route, token) = match crate::proto::route::route(&head) {
@@ -161,6 +184,11 @@ impl Worker {
         match route {
             Route::Receive { last_event_id } => {
                 let ident = std::sync::Arc::unwrap_or_clone(ident);
+                if self.pipes.contains(idx) {
+                    // Pipelined sends are still being answered: the stream starts after them.
+                    self.conns[idx].state = State::ReceiveAfter(Box::new((ident, last_event_id)));
+                    return;
+                }
                 self.start_receive(idx, ident, last_event_id)
             }
             Route::Send { to } => self.start_send(idx, &ident, to, body, close),
@@ -169,7 +197,7 @@ impl Worker {
     }
 
     /// Turns connection `idx` into a receive connection on the worker that owns its client.
-    fn start_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+    pub fn start_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
         // Answers to requests pipelined before this one go out first, and the
         // stream is never held back: its byte counts tell which events the
         // client's TCP acknowledged, and another worker may take the socket.
@@ -234,13 +262,14 @@ impl Worker {
         }
         let owner = self.shared.owner(&ident.account, to);
         let token = self.token_of(idx);
-        self.conns[idx].state = State::Waiting { close };
-        self.await_answer(idx);
-        let reply = ReplyTo {
-            worker: self.id,
-            token,
-        };
         if owner == self.id {
+            self.conns[idx].state = State::Waiting { close };
+            self.await_answer(idx);
+            let reply = ReplyTo {
+                worker: self.id,
+                token,
+                seq: 0,
+            };
             self.deliver_or_forward(
                 &ident.account,
                 &ident.client,
@@ -250,6 +279,15 @@ impl Worker {
             );
             return;
         }
+        // Another worker owns the recipient. Unless this is the connection's
+        // last request, go on reading while it answers (`pipe`).
+        let seq = if close {
+            self.conns[idx].state = State::Waiting { close };
+            self.await_answer(idx);
+            0
+        } else {
+            self.reserve_slot(idx)
+        };
         let env = Envelope::Deliver {
             account: ident.account.as_str().into(),
             from: ident.client.as_str().into(),
@@ -258,56 +296,39 @@ impl Worker {
             reply: ReplyTo {
                 worker: self.id,
                 token,
+                seq,
             },
         };
         if self.post(owner, env).is_err() {
-            self.send_done(token, Err(SendError::Overloaded));
+            let reply = ReplyTo {
+                worker: self.id,
+                token,
+                seq,
+            };
+            self.send_done(reply, Err(SendError::Overloaded));
         }
     }
 
     /// Answers a send whose delivery finished (here or on another worker).
-    /// The caller resumes processing of pipelined input if it is not already doing so.
-    pub fn send_done(&mut self, token: usize, result: Result<crate::ids::EventId, SendError>) {
-        let Some(idx) = self.conn_by_token(token) else {
+    /// The caller resumes processing of pipelined input if it is not already
+    /// doing so (that also writes an answer that went into the pipe).
+    pub fn send_done(&mut self, reply: ReplyTo, result: Result<crate::ids::EventId, SendError>) {
+        let Some(idx) = self.conn_by_token(reply.token) else {
             return;
         };
+        if reply.seq != 0 {
+            self.fill_slot(idx, reply.seq, result);
+            return;
+        }
         let State::Waiting { close } = self.conns[idx].state else {
             return;
         };
-        match result {
-            Ok(id) => {
-                // `{"status":"accepted","id":"<hex>-<seq>"}`: an event id is hex
-                // digits, a dash and decimal digits (nothing to escape).
-                let mut body = std::mem::take(&mut self.json_scratch);
-                body.clear();
-                body.extend_from_slice(br#"{"status":"accepted","id":""#);
-                id.push_to(&mut body);
-                body.extend_from_slice(br#""}"#);
-                self.respond_json(idx, 202, &body, close);
-                self.json_scratch = body;
-            }
-            Err(SendError::Offline) => self.respond_error(
-                idx,
-                404,
-                "recipient_offline",
-                "no such client is connected or held in your account",
-                close,
-            ),
-            Err(SendError::Overloaded) => self.respond_error(
-                idx,
-                503,
-                "overloaded",
-                "the node is overloaded; retry later",
-                close,
-            ),
-            Err(SendError::ClusterUnavailable) => self.respond_error(
-                idx,
-                503,
-                "cluster_unavailable",
-                "the recipient may be on another node and the cluster cannot be reached; retry later",
-                close,
-            ),
-        }
+        let close = self.must_close(idx, close);
+        let mut out = std::mem::take(&mut self.stage);
+        out.clear();
+        self.render_send_answer(result, close, &mut out);
+        self.answer(idx, &out, close);
+        self.stage = out;
     }
 
     fn start_list(&mut self, idx: usize, ident: &Identity, close: bool) {
@@ -319,6 +340,7 @@ impl Worker {
                 reply: ReplyTo {
                     worker: self.id,
                     token,
+                    seq: 0,
                 },
             };
             if !b.submit(cmd) {
@@ -346,6 +368,7 @@ impl Worker {
                 reply: ReplyTo {
                     worker: self.id,
                     token,
+                    seq: 0,
                 },
             };
             if self.post(w, env).is_err() {

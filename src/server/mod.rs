@@ -17,6 +17,7 @@ mod drain;
 mod http;
 pub mod limits;
 mod pairs;
+mod pipe;
 mod quiet;
 mod retained;
 mod session;
@@ -146,6 +147,9 @@ pub fn epoch_ms() -> u64 {
 struct ReplyTo {
     worker: usize,
     token: usize,
+    /// The answer's slot in the connection's pipe ([`pipe`]); 0 if the
+    /// connection waits for this answer alone.
+    seq: u64,
 }
 
 /// Why a message could not be accepted.
@@ -157,6 +161,32 @@ enum SendError {
     Overloaded,
     /// The recipient may be on another node, and Redis cannot be reached.
     ClusterUnavailable,
+    /// The worker or node that holds the recipient did not answer in time.
+    Timeout,
+}
+
+impl SendError {
+    /// The HTTP status, error code and message a sender gets.
+    fn answer(self) -> (u16, &'static str, &'static str) {
+        match self {
+            SendError::Offline => (
+                404,
+                "recipient_offline",
+                "no such client is connected or held in your account",
+            ),
+            SendError::Overloaded => (503, "overloaded", "the node is overloaded; retry later"),
+            SendError::ClusterUnavailable => (
+                503,
+                "cluster_unavailable",
+                "the recipient may be on another node and the cluster cannot be reached; retry later",
+            ),
+            SendError::Timeout => (
+                503,
+                "cluster_unavailable",
+                "no answer in time from the node that holds the recipient; retry later",
+            ),
+        }
+    }
 }
 
 /// A client in a `/v1/clients` answer.
@@ -182,7 +212,7 @@ enum Envelope {
     },
     /// The answer to a `Deliver`.
     Delivered {
-        token: usize,
+        reply: ReplyTo,
         result: Result<EventId, SendError>,
     },
     /// `client` exchanged a message with `peer` (conversation tracking for peer-gone).
@@ -241,6 +271,10 @@ enum Envelope {
     /// Test-only: panic in the worker outside any connection's handling.
     #[cfg(feature = "fault-injection")]
     Panic,
+    /// Test-only: the worker does nothing for this many milliseconds (a busy
+    /// or stuck worker, as its peers see it).
+    #[cfg(feature = "fault-injection")]
+    Stall(u64),
     /// Describe this worker's connections (admin `/connections`): (matched, first `limit`).
     Inspect {
         filter: InspectFilter,

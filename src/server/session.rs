@@ -306,15 +306,9 @@ impl Worker {
     /// Sends a `Deliver` answer back to the asking worker.
     pub fn reply_delivered(&mut self, reply: ReplyTo, result: Result<EventId, SendError>) {
         if reply.worker == self.id {
-            self.send_done(reply.token, result);
+            self.send_done(reply, result);
         } else if self
-            .post(
-                reply.worker,
-                Envelope::Delivered {
-                    token: reply.token,
-                    result,
-                },
-            )
+            .post(reply.worker, Envelope::Delivered { reply, result })
             .is_err()
         {
             log::warn!(

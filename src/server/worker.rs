@@ -114,6 +114,10 @@ pub(super) struct Worker {
     pub cork: Option<usize>,
     /// Output held back for `cork`.
     pub corked: Vec<u8>,
+    /// Answers to sends pipelined across workers, per connection (`pipe`).
+    pub pipes: super::pipe::Pipes,
+    /// Last sequence number given to a pipe slot.
+    pub pipe_seq: u64,
     /// Monotonic milliseconds, refreshed once per loop iteration.
     pub now: u64,
     /// Wall-clock milliseconds since the Unix epoch, refreshed once per loop
@@ -182,6 +186,8 @@ impl Worker {
             json_scratch: Vec::with_capacity(128),
             cork: None,
             corked: Vec::new(),
+            pipes: Default::default(),
+            pipe_seq: 0,
             now,
             wall_ms: super::epoch_ms(),
             next_gen: 1,
@@ -503,6 +509,7 @@ impl Worker {
     /// (so a closed connection holds no timer memory until its deadline).
     pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
         let c = self.conns.try_remove(idx)?;
+        self.pipes.remove(idx);
         self.disarm(TimerRef::conn(idx, c.gen, c.armed));
         Some(c)
     }
@@ -661,9 +668,9 @@ impl Worker {
                 reason,
             } => self.remote_gone(&account, &client, reason),
             Envelope::Reannounce => self.reannounce(),
-            Envelope::Delivered { token, result } => {
-                self.send_done(token, result);
-                self.resume(token);
+            Envelope::Delivered { reply, result } => {
+                self.send_done(reply, result);
+                self.resume(reply.token);
             }
             Envelope::Touch {
                 account,
@@ -683,6 +690,8 @@ impl Worker {
             }
             #[cfg(feature = "fault-injection")]
             Envelope::Panic => panic!("fault injection: panic outside connection handling"),
+            #[cfg(feature = "fault-injection")]
+            Envelope::Stall(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
             Envelope::Inspect { filter, reply } => {
                 let _ = reply.send(self.inspect(&filter));
             }

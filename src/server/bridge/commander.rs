@@ -116,7 +116,7 @@ fn fail(shared: &Shared, cmd: BridgeCmd) {
             shared,
             reply.worker,
             Envelope::Delivered {
-                token: reply.token,
+                reply,
                 result: Err(SendError::ClusterUnavailable),
             },
         ),
@@ -147,7 +147,7 @@ fn fail_pending(shared: &Shared, p: Pending) {
             shared,
             reply.worker,
             Envelope::Delivered {
-                token: reply.token,
+                reply,
                 result: Err(SendError::ClusterUnavailable),
             },
         ),
@@ -482,7 +482,7 @@ fn run_batch(
                     shared,
                     reply.worker,
                     Envelope::Delivered {
-                        token: reply.token,
+                        reply,
                         result: Err(SendError::Offline),
                     },
                 ),

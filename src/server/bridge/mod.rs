@@ -329,7 +329,7 @@ fn incoming(shared: &Shared, w: Wire) {
                         shared,
                         reply.worker,
                         Envelope::Delivered {
-                            token: reply.token,
+                            reply,
                             result: Err(SendError::ClusterUnavailable),
                         },
                     );
@@ -341,14 +341,7 @@ fn incoming(shared: &Shared, w: Wire) {
                 (1, _) => Err(SendError::Offline),
                 _ => Err(SendError::Overloaded),
             };
-            post(
-                shared,
-                reply.worker,
-                Envelope::Delivered {
-                    token: reply.token,
-                    result,
-                },
-            );
+            post(shared, reply.worker, Envelope::Delivered { reply, result });
         }
         Wire::Takeover {
             req,

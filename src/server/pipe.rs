@@ -1,0 +1,295 @@
+//! In-order answers for sends pipelined across workers.
+//!
+//! A send for a client owned by another worker is answered only when that
+//! worker has appended the message (the answer carries the event id). Before,
+//! the connection stopped reading requests until then, so a client that
+//! pipelines sends waited a thread round trip per message. Now such a send
+//! reserves a slot in its connection's [`Pipe`] and request processing goes
+//! on, up to [`MAX_IN_FLIGHT`] unwritten answers. Answers are written in
+//! request order: a slot's answer waits until every earlier one is written,
+//! and while a pipe exists every other answer on the connection (errors,
+//! local sends, listings) queues behind it. A receive request behind
+//! pipelined sends starts once they are all answered.
+//!
+//! Pipes live in a per-worker map keyed by slab index, so a connection that
+//! never pipelines across workers costs nothing; the entry goes when the
+//! pipe empties or the connection closes.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::conn::State;
+use super::worker::Worker;
+use super::SendError;
+use crate::ids::EventId;
+use crate::proto::response;
+
+/// Most answers one connection may have queued in its pipe (waiting or
+/// ready); past it, request processing pauses until the front is written.
+pub(super) const MAX_IN_FLIGHT: usize = 32;
+
+/// The answers of one connection that wait to be written, in request order.
+#[derive(Default)]
+pub(super) struct Pipe {
+    slots: VecDeque<Slot>,
+}
+
+enum Slot {
+    /// A send handed to another worker (`seq` from [`Worker::pipe_seq`]).
+    Waiting { seq: u64 },
+    /// The send's outcome; rendered when it is written (whether the answer
+    /// says `Connection: close` is decided then).
+    Answered(Result<EventId, SendError>),
+    /// An answer ready to write; `close` ends the connection after it.
+    Ready { bytes: Vec<u8>, close: bool },
+}
+
+impl Pipe {
+    /// Answers queued (waiting or ready).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True if one of the queued answers closes the connection (no further
+    /// request may be read).
+    pub fn closing(&self) -> bool {
+        self.slots
+            .back()
+            .is_some_and(|s| matches!(s, Slot::Ready { close: true, .. }))
+    }
+
+    /// Queues an answer behind the others.
+    pub fn push_ready(&mut self, bytes: &[u8], close: bool) {
+        self.slots.push_back(Slot::Ready {
+            bytes: bytes.to_vec(),
+            close,
+        });
+    }
+}
+
+/// The pipes of one worker's connections, by slab index. Cheap to ask when
+/// empty (the common case: no connection is waiting for another worker).
+#[derive(Default)]
+pub(super) struct Pipes(HashMap<usize, Pipe>);
+
+impl Pipes {
+    /// The pipe of connection `idx`, if it has one.
+    pub fn get(&self, idx: usize) -> Option<&Pipe> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&idx)
+    }
+
+    /// The pipe of connection `idx`, if it has one, for changing.
+    pub fn get_mut(&mut self, idx: usize) -> Option<&mut Pipe> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get_mut(&idx)
+    }
+
+    /// True if connection `idx` has answers queued.
+    pub fn contains(&self, idx: usize) -> bool {
+        self.get(idx).is_some()
+    }
+
+    /// Takes connection `idx`'s pipe out.
+    pub fn remove(&mut self, idx: usize) -> Option<Pipe> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.remove(&idx)
+    }
+
+    fn insert(&mut self, idx: usize, pipe: Pipe) {
+        self.0.insert(idx, pipe);
+    }
+
+    fn entry(&mut self, idx: usize) -> &mut Pipe {
+        self.0.entry(idx).or_default()
+    }
+}
+
+impl Worker {
+    /// Reserves the next answer slot of connection `idx`; returns its sequence
+    /// number (never 0, which marks an answer outside any pipe).
+    pub fn reserve_slot(&mut self, idx: usize) -> u64 {
+        self.pipe_seq += 1;
+        let seq = self.pipe_seq;
+        let fresh = !self.pipes.contains(idx);
+        self.pipes.entry(idx).slots.push_back(Slot::Waiting { seq });
+        if fresh {
+            self.await_answer(idx);
+        }
+        seq
+    }
+
+    /// Fills slot `seq` of connection `idx` with the answer to its send (a
+    /// late answer to a slot that timed out is dropped). The caller then
+    /// runs [`Worker::process`], which writes what is ready.
+    pub fn fill_slot(&mut self, idx: usize, seq: u64, result: Result<EventId, SendError>) {
+        let Some(pipe) = self.pipes.get(idx) else {
+            return;
+        };
+        if !pipe
+            .slots
+            .iter()
+            .any(|s| matches!(s, Slot::Waiting { seq: s } if *s == seq))
+        {
+            return;
+        }
+        self.conns[idx].requests += 1;
+        if let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
+            p.slots
+                .iter_mut()
+                .find(|s| matches!(s, Slot::Waiting { seq: s } if *s == seq))
+        }) {
+            *slot = Slot::Answered(result);
+        }
+    }
+
+    /// Answers every waiting slot of connection `idx` with 503 (its answer did
+    /// not come in time); the connection stays open.
+    pub fn fail_pipe(&mut self, idx: usize) {
+        let Some(mut pipe) = self.pipes.remove(idx) else {
+            return;
+        };
+        let mut failed = 0;
+        for slot in pipe.slots.iter_mut() {
+            if matches!(slot, Slot::Waiting { .. }) {
+                failed += 1;
+                *slot = Slot::Answered(Err(SendError::Timeout));
+            }
+        }
+        self.conns[idx].requests += failed;
+        log::warn!(
+            "{} no answer from another worker in time for {failed} pipelined sends",
+            self.conns[idx].sid
+        );
+        self.pipes.insert(idx, pipe);
+    }
+
+    /// True if the oldest answer queued for connection `idx` is ready.
+    pub fn pipe_front_ready(&self, idx: usize) -> bool {
+        self.pipes
+            .get(idx)
+            .and_then(|p| p.slots.front())
+            .is_some_and(|s| !matches!(s, Slot::Waiting { .. }))
+    }
+
+    /// Writes the ready answers at the front of connection `idx`'s pipe; when
+    /// the pipe empties, drops it and goes on with what waited for it (the
+    /// idle timer, a receive request). Returns false if the connection closed.
+    pub fn drain_pipe(&mut self, idx: usize) -> bool {
+        loop {
+            let Some(pipe) = self.pipes.get_mut(idx) else {
+                return self.conns.contains(idx);
+            };
+            match pipe.slots.front() {
+                Some(Slot::Waiting { .. }) => return true,
+                Some(_) => {
+                    let last = pipe.slots.len() == 1;
+                    let Some(slot) = pipe.slots.pop_front() else {
+                        return true; // just matched as Some
+                    };
+                    let mut bytes = std::mem::take(&mut self.stage);
+                    bytes.clear();
+                    let close = match slot {
+                        Slot::Ready { bytes: b, close } => {
+                            bytes.extend_from_slice(&b);
+                            close
+                        }
+                        Slot::Answered(result) => {
+                            // The last answer says so if the connection must end
+                            // (--send-lifetime, draining).
+                            let close = last && self.must_close(idx, false);
+                            self.render_send_answer(result, close, &mut bytes);
+                            close
+                        }
+                        Slot::Waiting { .. } => false, // matched above: not reached
+                    };
+                    if close {
+                        self.conns[idx].close_after_flush = true;
+                    }
+                    let ok = self.write_conn(idx, &bytes);
+                    self.stage = bytes;
+                    if !ok || !self.conns.contains(idx) {
+                        return false;
+                    }
+                    // The next answer waits: give it its own time limit.
+                    if matches!(
+                        self.pipes.get(idx).and_then(|p| p.slots.front()),
+                        Some(Slot::Waiting { .. })
+                    ) {
+                        self.await_answer(idx);
+                    }
+                }
+                None => {
+                    self.pipes.remove(idx);
+                    return self.pipe_emptied(idx);
+                }
+            }
+        }
+    }
+
+    /// Connection `idx` has no answer queued any more.
+    fn pipe_emptied(&mut self, idx: usize) -> bool {
+        if self.conns[idx].close_after_flush {
+            return true;
+        }
+        if matches!(self.conns[idx].state, State::Request(_)) && self.must_close(idx, false) {
+            // The last answer was written before the connection had to end
+            // (it said keep-alive): close once it is flushed.
+            self.conns[idx].close_after_flush = true;
+            if self.conns[idx].pending_out() == 0 && self.cork != Some(idx) {
+                self.finish_close(idx);
+                return false;
+            }
+            return true;
+        }
+        let c = &mut self.conns[idx];
+        if matches!(c.state, State::ReceiveAfter(_)) {
+            let State::ReceiveAfter(r) = std::mem::replace(
+                &mut c.state,
+                State::Request(crate::proto::request::RequestReader::new()),
+            ) else {
+                return true; // just matched
+            };
+            let (ident, last_event_id) = *r;
+            self.start_receive(idx, ident, last_event_id);
+            return self.conns.contains(idx);
+        }
+        if matches!(c.state, State::Request(_)) {
+            let d = self.now + self.shared.config.idle_timeout.as_millis() as u64;
+            self.set_conn_deadline(idx, d);
+        }
+        true
+    }
+
+    /// Writes the answer to a send into `out` (errors are counted).
+    pub fn render_send_answer(
+        &mut self,
+        result: Result<EventId, SendError>,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) {
+        match result {
+            Ok(id) => {
+                // `{"status":"accepted","id":"<hex>-<seq>"}`: an event id is hex
+                // digits, a dash and decimal digits (nothing to escape).
+                let mut body = std::mem::take(&mut self.json_scratch);
+                body.clear();
+                body.extend_from_slice(br#"{"status":"accepted","id":""#);
+                id.push_to(&mut body);
+                body.extend_from_slice(br#""}"#);
+                response::write_response(out, 202, "application/json", &body, close);
+                self.json_scratch = body;
+            }
+            Err(e) => {
+                let (status, code, message) = e.answer();
+                self.shared.stats[self.id].error(status, code);
+                response::write_json_error(out, status, code, message, close);
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+#![cfg(feature = "fault-injection")]
+//! Sends pipelined across workers while the recipient's worker is stalled,
+//! with the test-only fault injection endpoint `/v1/debug/stall-others`
+//! (`cargo test --release --features fault-injection --test stall`): the
+//! connection goes on reading and delivering to the other worker's clients,
+//! answers still come in request order, and a worker that never answers in
+//! time costs 503 for those sends only.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use switchboard::auth::Role;
+
+const ACCT: &str = "acme";
+
+/// The worker `/connections` shows for the connection from `local`.
+fn worker_of(node: &Node, local: SocketAddr) -> u64 {
+    let mut worker = None;
+    let found = wait_until(WAIT, || {
+        let r = request(node.admin.unwrap(), "GET", "/connections", None, b"");
+        worker = r.json()["connections"].as_array().and_then(|l| {
+            l.iter()
+                .find(|c| c["remote"] == local.to_string())
+                .and_then(|c| c["worker"].as_u64())
+        });
+        worker.is_some()
+    });
+    assert!(found, "connection from {local} not in /connections");
+    worker.unwrap()
+}
+
+/// Two agents: one owned by worker 0 and one by worker 1 (open receivers),
+/// found among agent-1.. by where their receive connections end up.
+fn agents_on_each_worker(node: &Node) -> [(String, Receiver); 2] {
+    let mut found: [Option<(String, Receiver)>; 2] = [None, None];
+    for i in 1..=32 {
+        let name = format!("agent-{i}");
+        let mut rx = Receiver::open(node.addr, &token(ACCT, &name, Role::Agent), &[]);
+        rx.ready();
+        let w = worker_of(node, rx.stream.local_addr().unwrap()) as usize;
+        if found[w].is_none() {
+            found[w] = Some((name, rx));
+        }
+        if found.iter().all(Option::is_some) {
+            return found.map(|f| f.unwrap());
+        }
+    }
+    panic!("32 clients and not one owned by each of the 2 workers");
+}
+
+/// A node with 2 workers, an agent owned by each, and a keep-alive sending
+/// connection of console-1 accepted by worker `here` (the other is `there`).
+struct Setup {
+    node: Node,
+    agents: [(String, Receiver); 2],
+    tok: String,
+    http: Http,
+    here: usize,
+    there: usize,
+}
+
+fn setup() -> Setup {
+    let node = Node::start(&["--workers", "2"]);
+    let mut agents = agents_on_each_worker(&node);
+    let tok = token(ACCT, "console-1", Role::Console);
+    let mut http = Http::connect(node.addr);
+    // Which worker took the sending connection (it shows up once it sent).
+    http.send_raw(send_text(&agents[0].0, &tok, "hello").as_bytes());
+    assert_eq!(http.read_response().expect("answer").status, 202);
+    agents[0].1.expect_message("console-1", "hello");
+    let here = worker_of(&node, http.stream.local_addr().unwrap()) as usize;
+    Setup {
+        node,
+        agents,
+        tok,
+        http,
+        here,
+        there: 1 - here,
+    }
+}
+
+/// A send to a client of the stalled worker does not hold up the sends
+/// pipelined behind it: the next recipient (on the accepting worker) has its
+/// message while the first answer is still outstanding, and then both answers
+/// come, in request order.
+#[test]
+fn a_stalled_worker_does_not_hold_up_sends_pipelined_behind_its_own() {
+    let Setup {
+        node: _node,
+        mut agents,
+        tok,
+        mut http,
+        here,
+        there,
+    } = setup();
+    let stall = "GET /v1/debug/stall-others?ms=3000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let batch = format!(
+        "{stall}{}{}",
+        send_text(&agents[there].0, &tok, "to the stalled worker"),
+        send_text(&agents[here].0, &tok, "behind it")
+    );
+    http.send_raw(batch.as_bytes());
+    let r = http.read_response().expect("answer to the stall request");
+    assert_eq!(r.status, 404, "{}", r.head);
+    // The second send was read and delivered while the first waits.
+    agents[here].1.expect_message("console-1", "behind it");
+    http.stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let early = http.stream.peek(&mut byte);
+    http.stream.set_nonblocking(false).unwrap();
+    assert!(
+        early.is_err(),
+        "an answer came before the stalled worker's ({early:?})"
+    );
+    // Then both answers, in request order.
+    let first = http.read_response().expect("answer to the first send");
+    assert_eq!(first.status, 202, "{}", first.head);
+    let second = http.read_response().expect("answer to the second send");
+    assert_eq!(second.status, 202, "{}", second.head);
+    agents[there]
+        .1
+        .expect_message("console-1", "to the stalled worker");
+}
+
+/// A worker that does not answer within the wait limit (5 s without a
+/// cluster): its pipelined sends get 503, the answers behind them still come
+/// in order, the connection stays usable, and the late answer is dropped.
+#[test]
+fn pipelined_sends_to_a_worker_that_never_answers_get_503_in_order() {
+    let Setup {
+        node: _node,
+        mut agents,
+        tok,
+        mut http,
+        here,
+        there,
+    } = setup();
+    let stall = "GET /v1/debug/stall-others?ms=7000 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let batch = format!(
+        "{stall}{}{}{}",
+        send_text(&agents[there].0, &tok, "late 1"),
+        send_text(&agents[there].0, &tok, "late 2"),
+        send_text(&agents[here].0, &tok, "on time")
+    );
+    http.send_raw(batch.as_bytes());
+    assert_eq!(http.read_response().expect("stall answer").status, 404);
+    for n in 1..=2 {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to late send {n}"));
+        assert_error(&r, 503, "cluster_unavailable");
+    }
+    let r = http.read_response().expect("answer to the third send");
+    assert_eq!(r.status, 202, "{}", r.head);
+    // The stalled worker wakes and delivers; its answers find no slot and are dropped.
+    agents[there].1.expect_message("console-1", "late 1");
+    agents[there].1.expect_message("console-1", "late 2");
+    // The connection still works, and nothing stray was written on it: the
+    // next answer is this send's own (its id is the event's).
+    http.send_raw(send_text(&agents[there].0, &tok, "after").as_bytes());
+    let r = http.read_response().expect("answer after the stall");
+    assert_eq!(r.status, 202, "{}", r.head);
+    let ev = agents[there].1.expect_message("console-1", "after");
+    assert_eq!(r.json()["id"].as_str(), ev.id.as_deref(), "{}", r.head);
+    http.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(http.read_response().is_none(), "a stray answer came");
+}
