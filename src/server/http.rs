@@ -263,12 +263,15 @@ impl Worker {
         let owner = self.shared.owner(&ident.account, to);
         let token = self.token_of(idx);
         if owner == self.id {
-            self.conns[idx].state = State::Waiting { close };
-            self.await_answer(idx);
+            // In a cluster, a recipient with no session here may be on another
+            // node: its answer comes back from the bridge, and like an answer
+            // from another worker it need not stop the connection's reading.
+            let remote =
+                self.shared.cluster.is_some() && self.sessions.find(&ident.account, to).is_none();
             let reply = ReplyTo {
                 worker: self.id,
                 token,
-                seq: 0,
+                seq: self.await_send_answer(idx, close, remote),
             };
             self.deliver_or_forward(
                 &ident.account,
@@ -279,34 +282,36 @@ impl Worker {
             );
             return;
         }
-        // Another worker owns the recipient. Unless this is the connection's
-        // last request, go on reading while it answers (`pipe`).
-        let seq = if close {
-            self.conns[idx].state = State::Waiting { close };
-            self.await_answer(idx);
-            0
-        } else {
-            self.reserve_slot(idx)
+        // Another worker owns the recipient.
+        let reply = ReplyTo {
+            worker: self.id,
+            token,
+            seq: self.await_send_answer(idx, close, true),
         };
         let env = Envelope::Deliver {
             account: ident.account.as_str().into(),
             from: ident.client.as_str().into(),
             to: to.into(),
             body: body.into_boxed_slice(),
-            reply: ReplyTo {
-                worker: self.id,
-                token,
-                seq,
-            },
+            reply,
         };
         if self.post(owner, env).is_err() {
-            let reply = ReplyTo {
-                worker: self.id,
-                token,
-                seq,
-            };
             self.send_done(reply, Err(SendError::Overloaded));
         }
+    }
+
+    /// Prepares connection `idx` for the answer to the send just read: with
+    /// `pipelined` (the answer comes from another worker or node) and unless
+    /// the request is the connection's last, a slot in its pipe, so that
+    /// reading goes on (returns the slot's sequence number); otherwise the
+    /// connection waits for this answer alone (returns 0).
+    fn await_send_answer(&mut self, idx: usize, close: bool, pipelined: bool) -> u64 {
+        if pipelined && !close {
+            return self.reserve_slot(idx);
+        }
+        self.conns[idx].state = State::Waiting { close };
+        self.await_answer(idx);
+        0
     }
 
     /// Answers a send whose delivery finished (here or on another worker).

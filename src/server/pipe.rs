@@ -1,9 +1,11 @@
-//! In-order answers for sends pipelined across workers.
+//! In-order answers for sends pipelined across workers (and nodes).
 //!
 //! A send for a client owned by another worker is answered only when that
-//! worker has appended the message (the answer carries the event id). Before,
-//! the connection stopped reading requests until then, so a client that
-//! pipelines sends waited a thread round trip per message. Now such a send
+//! worker has appended the message (the answer carries the event id); in a
+//! cluster, a send for a client with no session on this node is answered
+//! when the bridge has the other node's answer. Before, the connection stopped
+//! reading requests until then, so a client that pipelines sends waited a
+//! thread (or Redis) round trip per message. Now such a send
 //! reserves a slot in its connection's [`Pipe`] and request processing goes
 //! on, up to [`MAX_IN_FLIGHT`] unwritten answers. Answers are written in
 //! request order: a slot's answer waits until every earlier one is written,

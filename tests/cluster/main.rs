@@ -160,6 +160,16 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid} failed");
+    }
+
     /// SIGKILLs the server (its data is lost).
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -193,18 +203,18 @@ impl Drop for Redis {
 /// flags, and waits until it is ready (joined the cluster).
 fn cluster_node(redis: &Redis, id: &str, extra: &[&str]) -> Node {
     let url = redis.url();
-    let mut args = vec![
-        "--workers",
-        "2",
-        "--redis",
-        &url,
-        "--node-id",
-        id,
-        "--node-ttl",
-        "2s",
-        "--redis-timeout",
-        "1s",
+    // Defaults for the tests; a flag given in `extra` replaces its default.
+    let defaults = [
+        ("--workers", "2"),
+        ("--node-ttl", "2s"),
+        ("--redis-timeout", "1s"),
     ];
+    let mut args = vec!["--redis", &url, "--node-id", id];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend_from_slice(extra);
     let node = Node::start(&args);
     assert!(

@@ -130,6 +130,61 @@ fn cross_node_relay_both_ways() {
 // 2. Cluster-wide client list
 // ---------------------------------------------------------------------------
 
+/// Sends pipelined on one connection to a client on this node and to one on
+/// another node: while Redis is stopped (SIGSTOP), the local send behind a
+/// cross-node one is delivered before the cross-node answer is written; once
+/// Redis continues, every answer comes, in request order, and every message
+/// arrives.
+#[test]
+fn a_send_to_another_node_does_not_hold_up_the_local_sends_pipelined_behind_it() {
+    let redis = Redis::start();
+    // One worker: every send starts on the worker that owns its recipient, and a
+    // long Redis timeout, so the stop below cannot turn into a 503.
+    let a = cluster_node(&redis, "a", &["--workers", "1", "--redis-timeout", "10s"]);
+    let b = cluster_node(&redis, "b", &["--redis-timeout", "10s"]);
+    let (mut near, near_epoch) = open(a.addr, "agent-1", &[]);
+    let (mut far, far_epoch) = open(b.addr, "agent-2", &[]);
+    wait_state_all(&[&a, &b], "agent-1", "online");
+    wait_state_all(&[&a, &b], "agent-2", "online");
+    let console = tok("console-1");
+    let mut http = Http::connect(a.addr);
+    redis.signal("STOP");
+    let batch = [
+        send_text("agent-2", &console, "far 1"),
+        send_text("agent-1", &console, "near 1"),
+        send_text("agent-2", &console, "far 2"),
+        send_text("agent-1", &console, "near 2"),
+    ]
+    .concat();
+    http.send_raw(batch.as_bytes());
+    near.expect_message("console-1", "near 1");
+    near.expect_message("console-1", "near 2");
+    http.stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let early = http.stream.peek(&mut byte);
+    http.stream.set_nonblocking(false).unwrap();
+    redis.signal("CONT");
+    assert!(
+        early.is_err(),
+        "an answer came before the cross-node one ({early:?})"
+    );
+    for (to, epoch) in [
+        ("far 1", &far_epoch),
+        ("near 1", &near_epoch),
+        ("far 2", &far_epoch),
+        ("near 2", &near_epoch),
+    ] {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to {to:?}"));
+        assert_eq!(r.status, 202, "{to:?}: {}", r.head);
+        let id = r.json()["id"].as_str().expect("id").to_string();
+        assert!(id.starts_with(&format!("{epoch}-")), "{to:?}: id {id}");
+    }
+    far.expect_message("console-1", "far 1");
+    far.expect_message("console-1", "far 2");
+}
+
 #[test]
 fn client_list_spans_the_cluster() {
     let redis = Redis::start();
