@@ -32,7 +32,7 @@ SENDERS=${SENDERS:-50}
 THREADS=${THREADS:-1}
 OUT=${OUT:-bench/results/cluster}
 BIN=${BIN:-$(tools/bench-build)}
-BUILT_FROM=$(cat "$BIN/../BUILT_FROM" 2>/dev/null || git rev-parse --short HEAD)
+BUILT_FROM=$(cat "$BIN/BUILT_FROM" 2>/dev/null || cat "$BIN/../BUILT_FROM" 2>/dev/null || git rev-parse --short HEAD)
 ulimit -n "$(ulimit -Hn)"
 SWITCHBOARD_SECRET=${SWITCHBOARD_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export SWITCHBOARD_SECRET
