@@ -667,6 +667,97 @@ fn sends_pipelined_across_workers_are_answered_in_request_order() {
     }
 }
 
+/// A long pseudo-random mix of pipelined requests on one connection (sends to
+/// clients of both workers, chunked sends, offline recipients, bad tokens,
+/// client lists), ending with a send that says `Connection: close`: every
+/// answer has the status its request calls for, in request order; the
+/// connection closes after the last; each recipient gets its messages once,
+/// in order.
+#[test]
+fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last() {
+    let node = Node::start(&["--workers", "2"]);
+    let mut agents: Vec<Receiver> = (1..=6)
+        .map(|i| {
+            let tok = token(ACCT, &format!("agent-{i}"), Role::Agent);
+            let mut rx = Receiver::open(node.addr, &tok, &[]);
+            rx.ready();
+            rx
+        })
+        .collect();
+    let tok = token(ACCT, "console-1", Role::Console);
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut batch = String::new();
+    let mut expect: Vec<u16> = Vec::new();
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); agents.len()];
+    for n in 0..400 {
+        let a = next(agents.len() as u64) as usize;
+        let to = format!("agent-{}", a + 1);
+        let body = format!("m{n}");
+        match next(10) {
+            0 => {
+                batch += &send_text("nobody", &tok, "lost");
+                expect.push(404);
+            }
+            1 => {
+                batch += &send_text(&to, "not-a-token", "refused");
+                expect.push(401);
+            }
+            2 => {
+                batch += &format!(
+                    "GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n"
+                );
+                expect.push(200);
+            }
+            3 => {
+                batch += &format!(
+                    "POST /v1/send/{to} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                );
+                expect.push(202);
+                sent[a].push(body);
+            }
+            _ => {
+                batch += &send_text(&to, &tok, &body);
+                expect.push(202);
+                sent[a].push(body);
+            }
+        }
+    }
+    let last = "the end";
+    batch += &format!(
+        "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{last}",
+        last.len()
+    );
+    expect.push(202);
+    sent[0].push(last.to_string());
+    // Written from another thread: the answers must be read while it writes.
+    let mut http = Http::connect(node.addr);
+    let mut writer = http.stream.try_clone().expect("clone");
+    let t = std::thread::spawn(move || writer.write_all(batch.as_bytes()));
+    for (n, status) in expect.iter().enumerate() {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to request {n}"));
+        assert_eq!(r.status, *status, "request {n}: {}", r.head);
+    }
+    t.join().expect("writer").expect("write the batch");
+    assert!(
+        http.closed_within(WAIT),
+        "still open after the Connection: close answer"
+    );
+    for (a, bodies) in sent.iter().enumerate() {
+        for b in bodies {
+            agents[a].expect_message("console-1", b);
+        }
+    }
+}
+
 /// More pipelined answers than are held back at once (16 KiB): they all come,
 /// in order, and every message arrives once.
 #[test]
