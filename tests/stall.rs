@@ -3,8 +3,8 @@
 //! with the test-only fault injection endpoint `/v1/debug/stall-others`
 //! (`cargo test --release --features fault-injection --test stall`): the
 //! connection goes on reading and delivering to the other worker's clients,
-//! answers still come in request order, and a worker that never answers in
-//! time costs 503 for those sends only.
+//! answers still come in request order, a worker that never answers in time
+//! costs 503 for those sends only, and a drain waits for the answers.
 
 mod common;
 
@@ -169,4 +169,43 @@ fn pipelined_sends_to_a_worker_that_never_answers_get_503_in_order() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     assert!(http.read_response().is_none(), "a stray answer came");
+}
+
+/// SIGTERM while pipelined sends wait for a stalled worker: the connection is
+/// not closed as idle; its answers come, in order, and then the connection is
+/// closed.
+#[test]
+fn a_drain_waits_for_the_pipelined_answers_of_a_send_connection() {
+    let Setup {
+        node,
+        mut agents,
+        tok,
+        mut http,
+        here,
+        there,
+    } = setup();
+    let stall = "GET /v1/debug/stall-others?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let batch = format!(
+        "{stall}{}{}",
+        send_text(&agents[there].0, &tok, "waits"),
+        send_text(&agents[here].0, &tok, "read on")
+    );
+    http.send_raw(batch.as_bytes());
+    assert_eq!(http.read_response().expect("stall answer").status, 404);
+    // Both sends were read; the first waits for the stalled worker.
+    agents[here].1.expect_message("console-1", "read on");
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill(SIGTERM) failed");
+    let first = http.read_response().expect("answer to the waiting send");
+    assert_eq!(first.status, 202, "{}", first.head);
+    let second = http.read_response().expect("answer to the second send");
+    assert_eq!(second.status, 202, "{}", second.head);
+    // The second answer was rendered before the drain began (it queued behind
+    // the first), so it may say keep-alive; the connection closes right after.
+    assert!(
+        http.closed_within(WAIT),
+        "still open after its last answer during the drain"
+    );
+    agents[there].1.expect_message("console-1", "waits");
 }
