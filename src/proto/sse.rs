@@ -513,6 +513,55 @@ mod tests {
         }
     }
 
+    /// Bodies that are not UTF-8 (the bad bytes at every position, before and
+    /// after valid non-ASCII text, across the 8- and 16-byte blocks) become
+    /// `body_b64`, valid ones stay text, exactly as with `message_json`.
+    #[test]
+    fn encode_message_tells_utf8_from_binary_at_every_position() {
+        let id = crate::ids::EventId { epoch: 7, seq: 1 };
+        let bad: [&[u8]; 6] = [
+            b"\xff",
+            b"\xc3",         // a lead byte with no continuation
+            b"\xf0\x9f\x98", // a 4-byte sequence cut short
+            b"\xc0\x80",     // overlong
+            b"\xed\xa0\x80", // a surrogate
+            b"\x80",         // a lone continuation byte
+        ];
+        let good: [&[u8]; 4] = [b"a", "\u{e9}".as_bytes(), "\u{1F600}".as_bytes(), b"\""];
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for len in 0usize..40 {
+            for pos in [0, 1, len / 2, len.saturating_sub(1), len] {
+                for ins in bad.iter().chain(good.iter()) {
+                    let mut b = vec![b'x'; len];
+                    let p = pos.min(b.len());
+                    b.splice(p..p, ins.iter().copied());
+                    bodies.push(b.clone());
+                    // Valid non-ASCII text first, then the insert.
+                    let mut c = "\u{e9}t\u{e9}".as_bytes().to_vec();
+                    c.extend_from_slice(&b);
+                    bodies.push(c);
+                }
+            }
+        }
+        let mut long = "\u{1F600}".repeat(20_000).into_bytes();
+        bodies.push(long.clone());
+        long.push(0xff);
+        bodies.push(long);
+        bodies.push(vec![b'a'; 70_000]);
+        for body in &bodies {
+            let mut fast = Vec::new();
+            encode_message(&mut fast, id, "a", body);
+            let mut slow = Vec::new();
+            encode_event(
+                &mut slow,
+                Some(&id.to_string()),
+                Some("message"),
+                &message_json("a", body),
+            );
+            assert_eq!(fast, slow, "body {body:?}");
+        }
+    }
+
     #[test]
     fn push_json_str_escapes_exactly_like_serde_json() {
         // Every single character class at every position of strings up to 40
