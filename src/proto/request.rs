@@ -88,6 +88,37 @@ impl RequestReader {
         self.body.is_some()
     }
 
+    /// While a `Content-Length` body is being read: its buffer and how many
+    /// bytes it still lacks, so that the caller can receive them straight
+    /// into it and report them with [`RequestReader::body_received`] (the next
+    /// [`RequestReader::feed`], even with no input, then returns the request
+    /// once the body is whole). `None` otherwise (no body, chunked, complete).
+    pub fn body_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        let b = self.body.as_mut()?;
+        if b.decoder.is_some() || b.remaining == 0 {
+            return None;
+        }
+        // `remaining` is at most the declared length, which `feed` checked
+        // against `max_body` (a usize).
+        let want = usize::try_from(b.remaining).unwrap_or(usize::MAX);
+        Some((&mut b.body, want))
+    }
+
+    /// Counts `n` bytes the caller appended to the buffer from
+    /// [`RequestReader::body_target`] (at most the bytes it lacked).
+    pub fn body_received(&mut self, n: usize) {
+        if let Some(b) = self.body.as_mut() {
+            b.remaining = b.remaining.saturating_sub(n as u64);
+        }
+    }
+
+    /// True if a `Content-Length` body is complete and `feed` will return its request.
+    pub fn body_complete(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_some_and(|b| b.decoder.is_none() && b.remaining == 0)
+    }
+
     /// Feeds the unconsumed input. Returns how many bytes were consumed (never
     /// more than `input.len()`) and the request if one is complete. Call again
     /// with the remaining bytes for pipelined requests.
@@ -230,6 +261,71 @@ mod tests {
             let (reqs, err) = run_split(PIPELINE, cut, 1024);
             assert!(err.is_none(), "cut {cut}: {err:?}");
             assert_eq!(reqs, whole, "cut {cut}");
+        }
+    }
+
+    /// The server's way of reading: while a `Content-Length` body is open and
+    /// no input is buffered, bytes go straight into the body (`body_target`,
+    /// `body_received`); the rest through the input buffer. The same requests
+    /// come out as from `feed` alone, for every way of cutting the input in
+    /// two reads and for reads of every fixed size.
+    #[test]
+    fn bodies_received_straight_into_their_buffer_give_the_same_requests() {
+        let mut input = PIPELINE.to_vec();
+        input.extend_from_slice(b"POST /v1/send/c HTTP/1.1\r\nContent-Length: 40\r\n\r\n");
+        input.extend_from_slice(&[b'z'; 40]);
+        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+        let (whole, err, _) = run(&input, 1024);
+        assert!(err.is_none());
+        assert_eq!(whole.len(), 5);
+        let limits = Limits::default();
+        // Reads: `reads` gives the sizes the "socket" hands out.
+        let read_all = |reads: &mut dyn Iterator<Item = usize>| -> Vec<Request> {
+            let mut r = RequestReader::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut out = Vec::new();
+            let mut off = 0;
+            while off < input.len() {
+                let n = reads.next().unwrap_or(input.len()).min(input.len() - off);
+                let mut avail = &input[off..off + n];
+                off += n;
+                while !avail.is_empty() {
+                    if buf.is_empty() {
+                        if let Some((body, want)) = r.body_target() {
+                            let k = want.min(avail.len());
+                            body.extend_from_slice(&avail[..k]);
+                            r.body_received(k);
+                            avail = &avail[k..];
+                            continue;
+                        }
+                    }
+                    buf.extend_from_slice(avail);
+                    avail = &[];
+                }
+                while !buf.is_empty() || r.body_complete() {
+                    let (n, req) = r.feed(&buf, &limits, 1024).expect("valid input");
+                    buf.drain(..n);
+                    match req {
+                        Some(q) => out.push(q),
+                        None => break,
+                    }
+                }
+                // Mirrors the server: a body that filled up by direct reads is
+                // returned by the next feed even with no input.
+                while r.body_complete() {
+                    let (_, req) = r.feed(&buf, &limits, 1024).expect("valid input");
+                    out.extend(req);
+                }
+            }
+            out
+        };
+        for cut in 0..=input.len() {
+            let got = read_all(&mut [cut, input.len()].into_iter());
+            assert_eq!(got, whole, "cut {cut}");
+        }
+        for size in 1..=input.len() {
+            let got = read_all(&mut std::iter::repeat(size));
+            assert_eq!(got, whole, "reads of {size}");
         }
     }
 

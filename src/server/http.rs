@@ -62,7 +62,12 @@ impl Worker {
             let Some(c) = self.conns.get_mut(idx) else {
                 return false;
             };
-            if c.close_after_flush || c.inbuf.is_empty() || c.pending_out() > MAX_PIPELINE_OUT {
+            // A body received straight into its buffer completes with no input left.
+            let complete = matches!(&c.state, State::Request(r) if r.body_complete());
+            if c.close_after_flush
+                || (c.inbuf.is_empty() && !complete)
+                || c.pending_out() > MAX_PIPELINE_OUT
+            {
                 break;
             }
             if let Some(p) = self.pipes.get(idx) {

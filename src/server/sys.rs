@@ -33,6 +33,35 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `recv` of at most `max` bytes appended to `buf` (its spare capacity,
+/// reserved first): the bytes go straight to where they are kept.
+pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let len = max.min(spare.len());
+    // SAFETY: the pointer and length describe the first `len` bytes of `buf`'s
+    // spare capacity, writable memory owned by `buf` for the whole call; recv
+    // writes at most `len` bytes there.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            spare.as_mut_ptr(),
+            len,
+            0,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (r as usize).min(len);
+    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// `send(fd, buf, buf.len(), MSG_NOSIGNAL)`.
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: the pointer and length describe `buf`, readable for the whole
