@@ -27,7 +27,10 @@ const LINGER_MS: u64 = 2_000;
 pub(super) enum State {
     /// Reading a request (head, then body).
     Request(RequestReader),
-    /// A send was handed to another worker; waiting for its answer.
+    /// Waiting for the answer to a send before reading on: a send for a
+    /// client of this worker (answered at once unless the cluster is asked)
+    /// or one that is the connection's last request. Other sends take a slot
+    /// in the connection's pipe instead (`pipe`).
     Waiting { close: bool },
     /// Gathering `/v1/clients` answers from the workers.
     Listing(Box<Listing>),

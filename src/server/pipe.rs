@@ -103,10 +103,6 @@ impl Pipes {
         self.0.remove(&idx)
     }
 
-    fn insert(&mut self, idx: usize, pipe: Pipe) {
-        self.0.insert(idx, pipe);
-    }
-
     fn entry(&mut self, idx: usize) -> &mut Pipe {
         self.0.entry(idx).or_default()
     }
@@ -130,45 +126,35 @@ impl Worker {
     /// late answer to a slot that timed out is dropped). The caller then
     /// runs [`Worker::process`], which writes what is ready.
     pub fn fill_slot(&mut self, idx: usize, seq: u64, result: Result<EventId, SendError>) {
-        let Some(pipe) = self.pipes.get(idx) else {
-            return;
-        };
-        if !pipe
-            .slots
-            .iter()
-            .any(|s| matches!(s, Slot::Waiting { seq: s } if *s == seq))
-        {
-            return;
-        }
-        self.conns[idx].requests += 1;
-        if let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
+        let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
             p.slots
                 .iter_mut()
                 .find(|s| matches!(s, Slot::Waiting { seq: s } if *s == seq))
-        }) {
-            *slot = Slot::Answered(result);
-        }
+        }) else {
+            return;
+        };
+        *slot = Slot::Answered(result);
+        self.conns[idx].requests += 1;
     }
 
     /// Answers every waiting slot of connection `idx` with 503 (its answer did
     /// not come in time); the connection stays open.
     pub fn fail_pipe(&mut self, idx: usize) {
-        let Some(mut pipe) = self.pipes.remove(idx) else {
+        let Some(pipe) = self.pipes.get_mut(idx) else {
             return;
         };
         let mut failed = 0;
         for slot in pipe.slots.iter_mut() {
             if matches!(slot, Slot::Waiting { .. }) {
-                failed += 1;
                 *slot = Slot::Answered(Err(SendError::Timeout));
+                failed += 1;
             }
         }
         self.conns[idx].requests += failed;
         log::warn!(
-            "{} no answer from another worker in time for {failed} pipelined sends",
+            "{} no answer from another worker or node in time for {failed} pipelined sends",
             self.conns[idx].sid
         );
-        self.pipes.insert(idx, pipe);
     }
 
     /// True if the oldest answer queued for connection `idx` is ready.
