@@ -104,6 +104,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_id_push_to_renders_like_display() {
+        let mut values = vec![
+            0u64,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0xff,
+            0x100,
+            u64::MAX,
+            1 << 52,
+            (1 << 52) - 1,
+        ];
+        for shift in 0..64 {
+            values.push(1 << shift);
+            values.push((1 << shift) - 1);
+            values.push(0xa5a5_a5a5_a5a5_a5a5 >> shift);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x);
+            values.push(x >> 12);
+        }
+        for epoch in values {
+            let id = EventId {
+                epoch,
+                seq: epoch % 1000,
+            };
+            let mut out = Vec::new();
+            id.push_to(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                id.to_string(),
+                "{epoch:#x}"
+            );
+        }
+    }
+
+    #[test]
     fn session_id_renders_ten_chars() {
         for _ in 0..100 {
             let s = SessionId::random().to_string();
