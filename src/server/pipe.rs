@@ -103,6 +103,14 @@ impl Pipes {
         self.0.remove(&idx)
     }
 
+    /// Gives back the table's memory after a burst of pipelining connections
+    /// (housekeeping): a map that is mostly empty is rebuilt at its size.
+    pub fn shrink(&mut self) {
+        if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to_fit();
+        }
+    }
+
     fn entry(&mut self, idx: usize) -> &mut Pipe {
         self.0.entry(idx).or_default()
     }
@@ -279,5 +287,36 @@ impl Worker {
                 response::write_json_error(out, status, code, message, close);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipes_give_their_memory_back_after_a_burst() {
+        let mut p = Pipes::default();
+        for idx in 0..10_000 {
+            p.entry(idx).push_ready(b"x", false);
+        }
+        let big = p.0.capacity();
+        for idx in 0..10_000 {
+            assert!(p.remove(idx).is_some());
+        }
+        assert!(!p.contains(5));
+        p.shrink();
+        assert!(
+            p.0.capacity() < big / 100,
+            "capacity {} after {big}",
+            p.0.capacity()
+        );
+        // A few pipes left: still shrunk, and they stay.
+        for idx in 0..3 {
+            p.entry(idx).push_ready(b"y", true);
+        }
+        p.shrink();
+        assert_eq!(p.get(2).map(Pipe::len), Some(1));
+        assert!(p.get(2).is_some_and(Pipe::closing));
     }
 }

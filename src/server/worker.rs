@@ -341,6 +341,7 @@ impl Worker {
         }
         self.sessions.shrink();
         self.wheel.shrink();
+        self.pipes.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
         crate::alloc::flush_thread_cache();
