@@ -247,49 +247,38 @@ impl Worker {
                 }
                 // The rest of a request body goes straight into the body's own
                 // buffer (one copy fewer than through `scratch` and `inbuf`).
-                if let (None, true, State::Request(r)) = (&c.tls, c.inbuf.is_empty(), &mut c.state)
-                {
-                    if let Some((body, want)) = r.body_target() {
-                        match super::sys::recv_append(c.stream.as_raw_fd(), body, want) {
-                            Ok(0) => {
-                                eof = true;
-                                break;
-                            }
-                            Ok(n) => {
+                let fd = c.stream.as_raw_fd();
+                let direct = match (&c.tls, c.inbuf.is_empty(), &mut c.state) {
+                    (None, true, State::Request(r)) => match r.body_target() {
+                        Some((body, want)) => {
+                            let res = super::sys::recv_append(fd, body, want);
+                            if let Ok(n) = res {
                                 r.body_received(n);
-                                c.bytes_in += n as u64;
-                                super::stats::WorkerStats::add(
-                                    &self.shared.stats[self.id].bytes_in,
-                                    n as u64,
-                                );
-                                got = true;
-                                if n < want && !to_block {
-                                    break; // the socket is drained
-                                }
-                                continue;
                             }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => {
-                                error = Some(e);
-                                break;
-                            }
+                            Some((res, want))
                         }
-                    }
-                }
-                match super::sys::recv(c.stream.as_raw_fd(), &mut scratch) {
+                        None => None,
+                    },
+                    _ => None,
+                };
+                let into_body = direct.is_some();
+                let (res, room) =
+                    direct.unwrap_or_else(|| (super::sys::recv(fd, &mut scratch), scratch.len()));
+                match res {
                     Ok(0) => {
                         eof = true;
                         break;
                     }
                     Ok(n) => {
-                        let drained = !to_block && n < scratch.len();
+                        let drained = !to_block && n < room;
                         c.bytes_in += n as u64;
                         super::stats::WorkerStats::add(
                             &self.shared.stats[self.id].bytes_in,
                             n as u64,
                         );
-                        if let Some(t) = c.tls.as_mut() {
+                        if into_body {
+                            got = true;
+                        } else if let Some(t) = c.tls.as_mut() {
                             let was = t.established();
                             sink.clear();
                             let plain = if keep { &mut c.inbuf } else { &mut sink };
