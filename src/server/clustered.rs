@@ -12,17 +12,19 @@ use super::{ReplyTo, SendError};
 use crate::cluster::PresenceState;
 
 impl Worker {
-    /// Delivers to `to` if a session for it is here; otherwise, on a cluster,
-    /// forwards to the node that holds it. The answer goes to `reply`.
+    /// Delivers to `to` if a session for it is here (`found`, the caller's
+    /// look-up of `account`/`to`); otherwise, on a cluster, forwards to the
+    /// node that holds it. The answer goes to `reply`.
     pub fn deliver_or_forward(
         &mut self,
+        found: Option<usize>,
         account: &str,
         from: &str,
         to: &str,
         body: Box<[u8]>,
         reply: ReplyTo,
     ) {
-        if let Some(sidx) = self.sessions.find(account, to) {
+        if let Some(sidx) = found {
             let r = self.deliver_to(sidx, account, from, to, body);
             self.reply_delivered(reply, r);
             return;

@@ -271,14 +271,15 @@ impl Worker {
             // In a cluster, a recipient with no session here may be on another
             // node: its answer comes back from the bridge, and like an answer
             // from another worker it need not stop the connection's reading.
-            let remote =
-                self.shared.cluster.is_some() && self.sessions.find(&ident.account, to).is_none();
+            let found = self.sessions.find(&ident.account, to);
+            let remote = found.is_none() && self.shared.cluster.is_some();
             let reply = ReplyTo {
                 worker: self.id,
                 token,
                 seq: self.await_send_answer(idx, close, remote),
             };
             self.deliver_or_forward(
+                found,
                 &ident.account,
                 &ident.client,
                 to,

@@ -636,7 +636,8 @@ impl Worker {
                 body,
                 reply,
             } => {
-                self.deliver_or_forward(&account, &from, &to, body, reply);
+                let found = self.sessions.find(&account, &to);
+                self.deliver_or_forward(found, &account, &from, &to, body, reply);
             }
             Envelope::RemoteDeliver {
                 account,
