@@ -609,6 +609,18 @@ fn answers_still_queued_when_the_socket_changes_worker_are_not_lost() {
     }
 }
 
+/// Receive connections of agent-1 ..= agent-`n` of ACCT, each past its `ready` event.
+fn open_agents(node: &Node, n: usize) -> Vec<Receiver> {
+    (1..=n)
+        .map(|i| {
+            let tok = token(ACCT, &format!("agent-{i}"), Role::Agent);
+            let mut rx = Receiver::open(node.addr, &tok, &[]);
+            rx.ready();
+            rx
+        })
+        .collect()
+}
+
 /// Sends pipelined on one connection to clients owned by either worker (the
 /// connection goes on reading while another worker answers) are answered in
 /// request order, with the errors among them in place; a receive request at
@@ -618,14 +630,7 @@ fn answers_still_queued_when_the_socket_changes_worker_are_not_lost() {
 fn sends_pipelined_across_workers_are_answered_in_request_order() {
     let node = Node::start(&["--workers", "2"]);
     // Six recipients: with two workers, some are owned by each.
-    let mut agents: Vec<Receiver> = (1..=6)
-        .map(|i| {
-            let tok = token(ACCT, &format!("agent-{i}"), Role::Agent);
-            let mut rx = Receiver::open(node.addr, &tok, &[]);
-            rx.ready();
-            rx
-        })
-        .collect();
+    let mut agents = open_agents(&node, 6);
     let tok = token(ACCT, "console-1", Role::Console);
     let mut batch = String::new();
     // (status, recipient index for a delivered message, body)
@@ -676,14 +681,7 @@ fn sends_pipelined_across_workers_are_answered_in_request_order() {
 #[test]
 fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last() {
     let node = Node::start(&["--workers", "2"]);
-    let mut agents: Vec<Receiver> = (1..=6)
-        .map(|i| {
-            let tok = token(ACCT, &format!("agent-{i}"), Role::Agent);
-            let mut rx = Receiver::open(node.addr, &tok, &[]);
-            rx.ready();
-            rx
-        })
-        .collect();
+    let mut agents = open_agents(&node, 6);
     let tok = token(ACCT, "console-1", Role::Console);
     let mut seed: u64 = 0x5eed_1234_abcd_0001;
     let mut next = |n: u64| {

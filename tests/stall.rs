@@ -82,45 +82,52 @@ fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// Asks for the other worker to stall for `ms`, with sends of `body` to the
+    /// agent on worker `w` pipelined behind that request, for each `(w, body)`;
+    /// reads the stall request's answer (404: it is not a route).
+    fn stall_then_send(&mut self, ms: u64, sends: &[(usize, &str)]) {
+        let mut batch = format!("GET /v1/debug/stall-others?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n");
+        for (w, body) in sends {
+            batch += &send_text(&self.agents[*w].0, &self.tok, body);
+        }
+        self.http.send_raw(batch.as_bytes());
+        let r = self
+            .http
+            .read_response()
+            .expect("answer to the stall request");
+        assert_eq!(r.status, 404, "{}", r.head);
+    }
+}
+
 /// A send to a client of the stalled worker does not hold up the sends
 /// pipelined behind it: the next recipient (on the accepting worker) has its
 /// message while the first answer is still outstanding, and then both answers
 /// come, in request order.
 #[test]
 fn a_stalled_worker_does_not_hold_up_sends_pipelined_behind_its_own() {
-    let Setup {
-        node: _node,
-        mut agents,
-        tok,
-        mut http,
-        here,
-        there,
-    } = setup();
-    let stall = "GET /v1/debug/stall-others?ms=3000 HTTP/1.1\r\nHost: t\r\n\r\n";
-    let batch = format!(
-        "{stall}{}{}",
-        send_text(&agents[there].0, &tok, "to the stalled worker"),
-        send_text(&agents[here].0, &tok, "behind it")
+    let mut s = setup();
+    let (here, there) = (s.here, s.there);
+    s.stall_then_send(
+        3000,
+        &[(there, "to the stalled worker"), (here, "behind it")],
     );
-    http.send_raw(batch.as_bytes());
-    let r = http.read_response().expect("answer to the stall request");
-    assert_eq!(r.status, 404, "{}", r.head);
     // The second send was read and delivered while the first waits.
-    agents[here].1.expect_message("console-1", "behind it");
-    http.stream.set_nonblocking(true).unwrap();
+    s.agents[here].1.expect_message("console-1", "behind it");
+    s.http.stream.set_nonblocking(true).unwrap();
     let mut byte = [0u8; 1];
-    let early = http.stream.peek(&mut byte);
-    http.stream.set_nonblocking(false).unwrap();
+    let early = s.http.stream.peek(&mut byte);
+    s.http.stream.set_nonblocking(false).unwrap();
     assert!(
         early.is_err(),
         "an answer came before the stalled worker's ({early:?})"
     );
     // Then both answers, in request order.
-    let first = http.read_response().expect("answer to the first send");
+    let first = s.http.read_response().expect("answer to the first send");
     assert_eq!(first.status, 202, "{}", first.head);
-    let second = http.read_response().expect("answer to the second send");
+    let second = s.http.read_response().expect("answer to the second send");
     assert_eq!(second.status, 202, "{}", second.head);
-    agents[there]
+    s.agents[there]
         .1
         .expect_message("console-1", "to the stalled worker");
 }
@@ -130,45 +137,37 @@ fn a_stalled_worker_does_not_hold_up_sends_pipelined_behind_its_own() {
 /// in order, the connection stays usable, and the late answer is dropped.
 #[test]
 fn pipelined_sends_to_a_worker_that_never_answers_get_503_in_order() {
-    let Setup {
-        node: _node,
-        mut agents,
-        tok,
-        mut http,
-        here,
-        there,
-    } = setup();
-    let stall = "GET /v1/debug/stall-others?ms=7000 HTTP/1.1\r\nHost: t\r\n\r\n";
-    let batch = format!(
-        "{stall}{}{}{}",
-        send_text(&agents[there].0, &tok, "late 1"),
-        send_text(&agents[there].0, &tok, "late 2"),
-        send_text(&agents[here].0, &tok, "on time")
+    let mut s = setup();
+    let (here, there) = (s.here, s.there);
+    s.stall_then_send(
+        7000,
+        &[(there, "late 1"), (there, "late 2"), (here, "on time")],
     );
-    http.send_raw(batch.as_bytes());
-    assert_eq!(http.read_response().expect("stall answer").status, 404);
     for n in 1..=2 {
-        let r = http
+        let r = s
+            .http
             .read_response()
             .unwrap_or_else(|| panic!("no answer to late send {n}"));
         assert_error(&r, 503, "cluster_unavailable");
     }
-    let r = http.read_response().expect("answer to the third send");
+    let r = s.http.read_response().expect("answer to the third send");
     assert_eq!(r.status, 202, "{}", r.head);
     // The stalled worker wakes and delivers; its answers find no slot and are dropped.
-    agents[there].1.expect_message("console-1", "late 1");
-    agents[there].1.expect_message("console-1", "late 2");
+    s.agents[there].1.expect_message("console-1", "late 1");
+    s.agents[there].1.expect_message("console-1", "late 2");
     // The connection still works, and nothing stray was written on it: the
     // next answer is this send's own (its id is the event's).
-    http.send_raw(send_text(&agents[there].0, &tok, "after").as_bytes());
-    let r = http.read_response().expect("answer after the stall");
+    s.http
+        .send_raw(send_text(&s.agents[there].0, &s.tok, "after").as_bytes());
+    let r = s.http.read_response().expect("answer after the stall");
     assert_eq!(r.status, 202, "{}", r.head);
-    let ev = agents[there].1.expect_message("console-1", "after");
+    let ev = s.agents[there].1.expect_message("console-1", "after");
     assert_eq!(r.json()["id"].as_str(), ev.id.as_deref(), "{}", r.head);
-    http.stream
+    s.http
+        .stream
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    assert!(http.read_response().is_none(), "a stray answer came");
+    assert!(s.http.read_response().is_none(), "a stray answer came");
 }
 
 /// SIGTERM while pipelined sends wait for a stalled worker: the connection is
@@ -176,36 +175,23 @@ fn pipelined_sends_to_a_worker_that_never_answers_get_503_in_order() {
 /// closed.
 #[test]
 fn a_drain_waits_for_the_pipelined_answers_of_a_send_connection() {
-    let Setup {
-        node,
-        mut agents,
-        tok,
-        mut http,
-        here,
-        there,
-    } = setup();
-    let stall = "GET /v1/debug/stall-others?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n";
-    let batch = format!(
-        "{stall}{}{}",
-        send_text(&agents[there].0, &tok, "waits"),
-        send_text(&agents[here].0, &tok, "read on")
-    );
-    http.send_raw(batch.as_bytes());
-    assert_eq!(http.read_response().expect("stall answer").status, 404);
+    let mut s = setup();
+    let (here, there) = (s.here, s.there);
+    s.stall_then_send(1500, &[(there, "waits"), (here, "read on")]);
     // Both sends were read; the first waits for the stalled worker.
-    agents[here].1.expect_message("console-1", "read on");
+    s.agents[here].1.expect_message("console-1", "read on");
     // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(s.node.child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0, "kill(SIGTERM) failed");
-    let first = http.read_response().expect("answer to the waiting send");
+    let first = s.http.read_response().expect("answer to the waiting send");
     assert_eq!(first.status, 202, "{}", first.head);
-    let second = http.read_response().expect("answer to the second send");
+    let second = s.http.read_response().expect("answer to the second send");
     assert_eq!(second.status, 202, "{}", second.head);
     // The second answer was rendered before the drain began (it queued behind
     // the first), so it may say keep-alive; the connection closes right after.
     assert!(
-        http.closed_within(WAIT),
+        s.http.closed_within(WAIT),
         "still open after its last answer during the drain"
     );
-    agents[there].1.expect_message("console-1", "waits");
+    s.agents[there].1.expect_message("console-1", "waits");
 }
