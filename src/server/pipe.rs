@@ -181,49 +181,46 @@ impl Worker {
             let Some(pipe) = self.pipes.get_mut(idx) else {
                 return self.conns.contains(idx);
             };
-            match pipe.slots.front() {
-                Some(Slot::Waiting { .. }) => return true,
-                Some(_) => {
-                    let last = pipe.slots.len() == 1;
-                    let Some(slot) = pipe.slots.pop_front() else {
-                        return true; // just matched as Some
-                    };
-                    let mut bytes = std::mem::take(&mut self.stage);
-                    bytes.clear();
-                    let close = match slot {
-                        Slot::Ready { bytes: b, close } => {
-                            bytes.extend_from_slice(&b);
-                            close
-                        }
-                        Slot::Answered(result) => {
-                            // The last answer says so if the connection must end
-                            // (--send-lifetime, draining).
-                            let close = last && self.must_close(idx, false);
-                            self.render_send_answer(result, close, &mut bytes);
-                            close
-                        }
-                        Slot::Waiting { .. } => false, // matched above: not reached
-                    };
-                    if close {
-                        self.conns[idx].close_after_flush = true;
-                    }
-                    let ok = self.write_conn(idx, &bytes);
-                    self.stage = bytes;
-                    if !ok || !self.conns.contains(idx) {
-                        return false;
-                    }
-                    // The next answer waits: give it its own time limit.
-                    if matches!(
-                        self.pipes.get(idx).and_then(|p| p.slots.front()),
-                        Some(Slot::Waiting { .. })
-                    ) {
-                        self.await_answer(idx);
-                    }
-                }
+            let last = pipe.slots.len() == 1;
+            let slot = match pipe.slots.pop_front() {
                 None => {
                     self.pipes.remove(idx);
                     return self.pipe_emptied(idx);
                 }
+                Some(waiting @ Slot::Waiting { .. }) => {
+                    pipe.slots.push_front(waiting);
+                    return true;
+                }
+                Some(slot) => slot,
+            };
+            let ok = match slot {
+                Slot::Ready { bytes, close } => {
+                    self.conns[idx].close_after_flush |= close;
+                    self.write_conn(idx, &bytes)
+                }
+                Slot::Answered(result) => {
+                    // The last answer says so if the connection must end
+                    // (--send-lifetime, draining).
+                    let close = last && self.must_close(idx, false);
+                    self.conns[idx].close_after_flush |= close;
+                    let mut out = std::mem::take(&mut self.stage);
+                    out.clear();
+                    self.render_send_answer(result, close, &mut out);
+                    let ok = self.write_conn(idx, &out);
+                    self.stage = out;
+                    ok
+                }
+                Slot::Waiting { .. } => true, // put back above
+            };
+            if !ok || !self.conns.contains(idx) {
+                return false;
+            }
+            // The next answer waits: give it its own time limit.
+            if matches!(
+                self.pipes.get(idx).and_then(|p| p.slots.front()),
+                Some(Slot::Waiting { .. })
+            ) {
+                self.await_answer(idx);
             }
         }
     }
