@@ -9,6 +9,14 @@ use super::chunked::{ChunkError, ChunkedDecoder};
 use super::head::{parse_head, HeadError, Limits, RequestHead};
 use super::Parse;
 
+/// Most memory reserved for a `Content-Length` body before its bytes arrive.
+/// The buffer then grows with what is received (each step at most doubling
+/// it), so a client that declares a large body and sends little of it holds
+/// little: with `--max-message` raised to 1 GiB, a thousand such clients
+/// would otherwise reserve a terabyte of address space, which a host with
+/// strict overcommit refuses (and a refused allocation aborts the process).
+pub const BODY_RESERVE_STEP: usize = 64 << 10;
+
 /// A complete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -89,18 +97,23 @@ impl RequestReader {
     }
 
     /// While a `Content-Length` body is being read: its buffer and how many
-    /// bytes it still lacks, so that the caller can receive them straight
-    /// into it and report them with [`RequestReader::body_received`] (the next
-    /// [`RequestReader::feed`], even with no input, then returns the request
-    /// once the body is whole). `None` otherwise (no body, chunked, complete).
+    /// bytes the caller may append to it now, so that it can receive them
+    /// straight into it and report them with [`RequestReader::body_received`]
+    /// (the next [`RequestReader::feed`], even with no input, then returns the
+    /// request once the body is whole). `None` otherwise (no body, chunked,
+    /// complete).
+    ///
+    /// The amount is what the body still lacks, but at most the larger of
+    /// [`BODY_RESERVE_STEP`] and what it holds already: the buffer grows with
+    /// what arrives, not with what the client declared.
     pub fn body_target(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         let b = self.body.as_mut()?;
         if b.decoder.is_some() || b.remaining == 0 {
             return None;
         }
-        // `remaining` is at most the declared length, which `feed` checked
-        // against `max_body` (a usize).
-        let want = usize::try_from(b.remaining).unwrap_or(usize::MAX);
+        let step = b.body.len().max(BODY_RESERVE_STEP) as u64;
+        // At most `step`, a usize.
+        let want = b.remaining.min(step) as usize;
         Some((&mut b.body, want))
     }
 
@@ -149,7 +162,12 @@ impl RequestReader {
                 return Err(RequestError::TooLarge { limit: max_body });
             }
             let decoder = head.chunked.then(|| ChunkedDecoder::new(max_body));
-            let cap = if head.chunked { 0 } else { declared as usize };
+            // Checked against `max_body` (a usize) above.
+            let cap = if head.chunked {
+                0
+            } else {
+                (declared as usize).min(BODY_RESERVE_STEP)
+            };
             self.body = Some(Box::new(Body {
                 head,
                 body: Vec::with_capacity(cap),
@@ -326,6 +344,61 @@ mod tests {
         for size in 1..=input.len() {
             let got = read_all(&mut std::iter::repeat(size));
             assert_eq!(got, whole, "reads of {size}");
+        }
+    }
+
+    /// A large declared body reserves one step, then grows with what arrives
+    /// (through `feed` and through direct reads alike), and comes out whole.
+    #[test]
+    fn a_large_declared_body_reserves_memory_as_it_arrives() {
+        let size = 5 * BODY_RESERVE_STEP + 123;
+        let max = 1 << 30;
+        let limits = Limits::default();
+        let head = format!("POST /v1/send/a HTTP/1.1\r\nContent-Length: {size}\r\n\r\n");
+        let mut r = RequestReader::new();
+        let (n, req) = r.feed(head.as_bytes(), &limits, max).expect("valid head");
+        assert_eq!((n, req), (head.len(), None));
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut off = 0;
+        let mut turn = 0;
+        while off < size {
+            turn += 1;
+            if turn % 2 == 0 {
+                // Through `feed`, 1000 bytes at a time.
+                let k = (size - off).min(1000);
+                let (used, req) = r
+                    .feed(&payload[off..off + k], &limits, max)
+                    .expect("valid body");
+                assert_eq!(used, k);
+                off += k;
+                if off < size {
+                    assert!(req.is_none());
+                } else {
+                    assert_eq!(req.map(|q| q.body), Some(payload.clone()));
+                }
+                continue;
+            }
+            let (body, want) = r.body_target().expect("an open Content-Length body");
+            let held = body.len();
+            assert_eq!(held, off);
+            assert!(
+                want <= held.max(BODY_RESERVE_STEP),
+                "want {want} with {held} held"
+            );
+            assert!(want <= size - off);
+            assert!(
+                body.capacity() <= 2 * held.max(BODY_RESERVE_STEP),
+                "capacity {} with {held} held",
+                body.capacity()
+            );
+            body.extend_from_slice(&payload[off..off + want]);
+            r.body_received(want);
+            off += want;
+            if off == size {
+                assert!(r.body_complete());
+                let (_, req) = r.feed(&[], &limits, max).expect("complete");
+                assert_eq!(req.map(|q| q.body), Some(payload.clone()));
+            }
         }
     }
 

@@ -121,6 +121,80 @@ fn oversized_requests_are_refused_early() {
     assert_no_error_log(&node);
 }
 
+/// The server's virtual memory size (VmSize), in KiB.
+fn vm_size_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/PID/status")
+}
+
+/// With `--max-message 1GiB`, clients that declare 1 GiB bodies and send a
+/// few bytes of them do not make the server reserve a gigabyte each (a host
+/// with strict overcommit would refuse that, and a refused allocation aborts
+/// the process); a large body sent in full still arrives whole.
+#[test]
+fn large_declared_bodies_reserve_memory_as_they_arrive() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2", "--max-message", "1GiB"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let tok = console_tok();
+    let pid = node.child.id();
+    let before = vm_size_kib(pid);
+    let bytes_in = |node: &Node| metric(&metrics_text(node), "switchboard_bytes_in_total");
+    let base_in = bytes_in(&node);
+    let mut open = Vec::new();
+    let mut sent = 0usize;
+    for _ in 0..24 {
+        let mut h = Http::connect(node.addr);
+        let req = format!(
+            "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 1073741824\r\n\r\nonly a few bytes"
+        );
+        h.send_raw(req.as_bytes());
+        sent += req.len();
+        open.push(h);
+    }
+    // Every head (and its first bytes) has been read by the server.
+    assert!(
+        wait_until(Duration::from_secs(5), || bytes_in(&node)
+            >= base_in + sent as f64),
+        "the server did not read the 24 request heads"
+    );
+    let grown = vm_size_kib(pid).saturating_sub(before);
+    assert!(
+        grown < 512 * 1024,
+        "24 declared 1 GiB bodies grew the server's virtual memory by {grown} KiB"
+    );
+
+    // A 1 MiB body sent in full (in pieces) arrives whole.
+    let body: String = (0..(1 << 20))
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mut h = Http::connect(node.addr);
+    h.send_raw(
+        format!(
+            "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    for piece in body.as_bytes().chunks(100_000) {
+        h.send_raw(piece);
+    }
+    let r = h.read_response().expect("an answer to the 1 MiB send");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let ev = rx
+        .next_event_within(Duration::from_secs(5))
+        .expect("the 1 MiB message");
+    assert_eq!(ev.event, "message");
+    assert_eq!(ev.json()["body"].as_str().map(str::len), Some(body.len()));
+    assert_eq!(ev.json()["body"], body.as_str());
+    drop(open);
+    assert_no_error_log(&node);
+}
+
 // ---------------------------------------------------------------------------
 // 3. Malformed requests
 // ---------------------------------------------------------------------------
