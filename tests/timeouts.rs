@@ -19,27 +19,26 @@ fn closes(r: &Response) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("close"))
 }
 
-#[test]
-fn slow_body_gets_408_and_the_connection_closes() {
-    let node = Node::start(&["--workers", "2", "--body-timeout", "500ms"]);
-    let mut rx = Receiver::open(node.addr, &token(ACCT, "agent-1", Role::Agent), &[]);
-    rx.ready();
+/// Sends a head declaring `declared` body bytes and the first `sent` of
+/// them in one write, then nothing: 408 after the body timeout (500 ms),
+/// the connection closed, nothing delivered, the stream still working.
+fn body_stalls(node: &Node, rx: &mut Receiver, declared: usize, sent: usize) {
     let mut h = Http::connect(node.addr);
     let t0 = Instant::now();
-    h.send_raw(
-        format!(
-            "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\nabc",
-            console_tok()
-        )
-        .as_bytes(),
-    );
+    let mut req = format!(
+        "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: {declared}\r\n\r\n",
+        console_tok()
+    )
+    .into_bytes();
+    req.extend((0..sent).map(|i| b'a' + (i % 26) as u8));
+    h.send_raw(&req);
     let r = h.read_response().expect("an answer to the incomplete body");
     let took = t0.elapsed();
     assert_error(&r, 408, "request_timeout");
     assert!(closes(&r), "408 without Connection: close: {}", r.head);
     assert!(
         took >= Duration::from_millis(400) && took <= Duration::from_secs(2),
-        "408 after {took:?} (body timeout 500ms)"
+        "408 after {took:?} (body timeout 500ms, {sent} of {declared} bytes sent)"
     );
     assert!(
         h.closed_within(Duration::from_secs(2)),
@@ -54,6 +53,17 @@ fn slow_body_gets_408_and_the_connection_closes() {
     let ok = send(node.addr, &console_tok(), "agent-1", "after the timeout");
     assert_eq!(ok.status, 202);
     rx.expect_message("console-1", "after the timeout");
+}
+
+#[test]
+fn slow_body_gets_408_and_the_connection_closes() {
+    let node = Node::start(&["--workers", "2", "--body-timeout", "500ms"]);
+    let mut rx = Receiver::open(node.addr, &token(ACCT, "agent-1", Role::Agent), &[]);
+    rx.ready();
+    body_stalls(&node, &mut rx, 10, 3);
+    // A large first read (head and 20,000 body bytes) goes to the body
+    // without the input buffer: the body timeout still applies.
+    body_stalls(&node, &mut rx, 60_000, 20_000);
 }
 
 #[test]

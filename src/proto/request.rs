@@ -132,6 +132,48 @@ impl RequestReader {
             .is_some_and(|b| b.decoder.is_none() && b.remaining == 0)
     }
 
+    /// For a reader between requests: if `input` starts with a complete head
+    /// that declares a `Content-Length` body (within `max_body`), takes the
+    /// head and as much of the body as `input` holds, and returns how many
+    /// bytes it took. The rest of `input` (the next requests, if the body is
+    /// complete) is left to the caller; a complete body's request comes out
+    /// of the next [`RequestReader::feed`], even one with no input, before
+    /// anything else. Otherwise (a partial or rejected head, no body, a
+    /// chunked body, a reader already in a body) it takes nothing and returns
+    /// `None`: `feed` then handles `input` as usual, errors included.
+    ///
+    /// This lets the caller hand a large read to the body without first
+    /// copying it into its input buffer. In the `None` case `feed` parses the
+    /// head again, so call it only for reads that are likely to carry a
+    /// large body.
+    pub fn begin_body(&mut self, input: &[u8], limits: &Limits, max_body: usize) -> Option<usize> {
+        if self.body.is_some() {
+            return None;
+        }
+        let head = match parse_head(input, limits) {
+            Ok(Parse::Complete(h)) => h,
+            _ => return None,
+        };
+        let declared = head.content_length?;
+        if head.chunked || declared == 0 || declared > max_body as u64 {
+            return None;
+        }
+        // The head and at most the declared body: `feed` takes no more.
+        let end = (head.head_len as u64 + declared).min(input.len() as u64) as usize;
+        let (n, req) = self.feed(&input[..end], limits, max_body).ok()?;
+        // A complete request stays in the reader until the next `feed`.
+        debug_assert!(req.is_none() || n == end);
+        if let Some(req) = req {
+            self.body = Some(Box::new(Body {
+                head: req.head,
+                body: req.body,
+                decoder: None,
+                remaining: 0,
+            }));
+        }
+        Some(n)
+    }
+
     /// Feeds the unconsumed input. Returns how many bytes were consumed (never
     /// more than `input.len()`) and the request if one is complete. Call again
     /// with the remaining bytes for pipelined requests.
@@ -345,6 +387,64 @@ mod tests {
             let got = read_all(&mut std::iter::repeat(size));
             assert_eq!(got, whole, "reads of {size}");
         }
+    }
+
+    /// `begin_body` takes the head and what the input holds of a
+    /// `Content-Length` body (never more); the rest, fed as usual, gives the
+    /// same requests as `feed` alone, at every cut. Everything else it leaves
+    /// to `feed`.
+    #[test]
+    fn begin_body_takes_the_head_and_the_body_and_leaves_the_rest() {
+        let limits = Limits::default();
+        let body: Vec<u8> = (0..3000).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut input = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 3000\r\n\r\n".to_vec();
+        let head_len = input.len();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+        let (whole, err, _) = run(&input, 4096);
+        assert!(err.is_none());
+        assert_eq!(whole.len(), 2);
+        for cut in 0..=input.len() {
+            let mut r = RequestReader::new();
+            let taken = r.begin_body(&input[..cut], &limits, 4096);
+            let want = (cut >= head_len).then_some(cut.min(head_len + body.len()));
+            assert_eq!(taken, want, "cut {cut}");
+            // Then the rest, the way the server does it.
+            let mut buf = input[taken.unwrap_or(0)..].to_vec();
+            let mut out = Vec::new();
+            loop {
+                let (n, req) = r.feed(&buf, &limits, 4096).expect("valid input");
+                buf.drain(..n);
+                match req {
+                    Some(q) => out.push(q),
+                    None => break,
+                }
+            }
+            assert_eq!(out, whole, "cut {cut}");
+        }
+        // Nothing taken: chunked bodies, bodies over the limit, bad heads, no
+        // body, a reader already in a body.
+        let mut r = RequestReader::new();
+        let chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab";
+        assert_eq!(r.begin_body(chunked, &limits, 4096), None);
+        let big = b"POST /x HTTP/1.1\r\nContent-Length: 5000\r\n\r\nabc";
+        assert_eq!(r.begin_body(big, &limits, 4096), None);
+        assert_eq!(
+            r.feed(big, &limits, 4096).err(),
+            Some(RequestError::TooLarge { limit: 4096 })
+        );
+        let mut r = RequestReader::new();
+        let bad = b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\nab";
+        assert_eq!(r.begin_body(bad, &limits, 4096), None);
+        assert_eq!(
+            r.begin_body(b"GET /v1/clients HTTP/1.1\r\n\r\n", &limits, 4096),
+            None
+        );
+        assert!(!r.in_body());
+        let first = b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
+        assert_eq!(r.begin_body(first, &limits, 4096), Some(first.len()));
+        assert!(r.in_body());
+        assert_eq!(r.begin_body(first, &limits, 4096), None);
     }
 
     /// A large declared body reserves one step, then grows with what arrives

@@ -15,6 +15,12 @@ use crate::ids::SessionId;
 use crate::proto::request::RequestReader;
 use crate::proto::response;
 
+/// A read at least this long that starts a request with a `Content-Length`
+/// body is handed to the body directly (`RequestReader::begin_body`). Shorter reads
+/// go through the input buffer: they are small requests, whose head would
+/// otherwise be parsed twice, and copying them costs little.
+const LARGE_READ: usize = 16 * 1024;
+
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
 const MAX_INBUF: usize = 256 * 1024;
 /// Most output held back for one connection while its pipelined requests are
@@ -236,6 +242,7 @@ impl Worker {
         let mut error = None;
         let mut got = false;
         let mut established = false;
+        let mut body_started = false;
         {
             let c = &mut self.conns[idx];
             c.read_paused = false;
@@ -294,7 +301,21 @@ impl Worker {
                             }
                             got |= keep && !c.inbuf.is_empty();
                         } else if keep {
-                            c.inbuf.extend_from_slice(&scratch[..n]);
+                            // A large read that starts a request with a body goes
+                            // to the body at once, not through `inbuf` (one copy of
+                            // it fewer); only what follows the body is buffered, and
+                            // the rest of an unfinished body comes by direct reads.
+                            let cfg = &self.shared.config;
+                            let taken = match &mut c.state {
+                                State::Request(r) if n >= LARGE_READ && c.inbuf.is_empty() => r
+                                    .begin_body(&scratch[..n], &cfg.head_limits, cfg.max_message)
+                                    .map(|k| (k, !r.body_complete())),
+                                _ => None,
+                            };
+                            let k = taken.map_or(0, |t| t.0);
+                            // An unfinished body runs under the body timeout.
+                            body_started |= taken.is_some_and(|t| t.1);
+                            c.inbuf.extend_from_slice(&scratch[k..n]);
                             got = true;
                         }
                         if drained {
@@ -322,6 +343,11 @@ impl Worker {
         if established && self.conns[idx].requests == 0 {
             log::debug!("{} tls established", self.conns[idx].sid);
             let d = self.now + self.shared.config.handshake_timeout.as_millis() as u64;
+            self.set_conn_deadline(idx, d);
+        }
+        if body_started {
+            // As `process_requests` does when it starts a body.
+            let d = self.now + self.shared.config.body_timeout.as_millis() as u64;
             self.set_conn_deadline(idx, d);
         }
         if got {

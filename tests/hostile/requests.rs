@@ -195,6 +195,51 @@ fn large_declared_bodies_reserve_memory_as_they_arrive() {
     assert_no_error_log(&node);
 }
 
+/// A large send written in one piece together with the requests behind it
+/// (so that one read holds a whole large body and more): every request is
+/// answered in order and both messages arrive whole.
+#[test]
+fn a_large_body_read_together_with_the_requests_behind_it() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "1"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let tok = console_tok();
+    let big: String = (0..40_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let post = |body: &str| {
+        format!(
+            "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut all = post(&big);
+    all.push_str(&post("small one"));
+    all.push_str(&format!(
+        "GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n"
+    ));
+    all.push_str(&post(&big[..20_000]));
+    let mut h = Http::connect(node.addr);
+    h.send_raw(all.as_bytes());
+    for (i, want) in [202, 202, 200, 202].into_iter().enumerate() {
+        let r = h.read_response().unwrap_or_else(|| panic!("no answer {i}"));
+        assert_eq!(
+            r.status,
+            want,
+            "answer {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    for want in [&big[..], "small one", &big[..20_000]] {
+        let ev = rx
+            .next_event_within(Duration::from_secs(5))
+            .expect("a message");
+        assert_eq!(ev.event, "message");
+        assert_eq!(ev.json()["body"], want);
+    }
+    assert_no_error_log(&node);
+}
+
 // ---------------------------------------------------------------------------
 // 3. Malformed requests
 // ---------------------------------------------------------------------------
