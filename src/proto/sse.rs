@@ -133,24 +133,22 @@ pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, bo
     id.push_to(out);
     out.extend_from_slice(b"\nevent: message\ndata: {\"from\":");
     push_json_str(out, from.as_bytes());
-    match std::str::from_utf8(body) {
-        Ok(text) => {
-            out.extend_from_slice(b",\"body\":");
-            push_json_str(out, text.as_bytes());
-        }
-        Err(_) => {
-            out.extend_from_slice(b",\"body_b64\":\"");
-            out.extend_from_slice(STANDARD.encode(body).as_bytes());
-            out.push(b'"');
-        }
+    let mark = out.len();
+    out.extend_from_slice(b",\"body\":");
+    if !push_json_text(out, body) {
+        // Not UTF-8: what was appended goes, and the body goes as base64.
+        out.truncate(mark);
+        out.extend_from_slice(b",\"body_b64\":\"");
+        out.extend_from_slice(STANDARD.encode(body).as_bytes());
+        out.push(b'"');
     }
     out.extend_from_slice(b"}\n\n");
 }
 
-/// True if one of the 16 bytes of `chunk` is below 0x20, `"` or `\` (SSE2,
-/// which every x86-64 CPU has).
+/// True if one of the 16 bytes of `chunk` is below 0x20, `"` or `\`, or,
+/// with `high`, 0x80 or above (SSE2, which every x86-64 CPU has).
 #[cfg(target_arch = "x86_64")]
-fn flagged16(chunk: &[u8]) -> bool {
+fn flagged16(chunk: &[u8], high: bool) -> bool {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -164,47 +162,74 @@ fn flagged16(chunk: &[u8]) -> bool {
         let ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
         let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-        _mm_movemask_epi8(_mm_or_si128(ctl, _mm_or_si128(quote, backslash))) != 0
+        let special = _mm_movemask_epi8(_mm_or_si128(ctl, _mm_or_si128(quote, backslash)));
+        // The sign bits of the bytes themselves are the bytes >= 0x80.
+        (special | if high { _mm_movemask_epi8(v) } else { 0 }) != 0
     }
 }
 
 /// Appends `s` (valid UTF-8) as a JSON string, escaped exactly as
 /// `serde_json` does: `"` and `\`, the short forms `\b \t \n \f \r`, and
 /// `\u00XX` for the other control characters; everything else as is.
+fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    escape_json(out, s, true);
+}
+
+/// [`push_json_str`] for bytes that may not be UTF-8: returns false, and
+/// appends nothing, if they are not. An ASCII body is checked in the same
+/// pass that escapes it; from its first byte of 0x80 or above on, the rest is
+/// checked once with `std::str::from_utf8` (the bytes before it were ASCII,
+/// so no character starts earlier).
+fn push_json_text(out: &mut Vec<u8>, s: &[u8]) -> bool {
+    escape_json(out, s, false)
+}
+
+/// The escape pass of [`push_json_str`] and [`push_json_text`].
 ///
 /// Sixteen (SSE2 on x86-64) or eight bytes at a time: a block with no byte
-/// below 0x20, no `"` and no `\` is copied in one run; only blocks that have
-/// one are looked at byte by byte.
-/// A 64 KiB text body is escaped several times faster than with `serde_json`.
-fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+/// below 0x20, no `"`, no `\` (and, until the text is known to be valid,
+/// no byte of 0x80 or above) is copied in one run; only blocks that have one
+/// are looked at byte by byte. A 64 KiB text body is escaped several times
+/// faster than with `serde_json`.
+fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    /// Non-zero if some byte of `w` is below 0x20, or is `"` or `\`
-    /// (may also flag bytes next to such a byte: they are checked one by one).
-    fn flagged(w: u64) -> bool {
+    /// Non-zero if some byte of `w` is below 0x20, or is `"` or `\`, or,
+    /// with `high`, has its top bit set (may also flag bytes next to such a
+    /// byte: they are checked one by one).
+    fn flagged(w: u64, high: bool) -> bool {
         let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
         let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
-        (below_space | zero(w ^ (LO * b'"' as u64)) | zero(w ^ (LO * b'\\' as u64))) != 0
+        let top = if high { w & HI } else { 0 };
+        (below_space | zero(w ^ (LO * b'"' as u64)) | zero(w ^ (LO * b'\\' as u64)) | top) != 0
     }
+    let start = out.len();
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut run = 0; // start of the bytes not yet copied
     let mut i = 0;
     while i < s.len() {
         #[cfg(target_arch = "x86_64")]
-        if i + 16 <= s.len() && !flagged16(&s[i..i + 16]) {
+        if i + 16 <= s.len() && !flagged16(&s[i..i + 16], !valid) {
             i += 16;
             continue;
         }
         if i + 8 <= s.len() {
             let mut w = [0u8; 8];
             w.copy_from_slice(&s[i..i + 8]);
-            if !flagged(u64::from_le_bytes(w)) {
+            if !flagged(u64::from_le_bytes(w), !valid) {
                 i += 8;
                 continue;
             }
         }
         let b = s[i];
+        if b >= 0x80 && !valid {
+            if std::str::from_utf8(&s[i..]).is_err() {
+                out.truncate(start);
+                return false;
+            }
+            valid = true;
+        }
         let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -233,6 +258,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
     }
     out.extend_from_slice(&s[run..]);
     out.push(b'"');
+    true
 }
 
 #[cfg(test)]
@@ -564,15 +590,16 @@ mod tests {
 
     #[test]
     fn push_json_str_escapes_exactly_like_serde_json() {
-        // Every single character class at every position of strings up to 40
-        // bytes (so both the 8-byte fast path and the byte loop are crossed),
+        // Every single character class at the start, middle and end of
+        // strings up to 72 bytes (so the 32-, 16- and 8-byte fast paths and
+        // the byte loop are all crossed),
         // plus long mixed strings from a small deterministic generator.
         let specials = [
             "\"", "\\", "\u{0}", "\u{1}", "\u{8}", "\t", "\n", "\u{b}", "\u{c}", "\r", "\u{1f}",
             " ", "~", "\u{7f}", "é", "\u{2028}", "😀", "/",
         ];
         let mut cases: Vec<String> = Vec::new();
-        for len in 0..40 {
+        for len in 0..72 {
             for sp in specials {
                 for pos in [0, len / 2, len] {
                     let mut t: String = "a".repeat(len);
@@ -605,6 +632,27 @@ mod tests {
             push_json_str(&mut out, t.as_bytes());
             let want = serde_json::to_string(&t).expect("serialize");
             assert_eq!(String::from_utf8(out).expect("utf-8"), want, "{t:?}");
+            // The checking variant gives the same for valid text, and appends
+            // nothing once a byte makes the text invalid.
+            let mut out = b"kept".to_vec();
+            assert!(push_json_text(&mut out, t.as_bytes()));
+            assert_eq!(out[4..], *want.as_bytes(), "{t:?}");
+            for bad in [&[0xffu8][..], &[0xc3], &[0xe2, 0x82], &[0xed, 0xa0, 0x80]] {
+                for pos in [0, t.len() / 2, t.len()] {
+                    if !t.is_char_boundary(pos) {
+                        continue;
+                    }
+                    let mut b = t.as_bytes()[..pos].to_vec();
+                    b.extend_from_slice(bad);
+                    b.extend_from_slice(&t.as_bytes()[pos..]);
+                    if std::str::from_utf8(&b).is_ok() {
+                        continue;
+                    }
+                    let mut out = b"kept".to_vec();
+                    assert!(!push_json_text(&mut out, &b), "{b:?}");
+                    assert_eq!(out, b"kept");
+                }
+            }
         }
     }
 }
