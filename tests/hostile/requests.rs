@@ -121,6 +121,11 @@ fn oversized_requests_are_refused_early() {
     assert_no_error_log(&node);
 }
 
+/// `n` letters, a to z over and over.
+fn letters(n: usize) -> String {
+    (0..n).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
 /// The server's virtual memory size (VmSize), in KiB.
 fn vm_size_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
@@ -169,9 +174,7 @@ fn large_declared_bodies_reserve_memory_as_they_arrive() {
     );
 
     // A 1 MiB body sent in full (in pieces) arrives whole.
-    let body: String = (0..(1 << 20))
-        .map(|i| (b'a' + (i % 26) as u8) as char)
-        .collect();
+    let body = letters(1 << 20);
     let mut h = Http::connect(node.addr);
     h.send_raw(
         format!(
@@ -204,9 +207,7 @@ fn a_large_body_read_together_with_the_requests_behind_it() {
     let node = Node::start(&["--workers", "1"]);
     let mut rx = open_rx(&node, "agent-1");
     let tok = console_tok();
-    let big: String = (0..40_000)
-        .map(|i| (b'a' + (i % 26) as u8) as char)
-        .collect();
+    let big = letters(40_000);
     let post = |body: &str| {
         format!(
             "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n{body}",
