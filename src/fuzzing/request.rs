@@ -67,6 +67,91 @@ pub(super) fn read_requests(pieces: &[&[u8]], limits: &Limits, max_body: usize) 
     }
 }
 
+/// [`read_requests`] the way the server reads: while no input is buffered,
+/// bytes go straight into an open `Content-Length` body
+/// ([`RequestReader::body_target`]) and a piece that starts a request with
+/// such a body is handed to it ([`RequestReader::begin_body`], here for
+/// pieces of any length); the rest goes through the buffer. A request whose
+/// body was completed that way comes out of a `feed` that consumes nothing.
+pub(super) fn read_requests_direct(
+    pieces: &[&[u8]],
+    limits: &Limits,
+    max_body: usize,
+) -> RequestOutcome {
+    let mut reader = RequestReader::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut requests = Vec::new();
+    let mut consumed = 0usize;
+    for piece in pieces {
+        let mut avail: &[u8] = piece;
+        while !avail.is_empty() {
+            if buf.is_empty() {
+                if let Some((body, want)) = reader.body_target() {
+                    let k = want.min(avail.len());
+                    assert!(want > 0, "request: body_target offered no room");
+                    body.extend_from_slice(&avail[..k]);
+                    reader.body_received(k);
+                    consumed += k;
+                    avail = &avail[k..];
+                    continue;
+                }
+                if let Some(k) = reader.begin_body(avail, limits, max_body) {
+                    assert!(
+                        k > 0 && k <= avail.len(),
+                        "request: begin_body took {k} of {} bytes",
+                        avail.len()
+                    );
+                    consumed += k;
+                    avail = &avail[k..];
+                    if !reader.body_complete() {
+                        continue;
+                    }
+                }
+            }
+            buf.extend_from_slice(avail);
+            avail = &[];
+        }
+        loop {
+            let complete = reader.body_complete();
+            match reader.feed(&buf, limits, max_body) {
+                Ok((n, req)) => {
+                    assert!(
+                        n <= buf.len(),
+                        "request: consumed {n} of {} bytes",
+                        buf.len()
+                    );
+                    buf.drain(..n);
+                    consumed += n;
+                    match req {
+                        Some(r) => {
+                            assert!(
+                                n > 0 || complete,
+                                "request: a request was produced without consuming input"
+                            );
+                            check_request(&r, max_body);
+                            requests.push(r);
+                        }
+                        None if n == 0 => break,
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    return RequestOutcome {
+                        requests,
+                        error: Some(e),
+                        consumed: None,
+                    };
+                }
+            }
+        }
+    }
+    RequestOutcome {
+        requests,
+        error: None,
+        consumed: Some(consumed),
+    }
+}
+
 pub(super) fn check_request(r: &Request, max_body: usize) {
     assert!(
         r.body.len() <= max_body,
@@ -92,7 +177,9 @@ pub(super) fn check_request(r: &Request, max_body: usize) {
 /// Properties:
 /// * The same sequence of requests, the same final error (if any) and the same
 ///   total consumed whether the input arrives whole, in the fuzzer-chosen
-///   pieces, or (inputs up to 512 bytes) byte by byte.
+///   pieces, in those pieces read the server's way (bodies received straight
+///   into their buffers, `begin_body`), or (inputs up to 512 bytes) byte by
+///   byte.
 /// * Every call consumes at most what it was given, and a request is never
 ///   produced without consuming bytes (no livelock).
 /// * Bodies are at most `max_body`; a non-chunked body is exactly Content-Length.
@@ -112,6 +199,13 @@ pub fn request(data: &[u8]) {
     assert!(
         split == whole,
         "request: split at {:?} gives {split:?}, whole gives {whole:?}; input {}",
+        cut_points(&selectors, input.len()),
+        show(input)
+    );
+    let direct = read_requests_direct(&pieces(input, &selectors), &limits, max_body);
+    assert!(
+        direct == whole,
+        "request: the server's direct body reads, split at {:?}, give {direct:?}; whole gives {whole:?}; input {}",
         cut_points(&selectors, input.len()),
         show(input)
     );
