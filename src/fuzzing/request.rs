@@ -20,51 +20,7 @@ pub(super) struct RequestOutcome {
 /// (keep the unconsumed bytes, append new ones, call again while it makes
 /// progress), collecting requests until an error or the end of the input.
 pub(super) fn read_requests(pieces: &[&[u8]], limits: &Limits, max_body: usize) -> RequestOutcome {
-    let mut reader = RequestReader::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut requests = Vec::new();
-    let mut consumed = 0usize;
-    for piece in pieces {
-        buf.extend_from_slice(piece);
-        loop {
-            match reader.feed(&buf, limits, max_body) {
-                Ok((n, req)) => {
-                    assert!(
-                        n <= buf.len(),
-                        "request: consumed {n} of {} bytes",
-                        buf.len()
-                    );
-                    buf.drain(..n);
-                    consumed += n;
-                    match req {
-                        Some(r) => {
-                            assert!(
-                                n > 0,
-                                "request: a request was produced without consuming input"
-                            );
-                            check_request(&r, max_body);
-                            requests.push(r);
-                        }
-                        None if n == 0 => break,
-                        None => {}
-                    }
-                }
-                Err(e) => {
-                    let _ = (e.status(), e.code(), e.message());
-                    return RequestOutcome {
-                        requests,
-                        error: Some(e),
-                        consumed: None,
-                    };
-                }
-            }
-        }
-    }
-    RequestOutcome {
-        requests,
-        error: None,
-        consumed: Some(consumed),
-    }
+    read_pieces(pieces, limits, max_body, false)
 }
 
 /// [`read_requests`] the way the server reads: while no input is buffered,
@@ -78,41 +34,45 @@ pub(super) fn read_requests_direct(
     limits: &Limits,
     max_body: usize,
 ) -> RequestOutcome {
+    read_pieces(pieces, limits, max_body, true)
+}
+
+/// [`read_requests`] (`direct` false) and [`read_requests_direct`].
+fn read_pieces(pieces: &[&[u8]], limits: &Limits, max_body: usize, direct: bool) -> RequestOutcome {
     let mut reader = RequestReader::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut requests = Vec::new();
     let mut consumed = 0usize;
     for piece in pieces {
         let mut avail: &[u8] = piece;
-        while !avail.is_empty() {
-            if buf.is_empty() {
-                if let Some((body, want)) = reader.body_target() {
-                    let k = want.min(avail.len());
-                    assert!(want > 0, "request: body_target offered no room");
-                    body.extend_from_slice(&avail[..k]);
-                    reader.body_received(k);
-                    consumed += k;
-                    avail = &avail[k..];
+        while direct && !avail.is_empty() && buf.is_empty() {
+            if let Some((body, want)) = reader.body_target() {
+                let k = want.min(avail.len());
+                assert!(want > 0, "request: body_target offered no room");
+                body.extend_from_slice(&avail[..k]);
+                reader.body_received(k);
+                consumed += k;
+                avail = &avail[k..];
+                continue;
+            }
+            if let Some(k) = reader.begin_body(avail, limits, max_body) {
+                assert!(
+                    k > 0 && k <= avail.len(),
+                    "request: begin_body took {k} of {} bytes",
+                    avail.len()
+                );
+                consumed += k;
+                avail = &avail[k..];
+                if !reader.body_complete() {
                     continue;
                 }
-                if let Some(k) = reader.begin_body(avail, limits, max_body) {
-                    assert!(
-                        k > 0 && k <= avail.len(),
-                        "request: begin_body took {k} of {} bytes",
-                        avail.len()
-                    );
-                    consumed += k;
-                    avail = &avail[k..];
-                    if !reader.body_complete() {
-                        continue;
-                    }
-                }
             }
-            buf.extend_from_slice(avail);
-            avail = &[];
+            break;
         }
+        buf.extend_from_slice(avail);
         loop {
-            let complete = reader.body_complete();
+            // Only a body completed by direct reads comes out without input.
+            let complete = direct && reader.body_complete();
             match reader.feed(&buf, limits, max_body) {
                 Ok((n, req)) => {
                     assert!(
@@ -136,6 +96,7 @@ pub(super) fn read_requests_direct(
                     }
                 }
                 Err(e) => {
+                    let _ = (e.status(), e.code(), e.message());
                     return RequestOutcome {
                         requests,
                         error: Some(e),
