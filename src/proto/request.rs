@@ -79,6 +79,26 @@ struct Body {
     remaining: u64,
 }
 
+impl Body {
+    /// The body that `head` announces, with nothing read yet; its declared
+    /// length (`declared`, 0 if chunked) was checked against `max_body`.
+    fn open(head: RequestHead, declared: u64, max_body: usize) -> Box<Body> {
+        let decoder = head.chunked.then(|| ChunkedDecoder::new(max_body));
+        // At most `max_body`, a usize.
+        let cap = if head.chunked {
+            0
+        } else {
+            (declared as usize).min(BODY_RESERVE_STEP)
+        };
+        Box::new(Body {
+            head,
+            body: Vec::with_capacity(cap),
+            decoder,
+            remaining: declared,
+        })
+    }
+}
+
 /// Reads requests from a connection. Holds nothing while between requests.
 #[derive(Default)]
 pub struct RequestReader {
@@ -158,20 +178,16 @@ impl RequestReader {
         if head.chunked || declared == 0 || declared > max_body as u64 {
             return None;
         }
-        // The head and at most the declared body: `feed` takes no more.
-        let end = (head.head_len as u64 + declared).min(input.len() as u64) as usize;
-        let (n, req) = self.feed(&input[..end], limits, max_body).ok()?;
-        // A complete request stays in the reader until the next `feed`.
-        debug_assert!(req.is_none() || n == end);
-        if let Some(req) = req {
-            self.body = Some(Box::new(Body {
-                head: req.head,
-                body: req.body,
-                decoder: None,
-                remaining: 0,
-            }));
-        }
-        Some(n)
+        let head_len = head.head_len.min(input.len());
+        let rest = &input[head_len..];
+        // At most `rest.len()`, a usize.
+        let take = declared.min(rest.len() as u64) as usize;
+        let mut b = Body::open(head, declared, max_body);
+        b.body.extend_from_slice(&rest[..take]);
+        b.remaining -= take as u64;
+        // A complete body's request comes out of the next `feed`.
+        self.body = Some(b);
+        Some(head_len + take)
     }
 
     /// Feeds the unconsumed input. Returns how many bytes were consumed (never
@@ -203,19 +219,7 @@ impl RequestReader {
             if declared > max_body as u64 {
                 return Err(RequestError::TooLarge { limit: max_body });
             }
-            let decoder = head.chunked.then(|| ChunkedDecoder::new(max_body));
-            // Checked against `max_body` (a usize) above.
-            let cap = if head.chunked {
-                0
-            } else {
-                (declared as usize).min(BODY_RESERVE_STEP)
-            };
-            self.body = Some(Box::new(Body {
-                head,
-                body: Vec::with_capacity(cap),
-                decoder,
-                remaining: declared,
-            }));
+            self.body = Some(Body::open(head, declared, max_body));
         }
         let Some(b) = self.body.as_mut() else {
             return Ok((consumed, None));
