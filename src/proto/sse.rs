@@ -591,8 +591,8 @@ mod tests {
     #[test]
     fn push_json_str_escapes_exactly_like_serde_json() {
         // Every single character class at the start, middle and end of
-        // strings up to 72 bytes (so the 32-, 16- and 8-byte fast paths and
-        // the byte loop are all crossed),
+        // strings up to 72 bytes (so the 16- and 8-byte fast paths and the
+        // byte loop are all crossed),
         // plus long mixed strings from a small deterministic generator.
         let specials = [
             "\"", "\\", "\u{0}", "\u{1}", "\u{8}", "\t", "\n", "\u{b}", "\u{c}", "\r", "\u{1f}",

@@ -312,9 +312,8 @@ impl Worker {
                                     .map(|k| (k, !r.body_complete())),
                                 _ => None,
                             };
-                            let k = taken.map_or(0, |t| t.0);
-                            // An unfinished body runs under the body timeout.
-                            body_started |= taken.is_some_and(|t| t.1);
+                            let (k, unfinished) = taken.unwrap_or((0, false));
+                            body_started |= unfinished;
                             c.inbuf.extend_from_slice(&scratch[k..n]);
                             got = true;
                         }
@@ -346,9 +345,7 @@ impl Worker {
             self.set_conn_deadline(idx, d);
         }
         if body_started {
-            // As `process_requests` does when it starts a body.
-            let d = self.now + self.shared.config.body_timeout.as_millis() as u64;
-            self.set_conn_deadline(idx, d);
+            self.arm_body_timeout(idx);
         }
         if got {
             self.process(idx);

@@ -54,6 +54,14 @@ impl Worker {
         self.finish_if_half_closed(idx);
     }
 
+    /// A request body began on connection `idx`: it must be complete within
+    /// `--body-timeout` (whether it began in `feed` or in a large read handed
+    /// to `RequestReader::begin_body`).
+    pub(super) fn arm_body_timeout(&mut self, idx: usize) {
+        let d = self.now + self.shared.config.body_timeout.as_millis() as u64;
+        self.set_conn_deadline(idx, d);
+    }
+
     /// The request loop of [`Worker::process`]; false if the connection was
     /// answered with an error and is closing.
     fn process_requests(&mut self, idx: usize) -> bool {
@@ -94,8 +102,7 @@ impl Worker {
                         }
                         None => {
                             if !was_in_body && reader.in_body() {
-                                let d = self.now + cfg.body_timeout.as_millis() as u64;
-                                self.set_conn_deadline(idx, d);
+                                self.arm_body_timeout(idx);
                             }
                             break;
                         }
