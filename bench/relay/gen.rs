@@ -78,6 +78,8 @@ struct Gen {
     out: ThreadOut,
     scratch: Vec<u8>,
     body: Vec<u8>,
+    /// The receiver name of the message being built (`r<N>`), reused.
+    to: Vec<u8>,
     send_host: String,
     srcs: Vec<std::net::Ipv4Addr>,
     src_next: usize,
@@ -381,14 +383,18 @@ impl Gen {
             let now = origin.elapsed().as_nanos() as u64;
             let mut wrote = false;
             while inflight.len() < self.a.window && budget > 0 {
-                let to = format!("r{}", self.a.pick.receiver(*s, *seq, r));
+                self.to.clear();
+                self.to.push(b'r');
+                proto::push_decimal(&mut self.to, self.a.pick.receiver(*s, *seq, r) as u64);
+                // Only ASCII digits follow the 'r'.
+                let to = std::str::from_utf8(&self.to).unwrap_or("r");
                 proto::make_body(&mut self.body, self.a.size, now, *s, *seq);
                 proto::push_send(
                     self.a.target,
                     &mut c.out,
                     &self.send_host,
                     auth,
-                    &to,
+                    to,
                     &self.body,
                     *seq,
                 );
@@ -465,6 +471,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
         out: ThreadOut::default(),
         scratch: vec![0; 256 * 1024],
         body: Vec::with_capacity(a.size + 64),
+        to: Vec::with_capacity(16),
         send_host,
         srcs: proto::sources(a.sources),
         src_next: t,
