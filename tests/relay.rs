@@ -809,3 +809,87 @@ fn a_burst_longer_than_the_retention_limit_reaches_a_live_client_whole() {
         agent.expect_message("console-1", &format!("m{i}"));
     }
 }
+
+/// Large messages arrive byte for byte whichever way they are written: a
+/// body that JSON holds as it is (ASCII, or UTF-8 text without `"`, `\` and
+/// control characters, from 4 KiB on) goes out from the retained log in one
+/// `sendmsg` of head, body and tail; others are escaped into the event, or
+/// sent as base64. Once to a receiver that reads at once, once to one with a
+/// 4 KiB receive buffer that reads only after every send was answered; with
+/// the server's send buffer at 16 KiB, its writes are cut short and the rest
+/// is queued.
+#[test]
+fn large_bodies_arrive_exactly_whether_written_from_the_log_or_escaped() {
+    // A small send buffer, so that the kernel takes only part of a large event.
+    let node = Node::start(&["--workers", "1", "--send-buffer", "16KiB"]);
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let letters = |n: usize| -> Vec<u8> { (0..n).map(|i| b'a' + (i % 26) as u8).collect() };
+    let mut utf8 = String::new();
+    while utf8.len() < 50_000 {
+        utf8.push_str("caf\u{e9} \u{1F600} /~ ");
+    }
+    let mut quoted = letters(60_000);
+    for (i, b) in quoted.iter_mut().enumerate().step_by(997) {
+        *b = [b'"', b'\\', b'\n', 0x01][i % 4];
+    }
+    let mut quote_at_end = letters(20_000);
+    quote_at_end.push(b'"');
+    let mut binary = letters(30_000);
+    binary[29_999] = 0xff;
+    let bodies: Vec<Vec<u8>> = vec![
+        letters(60_000),
+        letters(4096),
+        letters(4095),
+        utf8.into_bytes(),
+        quoted,
+        quote_at_end,
+        binary,
+        letters(64 * 1024),
+    ];
+    for small in [false, true] {
+        let name = if small { "agent-slow" } else { "agent-fast" };
+        let tok = token(ACCT, name, Role::Agent);
+        let mut rx = if small {
+            Receiver::open_small_rcvbuf(node.addr, &tok, 4096)
+        } else {
+            Receiver::open(node.addr, &tok, &[])
+        };
+        rx.ready();
+        let mut tx = Http::connect(node.addr);
+        let path = format!("/v1/send/{name}");
+        for (i, body) in bodies.iter().enumerate() {
+            let r = tx.request("POST", &path, Some(&console_tok), body);
+            assert_eq!(r.status, 202, "body {i} to {name}");
+            if !small {
+                check_large_body(&mut rx, body, i);
+            }
+        }
+        if small {
+            for (i, body) in bodies.iter().enumerate() {
+                check_large_body(&mut rx, body, i);
+            }
+        }
+    }
+}
+
+/// Reads the next event from `rx` and checks it carries `body` exactly (as
+/// text if it is UTF-8, else as base64).
+fn check_large_body(rx: &mut Receiver, body: &[u8], i: usize) {
+    let ev = rx.expect_event("message");
+    let j = ev.json();
+    assert_eq!(j["from"], "console-1");
+    match std::str::from_utf8(body) {
+        Ok(text) => assert!(
+            j["body"].as_str() == Some(text),
+            "body {i} ({} bytes) differs",
+            body.len()
+        ),
+        Err(_) => {
+            let b64 = j["body_b64"].as_str().expect("body_b64");
+            let got = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64");
+            assert!(got == body, "binary body {i} differs");
+        }
+    }
+}

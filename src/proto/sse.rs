@@ -129,10 +129,7 @@ pub fn message_json(from: &str, body: &[u8]) -> String {
 /// written in place without the intermediate strings (this is the per-message
 /// hot path of the relay).
 pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, body: &[u8]) {
-    out.extend_from_slice(b"id: ");
-    id.push_to(out);
-    out.extend_from_slice(b"\nevent: message\ndata: {\"from\":");
-    push_json_str(out, from.as_bytes());
+    encode_message_start(out, id, from);
     let mark = out.len();
     out.extend_from_slice(b",\"body\":");
     if !push_json_text(out, body) {
@@ -143,6 +140,76 @@ pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, bo
         out.push(b'"');
     }
     out.extend_from_slice(b"}\n\n");
+}
+
+/// The `message` event up to its `from` field: `id: ..`, `event: message`,
+/// `data: {"from":".."`.
+fn encode_message_start(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str) {
+    out.extend_from_slice(b"id: ");
+    id.push_to(out);
+    out.extend_from_slice(b"\nevent: message\ndata: {\"from\":");
+    push_json_str(out, from.as_bytes());
+}
+
+/// What follows the body of a `message` event whose body is plain text
+/// (see [`encode_plain_message_head`]).
+pub const PLAIN_MESSAGE_TAIL: &[u8] = b"\"}\n\n";
+
+/// Appends the start of the `message` event of a body for which
+/// [`plain_json_text`] holds, up to the body's opening quote: the event is
+/// then exactly these bytes, the body's own bytes, and [`PLAIN_MESSAGE_TAIL`]
+/// (the same bytes as [`encode_message`]), so the body can be written from
+/// where it is kept instead of being copied into the event.
+pub fn encode_plain_message_head(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str) {
+    encode_message_start(out, id, from);
+    out.extend_from_slice(b",\"body\":\"");
+}
+
+/// True if `s` is UTF-8 text that a JSON string holds as it is: no byte
+/// below 0x20, no `"` and no `\` (what [`push_json_text`] would escape).
+/// Scans like the escape pass, without copying anything.
+pub fn plain_json_text(s: &[u8]) -> bool {
+    let mut valid = false;
+    let mut i = 0;
+    while i < s.len() {
+        #[cfg(target_arch = "x86_64")]
+        if i + 16 <= s.len() && !flagged16(&s[i..i + 16], !valid) {
+            i += 16;
+            continue;
+        }
+        if i + 8 <= s.len() && !flagged8(&s[i..i + 8], !valid) {
+            i += 8;
+            continue;
+        }
+        let b = s[i];
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return false;
+        }
+        if b >= 0x80 && !valid {
+            // The bytes before were ASCII: no character starts earlier.
+            if std::str::from_utf8(&s[i..]).is_err() {
+                return false;
+            }
+            valid = true;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// True if one of the 8 bytes of `chunk` is below 0x20, `"` or `\`, or, with
+/// `high`, 0x80 or above (may also flag a byte next to such a byte: flagged
+/// blocks are looked at byte by byte).
+fn flagged8(chunk: &[u8], high: bool) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&chunk[..8]);
+    let w = u64::from_le_bytes(b);
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let top = if high { w & HI } else { 0 };
+    (below_space | zero(w ^ (LO * b'"' as u64)) | zero(w ^ (LO * b'\\' as u64)) | top) != 0
 }
 
 /// True if one of the 16 bytes of `chunk` is below 0x20, `"` or `\`, or,
@@ -192,17 +259,6 @@ fn push_json_text(out: &mut Vec<u8>, s: &[u8]) -> bool {
 /// are looked at byte by byte. A 64 KiB text body is escaped several times
 /// faster than with `serde_json`.
 fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    /// Non-zero if some byte of `w` is below 0x20, or is `"` or `\`, or,
-    /// with `high`, has its top bit set (may also flag bytes next to such a
-    /// byte: they are checked one by one).
-    fn flagged(w: u64, high: bool) -> bool {
-        let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-        let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
-        let top = if high { w & HI } else { 0 };
-        (below_space | zero(w ^ (LO * b'"' as u64)) | zero(w ^ (LO * b'\\' as u64)) | top) != 0
-    }
     let start = out.len();
     out.reserve(s.len() + 2);
     out.push(b'"');
@@ -214,13 +270,9 @@ fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
             i += 16;
             continue;
         }
-        if i + 8 <= s.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&s[i..i + 8]);
-            if !flagged(u64::from_le_bytes(w), !valid) {
-                i += 8;
-                continue;
-            }
+        if i + 8 <= s.len() && !flagged8(&s[i..i + 8], !valid) {
+            i += 8;
+            continue;
         }
         let b = s[i];
         if b >= 0x80 && !valid {
@@ -654,5 +706,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `plain_json_text` says yes exactly for the bodies the escape pass
+    /// leaves as they are (every special byte, and invalid UTF-8, at the
+    /// start, middle and end, across the 8- and 16-byte blocks), and a plain
+    /// body's event is its head, the body and the tail.
+    #[test]
+    fn plain_bodies_are_exactly_those_the_escape_leaves_alone() {
+        let inserts: [&[u8]; 14] = [
+            b"\"",
+            b"\\",
+            b"\0",
+            b"\x1f",
+            b"\n",
+            b" ",
+            b"~",
+            b"\x7f",
+            b"/",
+            "\u{e9}".as_bytes(),
+            "\u{1F600}".as_bytes(),
+            b"\xff",
+            b"\xc3",
+            b"\xed\xa0\x80",
+        ];
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(), vec![b'a'; 70_000]];
+        for len in 0usize..72 {
+            for ins in inserts {
+                for pos in [0, 1, len / 2, len.saturating_sub(1), len] {
+                    let mut b = vec![b'x'; len];
+                    let p = pos.min(b.len());
+                    b.splice(p..p, ins.iter().copied());
+                    bodies.push(b.clone());
+                    let mut c = "\u{e9}".as_bytes().to_vec();
+                    c.extend_from_slice(&b);
+                    bodies.push(c);
+                }
+            }
+        }
+        let id = crate::ids::EventId { epoch: 3, seq: 9 };
+        let mut plain = 0;
+        for body in &bodies {
+            let mut esc = Vec::new();
+            let as_is = push_json_text(&mut esc, body)
+                && esc[1..esc.len() - 1] == body[..]
+                && esc.len() == body.len() + 2;
+            assert_eq!(plain_json_text(body), as_is, "{body:?}");
+            if as_is {
+                plain += 1;
+                let mut parts = Vec::new();
+                encode_plain_message_head(&mut parts, id, "agent-\"1\"");
+                parts.extend_from_slice(body);
+                parts.extend_from_slice(PLAIN_MESSAGE_TAIL);
+                let mut whole = Vec::new();
+                encode_message(&mut whole, id, "agent-\"1\"", body);
+                assert_eq!(parts, whole, "{body:?}");
+            }
+        }
+        assert!(
+            plain > 1000 && plain < bodies.len() / 2,
+            "{plain} of {}",
+            bodies.len()
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use mio::net::TcpStream;
 
+use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ClientInfo;
 use crate::ids::SessionId;
@@ -149,6 +150,46 @@ pub(super) struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     pos: usize,
+}
+
+/// Sends `parts`, in order, on connection `c`, which has no output queued:
+/// as much as the kernel takes now (one `send`, or one `sendmsg` for pieces
+/// in separate buffers), the rest is queued for when the socket is writable
+/// again. The caller handles an error ([`Worker::after_send`]).
+pub(super) fn send_now(c: &mut Conn, st: &WorkerStats, parts: &[&[u8]]) -> io::Result<()> {
+    debug_assert_eq!(c.pending_out(), 0);
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let fd = c.stream.as_raw_fd();
+    let mut off = 0;
+    while off < total {
+        let r = match parts {
+            [one] => super::sys::send(fd, &one[off..]),
+            _ => super::sys::send_parts(fd, parts, off),
+        };
+        match r {
+            Ok(0) => break,
+            Ok(n) => {
+                off += n;
+                c.bytes_out += n as u64;
+                WorkerStats::add(&st.bytes_out, n as u64);
+                WorkerStats::add(&st.socket_writes, 1);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    if off < total {
+        let mut buf = Vec::with_capacity(total - off);
+        let mut skip = off;
+        for p in parts {
+            let k = skip.min(p.len());
+            buf.extend_from_slice(&p[k..]);
+            skip -= k;
+        }
+        c.out = Some(Box::new(OutBuf { buf, pos: 0 }));
+    }
+    Ok(())
 }
 
 /// Why a connection was closed (for logs and metrics).
@@ -464,36 +505,27 @@ impl Worker {
             }
             return true;
         }
-        let mut off = 0;
-        while off < bytes.len() {
-            match super::sys::send(c.stream.as_raw_fd(), &bytes[off..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    off += n;
-                    c.bytes_out += n as u64;
-                    let st = &self.shared.stats[self.id];
-                    super::stats::WorkerStats::add(&st.bytes_out, n as u64);
-                    super::stats::WorkerStats::add(&st.socket_writes, 1);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("{} write error: {e}", c.sid);
-                    self.close_conn(idx, CloseReason::WriteError);
-                    return false;
-                }
+        let r = send_now(c, &self.shared.stats[self.id], &[bytes]);
+        self.after_send(idx, r)
+    }
+
+    /// What follows [`send_now`] on connection `idx`: on an error the
+    /// connection is closed; once all is out, a connection waiting for that
+    /// is closed. Returns false if the connection was closed.
+    pub(super) fn after_send(&mut self, idx: usize, r: io::Result<()>) -> bool {
+        let c = &mut self.conns[idx];
+        match r {
+            Err(e) => {
+                log::debug!("{} write error: {e}", c.sid);
+                self.close_conn(idx, CloseReason::WriteError);
+                false
             }
+            Ok(()) if c.pending_out() == 0 && c.close_after_flush => {
+                self.finish_close(idx);
+                false
+            }
+            Ok(()) => true,
         }
-        if off < bytes.len() {
-            c.out = Some(Box::new(OutBuf {
-                buf: bytes[off..].to_vec(),
-                pos: 0,
-            }));
-        } else if c.close_after_flush {
-            self.finish_close(idx);
-            return false;
-        }
-        true
     }
 
     /// Ends the cork on connection `idx`: writes the output held back for it

@@ -6,13 +6,19 @@
 
 use slab::Slab;
 
-use super::conn::Conn;
+use super::conn::{send_now, Conn};
 use super::retained::{Entry, EntryKind};
 use super::session::{session_deadline, Session, TouchKey};
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{Envelope, SendError};
 use crate::ids::EventId;
+use crate::proto::sse;
+
+/// Smallest message body written from the retained log by `sendmsg` instead
+/// of being copied into its event (below it, the copy costs less than the
+/// extra pieces).
+const DIRECT_BODY_MIN: usize = 4096;
 
 impl Worker {
     /// Accepts a message for `to` (owned by this worker): retains it and writes
@@ -179,10 +185,44 @@ impl Worker {
             return;
         }
         let base = c.bytes_out + c.pending_out() as u64;
+        let direct = c.tls.is_none() && c.pending_out() == 0 && self.cork != Some(ci);
         let epoch = s.epoch;
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         let n = (s.last_seq - s.delivered) as usize;
+        // One large message whose body JSON holds as it is goes out from where
+        // it is kept: the event's head, the body and the tail in one sendmsg,
+        // instead of copying the body into the event first.
+        let sent = 'direct: {
+            if n != 1 || !direct {
+                break 'direct None;
+            }
+            let Some(e) = s.log.newest_mut(1).next() else {
+                break 'direct None;
+            };
+            let EntryKind::Message { from, body } = &e.kind else {
+                break 'direct None;
+            };
+            if body.len() < DIRECT_BODY_MIN || !sse::plain_json_text(body) {
+                break 'direct None;
+            }
+            let id = EventId { epoch, seq: e.seq };
+            sse::encode_plain_message_head(&mut out, id, from);
+            let len = out.len() + body.len() + sse::PLAIN_MESSAGE_TAIL.len();
+            e.wire_end = base + len as u64;
+            let st = &self.shared.stats[self.id];
+            WorkerStats::add(&st.stream_writes, 1);
+            let c = &mut self.conns[ci];
+            c.last_write = self.now;
+            Some(send_now(c, st, &[&out, body, sse::PLAIN_MESSAGE_TAIL]))
+        };
+        if let Some(r) = sent {
+            s.delivered = s.last_seq;
+            self.stage = out;
+            self.after_send(ci, r);
+            self.trim_if_over(sidx);
+            return;
+        }
         for e in s.log.newest_mut(n) {
             if e.seq > s.delivered {
                 e.encode(epoch, &mut out);
@@ -195,7 +235,12 @@ impl Worker {
             self.write_conn(ci, &out);
         }
         self.stage = out;
-        // Entries held back from trimming until they were written (see `trim`).
+        self.trim_if_over(sidx);
+    }
+
+    /// Trims session `sidx`'s log if it is over the limits: entries held back
+    /// from trimming until they were written (see `trim`).
+    fn trim_if_over(&mut self, sidx: usize) {
         if self
             .sessions
             .get(sidx)

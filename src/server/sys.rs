@@ -84,6 +84,55 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Most pieces [`send_parts`] sends in one call.
+pub const MAX_PARTS: usize = 4;
+
+/// `sendmsg(fd, {parts, with the first `skip` bytes left out}, MSG_NOSIGNAL)`:
+/// one system call for bytes that lie in separate buffers (at most
+/// [`MAX_PARTS`]; more are left for a later call).
+pub fn send_parts(fd: RawFd, parts: &[&[u8]], mut skip: usize) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_PARTS];
+    let mut n = 0;
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        if n == MAX_PARTS {
+            break;
+        }
+        let rest = &p[skip..];
+        skip = 0;
+        iov[n] = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        n += 1;
+    }
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    // SAFETY: the first `n` iovecs describe parts of `parts`, readable for the
+    // whole call (sendmsg only reads through them); `msg` and `iov` outlive it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sendmsg,
+            fd,
+            &msg as *const libc::msghdr,
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +152,31 @@ mod tests {
         assert_eq!(recv(b.as_raw_fd(), &mut buf).expect("eof"), 0);
         let e = send(b.as_raw_fd(), b"x").expect_err("peer closed");
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "EPIPE, no SIGPIPE");
+    }
+
+    #[test]
+    fn send_parts_sends_the_pieces_in_order_after_skipping() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        b.set_nonblocking(true).expect("nonblocking");
+        let parts: [&[u8]; 6] = [b"ab", b"", b"cde", b"f", b"g", b"h"];
+        let all = b"abcdefgh";
+        for skip in 0..=all.len() {
+            let n = send_parts(a.as_raw_fd(), &parts, skip).expect("sendmsg");
+            // Four pieces at most (empty ones do not count): with "ab" not
+            // yet sent in full, "h" waits.
+            let want = if skip < 2 {
+                &all[skip..7]
+            } else {
+                &all[skip..]
+            };
+            assert_eq!(n, want.len(), "skip {skip}");
+            let mut buf = [0u8; 16];
+            let got = if n == 0 {
+                0
+            } else {
+                recv(b.as_raw_fd(), &mut buf).expect("recv")
+            };
+            assert_eq!(&buf[..got], want, "skip {skip}");
+        }
     }
 }

@@ -176,7 +176,34 @@ impl Receiver {
         token: Option<&str>,
         extra_headers: &[(&str, &str)],
     ) -> (Receiver, u16) {
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        let stream = TcpStream::connect(addr).expect("connect");
+        Receiver::start(stream, path, token, extra_headers)
+    }
+
+    /// Opens `GET /v1/receive` on a socket with a small receive buffer
+    /// (`bytes`), so that events back up in the server's buffers while the
+    /// client does not read; panics unless 200.
+    pub fn open_small_rcvbuf(addr: SocketAddr, token: &str, bytes: usize) -> Receiver {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        sock.connect(&addr.into()).expect("connect");
+        let (r, status) = Receiver::start(sock.into(), "/v1/receive", Some(token), &[]);
+        assert_eq!(status, 200, "receive connection refused: {}", r.head);
+        r
+    }
+
+    /// Sends `GET path` on `stream` and reads the response head.
+    fn start(
+        mut stream: TcpStream,
+        path: &str,
+        token: Option<&str>,
+        extra_headers: &[(&str, &str)],
+    ) -> (Receiver, u16) {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
         if let Some(t) = token {
