@@ -100,6 +100,10 @@ pub(super) fn without_line_chars(s: &str) -> String {
 /// * `message_json(from, body)` is one line of valid JSON that round-trips
 ///   `from` and `body` (as `body` if valid UTF-8, else `body_b64`, standard
 ///   base64, decoding to the bytes), and survives `encode_event` as the data.
+/// * `encode_message` writes the same bytes as `encode_event(message_json)`;
+///   `plain_json_text` holds exactly for the bodies whose JSON string is the
+///   body in quotes, and for those the head, the body and the tail are that
+///   event too.
 /// * A parseable [`EventId`] round-trips.
 pub fn sse(data: &[u8]) {
     let mut inp = Input::new(data);
@@ -197,6 +201,27 @@ pub fn sse(data: &[u8]) {
         fast == slow,
         "sse: encode_message differs from encode_event(message_json)"
     );
+    // A body said to be plain is written as head, its own bytes and tail (from
+    // the retained log, without a copy); that must be the same event, and
+    // exactly the bodies the escape leaves as they are are plain.
+    let plain = crate::proto::sse::plain_json_text(data_raw);
+    let as_is = std::str::from_utf8(data_raw)
+        .is_ok_and(|t| serde_json::to_string(t).is_ok_and(|j| j.len() == t.len() + 2));
+    assert!(
+        plain == as_is,
+        "sse: plain_json_text says {plain} for a body the escape {} leave as is",
+        if as_is { "does" } else { "does not" }
+    );
+    if plain {
+        let mut parts = Vec::new();
+        crate::proto::sse::encode_plain_message_head(&mut parts, id, from);
+        parts.extend_from_slice(data_raw);
+        parts.extend_from_slice(crate::proto::sse::PLAIN_MESSAGE_TAIL);
+        assert!(
+            parts == fast,
+            "sse: head + plain body + tail differs from encode_message"
+        );
+    }
 
     event_id_round_trip(&id_text);
 }
