@@ -21,11 +21,6 @@ use crate::proto::response;
 /// go through the input buffer: they are small requests, whose head would
 /// otherwise be parsed twice, and copying them costs little.
 const LARGE_READ: usize = 16 * 1024;
-/// The first read of a request on a connection whose last request had a large
-/// body: enough for the head and the start of the body, which are copied; the
-/// rest of the body is then received straight into its own buffer (one
-/// system call more, instead of a copy of tens of kilobytes).
-const HEAD_READ: usize = 4 * 1024;
 
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
 const MAX_INBUF: usize = 256 * 1024;
@@ -92,9 +87,6 @@ pub(super) struct Conn {
     pub read_paused: bool,
     /// The client closed its sending side (EOF); close once its requests are answered.
     pub peer_eof: bool,
-    /// The last request read had a large body: the next one's first read is a
-    /// small one (see `HEAD_READ`).
-    pub large_bodies: bool,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -118,7 +110,6 @@ impl Conn {
             close_after_flush: false,
             read_paused: false,
             peer_eof: false,
-            large_bodies: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -319,20 +310,8 @@ impl Worker {
                     _ => None,
                 };
                 let into_body = direct.is_some();
-                let small = !into_body
-                    && keep
-                    && c.large_bodies
-                    && c.tls.is_none()
-                    && c.inbuf.is_empty()
-                    && matches!(&c.state, State::Request(r) if !r.in_body());
-                let (res, room) = direct.unwrap_or_else(|| {
-                    let buf = if small {
-                        &mut scratch[..HEAD_READ]
-                    } else {
-                        &mut scratch[..]
-                    };
-                    (super::sys::recv(fd, buf), buf.len())
-                });
+                let (res, room) =
+                    direct.unwrap_or_else(|| (super::sys::recv(fd, &mut scratch), scratch.len()));
                 match res {
                     Ok(0) => {
                         eof = true;
@@ -369,20 +348,12 @@ impl Worker {
                             // the rest of an unfinished body comes by direct reads.
                             let cfg = &self.shared.config;
                             let taken = match &mut c.state {
-                                State::Request(r)
-                                    if (n >= LARGE_READ || small) && c.inbuf.is_empty() =>
-                                {
-                                    r.begin_body(&scratch[..n], &cfg.head_limits, cfg.max_message)
-                                        .map(|k| (k, !r.body_complete()))
-                                }
+                                State::Request(r) if n >= LARGE_READ && c.inbuf.is_empty() => r
+                                    .begin_body(&scratch[..n], &cfg.head_limits, cfg.max_message)
+                                    .map(|k| (k, !r.body_complete())),
                                 _ => None,
                             };
                             let (k, unfinished) = taken.unwrap_or((0, false));
-                            // A body that goes on past this read, or a large one
-                            // in it: the next request likely has one too.
-                            if small || taken.is_some() {
-                                c.large_bodies = unfinished || k >= LARGE_READ;
-                            }
                             body_started |= unfinished;
                             c.inbuf.extend_from_slice(&scratch[k..n]);
                             got = true;
