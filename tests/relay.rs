@@ -893,3 +893,65 @@ fn check_large_body(rx: &mut Receiver, body: &[u8], i: usize) {
         }
     }
 }
+
+/// A keep-alive sender whose bodies change size (large ones read with the
+/// head in one large read and the rest straight into the body's buffer,
+/// small ones through the input buffer): every body arrives whole and in
+/// order, also when a head comes in pieces and when two requests come in one
+/// write.
+#[test]
+fn a_sender_alternating_large_and_small_bodies_is_read_right() {
+    let node = Node::start(&["--workers", "1"]);
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let mut rx = Receiver::open(node.addr, &agent_tok, &[]);
+    rx.ready();
+    let body = |i: usize, n: usize| -> String {
+        let mut b = format!("#{i}#");
+        while b.len() < n {
+            b.push((b'a' + (b.len() % 26) as u8) as char);
+        }
+        b.truncate(n.max(4));
+        b
+    };
+    let post = |b: &str| -> Vec<u8> {
+        let mut r = format!(
+            "POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: {}\r\n\r\n",
+            b.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(b.as_bytes());
+        r
+    };
+    let mut tx = Http::connect(node.addr);
+    let mut i = 0;
+    for n in [
+        60_000, 60_000, 100, 30_000, 5_000, 65_536, 10, 20_000, 3_000, 40_000,
+    ] {
+        let b = body(i, n);
+        tx.send_raw(&post(&b));
+        assert_eq!(tx.read_response().expect("answer").status, 202, "body {i}");
+        rx.expect_message("console-1", &b);
+        i += 1;
+    }
+    // After a large body: the next head in three pieces (the first read
+    // holds only part of it).
+    let b = body(i, 50_000);
+    let req = post(&b);
+    for piece in [&req[..10], &req[10..120], &req[120..]] {
+        tx.send_raw(piece);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tx.read_response().expect("answer").status, 202);
+    rx.expect_message("console-1", &b);
+    i += 1;
+    // Two requests in one write, a large one first and a small one behind it.
+    let (b1, b2) = (body(i, 30_000), body(i + 1, 50));
+    let mut both = post(&b1);
+    both.extend_from_slice(&post(&b2));
+    tx.send_raw(&both);
+    for b in [&b1, &b2] {
+        assert_eq!(tx.read_response().expect("answer").status, 202);
+        rx.expect_message("console-1", b);
+    }
+}
