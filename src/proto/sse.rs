@@ -172,14 +172,9 @@ pub fn plain_json_text(s: &[u8]) -> bool {
     let mut valid = false;
     let mut i = 0;
     while i < s.len() {
-        #[cfg(target_arch = "x86_64")]
-        if i + 16 <= s.len() && !flagged16(&s[i..i + 16], !valid) {
-            i += 16;
-            continue;
-        }
-        if i + 8 <= s.len() && !flagged8(&s[i..i + 8], !valid) {
-            i += 8;
-            continue;
+        i = skip_clean(s, i, valid);
+        if i == s.len() {
+            break;
         }
         let b = s[i];
         if b < 0x20 || b == b'"' || b == b'\\' {
@@ -195,6 +190,25 @@ pub fn plain_json_text(s: &[u8]) -> bool {
         i += 1;
     }
     true
+}
+
+/// From `i`, past the 16- and 8-byte blocks of `s` with no byte below 0x20,
+/// no `"`, no `\` (and, unless `valid`, no byte of 0x80 or above): where the
+/// bytes must be looked at one by one, or the end of `s`.
+#[inline(always)]
+fn skip_clean(s: &[u8], mut i: usize, valid: bool) -> usize {
+    loop {
+        #[cfg(target_arch = "x86_64")]
+        if i + 16 <= s.len() && !flagged16(&s[i..i + 16], !valid) {
+            i += 16;
+            continue;
+        }
+        if i + 8 <= s.len() && !flagged8(&s[i..i + 8], !valid) {
+            i += 8;
+            continue;
+        }
+        return i;
+    }
 }
 
 /// True if one of the 8 bytes of `chunk` is below 0x20, `"` or `\`, or, with
@@ -265,14 +279,9 @@ fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
     let mut run = 0; // start of the bytes not yet copied
     let mut i = 0;
     while i < s.len() {
-        #[cfg(target_arch = "x86_64")]
-        if i + 16 <= s.len() && !flagged16(&s[i..i + 16], !valid) {
-            i += 16;
-            continue;
-        }
-        if i + 8 <= s.len() && !flagged8(&s[i..i + 8], !valid) {
-            i += 8;
-            continue;
+        i = skip_clean(s, i, valid);
+        if i == s.len() {
+            break;
         }
         let b = s[i];
         if b >= 0x80 && !valid {

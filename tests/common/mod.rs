@@ -184,15 +184,8 @@ impl Receiver {
     /// (`bytes`), so that events back up in the server's buffers while the
     /// client does not read; panics unless 200.
     pub fn open_small_rcvbuf(addr: SocketAddr, token: &str, bytes: usize) -> Receiver {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
-        sock.connect(&addr.into()).expect("connect");
-        let (r, status) = Receiver::start(sock.into(), "/v1/receive", Some(token), &[]);
+        let stream = connect_small_rcvbuf(addr, bytes);
+        let (r, status) = Receiver::start(stream, "/v1/receive", Some(token), &[]);
         assert_eq!(status, 200, "receive connection refused: {}", r.head);
         r
     }
@@ -367,6 +360,20 @@ impl Response {
     }
 }
 
+/// A connection to `addr` with a receive buffer of `bytes` (set before
+/// connecting, so the window the server sees is small from the start).
+fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    sock.into()
+}
+
 /// A keep-alive HTTP/1.1 client connection.
 pub struct Http {
     pub stream: TcpStream,
@@ -384,15 +391,7 @@ impl Http {
     /// Connects with a small receive buffer (`bytes`), so that the server's
     /// answers back up in its own buffers while the client does not read.
     pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> Http {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
-        sock.connect(&addr.into()).expect("connect");
-        let stream: TcpStream = sock.into();
+        let stream = connect_small_rcvbuf(addr, bytes);
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         Http { stream, reader }
