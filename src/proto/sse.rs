@@ -167,29 +167,37 @@ pub fn encode_plain_message_head(out: &mut Vec<u8>, id: crate::ids::EventId, fro
 
 /// True if `s` is UTF-8 text that a JSON string holds as it is: no byte
 /// below 0x20, no `"` and no `\` (what [`push_json_text`] would escape).
-/// Scans like the escape pass, without copying anything.
+/// The escape pass's scan, without copying anything.
 pub fn plain_json_text(s: &[u8]) -> bool {
-    let mut valid = false;
-    let mut i = 0;
-    while i < s.len() {
-        i = skip_clean(s, i, valid);
-        if i == s.len() {
-            break;
-        }
-        let b = s[i];
-        if b < 0x20 || b == b'"' || b == b'\\' {
-            return false;
-        }
-        if b >= 0x80 && !valid {
-            // The bytes before were ASCII: no character starts earlier.
+    matches!(next_special(s, 0, &mut false), Ok(None))
+}
+
+/// Not UTF-8 (found by [`next_special`]).
+struct NotUtf8;
+
+/// From `i`, the position of the next byte of `s` that JSON escapes (below
+/// 0x20, `"` or `\`), or `None` at the end. Unless `*valid`, checks on the
+/// way that `s` is UTF-8: from its first byte of 0x80 or above, the rest is
+/// checked once with `std::str::from_utf8` (the bytes before were ASCII, so no
+/// character starts earlier) and `*valid` is set.
+#[inline(always)]
+fn next_special(s: &[u8], mut i: usize, valid: &mut bool) -> Result<Option<usize>, NotUtf8> {
+    loop {
+        i = skip_clean(s, i, *valid);
+        let Some(&b) = s.get(i) else {
+            return Ok(None);
+        };
+        if b >= 0x80 && !*valid {
             if std::str::from_utf8(&s[i..]).is_err() {
-                return false;
+                return Err(NotUtf8);
             }
-            valid = true;
+            *valid = true;
+        }
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return Ok(Some(i));
         }
         i += 1;
     }
-    true
 }
 
 /// From `i`, past the 16- and 8-byte blocks of `s` with no byte below 0x20,
@@ -277,20 +285,17 @@ fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut run = 0; // start of the bytes not yet copied
-    let mut i = 0;
-    while i < s.len() {
-        i = skip_clean(s, i, valid);
-        if i == s.len() {
-            break;
-        }
-        let b = s[i];
-        if b >= 0x80 && !valid {
-            if std::str::from_utf8(&s[i..]).is_err() {
+    loop {
+        let i = match next_special(s, run, &mut valid) {
+            Ok(Some(i)) => i,
+            Ok(None) => break,
+            Err(NotUtf8) => {
                 out.truncate(start);
                 return false;
             }
-            valid = true;
-        }
+        };
+        let b = s[i];
+        out.extend_from_slice(&s[run..i]);
         let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -299,13 +304,8 @@ fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
             0x0a => b"\\n",
             0x0c => b"\\f",
             0x0d => b"\\r",
-            0x00..=0x1f => b"",
-            _ => {
-                i += 1;
-                continue;
-            }
+            _ => b"",
         };
-        out.extend_from_slice(&s[run..i]);
         if short.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
@@ -314,8 +314,7 @@ fn escape_json(out: &mut Vec<u8>, s: &[u8], mut valid: bool) -> bool {
         } else {
             out.extend_from_slice(short);
         }
-        i += 1;
-        run = i;
+        run = i + 1;
     }
     out.extend_from_slice(&s[run..]);
     out.push(b'"');
