@@ -87,6 +87,8 @@ pub(super) struct Conn {
     pub read_paused: bool,
     /// The client closed its sending side (EOF); close once its requests are answered.
     pub peer_eof: bool,
+    /// Answers wait in `Worker::parked` for the end of the loop iteration (`park`).
+    pub parked: bool,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -110,6 +112,7 @@ impl Conn {
             close_after_flush: false,
             read_paused: false,
             peer_eof: false,
+            parked: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -434,7 +437,7 @@ impl Worker {
             return;
         }
         // Buffered bytes that never became a complete request cannot complete now.
-        if c.pending_out() == 0 {
+        if c.pending_out() == 0 && !c.parked {
             self.close_conn(idx, CloseReason::PeerClosed);
         } else {
             c.close_after_flush = true;
@@ -486,6 +489,10 @@ impl Worker {
             let ok = self.write_raw(idx, bytes);
             self.cork = Some(idx);
             return ok;
+        }
+        // Answers parked for the end of the iteration go first.
+        if self.conns[idx].parked && !self.unpark(idx) {
+            return false;
         }
         let max_out = self.shared.config.max_outbound;
         let c = &mut self.conns[idx];

@@ -185,7 +185,7 @@ impl Worker {
             return;
         }
         let base = c.bytes_out + c.pending_out() as u64;
-        let direct = c.tls.is_none() && c.pending_out() == 0 && self.cork != Some(ci);
+        let direct = c.tls.is_none() && c.pending_out() == 0 && !c.parked && self.cork != Some(ci);
         let epoch = s.epoch;
         let mut out = std::mem::take(&mut self.stage);
         out.clear();

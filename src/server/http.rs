@@ -19,16 +19,21 @@ impl Worker {
     /// Processes buffered input of connection `idx` until it needs more bytes,
     /// waits for another worker, or becomes a receive connection.
     ///
-    /// Output for `idx` is held back while this runs and written once at the
-    /// end: the answers to pipelined requests that are read together go out in
-    /// one `send`, as Redis does with pipelined commands. The events for
-    /// recipients are written as usual, except that those of the second and
-    /// later requests wait for the end of the loop iteration (`Worker::pipelined`).
+    /// Output for `idx` is held back while this runs and written once, after
+    /// the loop iteration's events (`park`): the answers to pipelined requests
+    /// that are read together go out in one `send`, as Redis does with
+    /// pipelined commands. The events for recipients are written as usual,
+    /// except that those of the second and later requests wait for the end of
+    /// the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
         // Only one connection is held back at a time: should this run inside
         // another connection's processing, that one's output goes out first.
         if let Some(other) = self.cork.filter(|&o| o != idx) {
             self.uncork(other);
+        }
+        // Answers parked by an earlier run in this iteration go first.
+        if !self.unpark(idx) {
+            return;
         }
         self.cork = Some(idx);
         let mut go_on;
@@ -39,7 +44,9 @@ impl Worker {
                 break;
             }
         }
-        self.uncork(idx);
+        // The answers wait for the end of the iteration, after its events
+        // (`park`), unless the connection is closing or has more to send.
+        self.park_or_uncork(idx);
         if !go_on {
             return;
         }

@@ -17,6 +17,7 @@ mod drain;
 mod http;
 pub mod limits;
 mod pairs;
+mod park;
 mod pipe;
 mod quiet;
 mod retained;

@@ -234,7 +234,10 @@ impl Worker {
             // The last answer was written before the connection had to end
             // (it said keep-alive): close once it is flushed.
             self.conns[idx].close_after_flush = true;
-            if self.conns[idx].pending_out() == 0 && self.cork != Some(idx) {
+            if self.conns[idx].pending_out() == 0
+                && !self.conns[idx].parked
+                && self.cork != Some(idx)
+            {
                 self.finish_close(idx);
                 return false;
             }

@@ -114,6 +114,11 @@ pub(super) struct Worker {
     pub cork: Option<usize>,
     /// Output held back for `cork`.
     pub corked: Vec<u8>,
+    /// Answers held back until the iteration's events are out (`park`).
+    pub parked: Vec<u8>,
+    /// (connection, its generation, start, end) of each connection's answers
+    /// in `parked`, in the order they were parked.
+    pub parked_at: Vec<(usize, u32, usize, usize)>,
     /// Answers to sends pipelined across workers, per connection (`pipe`).
     pub pipes: super::pipe::Pipes,
     /// Last sequence number given to a pipe slot.
@@ -186,6 +191,8 @@ impl Worker {
             json_scratch: Vec::with_capacity(128),
             cork: None,
             corked: Vec::new(),
+            parked: Vec::new(),
+            parked_at: Vec::new(),
             pipes: Default::default(),
             pipe_seq: 0,
             now,
@@ -275,6 +282,8 @@ impl Worker {
             // goes out now, one write per receive connection, before any drain
             // notice. Nothing after this point appends to a session.
             self.flush_sessions();
+            // Then the answers to the requests that produced those events.
+            self.flush_parked();
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
             }

@@ -65,7 +65,6 @@ fn pipelined_requests_answered_in_order() {
     agent.expect_message("console-1", "q2");
 }
 
-
 fn half_close_setup() -> (Node, Receiver, String, String) {
     let node = node();
     let agent_tok = token(ACCT, "agent-1", Role::Agent);
@@ -388,3 +387,51 @@ fn a_long_pipeline_is_answered_whole_and_in_order() {
     }
 }
 
+/// The answers to a batch of sends read in one go are written after the
+/// batch's events: when the first answer arrives, every recipient already has
+/// its events in its socket (a `202` means the event was handed to the
+/// recipient's connection), for the first send of the batch and the later
+/// ones alike.
+#[test]
+fn answers_to_a_pipelined_batch_come_after_its_events() {
+    let node = Node::start(&["--workers", "1"]);
+    let n = 40;
+    let mut agents = open_agents(&node, n);
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let mut batch = String::new();
+    for k in 1..=2 {
+        for i in 1..=n {
+            batch.push_str(&send_text(
+                &format!("agent-{i}"),
+                &console_tok,
+                &format!("m{i}-{k}"),
+            ));
+        }
+    }
+    let mut http = Http::connect(node.addr);
+    http.send_raw(batch.as_bytes());
+    let first = http.read_response().expect("answer to the first send");
+    assert_eq!(first.status, 202);
+    // Every event must be readable now, without waiting.
+    for (i, agent) in agents.iter_mut().enumerate() {
+        agent.stream.set_nonblocking(true).unwrap();
+        for k in 1..=2 {
+            let ev = agent.next_event().unwrap_or_else(|| {
+                panic!(
+                    "event m{}-{k} was not in agent-{}'s socket when the first answer arrived",
+                    i + 1,
+                    i + 1
+                )
+            });
+            assert_eq!(ev.event, "message");
+            assert_eq!(ev.json()["body"], format!("m{}-{k}", i + 1));
+        }
+        agent.stream.set_nonblocking(false).unwrap();
+    }
+    for j in 2..=2 * n {
+        let r = http
+            .read_response()
+            .unwrap_or_else(|| panic!("no answer to send {j}"));
+        assert_eq!(r.status, 202, "answer to send {j}");
+    }
+}
