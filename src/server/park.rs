@@ -9,10 +9,10 @@
 //! What this buys, measured on a shared 2-core host against a load generator
 //! (PERF.md, session 9): a batch of requests read in one iteration sends its
 //! events first and its answers after, so the recipients get their messages
-//! sooner (at full load, median latency 23–43 % lower and p99 21–31 % lower)
+//! sooner (at full load, median latency 29–43 % lower and p99 24–31 % lower)
 //! and the clients are woken once for a batch of answers instead of once per
-//! answer. It costs 3–5 % of throughput for messages of 1 KiB and more, none
-//! at 64 B. It also makes a `202` mean that the event was handed to the
+//! answer. Throughput is unchanged at 64 B and 65,000 B and about 4–5 % lower
+//! at 1 KiB. It also makes a `202` mean that the event was handed to the
 //! recipient's socket (or queued behind its unsent output), for pipelined
 //! sends as well.
 //!
