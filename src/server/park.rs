@@ -13,8 +13,8 @@
 //! and the clients are woken once for a batch of answers instead of once per
 //! answer. Throughput is unchanged at 64 B and 65,000 B and about 4–5 % lower
 //! at 1 KiB. It also makes a `202` mean that the event was handed to the
-//! recipient's socket (or queued behind its unsent output), for pipelined
-//! sends as well.
+//! recipient's socket (or queued behind its unsent output) when this worker
+//! serves the recipient, for pipelined sends as well.
 //!
 //! Parked bytes live in one worker-wide buffer, never per connection, and
 //! only between a connection's processing and the end of that iteration. A
