@@ -9,10 +9,7 @@ use super::*;
 #[test]
 fn a_burst_longer_than_the_retention_limit_reaches_a_live_client_whole() {
     let node = Node::start(&["--workers", "1", "--hold-max-messages", "2"]);
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let bodies: Vec<String> = (1..=6).map(|i| format!("m{i}")).collect();
     send_burst(node.addr, &console_tok, "agent-1", &bodies);
     for i in 1..=6 {

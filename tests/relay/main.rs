@@ -22,6 +22,15 @@ fn node() -> Node {
     Node::start(&["--workers", "4"])
 }
 
+/// Receive connection of agent-1 of ACCT, past its `ready` event, and a token
+/// of console-1 to send to it with.
+fn agent_online(node: &Node) -> (Receiver, String) {
+    let agent_tok = token(ACCT, "agent-1", Role::Agent);
+    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
+    agent.ready();
+    (agent, token(ACCT, "console-1", Role::Console))
+}
+
 /// Relays one message as `from_tok` to `to` and checks it arrives at `rx` with the id the sender was given.
 fn relay_one(
     node: &Node,
@@ -133,10 +142,7 @@ fn relay_both_ways_between_agent_and_console() {
 #[test]
 fn binary_body_arrives_as_base64() {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let body: Vec<u8> = vec![0xff, 0xfe, 0x00, 0x80, b'a', b'\n', 0xc3, 0x28, 0x01];
     let r = request(
         node.addr,
@@ -219,10 +225,7 @@ fn accounts_are_isolated() {
 #[test]
 fn hundred_messages_in_order_over_keep_alive() {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let mut http = Http::connect(node.addr);
     let mut ids = Vec::new();
     for i in 0..100 {
@@ -253,10 +256,7 @@ fn hundred_messages_in_order_over_keep_alive() {
 #[test]
 fn chunked_post_body() {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let mut http = Http::connect(node.addr);
     http.stream.set_nodelay(true).unwrap();
     let head = format!(
@@ -284,10 +284,7 @@ fn chunked_post_body() {
 #[test]
 fn connection_close_is_honoured() {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
 
     // Keep-alive by default: a second request on the same connection works.
     let mut http = Http::connect(node.addr);

@@ -6,10 +6,7 @@ use super::*;
 #[test]
 fn pipelined_requests_answered_in_order() {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let req = |path: &str, method: &str, body: &str| {
         format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {console_tok}\r\nContent-Length: {}\r\n\r\n{body}",
@@ -67,10 +64,7 @@ fn pipelined_requests_answered_in_order() {
 
 fn half_close_setup() -> (Node, Receiver, String, String) {
     let node = node();
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (agent, console_tok) = agent_online(&node);
     let list = format!(
         "GET /v1/clients HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {console_tok}\r\n\r\n"
     );
@@ -355,10 +349,7 @@ fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last() {
 #[test]
 fn a_long_pipeline_is_answered_whole_and_in_order() {
     let node = Node::start(&["--workers", "1"]);
-    let agent_tok = token(ACCT, "agent-1", Role::Agent);
-    let console_tok = token(ACCT, "console-1", Role::Console);
-    let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
-    agent.ready();
+    let (mut agent, console_tok) = agent_online(&node);
     let bodies: Vec<String> = (1..=300).map(|i| format!("m{i}")).collect();
     let batch: String = bodies
         .iter()
