@@ -25,19 +25,21 @@ fn admin(node: &Node, path: &str) -> Response {
 /// GET `path` on the admin listener; asserts 200 JSON and returns the body.
 fn admin_json(node: &Node, path: &str) -> serde_json::Value {
     let r = admin(node, path);
+    assert_ok_as(&r, "application/json", &format!("GET {path}"));
+    r.json()
+}
+
+/// Asserts that `r` (the answer to `what`) is a 200 whose content type starts with `ct`.
+fn assert_ok_as(r: &Response, ct: &str, what: &str) {
     assert_eq!(
         r.status,
         200,
-        "GET {path}: {} {:?}",
+        "{what}: {} {:?}",
         r.head,
         String::from_utf8_lossy(&r.body)
     );
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "GET {path}: content-type {ct:?}"
-    );
-    r.json()
+    let got = r.header("content-type").unwrap_or_default();
+    assert!(got.starts_with(ct), "{what}: content-type {got:?}");
 }
 
 /// True if `s` is `n` or more characters all satisfying `f`.
@@ -335,15 +337,7 @@ fn profile_async(addr: SocketAddr, secs: u64) -> std::thread::JoinHandle<(Respon
 }
 
 fn assert_svg(r: &Response) {
-    assert_eq!(
-        r.status,
-        200,
-        "{} {:?}",
-        r.head,
-        String::from_utf8_lossy(&r.body)
-    );
-    let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.starts_with("image/svg+xml"), "content-type {ct:?}");
+    assert_ok_as(r, "image/svg+xml", "CPU profile");
     let body = String::from_utf8_lossy(&r.body);
     assert!(
         body.starts_with("<?xml") || body.contains("<svg"),
