@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Worker threads (event loops), each with its own SO_REUSEPORT listener; 0 = one per core.
     #[arg(long, env = "SWITCHBOARD_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// How clients are spread over the workers: `account` (all clients of an account on one
+    /// worker, and a send connection moves to its account's worker, so relaying never crosses
+    /// workers) or `client` (each client hashed on its own: even spread of one large account,
+    /// but most messages cross from the sender's worker to the recipient's).
+    #[arg(long, env = "SWITCHBOARD_SHARD_BY", value_enum, default_value_t = ShardBy::Account)]
+    #[serde(serialize_with = "ser_display")]
+    pub shard_by: ShardBy,
     /// File holding the shared HS256 token secret. The secret itself may instead be given in SWITCHBOARD_SECRET.
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
@@ -173,11 +180,32 @@ pub struct ServeArgs {
     pub log_level: log::LevelFilter,
 }
 
+/// How a node spreads clients over its workers (`--shard-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShardBy {
+    /// Every client of an account on the worker its account hashes to; a
+    /// send connection is handed to that worker at its first send.
+    Account,
+    /// Each client on the worker its `account/client` hashes to.
+    Client,
+}
+
+impl std::fmt::Display for ShardBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShardBy::Account => "account",
+            ShardBy::Client => "client",
+        })
+    }
+}
+
 /// Validated runtime configuration of a node.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub workers: usize,
+    /// How clients are spread over the workers.
+    pub shard_by: ShardBy,
     pub node_id: String,
     pub heartbeat: Duration,
     pub hold: Duration,
@@ -215,6 +243,7 @@ impl Config {
         Config {
             listen,
             workers: workers.max(1),
+            shard_by: ShardBy::Account,
             node_id: format!("node-{}", crate::ids::SessionId::random()),
             heartbeat: Duration::from_secs(60),
             hold: Duration::from_secs(60),
@@ -256,6 +285,7 @@ impl Config {
             return Err(format!("--workers {workers}: at most 1024"));
         }
         let mut c = Config::new(a.listen, workers);
+        c.shard_by = a.shard_by;
         if let Some(id) = &a.node_id {
             if !crate::auth::valid_id(id) {
                 return Err(format!(

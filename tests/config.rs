@@ -120,6 +120,7 @@ fn file_sets_every_kind_of_value_and_other_keys_keep_defaults() {
         "# a comment\n\
          listen = \"127.0.0.1:18080\"\n\
          workers = 3\n\
+         shard-by = \"client\"\n\
          dev = true\n\
          node-id = \"edge-1\"\n\
          hold_max_messages = 42\n\
@@ -131,6 +132,7 @@ fn file_sets_every_kind_of_value_and_other_keys_keep_defaults() {
     let t = effective(&[], &[], Some(&file));
     assert_eq!(t["listen"].as_str(), Some("127.0.0.1:18080"));
     assert_eq!(t["workers"].as_integer(), Some(3));
+    assert_eq!(t["shard-by"].as_str(), Some("client"));
     assert_eq!(t["dev"].as_bool(), Some(true));
     assert_eq!(t["node-id"].as_str(), Some("edge-1"));
     assert_eq!(
@@ -228,6 +230,11 @@ fn bad_value_is_refused_naming_the_flag() {
     expect_file_error("workers = \"many\"\n", &["--workers"]);
     expect_file_error("max-message = \"12XB\"\n", &["--max-message"]);
     expect_file_error("listen = \"not an address\"\n", &["--listen"]);
+    // An enumerated value: the error names the flag, the value and the choices.
+    expect_file_error(
+        "shard-by = \"region\"\n",
+        &["--shard-by", "region", "account", "client"],
+    );
 }
 
 #[test]
@@ -297,6 +304,7 @@ fn help_lists_every_option_and_exits_0() {
         "--print-config",
         "--listen",
         "--workers",
+        "--shard-by",
         "--secret-file",
         "--dev",
         "--node-id",

@@ -8,29 +8,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use switchboard::auth::Role;
 
 const ACCT: &str = "acme";
-
-/// The worker `/connections` shows for the connection from `local`.
-fn worker_of(node: &Node, local: SocketAddr) -> u64 {
-    let mut worker = None;
-    let found = wait_until(WAIT, || {
-        let r = request(node.admin.unwrap(), "GET", "/connections", None, b"");
-        worker = r.json()["connections"].as_array().and_then(|l| {
-            l.iter()
-                .find(|c| c["remote"] == local.to_string())
-                .and_then(|c| c["worker"].as_u64())
-        });
-        worker.is_some()
-    });
-    assert!(found, "connection from {local} not in /connections");
-    worker.unwrap()
-}
 
 /// Two agents: one owned by worker 0 and one by worker 1 (open receivers),
 /// found among agent-1.. by where their receive connections end up.
@@ -63,7 +46,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let node = Node::start(&["--workers", "2"]);
+    // Clients spread per client, so that one account has clients on both workers.
+    let node = Node::start(&["--workers", "2", "--shard-by", "client"]);
     let mut agents = agents_on_each_worker(&node);
     let tok = token(ACCT, "console-1", Role::Console);
     let mut http = Http::connect(node.addr);

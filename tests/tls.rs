@@ -215,6 +215,51 @@ fn relay_over_tls_and_old_versions_refused() {
     read_until(&mut reader, "after");
 }
 
+/// A keep-alive TLS send connection accepted by the worker that does not own
+/// its account moves there, TLS state and all, with its first send: later
+/// sends on it are answered from there, and every message arrives in order.
+#[test]
+fn a_tls_send_connection_moves_to_its_accounts_worker() {
+    let dir = tmpdir("handoff");
+    let certs = make_cert(&dir, "server");
+    let node = start_tls_node(&certs, "server", &[]);
+    let cfg = client_config(
+        &[&certs.cert_der],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+    let agent = token("acme", "agent-1", Role::Agent);
+    let mut rs = connect(node.addr, cfg.clone()).expect("tls connect");
+    let agent_local = rs.sock.local_addr().unwrap();
+    write!(
+        rs,
+        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    )
+    .unwrap();
+    rs.flush().unwrap();
+    let mut reader = BufReader::new(rs);
+    read_until(&mut reader, "event: ready");
+    // The receive connection is on the worker that owns the account now.
+    let home = worker_of(&node, agent_local);
+    let console = token("acme", "console-1", Role::Console);
+    // With two workers, about half of these are accepted by the other one.
+    for c in 0..6 {
+        let mut s = connect(node.addr, cfg.clone()).expect("tls connect");
+        let local = s.sock.local_addr().unwrap();
+        for i in 0..3 {
+            let body = format!("tls c{c} m{i}");
+            let (status, answer) =
+                https_request(&mut s, "POST", "/v1/send/agent-1", &console, &body);
+            assert_eq!(status, 202, "connection {c}, send {i}: {answer}");
+            let w = worker_of(&node, local);
+            assert_eq!(
+                w, home,
+                "connection {c} on worker {w} after send {i}, the account is on {home}"
+            );
+            read_until(&mut reader, &body);
+        }
+    }
+}
+
 #[test]
 fn tls_client_that_never_finishes_its_handshake_is_closed() {
     let dir = tmpdir("slow");

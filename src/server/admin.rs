@@ -318,7 +318,7 @@ impl Admin {
             &'static str,
             fn(&super::stats::WorkerStats) -> u64,
         );
-        let counters: [Counter; 15] = [
+        let counters: [Counter; 17] = [
             ("messages_accepted_total", "Messages accepted (202).", |s| {
                 s.accepted_messages.load(Relaxed)
             }),
@@ -375,6 +375,16 @@ impl Admin {
             ("bytes_out_total", "Bytes written to clients.", |s| {
                 s.bytes_out.load(Relaxed)
             }),
+            (
+                "cross_worker_sends_total",
+                "Sends passed from the worker that read them to the one that owns the recipient.",
+                |s| s.cross_worker_sends.load(Relaxed),
+            ),
+            (
+                "connections_moved_total",
+                "Connections handed to the worker that owns their client (receive) or account (send).",
+                |s| s.moved_in.load(Relaxed),
+            ),
             (
                 "panics_total",
                 "Panics caught while handling a connection (the connection was closed).",

@@ -4,7 +4,9 @@
 use super::bridge::BridgeCmd;
 use super::conn::State;
 use super::worker::Worker;
-use super::{Attach, Envelope, ReplyTo, SendError};
+use std::sync::Arc;
+
+use super::{Attach, Envelope, Handoff, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
 use crate::proto::head::RequestHead;
 use crate::proto::route::Route;
@@ -268,7 +270,14 @@ impl Worker {
         }
     }
 
-    fn start_send(&mut self, idx: usize, ident: &Identity, to: &str, body: Vec<u8>, close: bool) {
+    fn start_send(
+        &mut self,
+        idx: usize,
+        ident: &Arc<Identity>,
+        to: &str,
+        body: Vec<u8>,
+        close: bool,
+    ) {
         if !crate::auth::valid_id(to) {
             self.respond_error(
                 idx,
@@ -280,6 +289,10 @@ impl Worker {
             return;
         }
         let owner = self.shared.owner(&ident.account, to);
+        if owner != self.id && !close && self.may_hand_over(idx) {
+            self.hand_over_send(idx, owner, ident.clone(), to, body);
+            return;
+        }
         let token = self.token_of(idx);
         if owner == self.id {
             // In a cluster, a recipient with no session here may be on another
@@ -317,7 +330,118 @@ impl Worker {
         };
         if self.post(owner, env).is_err() {
             self.send_done(reply, Err(SendError::Overloaded));
+        } else {
+            super::stats::WorkerStats::add(&self.shared.stats[self.id].cross_worker_sends, 1);
         }
+    }
+
+    /// True if send connection `idx` may move to the worker that owns its
+    /// account: sharding by account (then all its sends go to that worker),
+    /// no answer awaited from another worker or node, and not closing or
+    /// draining.
+    fn may_hand_over(&self, idx: usize) -> bool {
+        let c = &self.conns[idx];
+        self.shared.config.shard_by == crate::config::ShardBy::Account
+            && matches!(c.state, State::Request(_))
+            && !c.close_after_flush
+            && !c.peer_eof
+            && !self.pipes.contains(idx)
+            && !self
+                .shared
+                .draining
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hands send connection `idx`, with the send just read and any input
+    /// after it, to worker `owner`, which owns the sender's account (and so
+    /// every recipient it may send to): the send is delivered there, and the
+    /// connection's later sends never cross workers.
+    fn hand_over_send(
+        &mut self,
+        idx: usize,
+        owner: usize,
+        ident: Arc<Identity>,
+        to: &str,
+        body: Vec<u8>,
+    ) {
+        // Answers to requests read before this one go out (or are queued) first.
+        if !self.uncork(idx) {
+            return;
+        }
+        let Some(mut c) = self.remove_conn(idx) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
+        let sid = c.sid;
+        log::debug!(
+            "{sid} handing send connection of {}/{} to worker {owner}",
+            ident.account,
+            ident.client
+        );
+        let env = Envelope::Handoff(Box::new(Handoff {
+            stream: c.stream,
+            tls: c.tls,
+            bytes: (c.bytes_in, c.bytes_out),
+            out: c.out,
+            inbuf: c.inbuf,
+            requests: c.requests,
+            sid,
+            since_ms: c.since_ms,
+            ident,
+            to: to.into(),
+            body,
+        }));
+        if let Err(Envelope::Handoff(h)) = self.post(owner, env) {
+            // The owner is swamped: take the connection back and say so.
+            let h = *h;
+            if let Some(idx) = self.insert_conn(h.stream, sid, h.since_ms) {
+                let c = &mut self.conns[idx];
+                c.tls = h.tls;
+                c.out = h.out;
+                (c.bytes_in, c.bytes_out) = h.bytes;
+                self.respond_error(
+                    idx,
+                    503,
+                    "overloaded",
+                    "the node is overloaded; retry later",
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Takes over a send connection another worker handed here (see
+    /// [`Worker::hand_over_send`]): delivers its send, then processes the
+    /// input that came with it, as if both had been read here.
+    pub(super) fn take_over_send(&mut self, h: Handoff) {
+        let Some(idx) = self.insert_conn(h.stream, h.sid, h.since_ms) else {
+            return;
+        };
+        super::stats::WorkerStats::add(&self.shared.stats[self.id].moved_in, 1);
+        let c = &mut self.conns[idx];
+        c.tls = h.tls;
+        c.out = h.out;
+        c.inbuf = h.inbuf;
+        c.requests = h.requests;
+        (c.bytes_in, c.bytes_out) = h.bytes;
+        log::debug!(
+            "{} took over send connection of {}/{}",
+            h.sid,
+            h.ident.account,
+            h.ident.client
+        );
+        let (ident, to, body) = (h.ident, h.to, h.body);
+        let token = self.token_of(idx);
+        self.guarded(token, move |me| {
+            // Its answer is held back like one read here (see `process`).
+            if let Some(other) = me.cork.filter(|&o| o != idx) {
+                me.uncork(other);
+            }
+            me.cork = Some(idx);
+            me.start_send(idx, &ident, &to, body, false);
+            me.process(idx);
+        });
     }
 
     /// Prepares connection `idx` for the answer to the send just read: with

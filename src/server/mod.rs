@@ -89,17 +89,23 @@ impl Shared {
         t.saturating_duration_since(self.origin).as_millis() as u64
     }
 
-    /// The worker that owns the sessions of `client` in `account`.
+    /// The worker that owns the sessions of `client` in `account`: with
+    /// `--shard-by account` (the default) the one its account hashes to, so
+    /// that a message, which never leaves its account, stays on one worker;
+    /// with `--shard-by client` the one `account/client` hashes to.
     fn owner(&self, account: &str, client: &str) -> usize {
         // FNV-1a: stable, cheap, and the input is already authenticated.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in account
-            .bytes()
-            .chain(std::iter::once(b'/'))
-            .chain(client.bytes())
-        {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut mix = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        mix(account.as_bytes());
+        if self.config.shard_by == crate::config::ShardBy::Client {
+            mix(b"/");
+            mix(client.as_bytes());
         }
         (h % self.peers.len() as u64) as usize
     }
@@ -203,6 +209,8 @@ struct ClientInfo {
 enum Envelope {
     /// A receive connection handed to the worker that owns its client.
     Attach(Box<Attach>),
+    /// A send connection handed to the worker that owns its account.
+    Handoff(Box<Handoff>),
     /// A message for a client owned by the receiving worker.
     Deliver {
         account: Box<str>,
@@ -321,6 +329,29 @@ struct Attach {
     ident: Identity,
     last_event_id: Option<String>,
     since_ms: u64,
+}
+
+/// A keep-alive send connection on its way to the worker that owns its
+/// account (`--shard-by account`), with the send it has just read: that worker
+/// delivers the send and reads the connection from then on, so the sender's
+/// later messages never cross workers.
+struct Handoff {
+    stream: mio::net::TcpStream,
+    tls: Option<sysbox::SysBox<tls::TlsConn>>,
+    /// Bytes read and written so far (the counters move with the connection).
+    bytes: (u64, u64),
+    /// Output the kernel had not taken yet; it goes out before the answer.
+    out: Option<Box<conn::OutBuf>>,
+    /// Input read after the send (pipelined requests), processed after it.
+    inbuf: Vec<u8>,
+    /// Requests answered on the connection so far.
+    requests: u32,
+    sid: SessionId,
+    since_ms: u64,
+    /// The sender, as its token was verified.
+    ident: Arc<Identity>,
+    to: Box<str>,
+    body: Vec<u8>,
 }
 
 /// A running node: its workers and the address they listen on.

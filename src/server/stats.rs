@@ -52,6 +52,11 @@ pub struct WorkerStats {
     pub busy_ns: AtomicU64,
     /// Panics caught while handling one connection.
     pub panics: AtomicU64,
+    /// Sends this worker passed to the worker that owns the recipient.
+    pub cross_worker_sends: AtomicU64,
+    /// Connections another worker handed to this one: receive connections to
+    /// their client's worker, send connections to their account's worker.
+    pub moved_in: AtomicU64,
     /// Requests refused with an error status, by (status, code).
     pub errors: Mutex<HashMap<(u16, &'static str), u64>>,
 }

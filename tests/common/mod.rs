@@ -624,3 +624,20 @@ impl Receiver {
         ev
     }
 }
+
+/// The worker `/connections` shows for the connection from `local` (waits
+/// until the connection is listed).
+pub fn worker_of(node: &Node, local: SocketAddr) -> u64 {
+    let mut worker = None;
+    let found = wait_until(WAIT, || {
+        let r = request(node.admin.unwrap(), "GET", "/connections", None, b"");
+        worker = r.json()["connections"].as_array().and_then(|l| {
+            l.iter()
+                .find(|c| c["remote"] == local.to_string())
+                .and_then(|c| c["worker"].as_u64())
+        });
+        worker.is_some()
+    });
+    assert!(found, "connection from {local} not in /connections");
+    worker.unwrap()
+}

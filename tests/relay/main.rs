@@ -7,6 +7,7 @@
 mod common;
 
 mod bodies;
+mod handoff;
 mod pipelining;
 
 use std::io::Write;

@@ -118,7 +118,16 @@ fn pipelined_requests_then_half_close_are_all_answered() {
 /// before the stream starts, also when another worker owns the receiver.
 #[test]
 fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts() {
-    let node = Node::start(&["--workers", "2"]);
+    a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts_in("account");
+}
+
+#[test]
+fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts_by_client() {
+    a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts_in("client");
+}
+
+fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts_in(shard: &str) {
+    let node = Node::start(&["--workers", "2", "--shard-by", shard]);
     let agent_tok = token(ACCT, "agent-1", Role::Agent);
     let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
     agent.ready();
@@ -150,8 +159,24 @@ fn a_send_pipelined_before_a_receive_is_answered_before_the_stream_starts() {
 /// the client, those answers move with it and still come before the stream.
 #[test]
 fn answers_still_queued_when_the_socket_changes_worker_are_not_lost() {
+    answers_still_queued_when_the_socket_changes_worker_are_not_lost_in("account");
+}
+
+#[test]
+fn answers_still_queued_when_the_socket_changes_worker_are_not_lost_by_client() {
+    answers_still_queued_when_the_socket_changes_worker_are_not_lost_in("client");
+}
+
+fn answers_still_queued_when_the_socket_changes_worker_are_not_lost_in(shard: &str) {
     // Small kernel buffers, so that most answers wait in the server.
-    let node = Node::start(&["--workers", "2", "--send-buffer", "4KiB"]);
+    let node = Node::start(&[
+        "--workers",
+        "2",
+        "--shard-by",
+        shard,
+        "--send-buffer",
+        "4KiB",
+    ]);
     let agent_tok = token(ACCT, "agent-1", Role::Agent);
     let mut agent = Receiver::open(node.addr, &agent_tok, &[]);
     agent.ready();
@@ -216,7 +241,16 @@ fn open_agents(node: &Node, n: usize) -> Vec<Receiver> {
 /// order.
 #[test]
 fn sends_pipelined_across_workers_are_answered_in_request_order() {
-    let node = Node::start(&["--workers", "2"]);
+    sends_pipelined_across_workers_are_answered_in_request_order_in("account");
+}
+
+#[test]
+fn sends_pipelined_across_workers_are_answered_in_request_order_by_client() {
+    sends_pipelined_across_workers_are_answered_in_request_order_in("client");
+}
+
+fn sends_pipelined_across_workers_are_answered_in_request_order_in(shard: &str) {
+    let node = Node::start(&["--workers", "2", "--shard-by", shard]);
     // Six recipients: with two workers, some are owned by each.
     let mut agents = open_agents(&node, 6);
     let tok = token(ACCT, "console-1", Role::Console);
@@ -268,7 +302,16 @@ fn sends_pipelined_across_workers_are_answered_in_request_order() {
 /// in order.
 #[test]
 fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last() {
-    let node = Node::start(&["--workers", "2"]);
+    a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last_in("account");
+}
+
+#[test]
+fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last_by_client() {
+    a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last_in("client");
+}
+
+fn a_random_pipelined_mix_is_answered_in_order_and_closed_after_the_last_in(shard: &str) {
+    let node = Node::start(&["--workers", "2", "--shard-by", shard]);
     let mut agents = open_agents(&node, 6);
     let tok = token(ACCT, "console-1", Role::Console);
     let mut seed: u64 = 0x5eed_1234_abcd_0001;
