@@ -126,6 +126,54 @@ fn relay_scenario_delivers_every_message_exactly_once() {
     );
 }
 
+/// `--accounts 3`: clients spread over three accounts, each sender sending
+/// only within its own (a message to a receiver of another account would be
+/// refused with 404, counted as rejected), exactly once; nonsense counts are
+/// refused before anything connects.
+#[test]
+fn relay_over_several_accounts_stays_within_each() {
+    let node = Node::start(&["--workers", "2"]);
+    let addr = node.addr.to_string();
+    let pid = node.child.id().to_string();
+    let j = bench(&[
+        "relay",
+        "--server",
+        &addr,
+        "--pid",
+        &pid,
+        "--receivers",
+        "20",
+        "--senders",
+        "6",
+        "--accounts",
+        "3",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(j["accounts"], 3, "{j}");
+    assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert_eq!(j["exactly_once"]["ok"], true, "{j}");
+    assert_eq!(j["rejected"], 0, "{j}");
+    for n in ["0", "21"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+            .args([
+                "relay",
+                "--server",
+                &addr,
+                "--receivers",
+                "20",
+                "--accounts",
+                n,
+            ])
+            .env("SWITCHBOARD_SECRET", SECRET)
+            .output()
+            .expect("run switchboard-bench");
+        assert_eq!(out.status.code(), Some(2), "--accounts {n}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--accounts"), "--accounts {n}: {err}");
+    }
+}
+
 /// The fixed-rate relay point of tools/compare relies on `--rate` holding the
 /// offered load: a capped run must not send faster than the cap.
 #[test]

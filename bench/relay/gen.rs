@@ -345,7 +345,6 @@ impl Gen {
 
     /// Tops up every sender's window (within the rate cap).
     fn send_more(&mut self, since_go: Duration) {
-        let r = self.a.receivers.max(1);
         let mut budget = match self.a.rate {
             Some(rate) => {
                 let allowed = (since_go.as_secs_f64() * rate / self.n_threads as f64) as u64 + 1;
@@ -385,7 +384,7 @@ impl Gen {
             while inflight.len() < self.a.window && budget > 0 {
                 self.to.clear();
                 self.to.push(b'r');
-                proto::push_decimal(&mut self.to, self.a.pick.receiver(*s, *seq, r) as u64);
+                proto::push_decimal(&mut self.to, self.a.recipient(*s, *seq) as u64);
                 // Only ASCII digits follow the 'r'.
                 let to = std::str::from_utf8(&self.to).unwrap_or("r");
                 proto::make_body(&mut self.body, self.a.size, now, *s, *seq);
@@ -512,7 +511,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                         g.a.target,
                         g.a.server,
                         &g.a.secret,
-                        &g.a.account,
+                        &g.a.account_of(i),
                         &name,
                     );
                     g.open(
@@ -527,7 +526,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                     let auth = if g.a.target == Target::Switchboard {
                         format!(
                             "Authorization: Bearer {}\r\n",
-                            proto::token(&g.a.secret, &g.a.account, &format!("s{i}"))
+                            proto::token(&g.a.secret, &g.a.account_of(i), &format!("s{i}"))
                         )
                     } else {
                         String::new()

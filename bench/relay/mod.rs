@@ -62,6 +62,28 @@ impl Pick {
     }
 }
 
+impl RelayArgs {
+    /// The account of receiver or sender `i`.
+    pub fn account_of(&self, i: usize) -> String {
+        if self.accounts <= 1 {
+            self.account.clone()
+        } else {
+            format!("{}{}", self.account, i % self.accounts)
+        }
+    }
+
+    /// The receiver (0..receivers) of message `seq` of sender `s`: picked
+    /// with `--pick` among the receivers of the sender's account.
+    pub fn recipient(&self, s: usize, seq: u64) -> usize {
+        let n = self.accounts.max(1);
+        let a = s % n;
+        // Receivers a, a + n, a + 2n, .. are in the sender's account (at least
+        // one: `run` checks that there are no more accounts than receivers).
+        let in_account = (self.receivers.saturating_sub(a)).div_ceil(n).max(1);
+        self.pick.receiver(s, seq, in_account) * n + a
+    }
+}
+
 /// Flags of `switchboard-bench relay`.
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
@@ -115,9 +137,16 @@ pub struct RelayArgs {
     /// and each one's CPU time is listed.
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
-    /// Account of all clients (Switchboard).
+    /// Account of all clients (Switchboard); with `--accounts` N > 1 the
+    /// prefix of N accounts (`<account>0` ..).
     #[arg(long, default_value = "bench")]
     pub account: String,
+    /// Spread the clients over this many accounts: receiver `i` and sender `i`
+    /// are in account `i % N`, and a sender sends only to receivers of its own
+    /// account (Switchboard never relays between accounts). The same traffic
+    /// pattern is used against every peer.
+    #[arg(long, default_value_t = 1)]
+    pub accounts: usize,
     /// Longest wait (seconds) after sending stops for outstanding answers and deliveries.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
@@ -169,6 +198,13 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let nofile = proto::raise_nofile();
     if a.size < 40 {
         eprintln!("switchboard-bench relay: --size must be at least 40");
+        return ExitCode::from(2);
+    }
+    if a.accounts == 0 || a.accounts > a.receivers.max(1) {
+        eprintln!(
+            "switchboard-bench relay: --accounts must be between 1 and --receivers ({})",
+            a.receivers
+        );
         return ExitCode::from(2);
     }
     if a.target == Target::Switchboard && a.secret.is_empty() {
@@ -373,6 +409,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "senders": a.senders,
         "size": a.size,
         "pick": format!("{:?}", a.pick).to_lowercase(),
+        "accounts": a.accounts,
         "window": a.window,
         "rate_cap": a.rate,
         "threads": threads,
