@@ -506,10 +506,18 @@ impl Worker {
             self.await_answer(idx);
             return;
         }
-        let clients = self.list_clients(&ident.account);
+        // By account, one worker holds every session of the account: only it
+        // is asked (none, if it is this one). By client, every worker is.
+        let holder = (self.shared.config.shard_by == crate::config::ShardBy::Account)
+            .then(|| self.shared.owner(&ident.account, &ident.client));
+        let clients = if holder.is_none_or(|h| h == self.id) {
+            self.list_clients(&ident.account)
+        } else {
+            Vec::new()
+        };
         let mut pending = 0;
         for w in 0..self.shared.peers.len() {
-            if w == self.id {
+            if w == self.id || holder.is_some_and(|h| h != w) {
                 continue;
             }
             let env = Envelope::List {

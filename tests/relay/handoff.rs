@@ -179,3 +179,29 @@ fn input_read_with_the_first_send_moves_with_the_connection() {
         }
     }
 }
+
+/// By account, a client list is asked of the one worker that holds the
+/// account (or answered alone there): from connections on every worker it
+/// shows every online client, and nothing of another account.
+#[test]
+fn by_account_a_client_list_from_any_worker_is_whole() {
+    let node = Node::start(&["--workers", "4"]);
+    let _agents = agents_with_workers(&node, 3);
+    let other = token("other", "agent-9", Role::Agent);
+    let mut stranger = Receiver::open(node.addr, &other, &[]);
+    stranger.ready();
+    let tok = token(ACCT, "console-1", Role::Console);
+    for c in 0..8 {
+        let mut http = Http::connect(node.addr);
+        let r = http.request("GET", "/v1/clients", Some(&tok), b"");
+        assert_eq!(r.status, 200, "connection {c}: {}", r.head);
+        let mut names: Vec<String> = r.json()["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .map(|c| c["client"].as_str().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["agent-1", "agent-2", "agent-3"], "connection {c}");
+    }
+}
