@@ -230,11 +230,9 @@ impl Worker {
             self.attach_receive(idx, ident, last_event_id);
             return;
         }
-        let Some(mut c) = self.remove_conn(idx) else {
+        let Some(c) = self.release_conn(idx) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
         let sid = c.sid;
         let since_ms = c.since_ms;
         log::debug!(
@@ -253,21 +251,40 @@ impl Worker {
             since_ms,
         }));
         if let Err(Envelope::Attach(a)) = self.post(owner, env) {
-            // The owner is swamped: take the connection back and say so.
             let a = *a;
-            if let Some(idx) = self.insert_conn(a.stream, sid, since_ms) {
-                self.conns[idx].tls = a.tls;
-                self.conns[idx].out = a.out;
-                (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
-                self.respond_error(
-                    idx,
-                    503,
-                    "overloaded",
-                    "the node is overloaded; retry later",
-                    true,
-                );
-            }
+            self.take_back_overloaded(a.stream, a.tls, a.out, a.bytes, sid, since_ms);
         }
+    }
+
+    /// Takes connection `idx` off this worker (slab, timer, poll, count) to
+    /// hand it to another one.
+    fn release_conn(&mut self, idx: usize) -> Option<super::conn::Conn> {
+        let mut c = self.remove_conn(idx)?;
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
+        Some(c)
+    }
+
+    /// A connection being handed to a worker whose inbox is full comes back
+    /// here and is answered `503 overloaded` and closed.
+    fn take_back_overloaded(
+        &mut self,
+        stream: mio::net::TcpStream,
+        tls: Option<super::sysbox::SysBox<super::tls::TlsConn>>,
+        out: Option<Box<super::conn::OutBuf>>,
+        bytes: (u64, u64),
+        sid: crate::ids::SessionId,
+        since_ms: u64,
+    ) {
+        let Some(idx) = self.insert_conn(stream, sid, since_ms) else {
+            return;
+        };
+        let c = &mut self.conns[idx];
+        c.tls = tls;
+        c.out = out;
+        (c.bytes_in, c.bytes_out) = bytes;
+        let msg = "the node is overloaded; retry later";
+        self.respond_error(idx, 503, "overloaded", msg, true);
     }
 
     fn start_send(
@@ -368,11 +385,9 @@ impl Worker {
         if !self.uncork(idx) {
             return;
         }
-        let Some(mut c) = self.remove_conn(idx) else {
+        let Some(c) = self.release_conn(idx) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
         let sid = c.sid;
         log::debug!(
             "{sid} handing send connection of {}/{} to worker {owner}",
@@ -393,21 +408,9 @@ impl Worker {
             body,
         }));
         if let Err(Envelope::Handoff(h)) = self.post(owner, env) {
-            // The owner is swamped: take the connection back and say so.
+            // Input read after the send is dropped with the connection.
             let h = *h;
-            if let Some(idx) = self.insert_conn(h.stream, sid, h.since_ms) {
-                let c = &mut self.conns[idx];
-                c.tls = h.tls;
-                c.out = h.out;
-                (c.bytes_in, c.bytes_out) = h.bytes;
-                self.respond_error(
-                    idx,
-                    503,
-                    "overloaded",
-                    "the node is overloaded; retry later",
-                    true,
-                );
-            }
+            self.take_back_overloaded(h.stream, h.tls, h.out, h.bytes, sid, h.since_ms);
         }
     }
 
