@@ -205,3 +205,47 @@ fn by_account_a_client_list_from_any_worker_is_whole() {
         assert_eq!(names, ["agent-1", "agent-2", "agent-3"], "connection {c}");
     }
 }
+
+/// Send connections that moved and then close leave nothing behind: the
+/// request-connection gauge (summed over the workers, each of which counted
+/// the connection while it had it) returns to 0, and `/connections` lists
+/// only the receive connection.
+#[test]
+fn moved_send_connections_that_close_leave_nothing_behind() {
+    let node = Node::start(&["--workers", "4"]);
+    let mut agents = agents_with_workers(&node, 1);
+    let (agent, _) = &mut agents[0];
+    let tok = token(ACCT, "console-1", Role::Console);
+    for c in 0..20 {
+        let mut http = Http::connect(node.addr);
+        for i in 0..2 {
+            let r = http.request(
+                "POST",
+                "/v1/send/agent-1",
+                Some(&tok),
+                format!("c{c} m{i}").as_bytes(),
+            );
+            assert_eq!(r.status, 202, "connection {c}, send {i}: {}", r.head);
+        }
+        drop(http);
+        for i in 0..2 {
+            agent.expect_message("console-1", &format!("c{c} m{i}"));
+        }
+    }
+    assert!(counter(&node, "switchboard_connections_moved_total") > 1);
+    let gauge_zero = wait_until(WAIT, || {
+        counter(&node, "switchboard_connections{kind=\"request\"}") == 0
+    });
+    assert!(
+        gauge_zero,
+        "request connections still counted after all closed"
+    );
+    let r = request(node.admin.unwrap(), "GET", "/connections", None, b"");
+    let listed = r.json()["connections"].as_array().map_or(0, |l| l.len());
+    assert_eq!(
+        listed,
+        1,
+        "only the receive connection should be listed: {}",
+        r.json()
+    );
+}
