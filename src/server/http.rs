@@ -1,11 +1,11 @@
 //! Request handling: turns buffered input into requests (with the sans-IO
 //! parsers), authenticates them and routes them to receive, send and list.
 
+use std::sync::Arc;
+
 use super::bridge::BridgeCmd;
 use super::conn::State;
 use super::worker::Worker;
-use std::sync::Arc;
-
 use super::{Attach, Envelope, Handoff, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
 use crate::proto::head::RequestHead;
