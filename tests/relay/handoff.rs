@@ -249,3 +249,38 @@ fn moved_send_connections_that_close_leave_nothing_behind() {
         r.json()
     );
 }
+
+/// A send connection that moved and then goes quiet is closed by the worker
+/// it moved to after `--idle-timeout`, as any other keep-alive connection.
+#[test]
+fn a_moved_send_connection_that_goes_quiet_is_closed_at_its_idle_timeout() {
+    let node = Node::start(&["--workers", "4", "--idle-timeout", "1s"]);
+    let mut agents = agents_with_workers(&node, 1);
+    let (agent, home) = &mut agents[0];
+    let tok = token(ACCT, "console-1", Role::Console);
+    let mut conns = Vec::new();
+    for c in 0..6 {
+        let mut http = Http::connect(node.addr);
+        let local = http.stream.local_addr().unwrap();
+        let r = http.request(
+            "POST",
+            "/v1/send/agent-1",
+            Some(&tok),
+            format!("c{c}").as_bytes(),
+        );
+        assert_eq!(r.status, 202, "connection {c}: {}", r.head);
+        assert_eq!(
+            worker_of(&node, local),
+            *home,
+            "connection {c} did not move"
+        );
+        agent.expect_message("console-1", &format!("c{c}"));
+        conns.push(http);
+    }
+    for (c, http) in conns.iter_mut().enumerate() {
+        assert!(
+            http.closed_within(WAIT),
+            "connection {c} still open well after its idle timeout"
+        );
+    }
+}
