@@ -43,8 +43,9 @@ impl Role {
 pub struct Identity {
     /// Account id (`acct` claim).
     pub account: String,
-    /// Client id (`sub` claim).
-    pub client: String,
+    /// Client id (`sub` claim). Shared: every message the client sends is
+    /// retained with it as its `from`, without a copy per message.
+    pub client: std::sync::Arc<str>,
     /// Role (`role` claim, default [`Role::Agent`]).
     pub role: Role,
     /// Expiry, seconds since the Unix epoch.
@@ -254,7 +255,7 @@ fn identity_from_claims(
     }
     Ok(Identity {
         account,
-        client,
+        client: client.into(),
         role,
         exp,
     })

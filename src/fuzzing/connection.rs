@@ -94,7 +94,11 @@ pub(super) fn run_connection(pieces: &[&[u8]]) -> Vec<Decision> {
                                 }
                                 let receive = matches!(r, Route::Receive { .. });
                                 (
-                                    Decision::Accepted(format!("{r:?}"), id.account, id.client),
+                                    Decision::Accepted(
+                                        format!("{r:?}"),
+                                        id.account,
+                                        id.client.to_string(),
+                                    ),
                                     receive,
                                 )
                             }

@@ -183,7 +183,7 @@ pub(super) fn token_claims(verifier: &Verifier, rest: &[u8]) {
     match &got {
         Ok(id) => {
             assert!(expect_ok, "token: accepted {claims} as {id:?}");
-            let same = Some(id.client.as_str()) == entries[0].1.as_ref().and_then(|v| v.as_str())
+            let same = Some(&*id.client) == entries[0].1.as_ref().and_then(|v| v.as_str())
                 && Some(id.account.as_str()) == entries[1].1.as_ref().and_then(|v| v.as_str())
                 && Some(id.role) == role
                 && Some(id.exp) == exp;
@@ -254,7 +254,7 @@ pub(super) fn token_sign(verifier: &Verifier, rest: &[u8]) {
     } else {
         let expected = auth::Identity {
             account: acct.to_string(),
-            client: client.to_string(),
+            client: client.to_string().into(),
             role,
             exp: NOW + ttl,
         };

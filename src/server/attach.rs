@@ -26,7 +26,7 @@ impl Worker {
                 let token = self.token_of(idx);
                 let cmd = super::bridge::BridgeCmd::Takeover {
                     account: ident.account.as_str().into(),
-                    client: ident.client.as_str().into(),
+                    client: ident.client[..].into(),
                     reply: ReplyTo {
                         worker: self.id,
                         token,
@@ -173,7 +173,7 @@ impl Worker {
         let ready = serde_json::json!({
             "session": sid.to_string(),
             "account": ident.account,
-            "client": ident.client,
+            "client": &*ident.client,
             "node": self.shared.config.node_id,
             "heartbeat_ms": self.shared.config.heartbeat.as_millis() as u64,
             "epoch": format!("{epoch:x}"),

@@ -19,7 +19,7 @@ impl Worker {
         &mut self,
         found: Option<usize>,
         account: &str,
-        from: &str,
+        from: &std::sync::Arc<str>,
         to: &str,
         body: Box<[u8]>,
         reply: ReplyTo,
@@ -36,7 +36,7 @@ impl Worker {
         };
         let cmd = BridgeCmd::Send {
             account: account.into(),
-            from: from.into(),
+            from: from[..].into(),
             to: to.into(),
             body,
             reply,

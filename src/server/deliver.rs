@@ -4,6 +4,8 @@
 //! once and the rest together at the end of the iteration. Events from the
 //! second and later requests of a pipelined batch all wait for its end.
 
+use std::sync::Arc;
+
 use slab::Slab;
 
 use super::conn::{send_now, Conn};
@@ -26,7 +28,7 @@ impl Worker {
     pub fn deliver(
         &mut self,
         account: &str,
-        from: &str,
+        from: &Arc<str>,
         to: &str,
         body: Box<[u8]>,
     ) -> Result<EventId, SendError> {
@@ -42,7 +44,7 @@ impl Worker {
         &mut self,
         sidx: usize,
         account: &str,
-        from: &str,
+        from: &Arc<str>,
         to: &str,
         body: Box<[u8]>,
     ) -> Result<EventId, SendError> {
@@ -68,7 +70,7 @@ impl Worker {
         let id = self.append(
             sidx,
             EntryKind::Message {
-                from: from.into(),
+                from: from.clone(),
                 body,
             },
         );
@@ -92,7 +94,7 @@ impl Worker {
                 owner,
                 Envelope::Touch {
                     account: account.into(),
-                    client: from.into(),
+                    client: from[..].into(),
                     peer: to.into(),
                     remote: false,
                 },

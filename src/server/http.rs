@@ -340,7 +340,7 @@ impl Worker {
         };
         let env = Envelope::Deliver {
             account: ident.account.as_str().into(),
-            from: ident.client.as_str().into(),
+            from: ident.client.clone(),
             to: to.into(),
             body: body.into_boxed_slice(),
             reply,

@@ -214,7 +214,8 @@ enum Envelope {
     /// A message for a client owned by the receiving worker.
     Deliver {
         account: Box<str>,
-        from: Box<str>,
+        /// The sender's id, shared with its identity (see [`Identity::client`]).
+        from: Arc<str>,
         to: Box<str>,
         body: Box<[u8]>,
         reply: ReplyTo,

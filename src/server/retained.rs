@@ -12,7 +12,9 @@ use crate::proto::sse;
 /// What a retained log entry carries.
 pub(super) enum EntryKind {
     Message {
-        from: Box<str>,
+        /// The sender's id, shared by all its retained messages when it
+        /// came from a verified token (`Identity::client`).
+        from: std::sync::Arc<str>,
         body: Box<[u8]>,
     },
     PeerGone {

@@ -669,7 +669,7 @@ impl Worker {
                 node,
                 req,
             } => {
-                let result = self.deliver(&account, &from, &to, body);
+                let result = self.deliver(&account, &from.into(), &to, body);
                 if let Some(b) = &self.shared.cluster {
                     b.submit(super::bridge::BridgeCmd::DeliverReply { node, req, result });
                 }
