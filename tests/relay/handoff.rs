@@ -30,6 +30,22 @@ fn counter(node: &Node, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
+/// A node started with `args`, agent-1 of ACCT online on it (its receiver
+/// and the worker it is on), and console-1's token.
+fn node_with_agent(args: &[&str]) -> (Node, Receiver, u64, String) {
+    let node = Node::start(args);
+    let (agent, home) = agents_with_workers(&node, 1).pop().expect("one agent");
+    (node, agent, home, token(ACCT, "console-1", Role::Console))
+}
+
+/// Sends `body` to agent-1 on `http` with `tok` and asserts the 202 (`what`
+/// names the send in the failure message).
+fn send_ok(http: &mut Http, tok: &str, body: &str, what: &str) -> Response {
+    let r = http.request("POST", "/v1/send/agent-1", Some(tok), body.as_bytes());
+    assert_eq!(r.status, 202, "{what}: {}", r.head);
+    r
+}
+
 #[test]
 fn by_account_every_client_of_an_account_is_on_one_worker() {
     let node = Node::start(&["--workers", "4"]);
@@ -63,26 +79,22 @@ fn by_client_the_clients_of_an_account_are_spread() {
 /// with the id its answer gave.
 #[test]
 fn a_send_connection_moves_to_its_accounts_worker_and_stays() {
-    let node = Node::start(&["--workers", "4"]);
-    let mut agents = agents_with_workers(&node, 1);
-    let (agent, home) = &mut agents[0];
-    let tok = token(ACCT, "console-1", Role::Console);
+    let (node, mut agent, home, tok) = node_with_agent(&["--workers", "4"]);
     for c in 0..8 {
         let mut http = Http::connect(node.addr);
         let local = http.stream.local_addr().unwrap();
         let mut ids = Vec::new();
         for i in 0..3 {
-            let r = http.request(
-                "POST",
-                "/v1/send/agent-1",
-                Some(&tok),
-                format!("c{c} m{i}").as_bytes(),
+            let r = send_ok(
+                &mut http,
+                &tok,
+                &format!("c{c} m{i}"),
+                &format!("connection {c}, send {i}"),
             );
-            assert_eq!(r.status, 202, "connection {c}, send {i}: {}", r.head);
             ids.push(r.json()["id"].as_str().expect("id").to_string());
             let w = worker_of(&node, local);
             assert_eq!(
-                w, *home,
+                w, home,
                 "connection {c} on worker {w} after send {i}, the account is on {home}"
             );
         }
@@ -101,24 +113,20 @@ fn a_send_connection_moves_to_its_accounts_worker_and_stays() {
 /// 1 in 65,536 with four workers).
 #[test]
 fn by_client_a_send_connection_stays_where_it_was_accepted() {
-    let node = Node::start(&["--workers", "4", "--shard-by", "client"]);
-    let mut agents = agents_with_workers(&node, 1);
-    let (agent, home) = &mut agents[0];
-    let tok = token(ACCT, "console-1", Role::Console);
+    let (node, mut agent, home, tok) = node_with_agent(&["--workers", "4", "--shard-by", "client"]);
     let mut elsewhere = 0;
     for c in 0..8 {
         let mut http = Http::connect(node.addr);
         let local = http.stream.local_addr().unwrap();
         for i in 0..2 {
-            let r = http.request(
-                "POST",
-                "/v1/send/agent-1",
-                Some(&tok),
-                format!("c{c} m{i}").as_bytes(),
+            send_ok(
+                &mut http,
+                &tok,
+                &format!("c{c} m{i}"),
+                &format!("connection {c}, send {i}"),
             );
-            assert_eq!(r.status, 202, "connection {c}, send {i}: {}", r.head);
         }
-        if worker_of(&node, local) != *home {
+        if worker_of(&node, local) != home {
             elsewhere += 1;
         }
         for i in 0..2 {
@@ -142,10 +150,7 @@ fn by_client_a_send_connection_stays_where_it_was_accepted() {
 /// comes in order and every message arrives once, in order.
 #[test]
 fn input_read_with_the_first_send_moves_with_the_connection() {
-    let node = Node::start(&["--workers", "4"]);
-    let mut agents = agents_with_workers(&node, 1);
-    let (agent, home) = &mut agents[0];
-    let tok = token(ACCT, "console-1", Role::Console);
+    let (node, mut agent, home, tok) = node_with_agent(&["--workers", "4"]);
     for c in 0..6 {
         let mut http = Http::connect(node.addr);
         let local = http.stream.local_addr().unwrap();
@@ -156,11 +161,7 @@ fn input_read_with_the_first_send_moves_with_the_connection() {
         http.send_raw(first.as_bytes());
         let r = http.read_response().expect("answer to the first send");
         assert_eq!(r.status, 202, "connection {c}: {}", r.head);
-        assert_eq!(
-            worker_of(&node, local),
-            *home,
-            "connection {c} did not move"
-        );
+        assert_eq!(worker_of(&node, local), home, "connection {c} did not move");
         http.send_raw(&second.as_bytes()[cut..]);
         let batch: String = (0..10)
             .map(|i| send_text("agent-1", &tok, &format!("c{c} p{i}")))
@@ -212,20 +213,16 @@ fn by_account_a_client_list_from_any_worker_is_whole() {
 /// only the receive connection.
 #[test]
 fn moved_send_connections_that_close_leave_nothing_behind() {
-    let node = Node::start(&["--workers", "4"]);
-    let mut agents = agents_with_workers(&node, 1);
-    let (agent, _) = &mut agents[0];
-    let tok = token(ACCT, "console-1", Role::Console);
+    let (node, mut agent, _, tok) = node_with_agent(&["--workers", "4"]);
     for c in 0..20 {
         let mut http = Http::connect(node.addr);
         for i in 0..2 {
-            let r = http.request(
-                "POST",
-                "/v1/send/agent-1",
-                Some(&tok),
-                format!("c{c} m{i}").as_bytes(),
+            send_ok(
+                &mut http,
+                &tok,
+                &format!("c{c} m{i}"),
+                &format!("connection {c}, send {i}"),
             );
-            assert_eq!(r.status, 202, "connection {c}, send {i}: {}", r.head);
         }
         drop(http);
         for i in 0..2 {
@@ -254,26 +251,18 @@ fn moved_send_connections_that_close_leave_nothing_behind() {
 /// it moved to after `--idle-timeout`, as any other keep-alive connection.
 #[test]
 fn a_moved_send_connection_that_goes_quiet_is_closed_at_its_idle_timeout() {
-    let node = Node::start(&["--workers", "4", "--idle-timeout", "1s"]);
-    let mut agents = agents_with_workers(&node, 1);
-    let (agent, home) = &mut agents[0];
-    let tok = token(ACCT, "console-1", Role::Console);
+    let (node, mut agent, home, tok) = node_with_agent(&["--workers", "4", "--idle-timeout", "1s"]);
     let mut conns = Vec::new();
     for c in 0..6 {
         let mut http = Http::connect(node.addr);
         let local = http.stream.local_addr().unwrap();
-        let r = http.request(
-            "POST",
-            "/v1/send/agent-1",
-            Some(&tok),
-            format!("c{c}").as_bytes(),
+        send_ok(
+            &mut http,
+            &tok,
+            &format!("c{c}"),
+            &format!("connection {c}"),
         );
-        assert_eq!(r.status, 202, "connection {c}: {}", r.head);
-        assert_eq!(
-            worker_of(&node, local),
-            *home,
-            "connection {c} did not move"
-        );
+        assert_eq!(worker_of(&node, local), home, "connection {c} did not move");
         agent.expect_message("console-1", &format!("c{c}"));
         conns.push(http);
     }
