@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::bridge::BridgeCmd;
 use super::conn::State;
 use super::worker::Worker;
-use super::{Attach, Envelope, Handoff, ReplyTo, SendError};
+use super::{Attach, Envelope, Handoff, Moving, ReplyTo, SendError};
 use crate::auth::{AuthError, Identity};
 use crate::proto::head::RequestHead;
 use crate::proto::route::Route;
@@ -230,59 +230,62 @@ impl Worker {
             self.attach_receive(idx, ident, last_event_id);
             return;
         }
-        let Some(c) = self.release_conn(idx) else {
+        let Some(conn) = self.release_conn(idx) else {
             return;
         };
-        let sid = c.sid;
-        let since_ms = c.since_ms;
         log::debug!(
-            "{sid} handing receive connection of {}/{} to worker {owner}",
+            "{} handing receive connection of {}/{} to worker {owner}",
+            conn.sid,
             ident.account,
             ident.client
         );
         let env = Envelope::Attach(Box::new(Attach {
-            stream: c.stream,
-            tls: c.tls,
-            bytes: (c.bytes_in, c.bytes_out),
-            out: c.out,
-            sid,
+            conn,
             ident,
             last_event_id,
-            since_ms,
         }));
         if let Err(Envelope::Attach(a)) = self.post(owner, env) {
-            let a = *a;
-            self.take_back_overloaded(a.stream, a.tls, a.out, a.bytes, sid, since_ms);
+            self.take_back_overloaded(a.conn);
         }
     }
 
     /// Takes connection `idx` off this worker (slab, timer, poll, count) to
     /// hand it to another one.
-    fn release_conn(&mut self, idx: usize) -> Option<super::conn::Conn> {
+    fn release_conn(&mut self, idx: usize) -> Option<Moving> {
         let mut c = self.remove_conn(idx)?;
         let _ = self.poll.registry().deregister(&mut c.stream);
         super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
-        Some(c)
+        Some(Moving {
+            stream: c.stream,
+            tls: c.tls,
+            bytes: (c.bytes_in, c.bytes_out),
+            out: c.out,
+            inbuf: c.inbuf,
+            requests: c.requests,
+            sid: c.sid,
+            since_ms: c.since_ms,
+        })
+    }
+
+    /// Registers a connection handed here by another worker (or taken back)
+    /// with what moved with it; its slab index.
+    pub(super) fn adopt_conn(&mut self, m: Moving) -> Option<usize> {
+        let idx = self.insert_conn(m.stream, m.sid, m.since_ms)?;
+        let c = &mut self.conns[idx];
+        c.tls = m.tls;
+        c.out = m.out;
+        c.inbuf = m.inbuf;
+        c.requests = m.requests;
+        (c.bytes_in, c.bytes_out) = m.bytes;
+        Some(idx)
     }
 
     /// A connection being handed to a worker whose inbox is full comes back
     /// here and is answered `503 overloaded` and closed.
-    fn take_back_overloaded(
-        &mut self,
-        stream: mio::net::TcpStream,
-        tls: Option<super::sysbox::SysBox<super::tls::TlsConn>>,
-        out: Option<Box<super::conn::OutBuf>>,
-        bytes: (u64, u64),
-        sid: crate::ids::SessionId,
-        since_ms: u64,
-    ) {
-        let Some(idx) = self.insert_conn(stream, sid, since_ms) else {
+    fn take_back_overloaded(&mut self, m: Moving) {
+        let Some(idx) = self.adopt_conn(m) else {
             return;
         };
-        let c = &mut self.conns[idx];
-        c.tls = tls;
-        c.out = out;
-        (c.bytes_in, c.bytes_out) = bytes;
         let msg = "the node is overloaded; retry later";
         self.respond_error(idx, 503, "overloaded", msg, true);
     }
@@ -385,32 +388,24 @@ impl Worker {
         if !self.uncork(idx) {
             return;
         }
-        let Some(c) = self.release_conn(idx) else {
+        let Some(conn) = self.release_conn(idx) else {
             return;
         };
-        let sid = c.sid;
         log::debug!(
-            "{sid} handing send connection of {}/{} to worker {owner}",
+            "{} handing send connection of {}/{} to worker {owner}",
+            conn.sid,
             ident.account,
             ident.client
         );
         let env = Envelope::Handoff(Box::new(Handoff {
-            stream: c.stream,
-            tls: c.tls,
-            bytes: (c.bytes_in, c.bytes_out),
-            out: c.out,
-            inbuf: c.inbuf,
-            requests: c.requests,
-            sid,
-            since_ms: c.since_ms,
+            conn,
             ident,
             to: to.into(),
             body,
         }));
         if let Err(Envelope::Handoff(h)) = self.post(owner, env) {
             // Input read after the send is dropped with the connection.
-            let h = *h;
-            self.take_back_overloaded(h.stream, h.tls, h.out, h.bytes, sid, h.since_ms);
+            self.take_back_overloaded(h.conn);
         }
     }
 
@@ -418,19 +413,13 @@ impl Worker {
     /// [`Worker::hand_over_send`]): delivers its send, then processes the
     /// input that came with it, as if both had been read here.
     pub(super) fn take_over_send(&mut self, h: Handoff) {
-        let Some(idx) = self.insert_conn(h.stream, h.sid, h.since_ms) else {
+        let Some(idx) = self.adopt_conn(h.conn) else {
             return;
         };
         super::stats::WorkerStats::add(&self.shared.stats[self.id].moved_in, 1);
-        let c = &mut self.conns[idx];
-        c.tls = h.tls;
-        c.out = h.out;
-        c.inbuf = h.inbuf;
-        c.requests = h.requests;
-        (c.bytes_in, c.bytes_out) = h.bytes;
         log::debug!(
             "{} took over send connection of {}/{}",
-            h.sid,
+            self.conns[idx].sid,
             h.ident.account,
             h.ident.client
         );

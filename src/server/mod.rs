@@ -317,19 +317,30 @@ struct ConnInfo {
     worker: usize,
 }
 
-/// A receive connection on its way to its owner worker.
-struct Attach {
+/// What of a connection moves when it is handed from one worker to another
+/// (`Worker::release_conn`, `Worker::adopt_conn`); the rest (slab slot,
+/// generation, timer, poll registration) is made anew by the worker taking it.
+struct Moving {
     stream: mio::net::TcpStream,
     tls: Option<sysbox::SysBox<tls::TlsConn>>,
     /// Bytes read and written so far (the counters move with the connection).
     bytes: (u64, u64),
-    /// Output the kernel had not taken yet (answers to requests pipelined
-    /// before the receive request); it goes out before the stream.
+    /// Output the kernel had not taken yet (answers to requests read before
+    /// the one that moves it); it goes out first.
     out: Option<Box<conn::OutBuf>>,
+    /// Input read after the request that moves it, processed after that request.
+    inbuf: Vec<u8>,
+    /// Requests answered on the connection so far.
+    requests: u32,
     sid: SessionId,
+    since_ms: u64,
+}
+
+/// A receive connection on its way to its owner worker.
+struct Attach {
+    conn: Moving,
     ident: Identity,
     last_event_id: Option<String>,
-    since_ms: u64,
 }
 
 /// A keep-alive send connection on its way to the worker that owns its
@@ -337,18 +348,7 @@ struct Attach {
 /// delivers the send and reads the connection from then on, so the sender's
 /// later messages never cross workers.
 struct Handoff {
-    stream: mio::net::TcpStream,
-    tls: Option<sysbox::SysBox<tls::TlsConn>>,
-    /// Bytes read and written so far (the counters move with the connection).
-    bytes: (u64, u64),
-    /// Output the kernel had not taken yet; it goes out before the answer.
-    out: Option<Box<conn::OutBuf>>,
-    /// Input read after the send (pipelined requests), processed after it.
-    inbuf: Vec<u8>,
-    /// Requests answered on the connection so far.
-    requests: u32,
-    sid: SessionId,
-    since_ms: u64,
+    conn: Moving,
     /// The sender, as its token was verified.
     ident: Arc<Identity>,
     to: Box<str>,

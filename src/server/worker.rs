@@ -641,13 +641,10 @@ impl Worker {
         match env {
             Envelope::Attach(a) => {
                 let a = *a;
-                let Some(idx) = self.insert_conn(a.stream, a.sid, a.since_ms) else {
+                let Some(idx) = self.adopt_conn(a.conn) else {
                     return;
                 };
                 super::stats::WorkerStats::add(&self.shared.stats[self.id].moved_in, 1);
-                self.conns[idx].tls = a.tls;
-                self.conns[idx].out = a.out;
-                (self.conns[idx].bytes_in, self.conns[idx].bytes_out) = a.bytes;
                 self.attach_receive(idx, a.ident, a.last_event_id);
             }
             Envelope::Handoff(h) => self.take_over_send(*h),
