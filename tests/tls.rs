@@ -145,6 +145,27 @@ fn start_tls_node(certs: &Certs, name: &str, extra: &[&str]) -> Node {
     Node::start(&args)
 }
 
+/// A receive connection over TLS for `client` of acme, read up to its
+/// `ready` event: the reader, the client's local address and what was read.
+fn open_tls_receiver(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    client: &str,
+) -> (BufReader<Tls>, std::net::SocketAddr, String) {
+    let tok = token("acme", client, Role::Agent);
+    let mut rs = connect(addr, cfg).expect("tls connect");
+    let local = rs.sock.local_addr().unwrap();
+    write!(
+        rs,
+        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {tok}\r\n\r\n"
+    )
+    .unwrap();
+    rs.flush().unwrap();
+    let mut reader = BufReader::new(rs);
+    let head = read_until(&mut reader, "event: ready");
+    (reader, local, head)
+}
+
 #[test]
 fn relay_over_tls_and_old_versions_refused() {
     let dir = tmpdir("relay");
@@ -156,21 +177,12 @@ fn relay_over_tls_and_old_versions_refused() {
     );
 
     // Receive over TLS.
-    let agent = token("acme", "agent-1", Role::Agent);
-    let mut rs = connect(node.addr, cfg.clone()).expect("tls connect");
+    let (mut reader, _, head) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
     assert_eq!(
-        rs.conn.alpn_protocol(),
+        reader.get_ref().conn.alpn_protocol(),
         Some(&b"http/1.1"[..]),
         "ALPN http/1.1"
     );
-    write!(
-        rs,
-        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
-    )
-    .unwrap();
-    rs.flush().unwrap();
-    let mut reader = BufReader::new(rs);
-    let head = read_until(&mut reader, "event: ready");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/event-stream"), "{head}");
 
@@ -227,17 +239,7 @@ fn a_tls_send_connection_moves_to_its_accounts_worker() {
         &[&certs.cert_der],
         &[&rustls::version::TLS13, &rustls::version::TLS12],
     );
-    let agent = token("acme", "agent-1", Role::Agent);
-    let mut rs = connect(node.addr, cfg.clone()).expect("tls connect");
-    let agent_local = rs.sock.local_addr().unwrap();
-    write!(
-        rs,
-        "GET /v1/receive HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {agent}\r\n\r\n"
-    )
-    .unwrap();
-    rs.flush().unwrap();
-    let mut reader = BufReader::new(rs);
-    read_until(&mut reader, "event: ready");
+    let (mut reader, agent_local, _) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
     // The receive connection is on the worker that owns the account now.
     let home = worker_of(&node, agent_local);
     let console = token("acme", "console-1", Role::Console);
