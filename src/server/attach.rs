@@ -3,13 +3,14 @@
 //! stream head, `ready`, gap notice and replay.
 
 use super::conn::State;
-use super::retained::{import_snapshot, Log};
-use super::session::{make_key, session_deadline, Session};
+use super::retained::import_snapshot;
+use super::session::{session_deadline, Session};
+use super::session_index::make_key;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ReplyTo;
 use crate::auth::Identity;
-use crate::ids::{random_u64, EventId};
+use crate::ids::EventId;
 use crate::proto::{response, sse};
 
 /// SSE reconnection hint sent at the start of every stream (ms).
@@ -83,25 +84,10 @@ impl Worker {
                 let key = make_key(&ident.account, &ident.client).into_boxed_str();
                 let gen = self.next_gen();
                 WorkerStats::add(&self.shared.stats[self.id].sessions, 1);
-                let mut s = Session {
-                    gen,
-                    sid,
-                    split: ident.account.len() as u8,
-                    key,
-                    role: ident.role,
-                    epoch: random_u64() >> 12,
-                    last_seq: 0,
-                    delivered: 0,
-                    attach_from: 0,
-                    conn: (0, 0),
-                    since_ms: 0,
-                    held_since: 0,
-                    deadline: 0,
-                    armed: 0,
-                    log: Log::default(),
-                    partners: None,
-                    flush_queued: false,
-                };
+                let mut s = Session::blank(key, ident.account.len());
+                s.gen = gen;
+                s.sid = sid;
+                s.role = ident.role;
                 if let Some(bytes) = &import {
                     if let Err(e) = import_snapshot(&mut s, bytes, now) {
                         log::warn!(

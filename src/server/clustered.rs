@@ -129,10 +129,8 @@ impl Worker {
         let now = self.now;
         let to: Vec<String> = self
             .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.account() == account && s.client() != client && s.recent_partner(client, now, ttl)
-            })
+            .of_account(account)
+            .filter(|(_, s)| s.client() != client && s.recent_partner(client, now, ttl))
             .map(|(_, s)| s.client().to_string())
             .collect();
         for t in to {

@@ -22,6 +22,7 @@ mod pipe;
 mod quiet;
 mod retained;
 mod session;
+mod session_index;
 pub mod stats;
 mod sys;
 mod sysbox;

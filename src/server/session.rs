@@ -5,12 +5,10 @@
 use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-use slab::Slab;
-
 use super::conn::{CloseReason, State};
 use super::deliver::drop_entry;
 use super::retained::{EntryKind, Log};
+use super::session_index::AccountLinks;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
@@ -64,6 +62,9 @@ pub(super) struct Session {
     /// Entries appended in this loop iteration wait in the worker's
     /// `to_flush` list, to be written in one go (see [`Worker::flush_sessions`]).
     pub(super) flush_queued: bool,
+    /// Neighbours in this worker's list of the account's sessions (kept by
+    /// [`Sessions`](super::session_index::Sessions)).
+    pub(super) links: AccountLinks,
 }
 
 impl Session {
@@ -76,105 +77,30 @@ impl Session {
     pub(super) fn online(&self) -> bool {
         self.conn.1 != 0
     }
-}
 
-/// The sessions owned by one worker, indexed by account and client.
-pub(super) struct Sessions {
-    pub(super) slab: Slab<Session>,
-    /// Slab indices, hashed by `account/client`.
-    index: HashTable<u32>,
-    hasher: hashbrown::DefaultHashBuilder,
-}
-
-pub(super) fn make_key(account: &str, client: &str) -> String {
-    let mut k = String::with_capacity(account.len() + 1 + client.len());
-    k.push_str(account);
-    k.push('/');
-    k.push_str(client);
-    k
-}
-
-/// Hash of a session key from its parts (no `account/client` string is built for a look-up).
-fn key_hash(hasher: &hashbrown::DefaultHashBuilder, account: &str, client: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = hasher.build_hasher();
-    h.write(account.as_bytes());
-    h.write_u8(b'/');
-    h.write(client.as_bytes());
-    h.finish()
-}
-
-/// [`key_hash`] of a stored session.
-fn session_hash(hasher: &hashbrown::DefaultHashBuilder, s: &Session) -> u64 {
-    key_hash(hasher, s.account(), s.client())
-}
-
-impl Sessions {
-    pub fn new() -> Sessions {
-        Sessions {
-            slab: Slab::new(),
-            index: HashTable::new(),
-            hasher: Default::default(),
+    /// A session with key `account/client` (`split` = the account's length) and
+    /// nothing else set yet: no connection, no entries, a fresh epoch.
+    pub(super) fn blank(key: Box<str>, split: usize) -> Session {
+        Session {
+            gen: 0,
+            sid: SessionId(0),
+            split: split as u8,
+            key,
+            role: Role::Agent,
+            epoch: crate::ids::random_u64() >> 12,
+            last_seq: 0,
+            delivered: 0,
+            attach_from: 0,
+            conn: (0, 0),
+            since_ms: 0,
+            held_since: 0,
+            deadline: 0,
+            armed: 0,
+            log: Log::default(),
+            partners: None,
+            flush_queued: false,
+            links: AccountLinks::default(),
         }
-    }
-
-    /// The slab index of the session of `client` in `account`.
-    pub fn find(&self, account: &str, client: &str) -> Option<usize> {
-        let h = key_hash(&self.hasher, account, client);
-        self.index
-            .find(h, |&i| {
-                let s = &self.slab[i as usize];
-                s.account() == account && s.client() == client
-            })
-            .map(|&i| i as usize)
-    }
-
-    pub fn get_mut(&mut self, idx: usize) -> Option<&mut Session> {
-        self.slab.get_mut(idx)
-    }
-
-    pub fn get(&self, idx: usize) -> Option<&Session> {
-        self.slab.get(idx)
-    }
-
-    pub fn insert(&mut self, s: Session) -> usize {
-        let h = session_hash(&self.hasher, &s);
-        let idx = self.slab.insert(s);
-        let slab = &self.slab;
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(h, idx as u32, |&i| session_hash(hasher, &slab[i as usize]));
-        idx
-    }
-
-    /// Shrinks the tables when they are mostly empty (after a peak).
-    pub fn shrink(&mut self) {
-        if self.slab.capacity() > 1024 && self.slab.len() < self.slab.capacity() / 4 {
-            self.slab.shrink_to_fit();
-            let slab = &self.slab;
-            let hasher = &self.hasher;
-            self.index
-                .shrink_to_fit(|&i| session_hash(hasher, &slab[i as usize]));
-        }
-    }
-
-    /// All sessions with their slab indices.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Session)> {
-        self.slab.iter()
-    }
-
-    pub fn remove(&mut self, idx: usize) -> Option<Session> {
-        let s = self.slab.try_remove(idx)?;
-        let h = session_hash(&self.hasher, &s);
-        if let Ok(e) = self.index.find_entry(h, |&i| i as usize == idx) {
-            e.remove();
-        }
-        Some(s)
-    }
-
-    /// Number of sessions.
-    pub fn len(&self) -> usize {
-        self.slab.len()
     }
 }
 
@@ -269,9 +195,7 @@ impl Worker {
     /// The clients of `account` owned by this worker.
     pub fn list_clients(&self, account: &str) -> Vec<ClientInfo> {
         self.sessions
-            .slab
-            .iter()
-            .filter(|(_, s)| s.account() == account)
+            .of_account(account)
             .map(|(_, s)| ClientInfo {
                 client: s.client().to_string(),
                 role: s.role,

@@ -14,7 +14,7 @@ use slab::Slab;
 
 use super::conn::Conn;
 use super::quiet::QuietClock;
-use super::session::Sessions;
+use super::session_index::Sessions;
 use super::{Envelope, Shared};
 use crate::timer::TimerWheel;
 
