@@ -115,19 +115,7 @@ impl Worker {
             return;
         }
         let p = s.partners.get_or_insert_with(Default::default);
-        if let Some(t) = p.get_mut(peer) {
-            *t = now;
-            return;
-        }
-        if p.len() >= MAX_PARTNERS {
-            p.retain(|_, t| now.saturating_sub(*t) <= ttl);
-            if p.len() >= MAX_PARTNERS {
-                if let Some(oldest) = p.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
-                    p.remove(&oldest);
-                }
-            }
-        }
-        p.insert(peer.into(), now);
+        remember_partner(p, peer, now, ttl, MAX_PARTNERS);
     }
 
     /// `client` (owned here) exchanged a message with `peer`.
@@ -528,5 +516,114 @@ impl Session {
     /// True while a receive connection is attached.
     pub fn is_online(&self) -> bool {
         self.online()
+    }
+}
+
+/// Records that `peer` exchanged a message at `now` in a partner table of at most
+/// `cap` entries. A full table first forgets the partners last seen more than
+/// `ttl` ago; if it is still full, its oldest eighth. So the scan a full table
+/// takes is paid once per `cap / 8` new partners, not on every new one (a console
+/// talking to more than `cap` agents within `ttl` would otherwise scan the whole
+/// table on each message to a new one).
+pub(super) fn remember_partner(
+    p: &mut HashMap<Box<str>, u64>,
+    peer: &str,
+    now: u64,
+    ttl: u64,
+    cap: usize,
+) {
+    if let Some(t) = p.get_mut(peer) {
+        *t = now;
+        return;
+    }
+    if p.len() >= cap {
+        p.retain(|_, t| now.saturating_sub(*t) <= ttl);
+    }
+    if p.len() >= cap {
+        let forget = (cap / 8).max(1).min(p.len());
+        let mut times: Vec<u64> = p.values().copied().collect();
+        let (_, &mut cutoff, _) = times.select_nth_unstable(forget - 1);
+        // Everything older than the cutoff goes, and as many of the entries
+        // seen exactly at the cutoff as it takes to forget `forget` in all.
+        let older = times.iter().filter(|&&t| t < cutoff).count();
+        let mut at_cutoff = forget - older;
+        p.retain(|_, t| {
+            if *t < cutoff {
+                return false;
+            }
+            if *t == cutoff && at_cutoff > 0 {
+                at_cutoff -= 1;
+                return false;
+            }
+            true
+        });
+    }
+    p.insert(peer.into(), now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, u64)]) -> HashMap<Box<str>, u64> {
+        entries.iter().map(|&(k, t)| (k.into(), t)).collect()
+    }
+
+    #[test]
+    fn a_known_partner_is_refreshed_not_added() {
+        let mut p = table(&[("a", 1), ("b", 2)]);
+        remember_partner(&mut p, "a", 50, 1_000, 2);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p["a"], 50);
+    }
+
+    #[test]
+    fn a_full_table_forgets_expired_partners_first() {
+        let mut p = table(&[("old", 0), ("x", 900), ("y", 950), ("z", 990)]);
+        remember_partner(&mut p, "new", 1_000, 500, 4);
+        let mut keys: Vec<&str> = p.keys().map(|k| &**k).collect();
+        keys.sort();
+        assert_eq!(keys, ["new", "x", "y", "z"]);
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_eighth_at_once_then_takes_new_ones_without_scanning() {
+        let cap = 64;
+        let mut p: HashMap<Box<str>, u64> = (0..cap as u64)
+            .map(|i| (format!("p{i}").into(), 100 + i))
+            .collect();
+        remember_partner(&mut p, "n0", 1_000, 10_000, cap);
+        // The 8 oldest (p0..p7) are gone, everything newer stays.
+        assert_eq!(p.len(), cap - 8 + 1);
+        for i in 0..cap {
+            assert_eq!(p.contains_key(format!("p{i}").as_str()), i >= 8, "p{i}");
+        }
+        // The next 7 fit without forgetting anyone.
+        for i in 1..8 {
+            remember_partner(&mut p, &format!("n{i}"), 1_000 + i, 10_000, cap);
+        }
+        assert_eq!(p.len(), cap);
+        assert!(p.contains_key("p8"));
+    }
+
+    #[test]
+    fn ties_at_the_cutoff_forget_only_an_eighth() {
+        // Every partner seen in the same millisecond: an eighth goes, not all.
+        let cap = 64;
+        let mut p: HashMap<Box<str>, u64> =
+            (0..cap).map(|i| (format!("p{i}").into(), 500)).collect();
+        remember_partner(&mut p, "new", 600, 10_000, cap);
+        assert_eq!(p.len(), cap - 8 + 1);
+        assert_eq!(p["new"], 600);
+    }
+
+    #[test]
+    fn the_table_never_passes_its_cap() {
+        let cap = 40;
+        let mut p = HashMap::default();
+        for i in 0..1_000u64 {
+            remember_partner(&mut p, &format!("c{}", i * 7 % 97), i, 50, cap);
+            assert!(p.len() <= cap, "{} entries after {i}", p.len());
+        }
     }
 }
