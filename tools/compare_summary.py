@@ -29,6 +29,7 @@ def load(pattern):
             continue
         m = re.search(r"-(\d+)\.json$", p)
         d["_rep"] = int(m.group(1)) if m else 1
+        d["_name"] = os.path.basename(p)
         res.append(d)
     return res
 
@@ -44,12 +45,15 @@ idle = {k: sorted(v, key=lambda d: d["pss_bytes_per_conn"])[(len(v) - 1) // 2]
 
 relay = {}  # (sys, size, receivers) -> list of runs, as fast as the answers come
 fixed = {}  # (sys, rate) -> list of runs at a fixed offered rate (64 B)
+piped = {}  # (sys, window) -> list of runs of the pipelined point (relay-w<N>-*.json, 64 B)
 for d in load("relay-*.json"):
     if "msgs_per_sec" not in d:
         continue
     s = d.get("system", d["target"])
     if d.get("rate_cap"):
         fixed.setdefault((s, round(d["rate_cap"])), []).append(d)
+    elif re.match(r"relay-w\d+-", d["_name"]):
+        piped.setdefault((s, d["window"]), []).append(d)
     else:
         relay.setdefault((s, d["size"], d["receivers"]), []).append(d)
 
@@ -70,10 +74,11 @@ def is_ours(s):
     return s == "switchboard" or s.startswith("switchboard-")
 
 
-systems = sorted({k[0] for k in list(idle) + list(relay) + list(fixed)}, key=lambda s: (not is_ours(s), s))
+systems = sorted({k[0] for k in list(idle) + list(relay) + list(fixed) + list(piped)},
+                 key=lambda s: (not is_ours(s), s))
 ours_all = [s for s in systems if is_ours(s)]
 peers = [s for s in systems if not is_ours(s)]
-summary = {"idle": {}, "relay": {}, "relay_fixed_rate": {}, "ratios": {}}
+summary = {"idle": {}, "relay": {}, "relay_fixed_rate": {}, "relay_pipelined": {}, "ratios": {}}
 
 print("Idle receive connections: server memory per connection (PSS / RssAnon, bytes;"
       " after 100 warm-up connections; cold PSS from a fresh server in brackets)")
@@ -133,6 +138,20 @@ for (s, rate), runs in sorted(fixed.items(), key=lambda kv: (kv[0][1], systems.i
           f"  generator {row['generator_cpu_us_per_msg']:.2f}  p50/p99 {row['p50_us']:.0f} / {row['p99_us']:.0f} us"
           f"  exactly-once {'ok' if row['exactly_once'] else 'NOT OK'}")
 
+for (s, w), runs in sorted(piped.items(), key=lambda kv: (kv[0][1], systems.index(kv[0][0]))):
+    row = {"msgs_per_sec": med(runs, lambda d: d["msgs_per_sec"]), "runs": len(runs),
+           "p50_us": med(runs, lambda d: d["latency_us"]["p50"]),
+           "p99_us": med(runs, lambda d: d["latency_us"]["p99"]),
+           "p999_us": med(runs, lambda d: d["latency_us"]["p999"]),
+           "server_cpu_us_per_msg": med(runs, lambda d: d.get("server_cpu_us_per_msg", 0)),
+           "generator_cpu_us_per_msg": med(runs, lambda d: d.get("generator_cpu_us_per_msg", 0)),
+           "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
+    summary["relay_pipelined"].setdefault(s, {})[str(w)] = row
+    print(f"  {s:<14} size=   64 R={receivers:>5} {w} in flight per sender: {row['msgs_per_sec']:>8.0f} msg/s"
+          f"  {row['p50_us']:>7.0f} / {row['p99_us']:>7.0f} / {row['p999_us']:>7.0f} us"
+          f"  server {row['server_cpu_us_per_msg']:.1f} CPU-us/msg  generator {row['generator_cpu_us_per_msg']:.1f}"
+          f"  exactly-once {'ok' if row['exactly_once'] else 'NOT OK'}")
+
 print("Ratios (ours / peer):")
 for us in ours_all:
     for p in peers:
@@ -168,6 +187,24 @@ for us in ours_all:
                 # Ours needs this fraction of the peer's CPU per message (lower is better).
                 rs[f"relay_server_cpu_per_msg_at_{rate}_per_s"] = round(
                     ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
+        for (s, w), runs in piped.items():
+            if s != us or (p, w) not in piped:
+                continue
+            ours, theirs = summary["relay_pipelined"][us][str(w)], summary["relay_pipelined"][p][str(w)]
+            key = f"64B_R{receivers}_w{w}"
+            if theirs["msgs_per_sec"]:
+                rs[f"relay_msgs_per_sec_{key}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
+            if theirs["p99_us"]:
+                rs[f"relay_p99_{key}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
+            if theirs["server_cpu_us_per_msg"]:
+                rs[f"relay_server_cpu_per_msg_{key}"] = round(
+                    ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
+            pairs = paired(runs, piped[(p, w)])
+            if len(pairs) > 1:
+                rs[f"relay_msgs_per_sec_{key}_paired"] = {
+                    "median": round(statistics.median(pairs), 3),
+                    "min": round(min(pairs), 3), "max": round(max(pairs), 3),
+                    "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
         # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
         summary["ratios"][p if us == "switchboard" else f"{us} vs {p}"] = rs
         for k, v in sorted(rs.items()):
@@ -206,6 +243,22 @@ for us in ours_all:
             t["relay64_p99_le_each_peer" + sfx] = {"ours_us": sb["p99_us"],
                                                    "peers_us": [x["p99_us"] for x in others],
                                                    "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+    # The same relay targets with pipelining senders (tools/compare's PIPELINED point).
+    for w, sb in sorted(summary["relay_pipelined"].get(us, {}).items()):
+        nc = summary["relay_pipelined"].get("nchan", {}).get(w)
+        rd = summary["relay_pipelined"].get("redis", {}).get(w)
+        pre = f"relay64_w{w}"
+        if nc:
+            t[f"{pre}_msgs_ge_3x_nchan" + sfx] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
+                                                  "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
+        if rd:
+            t[f"{pre}_msgs_ge_redis" + sfx] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
+                                               "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
+        others = [x for x in (nc, rd) if x]
+        if others:
+            t[f"{pre}_p99_le_each_peer" + sfx] = {"ours_us": sb["p99_us"],
+                                                  "peers_us": [x["p99_us"] for x in others],
+                                                  "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
 summary["targets"] = t
 print("Targets:")
 for k, v in t.items():
