@@ -15,7 +15,7 @@ else
   taskset -c 0 $BIN/switchboard serve --listen 127.0.0.1:0 --admin off --log-level warn --heartbeat 60s --workers 1 ${EXTRA:-} >$D/out 2>$D/log &
   PID=$!; A=$(wait_listening $D/out)
 fi
-taskset -c 1 $BIN/switchboard-bench relay --target $T --server $A --pid $PID --size ${SIZE:-64} --window ${WINDOW:-1} --duration 12 > $D/relay.json 2>/dev/null &
+taskset -c 1 $BIN/switchboard-bench relay --target $T --server $A --pid $PID --size ${SIZE:-64} --window ${WINDOW:-1} --receivers ${RECEIVERS:-1000} --duration 12 > $D/relay.json 2>/dev/null &
 BP=$!
 sleep 3
 perf stat -e 'syscalls:sys_enter_*' -p $PID -o $D/stat.txt -- sleep 6 >/dev/null 2>&1
