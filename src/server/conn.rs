@@ -460,7 +460,8 @@ impl Worker {
             Some(t) => t.encrypt(bytes, inbuf, &mut cipher),
             None => Ok(()),
         };
-        if matches!(state, State::Receive { .. } | State::Linger) {
+        let cleared = matches!(state, State::Receive { .. } | State::Linger);
+        if cleared {
             inbuf.clear();
         }
         if let Err(e) = r {
@@ -468,6 +469,9 @@ impl Worker {
             self.tls_out = cipher;
             self.close_conn(idx, CloseReason::WriteError);
             return false;
+        }
+        if cleared {
+            self.forget_consumed(idx);
         }
         let ok = self.write_raw(idx, &cipher);
         self.tls_out = cipher;
@@ -585,7 +589,10 @@ impl Worker {
                 self.finish_close(idx);
                 return false;
             }
-            if !matches!(c.state, State::Receive { .. }) && !c.inbuf.is_empty() {
+            // Not while this connection's requests are being dispatched: its
+            // request loop goes on by itself.
+            let dispatching = self.consumed.is_some_and(|(i, _)| i == idx);
+            if !matches!(c.state, State::Receive { .. }) && !c.inbuf.is_empty() && !dispatching {
                 self.process(idx);
                 if !self.conns.contains(idx) {
                     return false;
@@ -608,6 +615,7 @@ impl Worker {
         c.state = State::Linger;
         c.inbuf = Vec::new();
         c.close_after_flush = false;
+        self.forget_consumed(idx);
         let d = self.now + LINGER_MS;
         self.set_conn_deadline(idx, d);
         self.read_ready(idx);

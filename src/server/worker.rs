@@ -142,6 +142,10 @@ pub(super) struct Worker {
     /// 8.8 writes per 8 messages; PERF.md, 2026-12-02). One request at a time
     /// is never held back: deferring every first event cost p99 under load.
     pub pipelined: bool,
+    /// While a connection's request is dispatched: the connection and how many
+    /// bytes at the front of its `inbuf` were already handled (removed when its
+    /// request loop ends; see `process_requests`).
+    pub consumed: Option<(usize, usize)>,
     accept_paused_until: u64,
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
@@ -201,6 +205,7 @@ impl Worker {
             wakes: vec![false; n],
             to_flush: Vec::new(),
             pipelined: false,
+            consumed: None,
             accept_paused_until: 0,
             fired: Vec::new(),
             shared,
