@@ -69,6 +69,44 @@ def paired(ours, theirs):
             for d in sorted(ours, key=lambda d: d["_rep"]) if by_rep.get(d["_rep"])]
 
 
+def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
+    """Adds the ratios (ours / peer) of one relay point to `rs`: msg/s, p99, server CPU
+    per message, and the msg/s of the paired repetitions."""
+    if theirs["msgs_per_sec"]:
+        rs[f"relay_msgs_per_sec_{key}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
+    if theirs["p99_us"]:
+        rs[f"relay_p99_{key}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
+    if theirs["server_cpu_us_per_msg"]:
+        # Server CPU per message at full speed (lower is better, like the fixed-rate one).
+        rs[f"relay_server_cpu_per_msg_{key}"] = round(
+            ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
+    # Paired repetitions: repetition i of each system ran in the same pass of
+    # tools/compare (seconds apart), so their ratio is less exposed to the machine's
+    # slower drifts in load than the ratio of medians is.
+    pairs = paired(our_runs, their_runs)
+    if len(pairs) > 1:
+        rs[f"relay_msgs_per_sec_{key}_paired"] = {
+            "median": round(statistics.median(pairs), 3),
+            "min": round(min(pairs), 3), "max": round(max(pairs), 3),
+            "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
+
+
+def relay_targets(t, pre, sfx, sb, nc, rd):
+    """The relay targets of the issue for one of our relay points `sb` against nchan's
+    (`nc`) and Redis's (`rd`) at the same point, as `t[pre + "_..." + sfx]`."""
+    if nc:
+        t[f"{pre}_msgs_ge_3x_nchan{sfx}"] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
+                                             "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
+    if rd:
+        t[f"{pre}_msgs_ge_redis{sfx}"] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
+                                          "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
+    others = [x for x in (nc, rd) if x]
+    if others:
+        t[f"{pre}_p99_le_each_peer{sfx}"] = {"ours_us": sb["p99_us"],
+                                             "peers_us": [x["p99_us"] for x in others],
+                                             "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+
+
 def is_ours(s):
     """Switchboard, or a variant of it such as switchboard-1w (--workers 1)."""
     return s == "switchboard" or s.startswith("switchboard-")
@@ -161,26 +199,9 @@ for us in ours_all:
             if a and b and b["pss_bytes_per_conn"] > 0:
                 rs[f"idle_memory_per_conn_N{n}"] = round(a["pss_bytes_per_conn"] / b["pss_bytes_per_conn"], 3)
         for (s, size, r), runs in relay.items():
-            if s != us or (p, size, r) not in relay:
-                continue
-            ours, theirs = summary["relay"][us][str(size)][str(r)], summary["relay"][p][str(size)][str(r)]
-            if theirs["msgs_per_sec"]:
-                rs[f"relay_msgs_per_sec_{size}B_R{r}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
-            if theirs["p99_us"]:
-                rs[f"relay_p99_{size}B_R{r}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
-            if theirs["server_cpu_us_per_msg"]:
-                # Server CPU per message at full speed (lower is better, like the fixed-rate one).
-                rs[f"relay_server_cpu_per_msg_{size}B_R{r}"] = round(
-                    ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
-            # Paired repetitions: repetition i of each system ran in the same pass of
-            # tools/compare (seconds apart), so their ratio is less exposed to the machine's
-            # slower drifts in load than the ratio of medians is.
-            pairs = paired(runs, relay[(p, size, r)])
-            if len(pairs) > 1:
-                rs[f"relay_msgs_per_sec_{size}B_R{r}_paired"] = {
-                    "median": round(statistics.median(pairs), 3),
-                    "min": round(min(pairs), 3), "max": round(max(pairs), 3),
-                    "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
+            if s == us and (p, size, r) in relay:
+                relay_ratios(rs, f"{size}B_R{r}", summary["relay"][us][str(size)][str(r)],
+                             summary["relay"][p][str(size)][str(r)], runs, relay[(p, size, r)])
         for rate, ours in summary["relay_fixed_rate"].get(us, {}).items():
             theirs = summary["relay_fixed_rate"].get(p, {}).get(rate)
             if theirs and theirs["server_cpu_us_per_msg"]:
@@ -188,23 +209,9 @@ for us in ours_all:
                 rs[f"relay_server_cpu_per_msg_at_{rate}_per_s"] = round(
                     ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
         for (s, w), runs in piped.items():
-            if s != us or (p, w) not in piped:
-                continue
-            ours, theirs = summary["relay_pipelined"][us][str(w)], summary["relay_pipelined"][p][str(w)]
-            key = f"64B_R{receivers}_w{w}"
-            if theirs["msgs_per_sec"]:
-                rs[f"relay_msgs_per_sec_{key}"] = round(ours["msgs_per_sec"] / theirs["msgs_per_sec"], 3)
-            if theirs["p99_us"]:
-                rs[f"relay_p99_{key}"] = round(ours["p99_us"] / theirs["p99_us"], 3)
-            if theirs["server_cpu_us_per_msg"]:
-                rs[f"relay_server_cpu_per_msg_{key}"] = round(
-                    ours["server_cpu_us_per_msg"] / theirs["server_cpu_us_per_msg"], 3)
-            pairs = paired(runs, piped[(p, w)])
-            if len(pairs) > 1:
-                rs[f"relay_msgs_per_sec_{key}_paired"] = {
-                    "median": round(statistics.median(pairs), 3),
-                    "min": round(min(pairs), 3), "max": round(max(pairs), 3),
-                    "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
+            if s == us and (p, w) in piped:
+                relay_ratios(rs, f"64B_R{receivers}_w{w}", summary["relay_pipelined"][us][str(w)],
+                             summary["relay_pipelined"][p][str(w)], runs, piped[(p, w)])
         # "switchboard" keeps its plain key (older summaries); variants are "<variant> vs <peer>".
         summary["ratios"][p if us == "switchboard" else f"{us} vs {p}"] = rs
         for k, v in sorted(rs.items()):
@@ -230,35 +237,13 @@ for us in ours_all:
                                                       "met": all(v <= 0.5 for v in best_idle.values())}
     sb = summary["relay"].get(us, {}).get("64", {}).get(str(receivers))
     if sb:
-        nc = summary["relay"].get("nchan", {}).get("64", {}).get(str(receivers))
-        rd = summary["relay"].get("redis", {}).get("64", {}).get(str(receivers))
-        if nc:
-            t["relay64_msgs_ge_3x_nchan" + sfx] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
-                                                   "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
-        if rd:
-            t["relay64_msgs_ge_redis" + sfx] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
-                                                "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
-        others = [x for x in (nc, rd) if x]
-        if others:
-            t["relay64_p99_le_each_peer" + sfx] = {"ours_us": sb["p99_us"],
-                                                   "peers_us": [x["p99_us"] for x in others],
-                                                   "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+        relay_targets(t, "relay64", sfx, sb,
+                      summary["relay"].get("nchan", {}).get("64", {}).get(str(receivers)),
+                      summary["relay"].get("redis", {}).get("64", {}).get(str(receivers)))
     # The same relay targets with pipelining senders (tools/compare's PIPELINED point).
     for w, sb in sorted(summary["relay_pipelined"].get(us, {}).items()):
-        nc = summary["relay_pipelined"].get("nchan", {}).get(w)
-        rd = summary["relay_pipelined"].get("redis", {}).get(w)
-        pre = f"relay64_w{w}"
-        if nc:
-            t[f"{pre}_msgs_ge_3x_nchan" + sfx] = {"ratio": round(sb["msgs_per_sec"] / nc["msgs_per_sec"], 3),
-                                                  "met": sb["msgs_per_sec"] >= 3 * nc["msgs_per_sec"]}
-        if rd:
-            t[f"{pre}_msgs_ge_redis" + sfx] = {"ratio": round(sb["msgs_per_sec"] / rd["msgs_per_sec"], 3),
-                                               "met": sb["msgs_per_sec"] >= rd["msgs_per_sec"]}
-        others = [x for x in (nc, rd) if x]
-        if others:
-            t[f"{pre}_p99_le_each_peer" + sfx] = {"ours_us": sb["p99_us"],
-                                                  "peers_us": [x["p99_us"] for x in others],
-                                                  "met": all(sb["p99_us"] <= x["p99_us"] for x in others)}
+        relay_targets(t, f"relay64_w{w}", sfx, sb, summary["relay_pipelined"].get("nchan", {}).get(w),
+                      summary["relay_pipelined"].get("redis", {}).get(w))
 summary["targets"] = t
 print("Targets:")
 for k, v in t.items():
