@@ -96,13 +96,21 @@ fn read_until(r: &mut BufReader<Tls>, needle: &str) -> String {
 }
 
 fn https_request(s: &mut Tls, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let req = format!(
+    s.write_all(request_text(method, path, token, body).as_bytes())
+        .unwrap();
+    s.flush().unwrap();
+    read_answer(&mut BufReader::new(s))
+}
+
+fn request_text(method: &str, path: &str, token: &str, body: &str) -> String {
+    format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    s.flush().unwrap();
-    let mut r = BufReader::new(s);
+    )
+}
+
+/// Reads one HTTP answer: its status and body.
+fn read_answer<R: BufRead>(r: &mut R) -> (u16, String) {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -258,6 +266,48 @@ fn a_tls_send_connection_moves_to_its_accounts_worker() {
                 "connection {c} on worker {w} after send {i}, the account is on {home}"
             );
             read_until(&mut reader, &body);
+        }
+    }
+}
+
+/// Sends pipelined over TLS in one write (the connection may move to the
+/// account's worker with the first of them, taking the rest along): every one
+/// is answered once, in order, and delivered once, in order.
+#[test]
+fn sends_pipelined_over_tls_are_answered_and_delivered_once_in_order() {
+    let dir = tmpdir("pipelined");
+    let certs = make_cert(&dir, "server");
+    let node = start_tls_node(&certs, "server", &[]);
+    let cfg = client_config(
+        &[&certs.cert_der],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+    let (mut reader, _, _) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
+    let console = token("acme", "console-1", Role::Console);
+    for c in 0..4 {
+        let mut s = connect(node.addr, cfg.clone()).expect("tls connect");
+        let bodies: Vec<String> = (0..40).map(|i| format!("p{c}-{i}")).collect();
+        let batch: String = bodies
+            .iter()
+            .map(|b| request_text("POST", "/v1/send/agent-1", &console, b))
+            .collect();
+        s.write_all(batch.as_bytes()).unwrap();
+        s.flush().unwrap();
+        let mut r = BufReader::new(&mut s);
+        for (i, b) in bodies.iter().enumerate() {
+            let (status, answer) = read_answer(&mut r);
+            assert_eq!(status, 202, "connection {c}, send {i} ({b}): {answer}");
+        }
+        // Each body once, in order: the next message read is the next one sent.
+        for b in &bodies {
+            let mut got = read_until(&mut reader, "\n\n");
+            while !got.contains("event: message") {
+                got = read_until(&mut reader, "\n\n"); // the rest of `ready`
+            }
+            assert!(
+                got.contains(&format!("\"body\":\"{b}\"")),
+                "expected {b} next, got {got:?}"
+            );
         }
     }
 }
