@@ -73,6 +73,7 @@ fn account_hash(hasher: &hashbrown::DefaultHashBuilder, account: &str) -> u64 {
 }
 
 impl Sessions {
+    /// No sessions; nothing allocated until the first one.
     pub fn new() -> Sessions {
         Sessions {
             slab: Slab::new(),
@@ -93,10 +94,12 @@ impl Sessions {
             .map(|&i| i as usize)
     }
 
+    /// The session at slab index `idx`, if there is one.
     pub fn get_mut(&mut self, idx: usize) -> Option<&mut Session> {
         self.slab.get_mut(idx)
     }
 
+    /// The session at slab index `idx`, if there is one.
     pub fn get(&self, idx: usize) -> Option<&Session> {
         self.slab.get(idx)
     }
