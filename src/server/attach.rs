@@ -208,7 +208,6 @@ impl Worker {
             c.requests += 1;
             c.inbuf = Vec::new();
         }
-        self.forget_consumed(idx);
         let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);

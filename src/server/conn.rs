@@ -460,8 +460,7 @@ impl Worker {
             Some(t) => t.encrypt(bytes, inbuf, &mut cipher),
             None => Ok(()),
         };
-        let cleared = matches!(state, State::Receive { .. } | State::Linger);
-        if cleared {
+        if matches!(state, State::Receive { .. } | State::Linger) {
             inbuf.clear();
         }
         if let Err(e) = r {
@@ -469,9 +468,6 @@ impl Worker {
             self.tls_out = cipher;
             self.close_conn(idx, CloseReason::WriteError);
             return false;
-        }
-        if cleared {
-            self.forget_consumed(idx);
         }
         let ok = self.write_raw(idx, &cipher);
         self.tls_out = cipher;
@@ -615,7 +611,6 @@ impl Worker {
         c.state = State::Linger;
         c.inbuf = Vec::new();
         c.close_after_flush = false;
-        self.forget_consumed(idx);
         let d = self.now + LINGER_MS;
         self.set_conn_deadline(idx, d);
         self.read_ready(idx);

@@ -80,7 +80,10 @@ impl Worker {
     /// batch (7,000 small requests written at once cost 2.5 times the CPU;
     /// PERF.md, session 11).
     /// While a request is dispatched, `Worker::consumed` says how much of the
-    /// front is done, for the code that takes or clears the input meanwhile.
+    /// front is done, for `release_conn`, which takes the input along. The
+    /// code that clears the input (a receive connection's start, linger) also
+    /// leaves the request state, after which the input is never parsed again,
+    /// so what the final removal takes from it does not matter.
     fn process_requests(&mut self, idx: usize) -> bool {
         let Some(mut gen) = self.conns.get(idx).map(|c| c.gen) else {
             return false;
@@ -127,7 +130,7 @@ impl Worker {
                             nth += 1;
                             let outer = self.consumed.replace((idx, skip));
                             self.dispatch(idx, req.head, req.body);
-                            // The input may have been taken or cleared meanwhile.
+                            // The input may have been taken along meanwhile (`settle_consumed`).
                             skip = match std::mem::replace(&mut self.consumed, outer) {
                                 Some((i, s)) if i == idx => s,
                                 _ => 0,
@@ -164,15 +167,6 @@ impl Worker {
                 if let Some(c) = self.conns.get_mut(idx) {
                     c.inbuf.drain(..skip.min(c.inbuf.len()));
                 }
-                self.consumed = Some((idx, 0));
-            }
-        }
-    }
-
-    /// Connection `idx`'s `inbuf` was cleared: nothing at its front is handled input any more.
-    pub(super) fn forget_consumed(&mut self, idx: usize) {
-        if let Some((i, _)) = self.consumed {
-            if i == idx {
                 self.consumed = Some((idx, 0));
             }
         }
