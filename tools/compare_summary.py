@@ -69,6 +69,20 @@ def paired(ours, theirs):
             for d in sorted(ours, key=lambda d: d["_rep"]) if by_rep.get(d["_rep"])]
 
 
+def point_row(runs):
+    """Medians of one relay point's repetitions (msg/s, latency, CPU per message)."""
+    g = lambda k: med(runs, lambda d: d.get(k, 0))
+    return {"msgs_per_sec": g("msgs_per_sec"), "runs": len(runs),
+            "server_cpu_us_per_msg": g("server_cpu_us_per_msg"),
+            "server_cpu_user_us_per_msg": g("server_cpu_user_us_per_msg"),
+            "server_cpu_sys_us_per_msg": g("server_cpu_sys_us_per_msg"),
+            "generator_cpu_us_per_msg": g("generator_cpu_us_per_msg"),
+            "p50_us": med(runs, lambda d: d["latency_us"]["p50"]),
+            "p99_us": med(runs, lambda d: d["latency_us"]["p99"]),
+            "p999_us": med(runs, lambda d: d["latency_us"]["p999"]),
+            "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
+
+
 def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
     """Adds the ratios (ours / peer) of one relay point to `rs`: msg/s, p99, server CPU
     per message, and the msg/s of the paired repetitions."""
@@ -161,15 +175,7 @@ if fixed:
     print("Relay at a fixed offered rate (64 B): server CPU per delivered message, user + system"
           " (medians); generator CPU per message")
 for (s, rate), runs in sorted(fixed.items(), key=lambda kv: (kv[0][1], systems.index(kv[0][0]))):
-    g = lambda k: med(runs, lambda d: d.get(k, 0))
-    row = {"msgs_per_sec": g("msgs_per_sec"), "runs": len(runs),
-           "server_cpu_us_per_msg": g("server_cpu_us_per_msg"),
-           "server_cpu_user_us_per_msg": g("server_cpu_user_us_per_msg"),
-           "server_cpu_sys_us_per_msg": g("server_cpu_sys_us_per_msg"),
-           "generator_cpu_us_per_msg": g("generator_cpu_us_per_msg"),
-           "p50_us": med(runs, lambda d: d["latency_us"]["p50"]),
-           "p99_us": med(runs, lambda d: d["latency_us"]["p99"]),
-           "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
+    row = point_row(runs)
     summary["relay_fixed_rate"].setdefault(s, {})[str(rate)] = row
     print(f"  {s:<14} rate={rate:>6}: {row['msgs_per_sec']:>7.0f} msg/s  server {row['server_cpu_us_per_msg']:.2f}"
           f" ({row['server_cpu_user_us_per_msg']:.2f} user + {row['server_cpu_sys_us_per_msg']:.2f} sys) CPU-us/msg"
@@ -177,13 +183,7 @@ for (s, rate), runs in sorted(fixed.items(), key=lambda kv: (kv[0][1], systems.i
           f"  exactly-once {'ok' if row['exactly_once'] else 'NOT OK'}")
 
 for (s, w), runs in sorted(piped.items(), key=lambda kv: (kv[0][1], systems.index(kv[0][0]))):
-    row = {"msgs_per_sec": med(runs, lambda d: d["msgs_per_sec"]), "runs": len(runs),
-           "p50_us": med(runs, lambda d: d["latency_us"]["p50"]),
-           "p99_us": med(runs, lambda d: d["latency_us"]["p99"]),
-           "p999_us": med(runs, lambda d: d["latency_us"]["p999"]),
-           "server_cpu_us_per_msg": med(runs, lambda d: d.get("server_cpu_us_per_msg", 0)),
-           "generator_cpu_us_per_msg": med(runs, lambda d: d.get("generator_cpu_us_per_msg", 0)),
-           "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
+    row = point_row(runs)
     summary["relay_pipelined"].setdefault(s, {})[str(w)] = row
     print(f"  {s:<14} size=   64 R={receivers:>5} {w} in flight per sender: {row['msgs_per_sec']:>8.0f} msg/s"
           f"  {row['p50_us']:>7.0f} / {row['p99_us']:>7.0f} / {row['p999_us']:>7.0f} us"
