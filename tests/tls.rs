@@ -153,6 +153,18 @@ fn start_tls_node(certs: &Certs, name: &str, extra: &[&str]) -> Node {
     Node::start(&args)
 }
 
+/// A node with a fresh certificate (in a directory named after `tag`) and a
+/// client configuration that trusts it, for TLS 1.3 and 1.2.
+fn tls_node(tag: &str) -> (Certs, Node, Arc<rustls::ClientConfig>) {
+    let certs = make_cert(&tmpdir(tag), "server");
+    let node = start_tls_node(&certs, "server", &[]);
+    let cfg = client_config(
+        &[&certs.cert_der],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+    (certs, node, cfg)
+}
+
 /// A receive connection over TLS for `client` of acme, read up to its
 /// `ready` event: the reader, the client's local address and what was read.
 fn open_tls_receiver(
@@ -176,13 +188,7 @@ fn open_tls_receiver(
 
 #[test]
 fn relay_over_tls_and_old_versions_refused() {
-    let dir = tmpdir("relay");
-    let certs = make_cert(&dir, "server");
-    let node = start_tls_node(&certs, "server", &[]);
-    let cfg = client_config(
-        &[&certs.cert_der],
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-    );
+    let (certs, node, cfg) = tls_node("relay");
 
     // Receive over TLS.
     let (mut reader, _, head) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
@@ -240,13 +246,7 @@ fn relay_over_tls_and_old_versions_refused() {
 /// sends on it are answered from there, and every message arrives in order.
 #[test]
 fn a_tls_send_connection_moves_to_its_accounts_worker() {
-    let dir = tmpdir("handoff");
-    let certs = make_cert(&dir, "server");
-    let node = start_tls_node(&certs, "server", &[]);
-    let cfg = client_config(
-        &[&certs.cert_der],
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-    );
+    let (_certs, node, cfg) = tls_node("handoff");
     let (mut reader, agent_local, _) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
     // The receive connection is on the worker that owns the account now.
     let home = worker_of(&node, agent_local);
@@ -275,13 +275,7 @@ fn a_tls_send_connection_moves_to_its_accounts_worker() {
 /// is answered once, in order, and delivered once, in order.
 #[test]
 fn sends_pipelined_over_tls_are_answered_and_delivered_once_in_order() {
-    let dir = tmpdir("pipelined");
-    let certs = make_cert(&dir, "server");
-    let node = start_tls_node(&certs, "server", &[]);
-    let cfg = client_config(
-        &[&certs.cert_der],
-        &[&rustls::version::TLS13, &rustls::version::TLS12],
-    );
+    let (_certs, node, cfg) = tls_node("pipelined");
     let (mut reader, _, _) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
     let console = token("acme", "console-1", Role::Console);
     for c in 0..4 {
