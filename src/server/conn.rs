@@ -21,6 +21,13 @@ use crate::proto::response;
 /// go through the input buffer: they are small requests, whose head would
 /// otherwise be parsed twice, and copying them costs little.
 const LARGE_READ: usize = 16 * 1024;
+/// First read of a request on a connection whose requests so far averaged
+/// [`LARGE_READ`] bytes or more (`sends_large`): enough for a request head,
+/// so that the body that follows goes from the kernel straight into the
+/// body's buffer instead of through the worker's scratch buffer (for a
+/// 64 KiB message, a system call in place of a 64 KiB copy). A request that
+/// fits is read whole all the same, with no extra call.
+const HEAD_READ: usize = 2 * 1024;
 
 /// Most unprocessed input bytes buffered for one connection (pipelined requests).
 const MAX_INBUF: usize = 256 * 1024;
@@ -122,6 +129,14 @@ impl Conn {
     pub fn pending_out(&self) -> usize {
         self.out.as_ref().map_or(0, |o| o.buf.len() - o.pos)
     }
+}
+
+/// True if the requests answered on `c` so far averaged at least
+/// [`LARGE_READ`] bytes each (see [`HEAD_READ`]). Kept as the ratio of two
+/// counters the connection has anyway: a flag would make every idle
+/// connection's entry 8 bytes larger.
+fn sends_large(c: &Conn) -> bool {
+    c.requests > 0 && c.bytes_in >= c.requests as u64 * LARGE_READ as u64
 }
 
 /// How far the client's TCP acknowledged this connection's output: bytes
@@ -313,8 +328,16 @@ impl Worker {
                     _ => None,
                 };
                 let into_body = direct.is_some();
+                // A new request on a connection that sends large bodies: its
+                // head first (see `HEAD_READ`).
+                let head_first = !into_body
+                    && sends_large(c)
+                    && c.tls.is_none()
+                    && c.inbuf.is_empty()
+                    && matches!(&c.state, State::Request(r) if !r.in_body());
+                let room = if head_first { HEAD_READ } else { scratch.len() };
                 let (res, room) =
-                    direct.unwrap_or_else(|| (super::sys::recv(fd, &mut scratch), scratch.len()));
+                    direct.unwrap_or_else(|| (super::sys::recv(fd, &mut scratch[..room]), room));
                 match res {
                     Ok(0) => {
                         eof = true;
@@ -350,8 +373,9 @@ impl Worker {
                             // it fewer); only what follows the body is buffered, and
                             // the rest of an unfinished body comes by direct reads.
                             let cfg = &self.shared.config;
+                            let large = n >= LARGE_READ || head_first;
                             let taken = match &mut c.state {
-                                State::Request(r) if n >= LARGE_READ && c.inbuf.is_empty() => r
+                                State::Request(r) if large && c.inbuf.is_empty() => r
                                     .begin_body(&scratch[..n], &cfg.head_limits, cfg.max_message)
                                     .map(|k| (k, !r.body_complete())),
                                 _ => None,

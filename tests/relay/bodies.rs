@@ -103,9 +103,11 @@ fn check_large_body(rx: &mut Receiver, body: &[u8], i: usize) {
 
 /// A keep-alive sender whose bodies change size (large ones read with the
 /// head in one large read and the rest straight into the body's buffer,
-/// small ones through the input buffer): every body arrives whole and in
-/// order, also when a head comes in pieces and when two requests come in one
-/// write.
+/// small ones through the input buffer; once the requests average 16 KiB or
+/// more, each request's first read takes only 2 KiB, for its head): every
+/// body arrives whole and in order, also when a head comes in pieces, when a
+/// head is longer than that first read, and when two or more requests come
+/// in one write.
 #[test]
 fn a_sender_alternating_large_and_small_bodies_is_read_right() {
     let node = Node::start(&["--workers", "1"]);
@@ -158,6 +160,30 @@ fn a_sender_alternating_large_and_small_bodies_is_read_right() {
     both.extend_from_slice(&post(&b2));
     tx.send_raw(&both);
     for b in [&b1, &b2] {
+        assert_eq!(tx.read_response().expect("answer").status, 202);
+        rx.expect_message("console-1", b);
+    }
+    i += 2;
+    // A head of about 3 KiB, longer than the first read, before a large body.
+    let b = body(i, 40_000);
+    let mut long = post(&b);
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(3000));
+    let at = long
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("request line")
+        + 2;
+    long.splice(at..at, pad.into_bytes());
+    tx.send_raw(&long);
+    assert_eq!(tx.read_response().expect("answer").status, 202);
+    rx.expect_message("console-1", &b);
+    i += 1;
+    // Three small requests of 1,500 B in one write: the first read ends in
+    // the second one's body.
+    let small: Vec<String> = (0..3).map(|k| body(i + k, 1_500)).collect();
+    let all: Vec<u8> = small.iter().flat_map(|b| post(b)).collect();
+    tx.send_raw(&all);
+    for b in &small {
         assert_eq!(tx.read_response().expect("answer").status, 202);
         rx.expect_message("console-1", b);
     }
