@@ -206,8 +206,14 @@ fn next_special(s: &[u8], mut i: usize, valid: &mut bool) -> Result<Option<usize
 #[inline(always)]
 fn skip_clean(s: &[u8], mut i: usize, valid: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
-    while i + 64 <= s.len() && !flagged64(&s[i..i + 64], !valid) {
-        i += 64;
+    {
+        if s.len().saturating_sub(i) >= AVX2_MIN && std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            i = unsafe { skip_clean64_avx2(s, i, !valid) };
+        }
+        while i + 64 <= s.len() && !flagged64(&s[i..i + 64], !valid) {
+            i += 64;
+        }
     }
     loop {
         #[cfg(target_arch = "x86_64")]
@@ -259,6 +265,52 @@ fn flagged16(chunk: &[u8], high: bool) -> bool {
         // The sign bits of the bytes themselves are the bytes >= 0x80.
         (special | if high { _mm_movemask_epi8(v) } else { 0 }) != 0
     }
+}
+
+/// Shortest rest of a text that [`skip_clean`] scans with AVX2 (where the
+/// CPU has it); shorter ones are not worth the feature check.
+#[cfg(target_arch = "x86_64")]
+const AVX2_MIN: usize = 256;
+
+/// From `i`, past the 64-byte blocks of `s` that [`flagged64`] would pass,
+/// two 32-byte AVX2 loads per block (about twice as fast as SSE2 on a large
+/// body).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn skip_clean64_avx2(s: &[u8], mut i: usize, high: bool) -> usize {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+    let ctl_max = _mm256_set1_epi8(0x1f);
+    let quote = _mm256_set1_epi8(b'"' as i8);
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
+    let special = |v: __m256i| {
+        let ctl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, ctl_max), v);
+        let q = _mm256_cmpeq_epi8(v, quote);
+        let b = _mm256_cmpeq_epi8(v, backslash);
+        _mm256_or_si256(ctl, _mm256_or_si256(q, b))
+    };
+    while i + 64 <= s.len() {
+        // SAFETY: bytes i..i + 64 are within `s` (the loop condition); the
+        // loads are unaligned.
+        let (a, b) = unsafe {
+            let p = s.as_ptr().add(i) as *const __m256i;
+            (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+        };
+        let mut m = _mm256_movemask_epi8(_mm256_or_si256(special(a), special(b)));
+        if high {
+            m |= _mm256_movemask_epi8(_mm256_or_si256(a, b));
+        }
+        if m != 0 {
+            break;
+        }
+        i += 64;
+    }
+    i
 }
 
 /// [`flagged16`] for 64 bytes at once: four loads, one test (a large body is
@@ -754,7 +806,7 @@ mod tests {
 
     /// Around and across the 64-byte blocks: one special byte (or a byte that
     /// makes the text invalid, or valid non-ASCII text) at every position of
-    /// bodies of up to three blocks, with and without valid non-ASCII text
+    /// bodies of up to six blocks, with and without valid non-ASCII text
     /// before it. `plain_json_text` and the escape agree with `serde_json`.
     #[test]
     fn every_position_of_the_64_byte_blocks_is_looked_at() {
@@ -768,7 +820,10 @@ mod tests {
             b"\xff",
             b"\xed\xa0\x80",
         ];
-        for len in [63usize, 64, 65, 127, 128, 129, 191, 192] {
+        // Past 256 bytes the 64-byte blocks are scanned with AVX2 (if the CPU has it).
+        for len in [
+            63usize, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 320, 383, 384,
+        ] {
             for pos in 0..=len {
                 for ins in inserts {
                     for prefix in [&b""[..], "\u{e9}".as_bytes()] {
