@@ -94,6 +94,13 @@ pub struct ServeArgs {
     /// Most message bytes retained per client, e.g. 1MiB.
     #[arg(long, env = "SWITCHBOARD_HOLD_MAX_BYTES", default_value = "1MiB", value_parser = parse_size)]
     pub hold_max_bytes: usize,
+    /// Most message bytes retained on this node in all (split evenly over the workers), e.g.
+    /// 4GiB; `auto` = a quarter of the memory (physical, or the cgroup's limit if lower).
+    /// Past three quarters of it, the recipient's delivered messages (kept for replay) make
+    /// room; past all of it, its undelivered ones too (a gap with reason memory_limit).
+    #[arg(long, env = "SWITCHBOARD_HOLD_TOTAL_BYTES", default_value = "auto", value_parser = parse_total)]
+    #[serde(serialize_with = "ser_total")]
+    pub hold_total_bytes: HoldTotal,
     /// Peers that exchanged a message within this window get `peer-gone` when a client goes offline.
     #[arg(long, env = "SWITCHBOARD_CONVERSATION_TTL", default_value = "10m", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -211,6 +218,8 @@ pub struct Config {
     pub hold: Duration,
     pub hold_max_messages: usize,
     pub hold_max_bytes: usize,
+    /// Most message bytes retained on the node (all workers together).
+    pub hold_total_bytes: usize,
     pub conversation_ttl: Duration,
     pub max_message: usize,
     pub max_outbound: usize,
@@ -249,6 +258,7 @@ impl Config {
             hold: Duration::from_secs(60),
             hold_max_messages: 1000,
             hold_max_bytes: 1 << 20,
+            hold_total_bytes: auto_hold_total(),
             conversation_ttl: Duration::from_secs(600),
             max_message: 64 << 10,
             max_outbound: 1 << 20,
@@ -305,6 +315,9 @@ impl Config {
         c.hold = a.hold;
         c.hold_max_messages = a.hold_max_messages;
         c.hold_max_bytes = a.hold_max_bytes;
+        if let HoldTotal::Bytes(t) = a.hold_total_bytes {
+            c.hold_total_bytes = t;
+        }
         c.conversation_ttl = a.conversation_ttl;
         if a.max_message == 0 || a.max_message > (1 << 30) {
             return Err("--max-message must be between 1 byte and 1GiB".into());
@@ -450,6 +463,57 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("bad duration {s:?}: {e} (examples: 500ms, 10s, 5m, 24h)"))
 }
 
+/// The value of `--hold-total-bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldTotal {
+    /// A quarter of the memory ([`auto_hold_total`]).
+    Auto,
+    /// This many bytes.
+    Bytes(usize),
+}
+
+/// Parses `--hold-total-bytes`: `auto` or a size of at least 64 KiB.
+pub fn parse_total(s: &str) -> Result<HoldTotal, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(HoldTotal::Auto);
+    }
+    let n = parse_size(s)?;
+    if n < 64 << 10 {
+        return Err(format!(
+            "{s:?} is too small: at least 64KiB (or auto, a quarter of the memory)"
+        ));
+    }
+    Ok(HoldTotal::Bytes(n))
+}
+
+fn ser_total<S: serde::Serializer>(v: &HoldTotal, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        HoldTotal::Bytes(n) => s.serialize_str(&n.to_string()),
+        HoldTotal::Auto => s.serialize_str("auto"),
+    }
+}
+
+/// `--hold-total-bytes auto`: a quarter of the memory this process may use,
+/// the smaller of the machine's (`MemTotal`) and the cgroup v2 limit
+/// (`memory.max`), or 1 GiB when neither can be read.
+pub fn auto_hold_total() -> usize {
+    let mem_total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        kb.checked_mul(1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok());
+    let limit = match (mem_total, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => 4 << 30,
+    };
+    (limit / 4).max(64 << 10)
+}
+
 /// Parses a byte size such as `65536`, `64KiB`, `64KB`, `1MiB`, `1M` (K/M/G are powers of 1024).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
@@ -483,6 +547,20 @@ mod tests {
         assert!(parse_size("12XB").is_err());
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn hold_totals() {
+        assert_eq!(parse_total("auto"), Ok(HoldTotal::Auto));
+        assert_eq!(parse_total("AUTO"), Ok(HoldTotal::Auto));
+        assert_eq!(parse_total("64KiB"), Ok(HoldTotal::Bytes(64 << 10)));
+        assert_eq!(parse_total("4GiB"), Ok(HoldTotal::Bytes(4 << 30)));
+        assert!(parse_total("0").is_err());
+        assert!(parse_total("1KiB").is_err());
+        assert!(parse_total("lots").is_err());
+        // A quarter of a real machine's memory: more than 64 KiB, less than all of it.
+        let auto = auto_hold_total();
+        assert!(auto >= 64 << 10, "{auto}");
     }
 
     #[test]

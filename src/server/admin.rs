@@ -318,7 +318,7 @@ impl Admin {
             &'static str,
             fn(&super::stats::WorkerStats) -> u64,
         );
-        let counters: [Counter; 17] = [
+        let counters: [Counter; 18] = [
             ("messages_accepted_total", "Messages accepted (202).", |s| {
                 s.accepted_messages.load(Relaxed)
             }),
@@ -346,6 +346,11 @@ impl Admin {
                 "messages_dropped_total",
                 "Retained messages dropped before delivery (reported as gaps).",
                 |s| s.dropped.load(Relaxed),
+            ),
+            (
+                "retained_memory_trims_total",
+                "Retained messages dropped early (delivered ones first) because retained messages passed --hold-total-bytes.",
+                |s| s.memory_trims.load(Relaxed),
             ),
             (
                 "sends_offline_total",
@@ -404,6 +409,39 @@ impl Admin {
             sessions.saturating_sub(held)
         );
         let _ = writeln!(m, "switchboard_sessions{{state=\"held\"}} {held}");
+        g(
+            &mut m,
+            "retained_bytes",
+            "Message bytes retained for held clients and Last-Event-ID replay.",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_retained_bytes {}",
+            sum(&|s| s.retained_bytes.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "retained_messages",
+            "Messages (and peer-gone notices) retained.",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_retained_messages {}",
+            sum(&|s| s.retained_messages.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "hold_total_bytes",
+            "The limit on retained message bytes (--hold-total-bytes).",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_hold_total_bytes {}",
+            sh.config.hold_total_bytes
+        );
         g(
             &mut m,
             "request_errors_total",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::conn::{send_now, Conn};
-use super::retained::{Entry, EntryKind};
+use super::retained::{self, Entry, EntryKind};
 use super::session::{session_deadline, Session, TouchKey};
 use super::stats::WorkerStats;
 use super::worker::Worker;
@@ -151,25 +151,69 @@ impl Worker {
     /// the log is trimmed again then (so it can exceed the limits by one
     /// iteration's burst for a moment). Dropping an entry that was never
     /// handed out (the client is offline) records a gap for its next stream.
+    ///
+    /// The worker's share of `--hold-total-bytes` (`hold_budget`) is kept in
+    /// two steps, each enforced on the session that just received: past three
+    /// quarters of it, the session's delivered entries (kept only for replay)
+    /// go; past all of it, so do its undelivered ones. Live clients' replay
+    /// logs so make room for held clients' messages, and retained memory never
+    /// passes the budget by more than one iteration's burst. A session that
+    /// receives nothing more keeps its entries until `--hold` expires them.
     fn trim(&mut self, sidx: usize) {
         let cfg = &self.shared.config;
         let st = &self.shared.stats[self.id];
+        let hard = self.hold_budget;
+        let soft = hard / 4 * 3;
         let s = &mut self.sessions.slab[sidx];
-        if !over_limits(s, cfg) {
+        if !over_limits(s, cfg) && retained::thread_tally().0 <= soft {
             s.log.compact();
+            self.budget_dropping = false;
             return;
         }
         let live = live_conn(&self.conns, s).is_some();
-        while over_limits(s, cfg) {
-            if live && s.log.front().is_some_and(|e| e.seq > s.delivered) {
+        let mut lost_for_memory = 0u64;
+        while let Some(front) = s.log.front() {
+            let delivered = front.seq <= s.delivered;
+            let reason = if over_limits(s, cfg) {
+                "hold_limit"
+            } else {
+                let total = retained::thread_tally().0;
+                if total > hard || (total > soft && delivered) {
+                    "memory_limit"
+                } else {
+                    break;
+                }
+            };
+            if live && !delivered {
                 break;
             }
             let Some(e) = s.log.pop_front() else { break };
-            if drop_entry(s, e, "hold_limit") {
+            if reason == "memory_limit" {
+                WorkerStats::add(&st.memory_trims, 1);
+            }
+            if drop_entry(s, e, reason) {
                 WorkerStats::add(&st.dropped, 1);
+                if reason == "memory_limit" {
+                    lost_for_memory += 1;
+                }
             }
         }
         s.log.compact();
+        if lost_for_memory > 0 && !self.budget_dropping {
+            self.budget_dropping = true;
+            log::warn!(
+                "{} worker {}: retained messages reached {} bytes, this worker's share of \
+                 --hold-total-bytes; {} undelivered message(s) of held client {} dropped \
+                 (its next stream starts with a gap)",
+                s.sid,
+                self.id,
+                hard,
+                lost_for_memory,
+                s.key
+            );
+        } else if self.budget_dropping && retained::thread_tally().0 <= soft {
+            self.budget_dropping = false;
+        }
     }
 
     /// Writes the entries of session `sidx` not yet handed to its receive
@@ -243,10 +287,11 @@ impl Worker {
     /// Trims session `sidx`'s log if it is over the limits: entries held back
     /// from trimming until they were written (see `trim`).
     fn trim_if_over(&mut self, sidx: usize) {
+        let over_budget = retained::thread_tally().0 > self.hold_budget / 4 * 3;
         if self
             .sessions
             .get(sidx)
-            .is_some_and(|s| over_limits(s, &self.shared.config))
+            .is_some_and(|s| over_budget || over_limits(s, &self.shared.config))
         {
             self.trim(sidx);
         }

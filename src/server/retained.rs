@@ -1,6 +1,7 @@
 //! A session's retained events (for holding and Last-Event-ID replay), and
 //! the encoding of a whole session for handing it to another node.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
@@ -60,6 +61,39 @@ impl Entry {
     }
 }
 
+thread_local! {
+    /// Bytes ([`Entry::size`]) and number of the entries retained in every
+    /// log of this thread: a worker's sessions live on its thread only (a
+    /// session handed to another worker or node travels as a snapshot), so
+    /// this is the worker's total, kept without touching the worker.
+    static TALLY: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// What the tally counts for an entry besides its message bytes: the entry
+/// itself in its log's ring (the body's allocation adds a little more).
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
+
+/// Bytes and entries retained in all the logs of the calling thread (a
+/// worker's sessions): what `--hold-total-bytes` limits. The bytes are the
+/// messages' (body and sender id) plus [`ENTRY_OVERHEAD`] each.
+pub(super) fn thread_tally() -> (usize, usize) {
+    TALLY.with(|t| t.get())
+}
+
+fn tally_add(bytes: usize, n: usize) {
+    TALLY.with(|t| {
+        let (b, e) = t.get();
+        t.set((b + bytes, e + n));
+    });
+}
+
+fn tally_sub(bytes: usize, n: usize) {
+    TALLY.with(|t| {
+        let (b, e) = t.get();
+        t.set((b.saturating_sub(bytes), e.saturating_sub(n)));
+    });
+}
+
 /// A session's retained events. Boxed, and only while there is something in
 /// it, so an idle session pays one pointer for it.
 #[derive(Default)]
@@ -72,6 +106,14 @@ struct LogInner {
     lost: Option<(u64, &'static str)>,
     /// Why entries were last dropped.
     trim_reason: &'static str,
+}
+
+impl Drop for LogInner {
+    /// A log that goes (its session ended, or it was emptied) leaves the tally.
+    fn drop(&mut self) {
+        let n = self.entries.len();
+        tally_sub(self.bytes + n * ENTRY_OVERHEAD, n);
+    }
 }
 
 impl Log {
@@ -87,13 +129,17 @@ impl Log {
     }
     pub(super) fn push(&mut self, e: Entry) {
         let l = self.inner();
-        l.bytes += e.size();
+        let size = e.size();
+        l.bytes += size;
         l.entries.push_back(e);
+        tally_add(size + ENTRY_OVERHEAD, 1);
     }
     pub(super) fn pop_front(&mut self) -> Option<Entry> {
         let l = self.0.as_mut()?;
         let e = l.entries.pop_front()?;
-        l.bytes -= e.size();
+        let size = e.size();
+        l.bytes -= size;
+        tally_sub(size + ENTRY_OVERHEAD, 1);
         Some(e)
     }
     pub(super) fn front(&self) -> Option<&Entry> {
@@ -183,6 +229,7 @@ pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
 fn known_reason(r: &str) -> &'static str {
     match r {
         "hold_limit" => "hold_limit",
+        "memory_limit" => "memory_limit",
         "retention_expired" => "retention_expired",
         "offline" => "offline",
         "node_lost" => "node_lost",
@@ -252,4 +299,49 @@ pub(super) fn import_snapshot(
     s.log = log;
     s.partners = (!partners.is_empty()).then(|| Box::new(partners));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, len: usize) -> Entry {
+        Entry {
+            seq,
+            at: 0,
+            wire_end: 0,
+            kind: EntryKind::Message {
+                from: "console-1".into(),
+                body: vec![b'x'; len].into_boxed_slice(),
+            },
+        }
+    }
+
+    /// The thread's tally follows every way an entry enters or leaves a log,
+    /// dropping a whole log included (each test runs on a thread of its own).
+    #[test]
+    fn the_tally_follows_push_pop_and_drop() {
+        let base = thread_tally();
+        let mut a = Log::default();
+        let mut b = Log::default();
+        a.push(message(1, 100));
+        a.push(message(2, 200));
+        b.push(message(1, 50));
+        let each = |len: usize| len + "console-1".len() + ENTRY_OVERHEAD;
+        assert_eq!(
+            thread_tally(),
+            (base.0 + each(100) + each(200) + each(50), base.1 + 3)
+        );
+        let e = a.pop_front().expect("entry");
+        assert_eq!(e.seq, 1);
+        assert_eq!(thread_tally(), (base.0 + each(200) + each(50), base.1 + 2));
+        drop(b);
+        assert_eq!(thread_tally(), (base.0 + each(200), base.1 + 1));
+        a.pop_front();
+        a.compact();
+        assert_eq!(thread_tally(), base);
+        a.push(message(3, 10));
+        drop(a);
+        assert_eq!(thread_tally(), base);
+    }
 }

@@ -33,6 +33,13 @@ pub struct WorkerStats {
     pub held_messages: AtomicU64,
     /// Retained messages dropped before they were handed to the client.
     pub dropped: AtomicU64,
+    /// Retained messages dropped early (delivered or not) because the
+    /// worker's retained messages passed its share of `--hold-total-bytes`.
+    pub memory_trims: AtomicU64,
+    /// Bytes and number of the messages retained on this worker (updated
+    /// once per loop iteration).
+    pub retained_bytes: AtomicU64,
+    pub retained_messages: AtomicU64,
     /// Sends refused: recipient offline.
     pub offline: AtomicU64,
     /// Receive connections that resumed with Last-Event-ID, messages replayed, gaps reported.

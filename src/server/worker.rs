@@ -160,6 +160,11 @@ pub(super) struct Worker {
     pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
+    /// This worker's share of `--hold-total-bytes` (see `Worker::trim`).
+    pub hold_budget: usize,
+    /// Undelivered messages were dropped for the budget since it was last
+    /// under three quarters full (so that is logged once, not per message).
+    pub budget_dropping: bool,
 }
 
 impl Worker {
@@ -208,6 +213,8 @@ impl Worker {
             consumed: None,
             accept_paused_until: 0,
             fired: Vec::new(),
+            hold_budget: shared.config.hold_total_bytes.div_ceil(n.max(1)),
+            budget_dropping: false,
             shared,
         })
     }
@@ -309,6 +316,10 @@ impl Worker {
             st.busy_ns
                 .fetch_add(busy_from.elapsed().as_nanos() as u64, Ordering::Relaxed);
             st.timers.store(self.wheel.len() as u64, Ordering::Relaxed);
+            let (bytes, entries) = super::retained::thread_tally();
+            st.retained_bytes.store(bytes as u64, Ordering::Relaxed);
+            st.retained_messages
+                .store(entries as u64, Ordering::Relaxed);
         }
         self.flush_wakes();
         log::debug!(

@@ -7,6 +7,7 @@
 mod common;
 
 mod prometheus;
+mod retention;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,0 +1,142 @@
+//! `--hold-total-bytes`: the node-wide limit on retained messages. Live
+//! clients' replay logs (delivered messages) make room first; held clients'
+//! undelivered messages go only past the whole limit, and then as a `gap`
+//! with reason `memory_limit`. Real binary, metrics read from `/metrics`.
+
+use super::*;
+
+const ACCT: &str = "acme";
+/// Each message body: 4,000 bytes, so 16 fill the 64 KiB limit.
+const BODY: usize = 4000;
+const LIMIT: f64 = 65536.0;
+
+fn body(tag: &str, i: usize) -> String {
+    let head = format!("{tag}{i:03}-");
+    format!("{head}{}", "x".repeat(BODY - head.len()))
+}
+
+fn send_202(node: &Node, tok: &str, to: &str, body: &str) -> String {
+    let r = send(node.addr, tok, to, body);
+    assert_eq!(
+        r.status,
+        202,
+        "send to {to}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+/// The value of a metric without labels.
+fn value(node: &Node, name: &str) -> f64 {
+    metric(&metrics(node), name, &[]).unwrap_or_else(|| panic!("{name} missing"))
+}
+
+#[test]
+fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
+    let node = Node::start(&[
+        "--workers",
+        "1",
+        "--hold-total-bytes",
+        "64KiB",
+        "--max-message",
+        "16KiB",
+    ]);
+    assert_eq!(value(&node, "switchboard_hold_total_bytes"), LIMIT);
+    let console = token(ACCT, "console-1", Role::Console);
+    let live_tok = token(ACCT, "agent-1", Role::Agent);
+    let held_tok = token(ACCT, "agent-2", Role::Agent);
+
+    // agent-2 receives one message, then goes away and is held.
+    let mut rx2 = Receiver::open(node.addr, &held_tok, &[]);
+    rx2.ready();
+    let first = send_202(&node, &console, "agent-2", "m1");
+    rx2.expect_message("console-1", "m1");
+    drop(rx2);
+    assert!(wait_state(node.addr, &console, "agent-2", "held", WAIT));
+
+    // agent-1 is online and receives 40 messages (160 KB): every one arrives,
+    // and its replay log is trimmed to three quarters of the limit.
+    let mut rx1 = Receiver::open(node.addr, &live_tok, &[]);
+    rx1.ready();
+    for i in 0..40 {
+        let b = body("live", i);
+        send_202(&node, &console, "agent-1", &b);
+        rx1.expect_message("console-1", &b);
+    }
+    let mut retained = f64::MAX;
+    assert!(
+        wait_until(WAIT, || {
+            retained = value(&node, "switchboard_retained_bytes");
+            retained > 0.0 && retained <= LIMIT * 0.75
+        }),
+        "retained bytes {retained} not within three quarters of the 64 KiB limit"
+    );
+    assert!(value(&node, "switchboard_retained_memory_trims_total") > 0.0);
+    assert_eq!(
+        value(&node, "switchboard_messages_dropped_total"),
+        0.0,
+        "only delivered messages may go while the limit is not full"
+    );
+
+    // Three messages for the held client (12 KB) fit in the room the live
+    // client's trimmed replay log left: resuming replays all three, no gap.
+    let held: Vec<String> = (0..3).map(|i| body("held", i)).collect();
+    let held_ids: Vec<String> = held
+        .iter()
+        .map(|b| send_202(&node, &console, "agent-2", b))
+        .collect();
+    let mut rx2 = Receiver::open(node.addr, &held_tok, &[("Last-Event-ID", &first)]);
+    rx2.ready();
+    for (b, id) in held.iter().zip(&held_ids) {
+        let ev = rx2.next_event().expect("replay");
+        assert_eq!(ev.event, "message", "expected the held message, got {ev:?}");
+        assert_eq!(ev.json()["body"], b.as_str());
+        assert_eq!(ev.id.as_ref(), Some(id));
+    }
+    drop(rx2);
+    assert!(wait_state(node.addr, &console, "agent-2", "held", WAIT));
+
+    // Held again, agent-2 is sent 24 messages (96 KB), more than the whole
+    // limit: the oldest go, and its next stream says so before the newest.
+    let more: Vec<String> = (0..24).map(|i| body("more", i)).collect();
+    let more_ids: Vec<String> = more
+        .iter()
+        .map(|b| send_202(&node, &console, "agent-2", b))
+        .collect();
+    assert!(
+        node.wait_log("--hold-total-bytes"),
+        "the drop is not logged"
+    );
+    assert!(value(&node, "switchboard_messages_dropped_total") > 0.0);
+    let mut rx2 = Receiver::open(
+        node.addr,
+        &held_tok,
+        &[("Last-Event-ID", held_ids.last().unwrap())],
+    );
+    rx2.ready();
+    let gap = rx2.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
+    let mut got = Vec::new();
+    while got.len() < 24 {
+        let Some(ev) = rx2.next_event_within(Duration::from_millis(500)) else {
+            break;
+        };
+        assert_eq!(ev.event, "message", "{ev:?}");
+        got.push((ev.json()["body"].as_str().unwrap().to_string(), ev.id));
+    }
+    assert!(
+        !got.is_empty() && got.len() < 24,
+        "{} of 24 replayed, expected the newest only",
+        got.len()
+    );
+    let newest = &got[got.len() - 1];
+    assert_eq!(newest.0, more[23]);
+    assert_eq!(newest.1.as_ref(), Some(&more_ids[23]));
+    // What was kept is the newest, in order, with nothing skipped after the gap.
+    let from = 24 - got.len();
+    for (k, (b, _)) in got.iter().enumerate() {
+        assert_eq!(b, &more[from + k]);
+    }
+    assert!(value(&node, "switchboard_retained_bytes") <= LIMIT + BODY as f64);
+}
