@@ -24,24 +24,13 @@ fn pair() -> Pair {
     }
 }
 
-fn send_ok(node: &Node, tok: &str, to: &str, body: &str) -> String {
-    let r = send(node.addr, tok, to, body);
-    assert_eq!(
-        r.status,
-        202,
-        "send {body:?} to {to}: {:?}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()["id"].as_str().unwrap().to_string()
-}
-
 /// Opens the agent's stream, receives `m1`, closes the stream, waits until the
 /// agent is held and sends `bodies` meanwhile. Returns the id of `m1` and the
 /// ids of the held messages.
 fn receive_one_then_hold(node: &Node, p: &Pair, bodies: &[&str]) -> (String, Vec<String>) {
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
     rx.ready();
-    let id1 = send_ok(node, &p.console_tok, "agent-1", "m1");
+    let id1 = send_ok(node.addr, &p.console_tok, "agent-1", "m1");
     let ev = rx.expect_message("console-1", "m1");
     assert_eq!(ev.id.as_deref(), Some(id1.as_str()));
     drop(rx);
@@ -51,7 +40,7 @@ fn receive_one_then_hold(node: &Node, p: &Pair, bodies: &[&str]) -> (String, Vec
     );
     let ids = bodies
         .iter()
-        .map(|b| send_ok(node, &p.console_tok, "agent-1", b))
+        .map(|b| send_ok(node.addr, &p.console_tok, "agent-1", b))
         .collect();
     (id1, ids)
 }
@@ -88,7 +77,7 @@ fn heartbeat_within_interval() {
         );
     }
     // A message resets the idle clock but the stream keeps working.
-    send_ok(&node, &p.console_tok, "agent-1", "between beats");
+    send_ok(node.addr, &p.console_tok, "agent-1", "between beats");
     rx.expect_message("console-1", "between beats");
     assert!(
         rx.wait_heartbeat(Duration::from_millis(2500)),
@@ -120,7 +109,7 @@ fn hold_and_resume_with_last_event_id() {
     );
     expect_replay(&mut rx, &bodies, &ids);
     // No duplicates and no stray events: the next event is the next live message.
-    let id5 = send_ok(&node, &p.console_tok, "agent-1", "m5");
+    let id5 = send_ok(node.addr, &p.console_tok, "agent-1", "m5");
     let ev = rx.expect_message("console-1", "m5");
     assert_eq!(ev.id.as_deref(), Some(id5.as_str()));
     assert_eq!(
@@ -138,7 +127,7 @@ fn reconnect_without_last_event_id_gets_held_messages() {
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
     rx.ready();
     expect_replay(&mut rx, &bodies, &ids);
-    send_ok(&node, &p.console_tok, "agent-1", "live");
+    send_ok(node.addr, &p.console_tok, "agent-1", "live");
     rx.expect_message("console-1", "live");
 }
 
@@ -153,7 +142,7 @@ fn resume_with_last_event_id_query_parameter() {
     assert_eq!(status, 200, "{}", rx.head);
     rx.ready();
     expect_replay(&mut rx, &bodies, &ids);
-    send_ok(&node, &p.console_tok, "agent-1", "q4");
+    send_ok(node.addr, &p.console_tok, "agent-1", "q4");
     rx.expect_message("console-1", "q4");
 
     // Both the token and the resume point in the query string.
@@ -180,7 +169,7 @@ fn resume_with_last_event_id_query_parameter() {
         "q4",
         "resume after q3 must replay q4 only: {ev:?}"
     );
-    send_ok(&node, &p.console_tok, "agent-1", "q5");
+    send_ok(node.addr, &p.console_tok, "agent-1", "q5");
     rx.expect_message("console-1", "q5");
 }
 
@@ -205,7 +194,7 @@ fn gap_reported_when_hold_limit_drops_messages() {
     );
     assert_eq!(g["reason"], "hold_limit", "{g}");
     expect_replay(&mut rx, &bodies[3..], &ids[3..]);
-    send_ok(&node, &p.console_tok, "agent-1", "g8");
+    send_ok(node.addr, &p.console_tok, "agent-1", "g8");
     rx.expect_message("console-1", "g8");
 }
 
@@ -230,7 +219,7 @@ fn unknown_epoch_reports_gap() {
     let p = pair();
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
     let epoch = rx.ready()["epoch"].as_str().unwrap().to_string();
-    let id1 = send_ok(&node, &p.console_tok, "agent-1", "u1");
+    let id1 = send_ok(node.addr, &p.console_tok, "agent-1", "u1");
     rx.expect_message("console-1", "u1");
     drop(rx);
     assert!(wait_state(
@@ -300,7 +289,7 @@ fn replacement(extra: &[&str]) {
     );
     assert!(t.elapsed() < Duration::from_secs(3));
 
-    send_ok(&node, &p.console_tok, "agent-1", "to the new one");
+    send_ok(node.addr, &p.console_tok, "agent-1", "to the new one");
     second.expect_message("console-1", "to the new one");
     assert_eq!(
         client_state(node.addr, &p.console_tok, "agent-1").as_deref(),
@@ -327,9 +316,9 @@ fn peer_gone_after_hold_expires() {
     agent.ready();
     let mut console = Receiver::open(node.addr, &p.console_tok, &[]);
     console.ready();
-    send_ok(&node, &p.console_tok, "agent-1", "hello agent");
+    send_ok(node.addr, &p.console_tok, "agent-1", "hello agent");
     agent.expect_message("console-1", "hello agent");
-    send_ok(&node, &p.agent_tok, "console-1", "hello console");
+    send_ok(node.addr, &p.agent_tok, "console-1", "hello console");
     console.expect_message("agent-1", "hello console");
 
     drop(console);
@@ -381,7 +370,7 @@ fn no_peer_gone_without_conversation() {
         "console-2 never expired"
     );
     // After the expiry, the first event the agent sees is a marker message, not peer-gone.
-    send_ok(&node, &p.console_tok, "agent-1", "marker");
+    send_ok(node.addr, &p.console_tok, "agent-1", "marker");
     agent.expect_message("console-1", "marker");
 }
 
@@ -420,7 +409,7 @@ fn killed_client_becomes_held_quickly() {
         "killed client took {el:?} to be held (limit 1 s)"
     );
     // Messages for it are held, and delivered when it comes back.
-    send_ok(&node, &p.console_tok, "agent-1", "after kill");
+    send_ok(node.addr, &p.console_tok, "agent-1", "after kill");
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
     rx.ready();
     rx.expect_message("console-1", "after kill");
@@ -442,7 +431,7 @@ fn no_peer_gone_after_conversation_ttl() {
     let c2_tok = token(ACCT, "console-2", Role::Console);
     let mut c2 = Receiver::open(node.addr, &c2_tok, &[]);
     c2.ready();
-    send_ok(&node, &c2_tok, "agent-1", "old news");
+    send_ok(node.addr, &c2_tok, "agent-1", "old news");
     agent.expect_message("console-2", "old news");
     drop(c2);
     assert!(
@@ -451,7 +440,7 @@ fn no_peer_gone_after_conversation_ttl() {
         "console-2 never expired"
     );
     // The conversation is older than the TTL when console-2 expires: no peer-gone.
-    send_ok(&node, &p.console_tok, "agent-1", "marker");
+    send_ok(node.addr, &p.console_tok, "agent-1", "marker");
     let ev = agent.next_event().expect("marker");
     assert_eq!(
         ev.event, "message",

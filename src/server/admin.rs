@@ -409,39 +409,27 @@ impl Admin {
             sessions.saturating_sub(held)
         );
         let _ = writeln!(m, "switchboard_sessions{{state=\"held\"}} {held}");
-        g(
-            &mut m,
-            "retained_bytes",
-            "Message bytes retained for held clients and Last-Event-ID replay.",
-            "gauge",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_retained_bytes {}",
-            sum(&|s| s.retained_bytes.load(Relaxed))
-        );
-        g(
-            &mut m,
-            "retained_messages",
-            "Messages (and peer-gone notices) retained.",
-            "gauge",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_retained_messages {}",
-            sum(&|s| s.retained_messages.load(Relaxed))
-        );
-        g(
-            &mut m,
-            "hold_total_bytes",
-            "The limit on retained message bytes (--hold-total-bytes).",
-            "gauge",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_hold_total_bytes {}",
-            sh.config.hold_total_bytes
-        );
+        let retention: [(&str, &str, u64); 3] = [
+            (
+                "retained_bytes",
+                "Message bytes retained for held clients and Last-Event-ID replay (with 64 bytes of bookkeeping each).",
+                sum(&|s| s.retained_bytes.load(Relaxed)),
+            ),
+            (
+                "retained_messages",
+                "Messages (and peer-gone notices) retained.",
+                sum(&|s| s.retained_messages.load(Relaxed)),
+            ),
+            (
+                "hold_total_bytes",
+                "The limit on retained message bytes (--hold-total-bytes).",
+                sh.config.hold_total_bytes as u64,
+            ),
+        ];
+        for (name, help, v) in retention {
+            g(&mut m, name, help, "gauge");
+            let _ = writeln!(m, "switchboard_{name} {v}");
+        }
         g(
             &mut m,
             "request_errors_total",

@@ -15,17 +15,6 @@ fn body(tag: &str, i: usize) -> String {
     format!("{head}{}", "x".repeat(BODY - head.len()))
 }
 
-fn send_202(node: &Node, tok: &str, to: &str, body: &str) -> String {
-    let r = send(node.addr, tok, to, body);
-    assert_eq!(
-        r.status,
-        202,
-        "send to {to}: {:?}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()["id"].as_str().expect("id").to_string()
-}
-
 /// The value of a metric without labels.
 fn value(node: &Node, name: &str) -> f64 {
     metric(&metrics(node), name, &[]).unwrap_or_else(|| panic!("{name} missing"))
@@ -49,7 +38,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     // agent-2 receives one message, then goes away and is held.
     let mut rx2 = Receiver::open(node.addr, &held_tok, &[]);
     rx2.ready();
-    let first = send_202(&node, &console, "agent-2", "m1");
+    let first = send_ok(node.addr, &console, "agent-2", "m1");
     rx2.expect_message("console-1", "m1");
     drop(rx2);
     assert!(wait_state(node.addr, &console, "agent-2", "held", WAIT));
@@ -60,7 +49,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     rx1.ready();
     for i in 0..40 {
         let b = body("live", i);
-        send_202(&node, &console, "agent-1", &b);
+        send_ok(node.addr, &console, "agent-1", &b);
         rx1.expect_message("console-1", &b);
     }
     let mut retained = f64::MAX;
@@ -83,7 +72,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     let held: Vec<String> = (0..3).map(|i| body("held", i)).collect();
     let held_ids: Vec<String> = held
         .iter()
-        .map(|b| send_202(&node, &console, "agent-2", b))
+        .map(|b| send_ok(node.addr, &console, "agent-2", b))
         .collect();
     let mut rx2 = Receiver::open(node.addr, &held_tok, &[("Last-Event-ID", &first)]);
     rx2.ready();
@@ -101,7 +90,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     let more: Vec<String> = (0..24).map(|i| body("more", i)).collect();
     let more_ids: Vec<String> = more
         .iter()
-        .map(|b| send_202(&node, &console, "agent-2", b))
+        .map(|b| send_ok(node.addr, &console, "agent-2", b))
         .collect();
     assert!(
         node.wait_log("--hold-total-bytes"),

@@ -259,18 +259,6 @@ fn tok(client: &str) -> String {
     token(ACCT, client, role)
 }
 
-/// Sends and asserts 202; returns the id the sender got.
-fn send_ok(addr: SocketAddr, from_tok: &str, to: &str, body: &str) -> String {
-    let r = send(addr, from_tok, to, body);
-    assert_eq!(
-        r.status,
-        202,
-        "send {body:?} to {to} via {addr}: {:?}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()["id"].as_str().expect("id").to_string()
-}
-
 /// Opens a receive connection and reads `ready`; returns it with its epoch.
 fn open(addr: SocketAddr, client: &str, headers: &[(&str, &str)]) -> (Receiver, String) {
     let mut rx = Receiver::open(addr, &tok(client), headers);

@@ -490,6 +490,18 @@ pub fn send(addr: SocketAddr, token: &str, to: &str, body: &str) -> Response {
     )
 }
 
+/// Sends and asserts 202; returns the id the sender got.
+pub fn send_ok(addr: SocketAddr, token: &str, to: &str, body: &str) -> String {
+    let r = send(addr, token, to, body);
+    assert_eq!(
+        r.status,
+        202,
+        "send {body:?} to {to} via {addr}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
 /// Sends one message per body to `to` as `token`, all pipelined in one write
 /// on one keep-alive connection, and checks that every one is answered 202.
 /// The text of one `POST /v1/send/<to>` request carrying `body`, for
