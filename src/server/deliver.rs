@@ -152,20 +152,22 @@ impl Worker {
     /// iteration's burst for a moment). Dropping an entry that was never
     /// handed out (the client is offline) records a gap for its next stream.
     ///
-    /// The worker's share of `--hold-total-bytes` (`hold_budget`) is kept in
-    /// two steps, each enforced on the session that just received: past three
-    /// quarters of it, the session's delivered entries (kept only for replay)
-    /// go; past all of it, so do its undelivered ones. Live clients' replay
-    /// logs so make room for held clients' messages, and retained memory never
-    /// passes the budget by more than one iteration's burst. A session that
-    /// receives nothing more keeps its entries until `--hold` expires them.
+    /// `--hold-total-bytes` is kept in two steps, each enforced on the
+    /// session that just received: past three quarters of it, the session's
+    /// delivered entries (kept only for replay) go; past all of it, so do its
+    /// undelivered ones. Live clients' replay logs so make room for held
+    /// clients' messages, and retained memory passes the limit by no more
+    /// than one iteration's burst per worker (the other workers' part is
+    /// read once per iteration). A session that receives nothing more keeps
+    /// its entries until `--hold` expires them.
     fn trim(&mut self, sidx: usize) {
         let cfg = &self.shared.config;
         let st = &self.shared.stats[self.id];
-        let hard = self.hold_budget;
+        let hard = cfg.hold_total_bytes;
         let soft = hard / 4 * 3;
+        let others = self.others_retained;
         let s = &mut self.sessions.slab[sidx];
-        if !over_limits(s, cfg) && retained::thread_tally().0 <= soft {
+        if !over_limits(s, cfg) && retained::thread_tally().0 + others <= soft {
             s.log.compact();
             self.budget_dropping = false;
             return;
@@ -177,7 +179,7 @@ impl Worker {
             let reason = if over_limits(s, cfg) {
                 "hold_limit"
             } else {
-                let total = retained::thread_tally().0;
+                let total = retained::thread_tally().0 + others;
                 if total > hard || (total > soft && delivered) {
                     "memory_limit"
                 } else {
@@ -202,16 +204,14 @@ impl Worker {
         if lost_for_memory > 0 && !self.budget_dropping {
             self.budget_dropping = true;
             log::warn!(
-                "{} worker {}: retained messages reached {} bytes, this worker's share of \
-                 --hold-total-bytes; {} undelivered message(s) of held client {} dropped \
-                 (its next stream starts with a gap)",
+                "{} retained messages reached --hold-total-bytes ({} bytes); {} undelivered \
+                 message(s) of held client {} dropped (its next stream starts with a gap)",
                 s.sid,
-                self.id,
                 hard,
                 lost_for_memory,
                 s.key
             );
-        } else if self.budget_dropping && retained::thread_tally().0 <= soft {
+        } else if self.budget_dropping && retained::thread_tally().0 + others <= soft {
             self.budget_dropping = false;
         }
     }
@@ -287,7 +287,7 @@ impl Worker {
     /// Trims session `sidx`'s log if it is over the limits: entries held back
     /// from trimming until they were written (see `trim`).
     fn trim_if_over(&mut self, sidx: usize) {
-        let over_budget = retained::thread_tally().0 > self.hold_budget / 4 * 3;
+        let over_budget = self.node_retained() > self.shared.config.hold_total_bytes / 4 * 3;
         if self
             .sessions
             .get(sidx)

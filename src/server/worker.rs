@@ -160,10 +160,13 @@ pub(super) struct Worker {
     pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
-    /// This worker's share of `--hold-total-bytes` (see `Worker::trim`).
-    pub hold_budget: usize,
-    /// Undelivered messages were dropped for the budget since it was last
-    /// under three quarters full (so that is logged once, not per message).
+    /// Message bytes the other workers retain, as they last published them
+    /// (read once per loop iteration): with this worker's own tally, what
+    /// `--hold-total-bytes` limits (see `Worker::trim`).
+    pub others_retained: usize,
+    /// Undelivered messages were dropped for the limit since retained
+    /// messages were last under three quarters of it (so that is logged
+    /// once, not per message).
     pub budget_dropping: bool,
 }
 
@@ -213,7 +216,7 @@ impl Worker {
             consumed: None,
             accept_paused_until: 0,
             fired: Vec::new(),
-            hold_budget: shared.config.hold_total_bytes.div_ceil(n.max(1)),
+            others_retained: 0,
             budget_dropping: false,
             shared,
         })
@@ -263,6 +266,7 @@ impl Worker {
             let busy_from = std::time::Instant::now();
             self.now = self.shared.ms_at(busy_from);
             self.wall_ms = super::epoch_ms();
+            self.others_retained = self.others_retained();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
@@ -540,6 +544,25 @@ impl Worker {
     pub fn await_answer(&mut self, idx: usize) {
         let d = self.now + self.wait_limit_ms();
         self.set_conn_deadline(idx, d);
+    }
+
+    /// What the other workers retain, as they last published it.
+    fn others_retained(&self) -> usize {
+        let st = &self.shared.stats;
+        if st.len() < 2 {
+            return 0;
+        }
+        st.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.id)
+            .map(|(_, s)| s.retained_bytes.load(Ordering::Relaxed) as usize)
+            .sum()
+    }
+
+    /// Message bytes retained on the node: this worker's own tally and what
+    /// the others last published.
+    pub fn node_retained(&self) -> usize {
+        super::retained::thread_tally().0 + self.others_retained
     }
 
     /// Takes connection `idx` out of the slab, with its pending timer entry

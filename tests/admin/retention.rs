@@ -104,14 +104,14 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     );
     rx2.ready();
     let gap = rx2.next_event().expect("gap");
-    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
     assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
     let mut got = Vec::new();
     while got.len() < 24 {
         let Some(ev) = rx2.next_event_within(Duration::from_millis(500)) else {
             break;
         };
-        assert_eq!(ev.event, "message", "{ev:?}");
+        assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
         got.push((ev.json()["body"].as_str().unwrap().to_string(), ev.id));
     }
     assert!(
@@ -128,4 +128,86 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
         assert_eq!(b, &more[from + k]);
     }
     assert!(value(&node, "switchboard_retained_bytes") <= LIMIT + BODY as f64);
+}
+
+/// The limit is the node's, not a share per worker: one worker may use all of
+/// it while the other is empty, and what one worker retains counts when the
+/// other decides what a held client may keep.
+#[test]
+fn the_limit_counts_every_worker_together() {
+    let node = Node::start(&[
+        "--workers",
+        "2",
+        "--hold-total-bytes",
+        "64KiB",
+        "--max-message",
+        "16KiB",
+    ]);
+    // Two accounts whose clients live on different workers.
+    let live_acct = "acct-0";
+    let live_tok = token(live_acct, "agent-1", Role::Agent);
+    let live_console = token(live_acct, "console-1", Role::Console);
+    let mut rx1 = Receiver::open(node.addr, &live_tok, &[]);
+    rx1.ready();
+    let live_worker = worker_of(&node, rx1.stream.local_addr().unwrap());
+    let (held_acct, mut rx2) = (1..64)
+        .find_map(|i| {
+            let acct = format!("acct-{i}");
+            let mut rx = Receiver::open(node.addr, &token(&acct, "agent-2", Role::Agent), &[]);
+            rx.ready();
+            (worker_of(&node, rx.stream.local_addr().unwrap()) != live_worker).then_some((acct, rx))
+        })
+        .expect("an account on the other worker");
+    let held_tok = token(&held_acct, "agent-2", Role::Agent);
+    let held_console = token(&held_acct, "console-1", Role::Console);
+    let first = send_ok(node.addr, &held_console, "agent-2", "m1");
+    rx2.expect_message("console-1", "m1");
+    drop(rx2);
+    assert!(wait_state(
+        node.addr,
+        &held_console,
+        "agent-2",
+        "held",
+        WAIT
+    ));
+
+    // The live client's worker fills three quarters of the whole limit (a
+    // share per worker would have stopped it at half of that).
+    for i in 0..40 {
+        let b = body("live", i);
+        send_ok(node.addr, &live_console, "agent-1", &b);
+        rx1.expect_message("console-1", &b);
+    }
+    let mut retained = 0.0;
+    assert!(
+        wait_until(WAIT, || {
+            retained = value(&node, "switchboard_retained_bytes");
+            retained > LIMIT * 0.6 && retained <= LIMIT * 0.75
+        }),
+        "retained bytes {retained}: expected the live worker to fill three quarters of the node's limit"
+    );
+
+    // The held client on the other worker has room for what is left (about
+    // 16 KB), not for its worker's own half: of 6 messages (24 KB) the oldest
+    // go, and its stream says so.
+    let more: Vec<String> = (0..6).map(|i| body("held", i)).collect();
+    for b in &more {
+        send_ok(node.addr, &held_console, "agent-2", b);
+    }
+    let mut rx2 = Receiver::open(node.addr, &held_tok, &[("Last-Event-ID", &first)]);
+    rx2.ready();
+    let gap = rx2.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
+    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
+    let ev = rx2.next_event().expect("the newest messages");
+    assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
+    let b = ev.json()["body"].as_str().unwrap().to_string();
+    let k = more
+        .iter()
+        .position(|m| *m == b)
+        .expect("one of the held messages");
+    assert!(k > 0, "nothing was dropped before {b:.7}");
+    for m in &more[k + 1..] {
+        rx2.expect_message("console-1", m);
+    }
 }
