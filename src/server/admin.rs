@@ -618,6 +618,11 @@ impl Admin {
             "sessions": sum(&|s| s.sessions.load(Relaxed)),
             "held_sessions": sum(&|s| s.held.load(Relaxed)),
             "timer_entries": sum(&|s| s.timers.load(Relaxed)),
+            // Retained messages (for held clients and replay), as the workers
+            // last published them, and their limit (--hold-total-bytes).
+            "retained_bytes": sum(&|s| s.retained_bytes.load(Relaxed)),
+            "retained_messages": sum(&|s| s.retained_messages.load(Relaxed)),
+            "hold_total_bytes": sh.config.hold_total_bytes,
             "struct_bytes": {
                 "connection": std::mem::size_of::<super::conn::Conn>(),
                 "session": std::mem::size_of::<super::session::Session>(),

@@ -448,6 +448,30 @@ fn memory_report() {
         "{j}"
     );
     assert_eq!(j["receive_connections"], 1, "{j}");
+    assert!(
+        j["hold_total_bytes"]
+            .as_u64()
+            .is_some_and(|n| n >= 64 << 10),
+        "{j}"
+    );
+    // One delivered message is retained (for replay): its body, its sender's
+    // id and 64 bytes of bookkeeping.
+    send_ok(
+        node.addr,
+        &token("acme", "console-1", Role::Console),
+        "agent-1",
+        "hello",
+    );
+    rx.expect_message("console-1", "hello");
+    let mut m = serde_json::Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            m = admin_json(&node, "/debug/memory");
+            m["retained_messages"] == 1
+        }),
+        "{m}"
+    );
+    assert_eq!(m["retained_bytes"], 5 + 9 + 64, "{m}");
     // The allocator in use is named (the default build uses jemalloc).
     let name = j["allocator"]["name"].as_str().unwrap_or_default();
     assert!(name == "glibc malloc" || name == "jemalloc", "{j}");
