@@ -493,17 +493,29 @@ fn ser_total<S: serde::Serializer>(v: &HoldTotal, s: S) -> Result<S::Ok, S::Erro
 }
 
 /// `--hold-total-bytes auto`: a quarter of the memory this process may use,
-/// the smaller of the machine's (`MemTotal`) and the cgroup v2 limit
-/// (`memory.max`), or 1 GiB when neither can be read.
+/// the smaller of the machine's (`MemTotal`) and the cgroup's limit (v2
+/// `memory.max`, or v1 `memory.limit_in_bytes`), or 1 GiB when neither can be
+/// read.
 pub fn auto_hold_total() -> usize {
     let mem_total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
         let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
         let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
         kb.checked_mul(1024)
     });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|t| t.trim().parse::<usize>().ok());
+    // cgroup v2 ("max" when unlimited), else v1 (a huge number when unlimited,
+    // which the minimum with MemTotal absorbs).
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| {
+        std::fs::read_to_string(p)
+            .ok()?
+            .trim()
+            .parse::<usize>()
+            .ok()
+    });
     let limit = match (mem_total, cgroup) {
         (Some(m), Some(c)) => m.min(c),
         (Some(m), None) => m,
