@@ -344,4 +344,40 @@ mod tests {
         drop(a);
         assert_eq!(thread_tally(), base);
     }
+
+    /// A session handed to another node keeps a `memory_limit` loss (so the
+    /// client's next stream there names it) and its entries, and the
+    /// receiving thread's tally counts them; a failed import leaves no trace.
+    #[test]
+    fn a_memory_limit_loss_survives_a_handoff() {
+        let base = thread_tally();
+        let mut s = Session::blank("acme/agent-1".into(), 4);
+        s.last_seq = 7;
+        s.delivered = 3;
+        s.log.push(message(6, 100));
+        s.log.push(message(7, 50));
+        s.log.set_lost(5, "memory_limit");
+        s.log.set_trim_reason("memory_limit");
+        let bytes = export_snapshot(&s, 1_000);
+        drop(s);
+        assert_eq!(thread_tally(), base);
+
+        let mut t = Session::blank("acme/agent-1".into(), 4);
+        import_snapshot(&mut t, &bytes, 2_000).expect("import");
+        assert_eq!(t.log.lost(), Some((5, "memory_limit")));
+        assert_eq!(t.log.trim_reason(), "memory_limit");
+        assert_eq!(t.log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+        assert_eq!(thread_tally().1, base.1 + 2);
+        drop(t);
+        assert_eq!(thread_tally(), base);
+
+        let mut u = Session::blank("acme/agent-1".into(), 4);
+        assert!(import_snapshot(&mut u, &bytes[..bytes.len() - 3], 2_000).is_err());
+        drop(u);
+        assert_eq!(
+            thread_tally(),
+            base,
+            "a truncated snapshot leaves no entries counted"
+        );
+    }
 }
