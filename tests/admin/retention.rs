@@ -211,3 +211,38 @@ fn the_limit_counts_every_worker_together() {
         rx2.expect_message("console-1", m);
     }
 }
+
+/// What leaves by age leaves the count too: after `--hold`, a held client's
+/// messages (delivered and undelivered) and its session are gone and the
+/// retained bytes and messages are back to zero. (Logs dropped whole are
+/// covered by the tally's unit tests in `server::retained`.)
+#[test]
+fn expired_messages_and_ended_sessions_leave_the_count() {
+    let node = Node::start(&["--workers", "2", "--hold", "1s"]);
+    let console = token(ACCT, "console-1", Role::Console);
+    let agent = token(ACCT, "agent-1", Role::Agent);
+    let mut rx = Receiver::open(node.addr, &agent, &[]);
+    rx.ready();
+    send_ok(node.addr, &console, "agent-1", "seen");
+    rx.expect_message("console-1", "seen");
+    drop(rx);
+    assert!(wait_state(node.addr, &console, "agent-1", "held", WAIT));
+    send_ok(node.addr, &console, "agent-1", "never read");
+    let mut m = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            m = metrics(&node);
+            metric(&m, "switchboard_retained_messages", &[]) == Some(2.0)
+        }),
+        "two messages retained while held"
+    );
+    assert!(
+        wait_until(WAIT, || {
+            m = metrics(&node);
+            metric(&m, "switchboard_retained_bytes", &[]) == Some(0.0)
+                && metric(&m, "switchboard_retained_messages", &[]) == Some(0.0)
+                && metric(&m, "switchboard_sessions", &[("state", "held")]) == Some(0.0)
+        }),
+        "retained messages not back to zero after --hold"
+    );
+}
