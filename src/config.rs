@@ -94,8 +94,9 @@ pub struct ServeArgs {
     /// Most message bytes retained per client, e.g. 1MiB.
     #[arg(long, env = "SWITCHBOARD_HOLD_MAX_BYTES", default_value = "1MiB", value_parser = parse_size)]
     pub hold_max_bytes: usize,
-    /// Most message bytes retained on this node in all (every worker together), e.g. 4GiB; `auto` = a quarter of the memory (physical, or the cgroup's limit if lower).
-    /// Past three quarters of it, the recipient's delivered messages (kept for replay) make
+    /// Most message bytes retained on this node in all (every worker together), e.g. 4GiB;
+    /// `auto` = a quarter of the memory (physical, or the cgroup's limit if lower). Past
+    /// three quarters of it, the recipient's delivered messages (kept for replay) make
     /// room; past all of it, its undelivered ones too (a gap with reason memory_limit).
     #[arg(long, env = "SWITCHBOARD_HOLD_TOTAL_BYTES", default_value = "auto", value_parser = parse_total)]
     #[serde(serialize_with = "ser_total")]

@@ -164,10 +164,13 @@ impl Worker {
         let cfg = &self.shared.config;
         let st = &self.shared.stats[self.id];
         let hard = cfg.hold_total_bytes;
-        let soft = hard / 4 * 3;
+        let soft = soft_limit(cfg);
         let others = self.others_retained;
+        // Retained on the node: this worker's tally, which the loop below
+        // changes, and the other workers' part as read this iteration.
+        let node = || retained::thread_tally().0 + others;
         let s = &mut self.sessions.slab[sidx];
-        if !over_limits(s, cfg) && retained::thread_tally().0 + others <= soft {
+        if !over_limits(s, cfg) && node() <= soft {
             s.log.compact();
             self.budget_dropping = false;
             return;
@@ -179,7 +182,7 @@ impl Worker {
             let reason = if over_limits(s, cfg) {
                 "hold_limit"
             } else {
-                let total = retained::thread_tally().0 + others;
+                let total = node();
                 if total > hard || (total > soft && delivered) {
                     "memory_limit"
                 } else {
@@ -211,7 +214,7 @@ impl Worker {
                 lost_for_memory,
                 s.key
             );
-        } else if self.budget_dropping && retained::thread_tally().0 + others <= soft {
+        } else if self.budget_dropping && node() <= soft {
             self.budget_dropping = false;
         }
     }
@@ -287,7 +290,7 @@ impl Worker {
     /// Trims session `sidx`'s log if it is over the limits: entries held back
     /// from trimming until they were written (see `trim`).
     fn trim_if_over(&mut self, sidx: usize) {
-        let over_budget = self.node_retained() > self.shared.config.hold_total_bytes / 4 * 3;
+        let over_budget = self.node_retained() > soft_limit(&self.shared.config);
         if self
             .sessions
             .get(sidx)
@@ -334,6 +337,12 @@ fn live_conn<'a>(conns: &'a Slab<Conn>, s: &Session) -> Option<&'a Conn> {
 /// The session's log holds more than the retention limits allow.
 fn over_limits(s: &Session, cfg: &crate::config::Config) -> bool {
     s.log.len() > cfg.hold_max_messages || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
+}
+
+/// Three quarters of `--hold-total-bytes`: past it, delivered entries make
+/// room (see `Worker::trim`).
+fn soft_limit(cfg: &crate::config::Config) -> usize {
+    cfg.hold_total_bytes / 4 * 3
 }
 
 /// Records that entry `e` left the log for `reason`; remembers a loss (and

@@ -33,8 +33,8 @@ pub struct WorkerStats {
     pub held_messages: AtomicU64,
     /// Retained messages dropped before they were handed to the client.
     pub dropped: AtomicU64,
-    /// Retained messages dropped early (delivered or not) because the
-    /// worker's retained messages passed its share of `--hold-total-bytes`.
+    /// Retained messages dropped early (delivered or not) because the node's
+    /// retained messages passed three quarters of `--hold-total-bytes` (or all of it).
     pub memory_trims: AtomicU64,
     /// Bytes and number of the messages retained on this worker (updated
     /// once per loop iteration).

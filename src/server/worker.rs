@@ -266,7 +266,7 @@ impl Worker {
             let busy_from = std::time::Instant::now();
             self.now = self.shared.ms_at(busy_from);
             self.wall_ms = super::epoch_ms();
-            self.others_retained = self.others_retained();
+            self.others_retained = self.published_by_others();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
@@ -547,12 +547,10 @@ impl Worker {
     }
 
     /// What the other workers retain, as they last published it.
-    fn others_retained(&self) -> usize {
-        let st = &self.shared.stats;
-        if st.len() < 2 {
-            return 0;
-        }
-        st.iter()
+    fn published_by_others(&self) -> usize {
+        self.shared
+            .stats
+            .iter()
             .enumerate()
             .filter(|(i, _)| *i != self.id)
             .map(|(_, s)| s.retained_bytes.load(Ordering::Relaxed) as usize)

@@ -15,6 +15,28 @@ fn body(tag: &str, i: usize) -> String {
     format!("{head}{}", "x".repeat(BODY - head.len()))
 }
 
+/// A node whose retained messages are limited to 64 KiB.
+fn limited_node(workers: &str) -> Node {
+    Node::start(&[
+        "--workers",
+        workers,
+        "--hold-total-bytes",
+        "64KiB",
+        "--max-message",
+        "16KiB",
+    ])
+}
+
+/// Sends `m1` to `client` on its open stream `rx`, reads it, closes the
+/// stream and waits until the client is held. Returns `m1`'s id.
+fn receive_one_then_hold(node: &Node, mut rx: Receiver, console: &str, client: &str) -> String {
+    let id = send_ok(node.addr, console, client, "m1");
+    rx.expect_message("console-1", "m1");
+    drop(rx);
+    assert!(wait_state(node.addr, console, client, "held", WAIT));
+    id
+}
+
 /// The value of a metric without labels.
 fn value(node: &Node, name: &str) -> f64 {
     metric(&metrics(node), name, &[]).unwrap_or_else(|| panic!("{name} missing"))
@@ -22,14 +44,7 @@ fn value(node: &Node, name: &str) -> f64 {
 
 #[test]
 fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
-    let node = Node::start(&[
-        "--workers",
-        "1",
-        "--hold-total-bytes",
-        "64KiB",
-        "--max-message",
-        "16KiB",
-    ]);
+    let node = limited_node("1");
     assert_eq!(value(&node, "switchboard_hold_total_bytes"), LIMIT);
     let console = token(ACCT, "console-1", Role::Console);
     let live_tok = token(ACCT, "agent-1", Role::Agent);
@@ -38,10 +53,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     // agent-2 receives one message, then goes away and is held.
     let mut rx2 = Receiver::open(node.addr, &held_tok, &[]);
     rx2.ready();
-    let first = send_ok(node.addr, &console, "agent-2", "m1");
-    rx2.expect_message("console-1", "m1");
-    drop(rx2);
-    assert!(wait_state(node.addr, &console, "agent-2", "held", WAIT));
+    let first = receive_one_then_hold(&node, rx2, &console, "agent-2");
 
     // agent-1 is online and receives 40 messages (160 KB): every one arrives,
     // and its replay log is trimmed to three quarters of the limit.
@@ -135,14 +147,7 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
 /// other decides what a held client may keep.
 #[test]
 fn the_limit_counts_every_worker_together() {
-    let node = Node::start(&[
-        "--workers",
-        "2",
-        "--hold-total-bytes",
-        "64KiB",
-        "--max-message",
-        "16KiB",
-    ]);
+    let node = limited_node("2");
     // Two accounts whose clients live on different workers.
     let live_acct = "acct-0";
     let live_tok = token(live_acct, "agent-1", Role::Agent);
@@ -150,7 +155,7 @@ fn the_limit_counts_every_worker_together() {
     let mut rx1 = Receiver::open(node.addr, &live_tok, &[]);
     rx1.ready();
     let live_worker = worker_of(&node, rx1.stream.local_addr().unwrap());
-    let (held_acct, mut rx2) = (1..64)
+    let (held_acct, rx2) = (1..64)
         .find_map(|i| {
             let acct = format!("acct-{i}");
             let mut rx = Receiver::open(node.addr, &token(&acct, "agent-2", Role::Agent), &[]);
@@ -160,16 +165,7 @@ fn the_limit_counts_every_worker_together() {
         .expect("an account on the other worker");
     let held_tok = token(&held_acct, "agent-2", Role::Agent);
     let held_console = token(&held_acct, "console-1", Role::Console);
-    let first = send_ok(node.addr, &held_console, "agent-2", "m1");
-    rx2.expect_message("console-1", "m1");
-    drop(rx2);
-    assert!(wait_state(
-        node.addr,
-        &held_console,
-        "agent-2",
-        "held",
-        WAIT
-    ));
+    let first = receive_one_then_hold(&node, rx2, &held_console, "agent-2");
 
     // The live client's worker fills three quarters of the whole limit (a
     // share per worker would have stopped it at half of that).
@@ -223,10 +219,7 @@ fn expired_messages_and_ended_sessions_leave_the_count() {
     let agent = token(ACCT, "agent-1", Role::Agent);
     let mut rx = Receiver::open(node.addr, &agent, &[]);
     rx.ready();
-    send_ok(node.addr, &console, "agent-1", "seen");
-    rx.expect_message("console-1", "seen");
-    drop(rx);
-    assert!(wait_state(node.addr, &console, "agent-1", "held", WAIT));
+    receive_one_then_hold(&node, rx, &console, "agent-1");
     send_ok(node.addr, &console, "agent-1", "never read");
     let mut m = Vec::new();
     assert!(
