@@ -10,6 +10,12 @@ pub struct Gauges {
     pub receive: u64,
     pub request: u64,
     pub open_fds: u64,
+    /// Sessions, online and held (`switchboard_sessions`, both states).
+    pub sessions: u64,
+    /// Timer wheel entries, summed over the workers.
+    pub timers: u64,
+    /// Retained message bytes (`switchboard_retained_bytes`).
+    pub retained_bytes: u64,
 }
 
 impl Gauges {
@@ -42,6 +48,12 @@ pub fn metrics(admin: SocketAddr) -> std::io::Result<Gauges> {
             g.request = val(l);
         } else if l.starts_with("switchboard_process_open_fds") {
             g.open_fds = val(l);
+        } else if l.starts_with("switchboard_sessions{") {
+            g.sessions += val(l);
+        } else if l.starts_with("switchboard_timer_wheel_entries{") {
+            g.timers += val(l);
+        } else if l.starts_with("switchboard_retained_bytes ") {
+            g.retained_bytes = val(l);
         }
     }
     Ok(g)

@@ -9,7 +9,9 @@
 //! count (admin `/metrics`) are read; after the cycles the tool waits (up to
 //! `--settle-max` s) for the connection count to return to the baseline and
 //! the memory to stop moving. Pass: memory, fds and connections are within
-//! `--tolerance` (10%) of the baseline (connections and fds: or within 2).
+//! `--tolerance` (10%) of the baseline (connections and fds: or within 2),
+//! and sessions, timer wheel entries and retained bytes are not above it
+//! (sessions of the gone clients reaped after the server's `--hold`).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -241,6 +243,9 @@ struct Snapshot {
     connections: u64,
     receive: u64,
     open_fds: u64,
+    sessions: u64,
+    timers: u64,
+    retained_bytes: u64,
 }
 
 fn snapshot(a: &ChurnArgs) -> Option<Snapshot> {
@@ -253,6 +258,9 @@ fn snapshot(a: &ChurnArgs) -> Option<Snapshot> {
         connections: g.connections(),
         receive: g.receive,
         open_fds: g.open_fds,
+        sessions: g.sessions,
+        timers: g.timers,
+        retained_bytes: g.retained_bytes,
     })
 }
 
@@ -292,7 +300,7 @@ pub fn run(a: ChurnArgs) -> ExitCode {
     let failed = ch.failed - f0;
     let peak = snapshot(&a);
     eprintln!("[churn] {done} cycles in {secs:.1}s ({failed} failed); waiting for the baseline");
-    // Settle: connections back to baseline and RSS stable over 2 s, or settle_max.
+    // Settle: connections and sessions back to baseline and RSS stable over 2 s, or settle_max.
     let t = Instant::now();
     let mut hist: Vec<u64> = Vec::new();
     let mut after = peak;
@@ -307,6 +315,8 @@ pub fn run(a: ChurnArgs) -> ExitCode {
         };
         if s.connections <= base.connections
             && s.open_fds <= base.open_fds + 2
+            && s.sessions <= base.sessions + 2
+            && s.retained_bytes <= base.retained_bytes
             && stable
             && t.elapsed() >= Duration::from_secs(a.settle_min)
         {
@@ -321,7 +331,16 @@ pub fn run(a: ChurnArgs) -> ExitCode {
     let ok_rss = within(base.rss_kb, af.rss_kb, a.tolerance, 0);
     let ok_fds = within(base.open_fds, af.open_fds, a.tolerance, 2);
     let ok_conns = within(base.connections, af.connections, a.tolerance, 2);
-    let pass = ok_rss && ok_fds && ok_conns && done == a.cycles;
+    // Every cycle is a new client: its session must be reaped after --hold,
+    // with its timers and anything it retained.
+    // (Fewer than at the baseline is fine: the warm-up's clients may still
+    // have been held then.)
+    let ok_sessions =
+        af.sessions <= base.sessions || within(base.sessions, af.sessions, a.tolerance, 2);
+    let ok_timers = af.timers <= base.timers || within(base.timers, af.timers, a.tolerance, 4);
+    let ok_retained = af.retained_bytes <= base.retained_bytes;
+    let pass =
+        ok_rss && ok_fds && ok_conns && ok_sessions && ok_timers && ok_retained && done == a.cycles;
     ch.cycle_us.sort_unstable();
     let p = |q: f64| {
         ch.cycle_us
@@ -348,19 +367,24 @@ pub fn run(a: ChurnArgs) -> ExitCode {
         "settle_secs": (settle_secs * 10.0).round() / 10.0,
         "tolerance": a.tolerance,
         "rss_ratio": (af.rss_kb as f64 / base.rss_kb.max(1) as f64 * 1000.0).round() / 1000.0,
-        "pass": {"rss": ok_rss, "open_fds": ok_fds, "connections": ok_conns, "all": pass},
+        "pass": {"rss": ok_rss, "open_fds": ok_fds, "connections": ok_conns,
+                 "sessions": ok_sessions, "timers": ok_timers, "retained": ok_retained, "all": pass},
         "loadavg_1m": mem::loadavg(),
     });
     println!("{}", serde_json::to_string_pretty(&v).unwrap());
     eprintln!(
-        "[churn] {}: RSS {} -> {} kB, fds {} -> {}, connections {} -> {}",
+        "[churn] {}: RSS {} -> {} kB, fds {} -> {}, connections {} -> {}, sessions {} -> {}, timers {} -> {}",
         if pass { "PASS" } else { "FAIL" },
         base.rss_kb,
         af.rss_kb,
         base.open_fds,
         af.open_fds,
         base.connections,
-        af.connections
+        af.connections,
+        base.sessions,
+        af.sessions,
+        base.timers,
+        af.timers
     );
     if pass {
         ExitCode::SUCCESS
