@@ -287,11 +287,15 @@ impl Worker {
                 self.accept_paused_until = 0;
                 self.accept_all();
             }
-            self.run_timers();
+            let reaped = self.run_timers();
             if self.now >= self.next_housekeeping {
                 self.housekeeping();
             }
-            if self.quiet.tick(self.now, had_events || backlog) {
+            // Sessions reaped and retained messages expired by a timer count
+            // as work: the memory they held goes back once the worker is quiet
+            // (a wave of held clients expiring after a burst of disconnects),
+            // not at the next housekeeping.
+            if self.quiet.tick(self.now, had_events || backlog || reaped) {
                 self.settle();
             }
             // What this iteration appended to sessions after their first entry
@@ -617,7 +621,11 @@ impl Worker {
         }
     }
 
-    fn run_timers(&mut self) {
+    /// Runs the timers that are due. True if a session's deadline passed
+    /// (retained messages expired or a held session was removed), i.e. memory
+    /// may have been freed.
+    fn run_timers(&mut self) -> bool {
+        let mut reaped = false;
         let mut fired = std::mem::take(&mut self.fired);
         self.wheel.advance(self.now, &mut fired);
         for t in fired.drain(..) {
@@ -656,11 +664,13 @@ impl Worker {
                         self.set_session_deadline(idx, d);
                     } else {
                         self.session_timeout(idx);
+                        reaped = true;
                     }
                 }
             }
         }
         self.fired = fired;
+        reaped
     }
 
     /// Handles up to a batch of envelopes; true if more are waiting.
