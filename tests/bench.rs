@@ -99,6 +99,60 @@ fn idle_scenario_measures_the_server_after_a_warm_up() {
     }
 }
 
+/// `churn`: every cycle (connect, receive until `ready`, close) completes, and
+/// after `--hold` the server is back to its baseline in connections, fds,
+/// sessions and timers (the tool's leak check; its memory check is for the
+/// real run, see PERF.md).
+#[test]
+fn churn_scenario_returns_to_the_baseline() {
+    let node = Node::start(&["--workers", "2", "--hold", "1s"]);
+    let addr = node.addr.to_string();
+    let admin = node.admin.expect("admin listener").to_string();
+    let pid = node.child.id().to_string();
+    let j = bench(&[
+        "churn",
+        "--server",
+        &addr,
+        "--admin",
+        &admin,
+        "--pid",
+        &pid,
+        "--cycles",
+        "300",
+        "--rate",
+        "300",
+        "--warmup",
+        "30",
+        "--settle-min",
+        "2",
+        "--settle-max",
+        "20",
+        "--tolerance",
+        "1.0",
+    ]);
+    assert_eq!(j["completed"], 300, "{j}");
+    assert_eq!(j["failed"], 0, "{j}");
+    let end = &j["at_end_of_cycles"];
+    assert!(
+        end["sessions"].as_u64().unwrap_or(0) > 0,
+        "held sessions at the end: {j}"
+    );
+    let after = &j["after_settle"];
+    for k in ["connections", "sessions", "timers", "retained_bytes"] {
+        assert_eq!(after[k], 0, "{k} after settling: {j}");
+    }
+    for k in [
+        "connections",
+        "open_fds",
+        "sessions",
+        "timers",
+        "retained",
+        "all",
+    ] {
+        assert_eq!(j["pass"][k], true, "pass.{k}: {j}");
+    }
+}
+
 #[test]
 fn relay_scenario_delivers_every_message_exactly_once() {
     let node = Node::start(&["--workers", "2"]);
