@@ -97,7 +97,8 @@ pub struct ServeArgs {
     /// Most message bytes retained on this node in all (every worker together), e.g. 4GiB;
     /// `auto` = a quarter of the memory (physical, or the cgroup's limit if lower). Past
     /// three quarters of it, the recipient's delivered messages (kept for replay) make
-    /// room; past all of it, its undelivered ones too (a gap with reason memory_limit).
+    /// room; past all of it, the oldest messages of the client held the longest go (a
+    /// gap with reason memory_limit).
     #[arg(long, env = "SWITCHBOARD_HOLD_TOTAL_BYTES", default_value = "auto", value_parser = parse_total)]
     #[serde(serialize_with = "ser_total")]
     pub hold_total_bytes: HoldTotal,

@@ -152,29 +152,56 @@ impl Worker {
     /// iteration's burst for a moment). Dropping an entry that was never
     /// handed out (the client is offline) records a gap for its next stream.
     ///
-    /// `--hold-total-bytes` is kept in two steps, each enforced on the
-    /// session that just received: past three quarters of it, the session's
-    /// delivered entries (kept only for replay) go; past all of it, so do its
-    /// undelivered ones. Live clients' replay logs so make room for held
-    /// clients' messages, and retained memory passes the limit by no more
-    /// than one iteration's burst per worker (the other workers' part is
-    /// read once per iteration). A session that receives nothing more keeps
-    /// its entries until `--hold` expires them.
+    /// `--hold-total-bytes` is kept in steps, run when a session receives:
+    /// past three quarters of it, the session's delivered entries (kept only
+    /// for replay) go; past all of it, the entries of this worker's held
+    /// sessions go, the longest-held session's first ([`Worker::evict_held`]),
+    /// and if that is not enough, the receiving session's own undelivered
+    /// ones (when it is held). Live clients' replay logs so make room for held
+    /// clients' messages, clients gone the longest lose theirs first, and
+    /// retained memory passes the limit by no more than one iteration's burst
+    /// per worker (the other workers' part is read once per iteration).
     fn trim(&mut self, sidx: usize) {
         let cfg = &self.shared.config;
-        let st = &self.shared.stats[self.id];
         let hard = cfg.hold_total_bytes;
         let soft = soft_limit(cfg);
         let others = self.others_retained;
-        // Retained on the node: this worker's tally, which the loop below
-        // changes, and the other workers' part as read this iteration.
+        // Retained on the node: this worker's tally, which the steps below
+        // change, and the other workers' part as read this iteration.
         let node = || retained::thread_tally().0 + others;
         let s = &mut self.sessions.slab[sidx];
         if !over_limits(s, cfg) && node() <= soft {
             s.log.compact();
             self.budget_dropping = false;
+            self.held_order.rewind();
             return;
         }
+        self.trim_own(sidx, false);
+        if node() > hard {
+            self.evict_held(hard);
+        }
+        if node() > hard {
+            self.trim_own(sidx, true);
+        }
+        if node() <= soft {
+            self.budget_dropping = false;
+            self.held_order.rewind();
+        }
+    }
+
+    /// One pass of [`Worker::trim`] over session `sidx`'s own log: entries
+    /// past its own limits, its delivered entries while the node is past
+    /// three quarters of `--hold-total-bytes`, and with `undelivered` (if its
+    /// client is not connected) its undelivered ones while the node is past
+    /// the whole limit.
+    fn trim_own(&mut self, sidx: usize, undelivered: bool) {
+        let cfg = &self.shared.config;
+        let st = &self.shared.stats[self.id];
+        let hard = cfg.hold_total_bytes;
+        let soft = soft_limit(cfg);
+        let others = self.others_retained;
+        let node = || retained::thread_tally().0 + others;
+        let s = &mut self.sessions.slab[sidx];
         let live = live_conn(&self.conns, s).is_some();
         let mut lost_for_memory = 0u64;
         while let Some(front) = s.log.front() {
@@ -183,7 +210,7 @@ impl Worker {
                 "hold_limit"
             } else {
                 let total = node();
-                if total > hard || (total > soft && delivered) {
+                if (delivered && total > soft) || (undelivered && total > hard) {
                     "memory_limit"
                 } else {
                     break;
@@ -206,16 +233,46 @@ impl Worker {
         s.log.compact();
         if lost_for_memory > 0 && !self.budget_dropping {
             self.budget_dropping = true;
-            log::warn!(
-                "{} retained messages reached --hold-total-bytes ({} bytes); {} undelivered \
-                 message(s) of held client {} dropped (its next stream starts with a gap)",
-                s.sid,
-                hard,
-                lost_for_memory,
-                s.key
-            );
-        } else if self.budget_dropping && node() <= soft {
-            self.budget_dropping = false;
+            warn_budget(s, hard, lost_for_memory);
+        }
+    }
+
+    /// Past `--hold-total-bytes`: drops the retained entries of this
+    /// worker's held sessions, oldest first, starting with the session held
+    /// the longest (the least likely to come back), until the node is back
+    /// within the limit or no held session has anything left. Amortised
+    /// O(1): within one episode of memory pressure, sessions found empty are
+    /// not visited again.
+    pub(super) fn evict_held(&mut self, hard: usize) {
+        let others = self.others_retained;
+        let node = || retained::thread_tally().0 + others;
+        let st = &self.shared.stats[self.id];
+        while node() > hard {
+            let Some(mark) = self.held_order.at_cursor() else {
+                break;
+            };
+            if !super::held_order::is_held(&self.sessions.slab, mark) {
+                self.held_order.advance();
+                continue;
+            }
+            let s = &mut self.sessions.slab[mark.0 as usize];
+            let mut lost = 0u64;
+            while node() > hard {
+                let Some(e) = s.log.pop_front() else { break };
+                WorkerStats::add(&st.memory_trims, 1);
+                if drop_entry(s, e, "memory_limit") {
+                    WorkerStats::add(&st.dropped, 1);
+                    lost += 1;
+                }
+            }
+            s.log.compact();
+            if lost > 0 && !self.budget_dropping {
+                self.budget_dropping = true;
+                warn_budget(s, hard, lost);
+            }
+            if s.log.len() == 0 {
+                self.held_order.advance();
+            }
         }
     }
 
@@ -343,6 +400,20 @@ fn over_limits(s: &Session, cfg: &crate::config::Config) -> bool {
 /// room (see `Worker::trim`).
 fn soft_limit(cfg: &crate::config::Config) -> usize {
     cfg.hold_total_bytes / 4 * 3
+}
+
+/// The warning, once per episode of memory pressure, that held clients are
+/// losing messages to `--hold-total-bytes`.
+fn warn_budget(s: &Session, hard: usize, lost: u64) {
+    log::warn!(
+        "{} retained messages reached --hold-total-bytes ({} bytes); {} undelivered \
+         message(s) of held client {} dropped, oldest first (its next stream starts with a \
+         gap); clients held the longest lose theirs first",
+        s.sid,
+        hard,
+        lost,
+        s.key
+    );
 }
 
 /// Records that entry `e` left the log for `reason`; remembers a loss (and

@@ -287,6 +287,7 @@ impl Worker {
         }
         s.held_since = now.max(1);
         s.since_ms = super::epoch_ms();
+        let mark = (sidx as u32, s.gen, s.held_since);
         WorkerStats::add(&self.shared.stats[self.id].held, 1);
         log::info!(
             "{} session {} held ({}), {} retained",
@@ -296,6 +297,9 @@ impl Worker {
             s.log.len()
         );
         let deadline = session_deadline(s, cfg, now);
+        let sessions = &self.sessions.slab;
+        self.held_order
+            .push(mark, |m| super::held_order::is_held(sessions, m));
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Held);
     }

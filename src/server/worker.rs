@@ -136,6 +136,9 @@ pub(super) struct Worker {
     /// generation); whatever followed their first entry is written at its end
     /// (see `flush_sessions`).
     pub to_flush: Vec<(u32, u32)>,
+    /// This worker's sessions in the order they became held (who loses
+    /// messages first past `--hold-total-bytes`).
+    pub(super) held_order: super::held_order::HeldOrder,
     /// The request being handled is the second or a later one of a pipelined
     /// batch read together: the events it appends wait for the end of the
     /// iteration (measured with 8 pipelined messages per sender: 8.0 instead of
@@ -212,6 +215,7 @@ impl Worker {
             next_gen: 1,
             wakes: vec![false; n],
             to_flush: Vec::new(),
+            held_order: Default::default(),
             pipelined: false,
             consumed: None,
             accept_paused_until: 0,
@@ -386,6 +390,10 @@ impl Worker {
         self.sessions.shrink();
         self.wheel.shrink();
         self.pipes.shrink();
+        let sessions = &self.sessions.slab;
+        self.held_order
+            .prune(|m| super::held_order::is_held(sessions, m));
+        self.held_order.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
         crate::alloc::flush_thread_cache();

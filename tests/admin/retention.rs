@@ -208,6 +208,61 @@ fn the_limit_counts_every_worker_together() {
     }
 }
 
+/// Past the whole limit, the client held the longest loses its oldest
+/// messages first, not the held client that is receiving: agent-1 (held
+/// first), agent-2 and agent-3 (held last) hold 6 messages each, 18 in all,
+/// more than the 16 that fit. agent-1's oldest go, with a `memory_limit`
+/// gap at the head of its next stream; agent-2 and agent-3, though agent-3
+/// received last, replay all of theirs.
+#[test]
+fn the_client_held_longest_loses_messages_first() {
+    let node = limited_node("1");
+    let console = token(ACCT, "console-1", Role::Console);
+    let mut resume = Vec::new();
+    for agent in ["agent-1", "agent-2", "agent-3"] {
+        let tok = token(ACCT, agent, Role::Agent);
+        let mut rx = Receiver::open(node.addr, &tok, &[]);
+        rx.ready();
+        let first = receive_one_then_hold(&node, rx, &console, agent);
+        let bodies: Vec<String> = (0..6).map(|i| body(agent, i)).collect();
+        for b in &bodies {
+            send_ok(node.addr, &console, agent, b);
+        }
+        resume.push((tok, first, bodies));
+    }
+    assert!(
+        node.wait_log("held client acme/agent-1 dropped"),
+        "the drop is not logged, or names another client"
+    );
+    assert!(value(&node, "switchboard_retained_bytes") <= LIMIT);
+    // The clients held later replay everything, newest held first.
+    for (tok, first, bodies) in resume[1..].iter().rev() {
+        let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
+        rx.ready();
+        for b in bodies {
+            rx.expect_message("console-1", b);
+        }
+    }
+    // The one held longest lost its oldest messages, and is told so.
+    let (tok, first, bodies) = &resume[0];
+    let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
+    rx.ready();
+    let gap = rx.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
+    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
+    let ev = rx.next_event().expect("the newest messages");
+    assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
+    let b = ev.json()["body"].as_str().unwrap().to_string();
+    let k = bodies
+        .iter()
+        .position(|m| *m == b)
+        .expect("one of its messages");
+    assert!(k > 0 && k < 6, "kept from message {k} on");
+    for m in &bodies[k + 1..] {
+        rx.expect_message("console-1", m);
+    }
+}
+
 /// What leaves by age leaves the count too: after `--hold`, a held client's
 /// messages (delivered and undelivered) and its session are gone and the
 /// retained bytes and messages are back to zero. (Logs dropped whole are
