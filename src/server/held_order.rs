@@ -24,9 +24,11 @@ pub(super) fn is_held(sessions: &Slab<Session>, (sidx, gen, since): HeldMark) ->
 /// Held sessions in the order they became held, with a cursor for eviction.
 ///
 /// Entries are pushed when a session becomes held and removed lazily: stale
-/// ones at the front go on every push, so the queue holds at most the
-/// sessions that became held within the last `--hold` (a held session is
-/// reaped or resumes within it) plus those still held.
+/// ones at the front go on every push (a held session is reaped or resumes
+/// within `--hold`, so the front is never older than that), and when stale
+/// entries behind the front make up more than half of the queue, a push
+/// sweeps them all out (amortised O(1)): clients that drop and come back
+/// again and again cost at most twice the held sessions, plus 64 entries.
 #[derive(Debug, Default)]
 pub(super) struct HeldOrder {
     q: VecDeque<HeldMark>,
@@ -36,11 +38,24 @@ pub(super) struct HeldOrder {
 }
 
 impl HeldOrder {
-    /// Records that a session became held. `current` tells whether an entry
-    /// still names a held session; stale entries at the front are dropped
-    /// first.
-    pub fn push(&mut self, mark: HeldMark, current: impl Fn(HeldMark) -> bool) {
-        self.prune(current);
+    /// Records that a session became held; `held` is how many sessions are
+    /// held now (this one included). `current` tells whether an entry still
+    /// names a held session; stale entries are dropped first (see the type).
+    pub fn push(&mut self, mark: HeldMark, held: usize, current: impl Fn(HeldMark) -> bool) {
+        self.prune(&current);
+        if self.q.len() >= held.saturating_mul(2).saturating_add(64) {
+            let cursor = self.cursor;
+            let (mut i, mut before) = (0, 0);
+            self.q.retain(|&m| {
+                let keep = current(m);
+                if keep && i < cursor {
+                    before += 1;
+                }
+                i += 1;
+                keep
+            });
+            self.cursor = before;
+        }
         self.q.push_back(mark);
     }
 
@@ -98,7 +113,7 @@ mod tests {
         for i in 0..5u32 {
             let m = (i, 1, 100 + u64::from(i));
             held.insert(m);
-            h.push(m, |m| held.contains(&m));
+            h.push(m, held.len(), |m| held.contains(&m));
         }
         assert_eq!(h.len(), 5);
         // Sessions 0 and 1 resume, 3 expires: 0 and 1 go at the next push;
@@ -108,7 +123,7 @@ mod tests {
         }
         let m = (9, 1, 200);
         held.insert(m);
-        h.push(m, |m| held.contains(&m));
+        h.push(m, held.len(), |m| held.contains(&m));
         assert_eq!(h.len(), 4);
         assert_eq!(h.at_cursor(), Some((2, 1, 102)));
         held.remove(&(2, 1, 102));
@@ -126,11 +141,11 @@ mod tests {
         let mut h = HeldOrder::default();
         let mut held: HashSet<HeldMark> = HashSet::new();
         held.insert((7, 1, 10));
-        h.push((7, 1, 10), |m| held.contains(&m));
+        h.push((7, 1, 10), held.len(), |m| held.contains(&m));
         // Resumed, then held again later: the first entry is stale.
         held.clear();
         held.insert((7, 1, 50));
-        h.push((7, 1, 50), |m| held.contains(&m));
+        h.push((7, 1, 50), held.len(), |m| held.contains(&m));
         assert_eq!(h.len(), 1);
         assert_eq!(h.at_cursor(), Some((7, 1, 50)));
     }
@@ -142,7 +157,7 @@ mod tests {
         for i in 0..4u32 {
             let m = (i, 1, u64::from(i) + 1);
             held.insert(m);
-            h.push(m, |m| held.contains(&m));
+            h.push(m, held.len(), |m| held.contains(&m));
         }
         h.advance();
         h.advance();
@@ -157,5 +172,39 @@ mod tests {
         assert_eq!(h.at_cursor(), None, "past the end");
         h.rewind();
         assert_eq!(h.at_cursor(), Some((1, 1, 2)));
+    }
+
+    #[test]
+    fn stale_entries_behind_a_long_held_front_are_swept() {
+        let mut h = HeldOrder::default();
+        let mut held: HashSet<HeldMark> = HashSet::new();
+        // One client stays held; another drops and comes back 1,000 times.
+        let front = (0, 1, 1);
+        held.insert(front);
+        h.push(front, held.len(), |m| held.contains(&m));
+        let mut most = 0;
+        for t in 2..1_002u64 {
+            let m = (1, 1, t);
+            held.insert(m);
+            h.push(m, held.len(), |m| held.contains(&m));
+            held.remove(&m);
+            most = most.max(h.len());
+        }
+        assert!(most <= 2 * 2 + 64 + 1, "queue grew to {most}");
+        assert_eq!(h.at_cursor(), Some(front), "the front is kept");
+        // The cursor keeps naming the same entry across a sweep.
+        let a = (2, 1, 5_000);
+        held.insert(a);
+        h.push(a, held.len(), |m| held.contains(&m));
+        while h.at_cursor() != Some(a) {
+            h.advance();
+        }
+        for t in 5_001..5_200u64 {
+            let m = (3, 1, t);
+            held.insert(m);
+            h.push(m, held.len(), |m| held.contains(&m));
+            held.remove(&m);
+        }
+        assert_eq!(h.at_cursor(), Some(a));
     }
 }

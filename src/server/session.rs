@@ -298,8 +298,12 @@ impl Worker {
         );
         let deadline = session_deadline(s, cfg, now);
         let sessions = &self.sessions.slab;
-        self.held_order
-            .push(mark, |m| super::held_order::is_held(sessions, m));
+        let held = self.shared.stats[self.id]
+            .held
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.held_order.push(mark, held as usize, |m| {
+            super::held_order::is_held(sessions, m)
+        });
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Held);
     }
