@@ -119,7 +119,9 @@ impl Worker {
             epoch: s.epoch,
             seq: entry.seq,
         };
+        let before = retained::thread_tally().0;
         s.log.push(entry);
+        let grown = retained::thread_tally().0.saturating_sub(before);
         // The first event a loop iteration appends for an online client is
         // written at once (no added latency). Any further ones wait in the log
         // until the end of the iteration and then go out together, in one
@@ -135,7 +137,7 @@ impl Worker {
             let gen = s.gen;
             self.to_flush.push((sidx as u32, gen));
         }
-        self.trim(sidx);
+        self.trim(sidx, grown);
         let s = &self.sessions.slab[sidx];
         let deadline = session_deadline(s, &self.shared.config, now);
         self.set_session_deadline(sidx, deadline);
@@ -146,22 +148,27 @@ impl Worker {
     }
 
     /// Enforces the retention limits on session `sidx`'s log, oldest entries
-    /// first. Entries a live receive connection has not been sent yet are not
-    /// dropped: they wait for the end of the loop iteration, are written, and
-    /// the log is trimmed again then (so it can exceed the limits by one
-    /// iteration's burst for a moment). Dropping an entry that was never
-    /// handed out (the client is offline) records a gap for its next stream.
+    /// first; `grown` is what the entry just appended to it added to the
+    /// retained bytes (0 when trimming after a write). Entries a live receive
+    /// connection has not been sent yet are not dropped: they wait for the end
+    /// of the loop iteration, are written, and the log is trimmed again then
+    /// (so it can exceed the limits by one iteration's burst for a moment).
+    /// Dropping an entry that was never handed out (the client is offline)
+    /// records a gap for its next stream.
     ///
     /// `--hold-total-bytes` is kept in steps, run when a session receives:
     /// past three quarters of it, the session's delivered entries (kept only
-    /// for replay) go; past all of it, the entries of this worker's held
-    /// sessions go, the longest-held session's first ([`Worker::evict_held`]),
-    /// and if that is not enough, the receiving session's own undelivered
-    /// ones (when it is held). Live clients' replay logs so make room for held
-    /// clients' messages, clients gone the longest lose theirs first, and
-    /// retained memory passes the limit by no more than one iteration's burst
-    /// per worker (the other workers' part is read once per iteration).
-    fn trim(&mut self, sidx: usize) {
+    /// for replay) go. Past all of it, a held session's new entry makes room
+    /// for itself, no more: `grown` bytes are taken from this worker's held
+    /// sessions in the order they became held, oldest entries first
+    /// ([`Worker::evict_held`]; the receiving session in its place in that
+    /// order, or first if eviction has already passed it), then from the
+    /// receiving session itself. A live session's entries never push out a
+    /// held session's (they leave after their write), and another worker's
+    /// overshoot does not empty this worker's sessions. Retained memory so
+    /// passes the limit by no more than one iteration's burst per worker (the
+    /// other workers' part is read once per iteration).
+    fn trim(&mut self, sidx: usize, grown: usize) {
         let cfg = &self.shared.config;
         let hard = cfg.hold_total_bytes;
         let soft = soft_limit(cfg);
@@ -176,12 +183,21 @@ impl Worker {
             self.held_order.rewind();
             return;
         }
-        self.trim_own(sidx, false);
-        if node() > hard {
-            self.evict_held(hard);
-        }
-        if node() > hard {
-            self.trim_own(sidx, true);
+        let held_since = s.held_since;
+        self.trim_own(sidx, 0);
+        if held_since > 0 && node() > hard {
+            let mut budget = grown;
+            // Eviction went past this session earlier in this episode (it
+            // was empty then): its turn is now, before those held later.
+            let passed = self
+                .held_order
+                .at_cursor()
+                .is_none_or(|(_, _, since)| held_since < since);
+            if passed {
+                budget = budget.saturating_sub(self.trim_own(sidx, budget));
+            }
+            budget = budget.saturating_sub(self.evict_held(hard, budget));
+            self.trim_own(sidx, budget);
         }
         if node() <= soft {
             self.budget_dropping = false;
@@ -190,11 +206,11 @@ impl Worker {
     }
 
     /// One pass of [`Worker::trim`] over session `sidx`'s own log: entries
-    /// past its own limits, its delivered entries while the node is past
-    /// three quarters of `--hold-total-bytes`, and with `undelivered` (if its
-    /// client is not connected) its undelivered ones while the node is past
-    /// the whole limit.
-    fn trim_own(&mut self, sidx: usize, undelivered: bool) {
+    /// past its own limits and its delivered entries while the node is past
+    /// three quarters of `--hold-total-bytes`; then, if its client is not
+    /// connected, up to `budget` bytes of its other entries while the node is
+    /// past the whole limit. Returns the bytes freed against `budget`.
+    fn trim_own(&mut self, sidx: usize, budget: usize) -> usize {
         let cfg = &self.shared.config;
         let st = &self.shared.stats[self.id];
         let hard = cfg.hold_total_bytes;
@@ -204,22 +220,26 @@ impl Worker {
         let s = &mut self.sessions.slab[sidx];
         let live = live_conn(&self.conns, s).is_some();
         let mut lost_for_memory = 0u64;
+        let mut freed = 0;
         while let Some(front) = s.log.front() {
             let delivered = front.seq <= s.delivered;
-            let reason = if over_limits(s, cfg) {
-                "hold_limit"
+            let total = node();
+            let (reason, counted) = if over_limits(s, cfg) {
+                ("hold_limit", false)
+            } else if delivered && total > soft {
+                ("memory_limit", false)
+            } else if total > hard && freed < budget {
+                ("memory_limit", true)
             } else {
-                let total = node();
-                if (delivered && total > soft) || (undelivered && total > hard) {
-                    "memory_limit"
-                } else {
-                    break;
-                }
+                break;
             };
             if live && !delivered {
                 break;
             }
             let Some(e) = s.log.pop_front() else { break };
+            if counted {
+                freed += total.saturating_sub(node());
+            }
             if reason == "memory_limit" {
                 WorkerStats::add(&st.memory_trims, 1);
             }
@@ -235,19 +255,21 @@ impl Worker {
             self.budget_dropping = true;
             warn_budget(s, hard, lost_for_memory);
         }
+        freed
     }
 
-    /// Past `--hold-total-bytes`: drops the retained entries of this
-    /// worker's held sessions, oldest first, starting with the session held
-    /// the longest (the least likely to come back), until the node is back
-    /// within the limit or no held session has anything left. Amortised
-    /// O(1): within one episode of memory pressure, sessions found empty are
-    /// not visited again.
-    pub(super) fn evict_held(&mut self, hard: usize) {
+    /// Past `--hold-total-bytes`: drops up to `budget` bytes of the retained
+    /// entries of this worker's held sessions, oldest first, starting with
+    /// the session held the longest (the least likely to come back), while
+    /// the node is past the limit. Returns the bytes freed. Amortised O(1):
+    /// within one episode of memory pressure, sessions found empty are not
+    /// visited again.
+    pub(super) fn evict_held(&mut self, hard: usize, budget: usize) -> usize {
         let others = self.others_retained;
         let node = || retained::thread_tally().0 + others;
         let st = &self.shared.stats[self.id];
-        while node() > hard {
+        let mut freed = 0;
+        while node() > hard && freed < budget {
             let Some(mark) = self.held_order.at_cursor() else {
                 break;
             };
@@ -257,8 +279,13 @@ impl Worker {
             }
             let s = &mut self.sessions.slab[mark.0 as usize];
             let mut lost = 0u64;
-            while node() > hard {
+            while freed < budget {
+                let total = node();
+                if total <= hard {
+                    break;
+                }
                 let Some(e) = s.log.pop_front() else { break };
+                freed += total.saturating_sub(node());
                 WorkerStats::add(&st.memory_trims, 1);
                 if drop_entry(s, e, "memory_limit") {
                     WorkerStats::add(&st.dropped, 1);
@@ -274,6 +301,7 @@ impl Worker {
                 self.held_order.advance();
             }
         }
+        freed
     }
 
     /// Writes the entries of session `sidx` not yet handed to its receive
@@ -353,7 +381,7 @@ impl Worker {
             .get(sidx)
             .is_some_and(|s| over_budget || over_limits(s, &self.shared.config))
         {
-            self.trim(sidx);
+            self.trim(sidx, 0);
         }
     }
 

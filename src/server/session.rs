@@ -308,17 +308,20 @@ impl Worker {
         self.announce(sidx, crate::cluster::PresenceState::Held);
     }
 
-    /// A session timer fired: trim expired log entries, and end a held session whose hold ran out.
-    pub fn session_timeout(&mut self, sidx: usize) {
+    /// A session timer fired: trim expired log entries, and end a held session
+    /// whose hold ran out. True if anything was freed (entries or the session).
+    pub fn session_timeout(&mut self, sidx: usize) -> bool {
         let now = self.now;
         let cfg = &self.shared.config;
         let hold = cfg.hold.as_millis() as u64;
         let st = &self.shared.stats[self.id];
         let Some(s) = self.sessions.get_mut(sidx) else {
-            return;
+            return false;
         };
+        let mut freed = false;
         while s.log.front().is_some_and(|e| e.at + hold <= now) {
             if let Some(e) = s.log.pop_front() {
+                freed = true;
                 if drop_entry(s, e, "retention_expired") {
                     WorkerStats::add(&st.dropped, 1);
                 }
@@ -327,10 +330,11 @@ impl Worker {
         s.log.compact();
         if s.held_since > 0 && s.held_since + hold <= now {
             self.expire_session(sidx);
-            return;
+            return true;
         }
         let deadline = session_deadline(s, cfg, now);
         self.set_session_deadline(sidx, deadline);
+        freed
     }
 
     /// Removes a session whose client did not come back, telling its recent partners.

@@ -629,9 +629,8 @@ impl Worker {
         }
     }
 
-    /// Runs the timers that are due. True if a session's deadline passed
-    /// (retained messages expired or a held session was removed), i.e. memory
-    /// may have been freed.
+    /// Runs the timers that are due. True if a session timer freed memory
+    /// (retained messages expired or a held session was removed).
     fn run_timers(&mut self) -> bool {
         let mut reaped = false;
         let mut fired = std::mem::take(&mut self.fired);
@@ -671,8 +670,7 @@ impl Worker {
                         let d = s.deadline;
                         self.set_session_deadline(idx, d);
                     } else {
-                        self.session_timeout(idx);
-                        reaped = true;
+                        reaped |= self.session_timeout(idx);
                     }
                 }
             }

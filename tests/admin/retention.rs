@@ -263,6 +263,77 @@ fn the_client_held_longest_loses_messages_first() {
     }
 }
 
+/// Messages to a connected client never push out a held client's: near the
+/// limit, they go past it only until they are written, and then their replay
+/// copies leave instead.
+#[test]
+fn live_traffic_near_the_limit_leaves_held_messages_alone() {
+    let node = limited_node("1");
+    let console = token(ACCT, "console-1", Role::Console);
+    let held_tok = token(ACCT, "agent-2", Role::Agent);
+    let mut rx2 = Receiver::open(node.addr, &held_tok, &[]);
+    rx2.ready();
+    let first = receive_one_then_hold(&node, rx2, &console, "agent-2");
+    // 16 held messages: just under the 64 KiB limit.
+    let held: Vec<String> = (0..16).map(|i| body("held", i)).collect();
+    for b in &held {
+        send_ok(node.addr, &console, "agent-2", b);
+    }
+    let mut rx1 = Receiver::open(node.addr, &token(ACCT, "agent-1", Role::Agent), &[]);
+    rx1.ready();
+    for i in 0..5 {
+        let b = format!("live-{i}-{}", "z".repeat(1000));
+        send_ok(node.addr, &console, "agent-1", &b);
+        rx1.expect_message("console-1", &b);
+    }
+    assert_eq!(value(&node, "switchboard_messages_dropped_total"), 0.0);
+    let mut rx2 = Receiver::open(node.addr, &held_tok, &[("Last-Event-ID", &first)]);
+    rx2.ready();
+    for b in &held {
+        rx2.expect_message("console-1", b);
+    }
+}
+
+/// The client held the longest keeps its place after it was emptied: when
+/// it receives again, its new messages go before those of clients held
+/// later.
+#[test]
+fn the_client_held_longest_stays_first_after_it_was_emptied() {
+    let node = limited_node("1");
+    let console = token(ACCT, "console-1", Role::Console);
+    let mut resume = Vec::new();
+    for agent in ["agent-1", "agent-2"] {
+        let tok = token(ACCT, agent, Role::Agent);
+        let mut rx = Receiver::open(node.addr, &tok, &[]);
+        rx.ready();
+        let first = receive_one_then_hold(&node, rx, &console, agent);
+        resume.push((tok, first));
+    }
+    // agent-1 holds one message; agent-2's 16 fill the limit and push it out.
+    send_ok(node.addr, &console, "agent-1", &body("one", 0));
+    let second: Vec<String> = (0..16).map(|i| body("two", i)).collect();
+    for b in &second {
+        send_ok(node.addr, &console, "agent-2", b);
+    }
+    // agent-1, held first, receives 8 more: they make room for themselves
+    // from agent-1's own messages, not from agent-2's.
+    for i in 0..8 {
+        send_ok(node.addr, &console, "agent-1", &body("more", i));
+    }
+    let (tok, first) = &resume[1];
+    let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
+    rx.ready();
+    for b in &second {
+        rx.expect_message("console-1", b);
+    }
+    let (tok, first) = &resume[0];
+    let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
+    rx.ready();
+    let gap = rx.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
+    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
+}
+
 /// What leaves by age leaves the count too: after `--hold`, a held client's
 /// messages (delivered and undelivered) and its session are gone and the
 /// retained bytes and messages are back to zero. (Logs dropped whole are
@@ -305,7 +376,7 @@ fn memory_of_expired_held_clients_goes_back_soon() {
     const CLIENTS: usize = 16;
     const PER_CLIENT: usize = 12;
     const SIZE: usize = 60_000;
-    let node = Node::start(&["--workers", "1", "--hold", "3s"]);
+    let node = Node::start(&["--workers", "1", "--hold", "4s"]);
     let console = token(ACCT, "console-1", Role::Console);
     let dirty = |j: &serde_json::Value| {
         let h = &j["allocator"]["heap"];
