@@ -37,6 +37,27 @@ fn receive_one_then_hold(node: &Node, mut rx: Receiver, console: &str, client: &
     id
 }
 
+/// Reads, on a resumed stream, a `memory_limit` gap and then the newest of
+/// `sent` (at least the last one, not the first), in order, with nothing
+/// skipped after the gap. Returns the index of the first one kept.
+fn gap_then_newest(rx: &mut Receiver, sent: &[String]) -> usize {
+    let gap = rx.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
+    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
+    let ev = rx.next_event().expect("the newest messages");
+    assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
+    let b = ev.json()["body"].as_str().unwrap().to_string();
+    let k = sent
+        .iter()
+        .position(|m| *m == b)
+        .expect("one of the messages sent");
+    assert!(k > 0, "nothing was dropped before {b:.7}");
+    for m in &sent[k + 1..] {
+        rx.expect_message("console-1", m);
+    }
+    k
+}
+
 /// The value of a metric without labels.
 fn value(node: &Node, name: &str) -> f64 {
     metric(&metrics(node), name, &[]).unwrap_or_else(|| panic!("{name} missing"))
@@ -192,20 +213,7 @@ fn the_limit_counts_every_worker_together() {
     }
     let mut rx2 = Receiver::open(node.addr, &held_tok, &[("Last-Event-ID", &first)]);
     rx2.ready();
-    let gap = rx2.next_event().expect("gap");
-    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
-    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
-    let ev = rx2.next_event().expect("the newest messages");
-    assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
-    let b = ev.json()["body"].as_str().unwrap().to_string();
-    let k = more
-        .iter()
-        .position(|m| *m == b)
-        .expect("one of the held messages");
-    assert!(k > 0, "nothing was dropped before {b:.7}");
-    for m in &more[k + 1..] {
-        rx2.expect_message("console-1", m);
-    }
+    gap_then_newest(&mut rx2, &more);
 }
 
 /// Past the whole limit, the client held the longest loses its oldest
@@ -247,20 +255,7 @@ fn the_client_held_longest_loses_messages_first() {
     let (tok, first, bodies) = &resume[0];
     let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
     rx.ready();
-    let gap = rx.next_event().expect("gap");
-    assert_eq!(gap.event, "gap", "{:.120}", format!("{gap:?}"));
-    assert_eq!(gap.json()["reason"], "memory_limit", "{gap:?}");
-    let ev = rx.next_event().expect("the newest messages");
-    assert_eq!(ev.event, "message", "{:.120}", format!("{ev:?}"));
-    let b = ev.json()["body"].as_str().unwrap().to_string();
-    let k = bodies
-        .iter()
-        .position(|m| *m == b)
-        .expect("one of its messages");
-    assert!(k > 0 && k < 6, "kept from message {k} on");
-    for m in &bodies[k + 1..] {
-        rx.expect_message("console-1", m);
-    }
+    gap_then_newest(&mut rx, bodies);
 }
 
 /// Messages to a connected client never push out a held client's: near the
