@@ -119,9 +119,8 @@ impl Worker {
             epoch: s.epoch,
             seq: entry.seq,
         };
-        let before = retained::thread_tally().0;
+        let grown = entry.retained_bytes();
         s.log.push(entry);
-        let grown = retained::thread_tally().0.saturating_sub(before);
         // The first event a loop iteration appends for an online client is
         // written at once (no added latency). Any further ones wait in the log
         // until the end of the iteration and then go out together, in one
@@ -172,12 +171,10 @@ impl Worker {
         let cfg = &self.shared.config;
         let hard = cfg.hold_total_bytes;
         let soft = soft_limit(cfg);
-        let others = self.others_retained;
+        let s = &mut self.sessions.slab[sidx];
         // Retained on the node: this worker's tally, which the steps below
         // change, and the other workers' part as read this iteration.
-        let node = || retained::thread_tally().0 + others;
-        let s = &mut self.sessions.slab[sidx];
-        if !over_limits(s, cfg) && node() <= soft {
+        if !over_limits(s, cfg) && retained::node_bytes(self.others_retained) <= soft {
             s.log.compact();
             self.budget_dropping = false;
             self.held_order.rewind();
@@ -185,7 +182,7 @@ impl Worker {
         }
         let held_since = s.held_since;
         self.trim_own(sidx, 0);
-        if held_since > 0 && node() > hard {
+        if held_since > 0 && self.node_retained() > hard {
             let mut budget = grown;
             // Eviction went past this session earlier in this episode (it
             // was empty then): its turn is now, before those held later.
@@ -199,7 +196,7 @@ impl Worker {
             budget = budget.saturating_sub(self.evict_held(hard, budget));
             self.trim_own(sidx, budget);
         }
-        if node() <= soft {
+        if self.node_retained() <= soft {
             self.budget_dropping = false;
             self.held_order.rewind();
         }
@@ -216,14 +213,13 @@ impl Worker {
         let hard = cfg.hold_total_bytes;
         let soft = soft_limit(cfg);
         let others = self.others_retained;
-        let node = || retained::thread_tally().0 + others;
         let s = &mut self.sessions.slab[sidx];
         let live = live_conn(&self.conns, s).is_some();
         let mut lost_for_memory = 0u64;
         let mut freed = 0;
         while let Some(front) = s.log.front() {
             let delivered = front.seq <= s.delivered;
-            let total = node();
+            let total = retained::node_bytes(others);
             let (reason, counted) = if over_limits(s, cfg) {
                 ("hold_limit", false)
             } else if delivered && total > soft {
@@ -238,7 +234,7 @@ impl Worker {
             }
             let Some(e) = s.log.pop_front() else { break };
             if counted {
-                freed += total.saturating_sub(node());
+                freed += e.retained_bytes();
             }
             if reason == "memory_limit" {
                 WorkerStats::add(&st.memory_trims, 1);
@@ -266,10 +262,10 @@ impl Worker {
     /// visited again.
     pub(super) fn evict_held(&mut self, hard: usize, budget: usize) -> usize {
         let others = self.others_retained;
-        let node = || retained::thread_tally().0 + others;
+        let over = || retained::node_bytes(others) > hard;
         let st = &self.shared.stats[self.id];
         let mut freed = 0;
-        while node() > hard && freed < budget {
+        while over() && freed < budget {
             let Some(mark) = self.held_order.at_cursor() else {
                 break;
             };
@@ -279,13 +275,9 @@ impl Worker {
             }
             let s = &mut self.sessions.slab[mark.0 as usize];
             let mut lost = 0u64;
-            while freed < budget {
-                let total = node();
-                if total <= hard {
-                    break;
-                }
+            while freed < budget && over() {
                 let Some(e) = s.log.pop_front() else { break };
-                freed += total.saturating_sub(node());
+                freed += e.retained_bytes();
                 WorkerStats::add(&st.memory_trims, 1);
                 if drop_entry(s, e, "memory_limit") {
                     WorkerStats::add(&st.dropped, 1);

@@ -44,6 +44,12 @@ impl Entry {
         }
     }
 
+    /// What this entry counts for in the tally (and against
+    /// `--hold-total-bytes`): its message bytes and [`ENTRY_OVERHEAD`].
+    pub(super) fn retained_bytes(&self) -> usize {
+        self.size() + ENTRY_OVERHEAD
+    }
+
     /// Appends the SSE encoding of this entry.
     pub(super) fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
         let id = EventId {
@@ -78,6 +84,12 @@ const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
 /// messages' (body and sender id) plus [`ENTRY_OVERHEAD`] each.
 pub(super) fn thread_tally() -> (usize, usize) {
     TALLY.with(|t| t.get())
+}
+
+/// Retained bytes on the node: this thread's tally plus `others`, what the
+/// other workers last published.
+pub(super) fn node_bytes(others: usize) -> usize {
+    thread_tally().0 + others
 }
 
 fn tally_add(bytes: usize, n: usize) {
@@ -129,17 +141,15 @@ impl Log {
     }
     pub(super) fn push(&mut self, e: Entry) {
         let l = self.inner();
-        let size = e.size();
-        l.bytes += size;
+        l.bytes += e.size();
+        tally_add(e.retained_bytes(), 1);
         l.entries.push_back(e);
-        tally_add(size + ENTRY_OVERHEAD, 1);
     }
     pub(super) fn pop_front(&mut self) -> Option<Entry> {
         let l = self.0.as_mut()?;
         let e = l.entries.pop_front()?;
-        let size = e.size();
-        l.bytes -= size;
-        tally_sub(size + ENTRY_OVERHEAD, 1);
+        l.bytes -= e.size();
+        tally_sub(e.retained_bytes(), 1);
         Some(e)
     }
     pub(super) fn front(&self) -> Option<&Entry> {

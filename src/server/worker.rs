@@ -572,7 +572,7 @@ impl Worker {
     /// Message bytes retained on the node: this worker's own tally and what
     /// the others last published.
     pub fn node_retained(&self) -> usize {
-        super::retained::thread_tally().0 + self.others_retained
+        super::retained::node_bytes(self.others_retained)
     }
 
     /// Takes connection `idx` out of the slab, with its pending timer entry
