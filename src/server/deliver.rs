@@ -185,11 +185,12 @@ impl Worker {
         if held_since > 0 && self.node_retained() > hard {
             let mut budget = grown;
             // Eviction went past this session earlier in this episode (it
-            // was empty then): its turn is now, before those held later.
+            // was empty then), or reached sessions held in the same
+            // millisecond: its turn is now, before those held later.
             let passed = self
                 .held_order
                 .at_cursor()
-                .is_none_or(|(_, _, since)| held_since < since);
+                .is_none_or(|(_, _, since)| held_since <= since);
             if passed {
                 budget = budget.saturating_sub(self.trim_own(sidx, budget));
             }

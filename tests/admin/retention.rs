@@ -232,6 +232,8 @@ fn the_client_held_longest_loses_messages_first() {
         let mut rx = Receiver::open(node.addr, &tok, &[]);
         rx.ready();
         let first = receive_one_then_hold(&node, rx, &console, agent);
+        // Held in different milliseconds (see the test below).
+        std::thread::sleep(Duration::from_millis(3));
         let bodies: Vec<String> = (0..6).map(|i| body(agent, i)).collect();
         for b in &bodies {
             send_ok(node.addr, &console, agent, b);
@@ -302,6 +304,9 @@ fn the_client_held_longest_stays_first_after_it_was_emptied() {
         let mut rx = Receiver::open(node.addr, &tok, &[]);
         rx.ready();
         let first = receive_one_then_hold(&node, rx, &console, agent);
+        // The order is by the millisecond a client became held; clients held
+        // in the same one count as held together. These are held apart.
+        std::thread::sleep(Duration::from_millis(3));
         resume.push((tok, first));
     }
     // agent-1 holds one message; agent-2's 16 fill the limit and push it out.
