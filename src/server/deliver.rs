@@ -162,7 +162,8 @@ impl Worker {
     /// sessions in the order they became held, oldest entries first
     /// ([`Worker::evict_held`]; the receiving session in its place in that
     /// order, or first if eviction has already passed it), then from the
-    /// receiving session itself. A live session's entries never push out a
+    /// receiving session itself; or by another worker, from its own held
+    /// sessions, if it holds a client gone longer ([`Worker::ask_older_worker`]). A live session's entries never push out a
     /// held session's (they leave after their write), and another worker's
     /// overshoot does not empty this worker's sessions. Retained memory so
     /// passes the limit by no more than one iteration's burst per worker (the
@@ -191,7 +192,15 @@ impl Worker {
                 .held_order
                 .at_cursor()
                 .is_none_or(|(_, _, since)| held_since <= since);
-            if passed {
+            // When the session whose turn it is here became held.
+            let mine = match self.held_order.at_cursor() {
+                Some((_, _, since)) if !passed => since,
+                _ => held_since,
+            };
+            if self.ask_older_worker(mine, budget) {
+                // Another worker holds a client gone longer: it makes the room.
+                budget = 0;
+            } else if passed {
                 budget = budget.saturating_sub(self.trim_own(sidx, budget));
             }
             budget = budget.saturating_sub(self.evict_held(hard, budget));
@@ -251,48 +260,6 @@ impl Worker {
         if lost_for_memory > 0 && !self.budget_dropping {
             self.budget_dropping = true;
             warn_budget(s, hard, lost_for_memory);
-        }
-        freed
-    }
-
-    /// Past `--hold-total-bytes`: drops up to `budget` bytes of the retained
-    /// entries of this worker's held sessions, oldest first, starting with
-    /// the session held the longest (the least likely to come back), while
-    /// the node is past the limit. Returns the bytes freed. Amortised O(1):
-    /// within one episode of memory pressure, sessions found empty are not
-    /// visited again.
-    pub(super) fn evict_held(&mut self, hard: usize, budget: usize) -> usize {
-        let others = self.others_retained;
-        let over = || retained::node_bytes(others) > hard;
-        let st = &self.shared.stats[self.id];
-        let mut freed = 0;
-        while over() && freed < budget {
-            let Some(mark) = self.held_order.at_cursor() else {
-                break;
-            };
-            if !super::held_order::is_held(&self.sessions.slab, mark) {
-                self.held_order.advance();
-                continue;
-            }
-            let s = &mut self.sessions.slab[mark.0 as usize];
-            let mut lost = 0u64;
-            while freed < budget && over() {
-                let Some(e) = s.log.pop_front() else { break };
-                freed += e.retained_bytes();
-                WorkerStats::add(&st.memory_trims, 1);
-                if drop_entry(s, e, "memory_limit") {
-                    WorkerStats::add(&st.dropped, 1);
-                    lost += 1;
-                }
-            }
-            s.log.compact();
-            if lost > 0 && !self.budget_dropping {
-                self.budget_dropping = true;
-                warn_budget(s, hard, lost);
-            }
-            if s.log.len() == 0 {
-                self.held_order.advance();
-            }
         }
         freed
     }
@@ -419,13 +386,13 @@ fn over_limits(s: &Session, cfg: &crate::config::Config) -> bool {
 
 /// Three quarters of `--hold-total-bytes`: past it, delivered entries make
 /// room (see `Worker::trim`).
-fn soft_limit(cfg: &crate::config::Config) -> usize {
+pub(super) fn soft_limit(cfg: &crate::config::Config) -> usize {
     cfg.hold_total_bytes / 4 * 3
 }
 
 /// The warning, once per episode of memory pressure, that held clients are
 /// losing messages to `--hold-total-bytes`.
-fn warn_budget(s: &Session, hard: usize, lost: u64) {
+pub(super) fn warn_budget(s: &Session, hard: usize, lost: u64) {
     log::warn!(
         "{} retained messages reached --hold-total-bytes ({} bytes); {} undelivered \
          message(s) of held client {} dropped, oldest first (its next stream starts with a \

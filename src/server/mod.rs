@@ -14,6 +14,7 @@ mod clustered;
 mod conn;
 mod deliver;
 mod drain;
+mod evict;
 mod held_order;
 mod http;
 pub mod limits;

@@ -40,6 +40,12 @@ pub struct WorkerStats {
     /// once per loop iteration).
     pub retained_bytes: AtomicU64,
     pub retained_messages: AtomicU64,
+    /// Coordination of `--hold-total-bytes` between workers (see
+    /// `server::evict`): when this worker's longest-held session that still
+    /// retains messages became held (monotonic ms; 0 = none, or the node is
+    /// not near the limit), and the bytes other workers asked it to drop.
+    pub oldest_held: AtomicU64,
+    pub evict_asked: AtomicU64,
     /// Sends refused: recipient offline.
     pub offline: AtomicU64,
     /// Receive connections that resumed with Last-Event-ID, messages replayed, gaps reported.

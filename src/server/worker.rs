@@ -131,7 +131,7 @@ pub(super) struct Worker {
     pub wall_ms: u64,
     next_gen: u32,
     /// Workers to wake at the end of this iteration.
-    wakes: Vec<bool>,
+    pub(super) wakes: Vec<bool>,
     /// Sessions that had an entry appended in this iteration (slab index,
     /// generation); whatever followed their first entry is written at its end
     /// (see `flush_sessions`).
@@ -311,6 +311,7 @@ impl Worker {
             if self.shared.draining.load(Ordering::Relaxed) && self.drain_step() {
                 break;
             }
+            self.serve_evictions();
             self.flush_wakes();
             if had_events && self.shared.peers.len() > 1 {
                 // Workers that share a core (more workers than free cores)
@@ -559,7 +560,7 @@ impl Worker {
     }
 
     /// What the other workers retain, as they last published it.
-    fn published_by_others(&self) -> usize {
+    pub(super) fn published_by_others(&self) -> usize {
         self.shared
             .stats
             .iter()

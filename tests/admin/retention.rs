@@ -58,6 +58,21 @@ fn gap_then_newest(rx: &mut Receiver, sent: &[String]) -> usize {
     k
 }
 
+/// An account `acct-N` whose clients live on another worker than the client
+/// of `rx` (a receive stream of a node with two workers), with `client`'s
+/// receive stream open on it.
+fn account_on_other_worker(node: &Node, rx: &Receiver, client: &str) -> (String, Receiver) {
+    let worker = worker_of(node, rx.stream.local_addr().unwrap());
+    (1..64)
+        .find_map(|i| {
+            let acct = format!("acct-{i}");
+            let mut other = Receiver::open(node.addr, &token(&acct, client, Role::Agent), &[]);
+            other.ready();
+            (worker_of(node, other.stream.local_addr().unwrap()) != worker).then_some((acct, other))
+        })
+        .expect("an account on the other worker")
+}
+
 /// The value of a metric without labels.
 fn value(node: &Node, name: &str) -> f64 {
     metric(&metrics(node), name, &[]).unwrap_or_else(|| panic!("{name} missing"))
@@ -175,15 +190,7 @@ fn the_limit_counts_every_worker_together() {
     let live_console = token(live_acct, "console-1", Role::Console);
     let mut rx1 = Receiver::open(node.addr, &live_tok, &[]);
     rx1.ready();
-    let live_worker = worker_of(&node, rx1.stream.local_addr().unwrap());
-    let (held_acct, rx2) = (1..64)
-        .find_map(|i| {
-            let acct = format!("acct-{i}");
-            let mut rx = Receiver::open(node.addr, &token(&acct, "agent-2", Role::Agent), &[]);
-            rx.ready();
-            (worker_of(&node, rx.stream.local_addr().unwrap()) != live_worker).then_some((acct, rx))
-        })
-        .expect("an account on the other worker");
+    let (held_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
     let held_tok = token(&held_acct, "agent-2", Role::Agent);
     let held_console = token(&held_acct, "console-1", Role::Console);
     let first = receive_one_then_hold(&node, rx2, &held_console, "agent-2");
@@ -258,6 +265,91 @@ fn the_client_held_longest_loses_messages_first() {
     let mut rx = Receiver::open(node.addr, tok, &[("Last-Event-ID", first)]);
     rx.ready();
     gap_then_newest(&mut rx, bodies);
+}
+
+/// The order is the node's, not each worker's: agent-1 of one account,
+/// held first on one worker, loses its oldest messages when agent-2 of an
+/// account on the other worker, held later, receives past the limit, and
+/// agent-2 replays all of its own.
+#[test]
+fn the_client_held_longest_loses_messages_first_across_workers() {
+    let node = limited_node("2");
+    let first_acct = "acct-0";
+    let first_tok = token(first_acct, "agent-1", Role::Agent);
+    let first_console = token(first_acct, "console-1", Role::Console);
+    let mut rx1 = Receiver::open(node.addr, &first_tok, &[]);
+    rx1.ready();
+    let (later_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
+    let later_tok = token(&later_acct, "agent-2", Role::Agent);
+    let later_console = token(&later_acct, "console-1", Role::Console);
+
+    let first_id = receive_one_then_hold(&node, rx1, &first_console, "agent-1");
+    std::thread::sleep(Duration::from_millis(3));
+    let first_bodies: Vec<String> = (0..8).map(|i| body("one", i)).collect();
+    for b in &first_bodies {
+        send_ok(node.addr, &first_console, "agent-1", b);
+    }
+    let later_id = receive_one_then_hold(&node, rx2, &later_console, "agent-2");
+    // 8 + 10 messages of 4 KB: two more than fit in 64 KiB.
+    let later_bodies: Vec<String> = (0..10).map(|i| body("two", i)).collect();
+    for b in &later_bodies {
+        send_ok(node.addr, &later_console, "agent-2", b);
+    }
+    assert!(
+        node.wait_log(&format!("held client {first_acct}/agent-1 dropped")),
+        "the drop is not logged, or names another client"
+    );
+    let mut retained = 0.0;
+    assert!(
+        wait_until(WAIT, || {
+            retained = value(&node, "switchboard_retained_bytes");
+            retained <= LIMIT
+        }),
+        "retained bytes {retained} stay past the limit"
+    );
+    let mut rx2 = Receiver::open(node.addr, &later_tok, &[("Last-Event-ID", &later_id)]);
+    rx2.ready();
+    for b in &later_bodies {
+        rx2.expect_message("console-1", b);
+    }
+    let mut rx1 = Receiver::open(node.addr, &first_tok, &[("Last-Event-ID", &first_id)]);
+    rx1.ready();
+    gap_then_newest(&mut rx1, &first_bodies);
+}
+
+/// A worker asked to make room holds less than asked (its held client has
+/// only one small message): it drops that and asks the rest of the worker
+/// whose client is held next, here the one that asked, so the node does not
+/// stay past the limit.
+#[test]
+fn room_a_worker_cannot_make_is_made_by_the_next() {
+    let node = limited_node("2");
+    let first_acct = "acct-0";
+    let first_console = token(first_acct, "console-1", Role::Console);
+    let mut rx1 = Receiver::open(node.addr, &token(first_acct, "agent-1", Role::Agent), &[]);
+    rx1.ready();
+    let (later_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
+    let later_tok = token(&later_acct, "agent-2", Role::Agent);
+    let later_console = token(&later_acct, "console-1", Role::Console);
+    receive_one_then_hold(&node, rx1, &first_console, "agent-1");
+    std::thread::sleep(Duration::from_millis(3));
+    let later_id = receive_one_then_hold(&node, rx2, &later_console, "agent-2");
+    // 17 messages of 4 KB: one more than fits.
+    let bodies: Vec<String> = (0..17).map(|i| body("two", i)).collect();
+    for b in &bodies {
+        send_ok(node.addr, &later_console, "agent-2", b);
+    }
+    let mut retained = 0.0;
+    assert!(
+        wait_until(WAIT, || {
+            retained = value(&node, "switchboard_retained_bytes");
+            retained <= LIMIT
+        }),
+        "retained bytes {retained} stay past the limit"
+    );
+    let mut rx2 = Receiver::open(node.addr, &later_tok, &[("Last-Event-ID", &later_id)]);
+    rx2.ready();
+    gap_then_newest(&mut rx2, &bodies);
 }
 
 /// Messages to a connected client never push out a held client's: near the
