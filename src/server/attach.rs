@@ -133,7 +133,7 @@ impl Worker {
                     if id.seq < s.last_seq && first > id.seq + 1 {
                         gap = Some((
                             text.to_string(),
-                            s.log.lost().map_or(s.log.trim_reason(), |l| l.1),
+                            s.log.lost().map_or(s.trim_reason(), |l| l.1),
                         ));
                     }
                     id.seq.min(s.last_seq)

@@ -407,7 +407,7 @@ pub(super) fn warn_budget(s: &Session, hard: usize, lost: u64) {
 /// Records that entry `e` left the log for `reason`; remembers a loss (and
 /// returns true) if it was never handed out.
 pub(super) fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
-    s.log.set_trim_reason(reason);
+    s.set_trim_reason(reason);
     if e.seq > s.delivered {
         let after = s.log.lost().map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
         s.log.set_lost(after, reason);

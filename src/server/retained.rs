@@ -116,8 +116,6 @@ struct LogInner {
     bytes: usize,
     /// Entries never handed to the client were dropped after this sequence number, for this reason.
     lost: Option<(u64, &'static str)>,
-    /// Why entries were last dropped.
-    trim_reason: &'static str,
 }
 
 impl Drop for LogInner {
@@ -135,7 +133,6 @@ impl Log {
                 entries: VecDeque::new(),
                 bytes: 0,
                 lost: None,
-                trim_reason: "retention_limit",
             })
         })
     }
@@ -186,12 +183,6 @@ impl Log {
         }
         self.compact();
     }
-    pub(super) fn trim_reason(&self) -> &'static str {
-        self.0.as_ref().map_or("retention_limit", |l| l.trim_reason)
-    }
-    pub(super) fn set_trim_reason(&mut self, r: &'static str) {
-        self.inner().trim_reason = r;
-    }
     /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
     pub(super) fn compact(&mut self) {
         let Some(l) = self.0.as_mut() else { return };
@@ -213,7 +204,7 @@ pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
         Some((after, reason)) => w.u8(1).u64(after).str(reason),
         None => w.u8(0),
     };
-    w.str(s.log.trim_reason());
+    w.str(s.trim_reason());
     w.u64(s.log.len() as u64);
     for e in s.log.iter() {
         w.u64(e.seq).u64(now.saturating_sub(e.at));
@@ -233,6 +224,23 @@ pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
         w.str(k).u64(age);
     }
     w.0
+}
+
+/// Why entries leave a log early, as `gap` events name it. A session keeps
+/// the index of the latest in `Session::trim`, so that the reason outlives
+/// the log (freed when it is empty: a client that resumes from an id whose
+/// entries all went is still told why). 0, `retention_limit`: none recorded
+/// (or one another node named that this one does not know).
+pub(super) const TRIM_REASONS: [&str; 4] = [
+    "retention_limit",
+    "hold_limit",
+    "memory_limit",
+    "retention_expired",
+];
+
+/// The index of `r` in [`TRIM_REASONS`] (0 if it is not there).
+pub(super) fn trim_index(r: &str) -> u8 {
+    TRIM_REASONS.iter().position(|&t| t == r).unwrap_or(0) as u8
 }
 
 /// Maps a reason received from another node to one of ours (all static strings).
@@ -304,7 +312,7 @@ pub(super) fn import_snapshot(
     if let Some((after, reason)) = lost {
         log.set_lost(after, reason);
     }
-    log.set_trim_reason(trim);
+    s.set_trim_reason(trim);
     log.compact();
     s.log = log;
     s.partners = (!partners.is_empty()).then(|| Box::new(partners));
@@ -367,7 +375,7 @@ mod tests {
         s.log.push(message(6, 100));
         s.log.push(message(7, 50));
         s.log.set_lost(5, "memory_limit");
-        s.log.set_trim_reason("memory_limit");
+        s.set_trim_reason("memory_limit");
         let bytes = export_snapshot(&s, 1_000);
         drop(s);
         assert_eq!(thread_tally(), base);
@@ -375,7 +383,7 @@ mod tests {
         let mut t = Session::blank("acme/agent-1".into(), 4);
         import_snapshot(&mut t, &bytes, 2_000).expect("import");
         assert_eq!(t.log.lost(), Some((5, "memory_limit")));
-        assert_eq!(t.log.trim_reason(), "memory_limit");
+        assert_eq!(t.trim_reason(), "memory_limit");
         assert_eq!(t.log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
         assert_eq!(thread_tally().1, base.1 + 2);
         drop(t);

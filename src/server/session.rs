@@ -59,6 +59,10 @@ pub(super) struct Session {
     pub(super) log: Log,
     /// Conversation partners and when (monotonic ms) a message was last exchanged.
     pub(super) partners: Option<Box<HashMap<Box<str>, u64>>>,
+    /// Why entries last left the log early: an index into
+    /// [`TRIM_REASONS`](super::retained::TRIM_REASONS), kept here because
+    /// the log is freed when it is empty.
+    pub(super) trim: u8,
     /// Entries appended in this loop iteration wait in the worker's
     /// `to_flush` list, to be written in one go (see [`Worker::flush_sessions`]).
     pub(super) flush_queued: bool,
@@ -76,6 +80,18 @@ impl Session {
     }
     pub(super) fn online(&self) -> bool {
         self.conn.1 != 0
+    }
+    /// Why entries last left the log early, as a `gap` event names it.
+    pub(super) fn trim_reason(&self) -> &'static str {
+        let reasons = &super::retained::TRIM_REASONS;
+        reasons
+            .get(self.trim as usize)
+            .copied()
+            .unwrap_or(reasons[0])
+    }
+    /// Records why entries are leaving the log early.
+    pub(super) fn set_trim_reason(&mut self, reason: &str) {
+        self.trim = super::retained::trim_index(reason);
     }
 
     /// A session with key `account/client` (`split` = the account's length) and
@@ -98,6 +114,7 @@ impl Session {
             armed: 0,
             log: Log::default(),
             partners: None,
+            trim: 0,
             flush_queued: false,
             links: AccountLinks::default(),
         }
@@ -281,7 +298,7 @@ impl Worker {
             // Some of them may already have left the log: the next stream must say so.
             let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
             if first > confirmed + 1 && s.log.lost().is_none() {
-                let reason = s.log.trim_reason();
+                let reason = s.trim_reason();
                 s.log.set_lost(confirmed, reason);
             }
         }

@@ -533,3 +533,32 @@ fn body_of(client: &str, k: usize, size: usize) -> String {
     let head = format!("{client}-{k:03}-");
     format!("{head}{}", "y".repeat(size - head.len()))
 }
+
+/// A client whose delivered messages all expired (its log emptied and was
+/// freed) and that resumes from an id before them is told why, with the
+/// documented reason `retention_expired` (the reason used to leave with the
+/// log).
+#[test]
+fn the_gap_reason_outlives_an_emptied_log() {
+    let node = Node::start(&["--workers", "1", "--hold", "1s"]);
+    let console = token(ACCT, "console-1", Role::Console);
+    let tok = token(ACCT, "agent-1", Role::Agent);
+    let mut rx = Receiver::open(node.addr, &tok, &[]);
+    rx.ready();
+    let id1 = send_ok(node.addr, &console, "agent-1", "m1");
+    rx.expect_message("console-1", "m1");
+    send_ok(node.addr, &console, "agent-1", "m2");
+    rx.expect_message("console-1", "m2");
+    assert!(
+        wait_until(WAIT, || value(&node, "switchboard_retained_messages")
+            == 0.0),
+        "the delivered messages did not expire"
+    );
+    let mut again = Receiver::open(node.addr, &tok, &[("Last-Event-ID", &id1)]);
+    again.ready();
+    let gap = again.next_event().expect("gap");
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(gap.json()["after"], id1.as_str(), "{gap:?}");
+    assert_eq!(gap.json()["reason"], "retention_expired", "{gap:?}");
+    drop(rx);
+}
