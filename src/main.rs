@@ -12,17 +12,12 @@ use switchboard::server::Server;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc options (read once at start; see `switchboard::alloc`): unused dirty
-/// pages are not given back by time (`dirty_decay_ms:-1`) but by the workers:
-/// 500 ms after a worker goes quiet, and by worker 0's housekeeping every 10 s
-/// (`alloc::release_free_memory`). A decay by time gave pages back while the
-/// process was busy, only for the next allocations to fault them in again,
-/// zeroed: relaying 65,000 B messages, a 1 s decay cost about 2 page faults
-/// per message and a third of the throughput (PERF.md, session 15). No second
-/// "muzzy" stage; a node has few threads, so 4 arenas are plenty.
-/// `MALLOC_CONF`-style text, NUL-terminated.
+/// pages go back to the kernel after 1 s (default 10 s, and only while the
+/// process keeps allocating), without a second "muzzy" stage; a node has few
+/// threads, so 4 arenas are plenty. `MALLOC_CONF`-style text, NUL-terminated.
 #[cfg(feature = "jemalloc")]
 #[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:-1,muzzy_decay_ms:0,narenas:4\0";
+pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:4\0";
 
 fn main() -> ExitCode {
     let cli = match switchboard::config::parse_cli_with_file(std::env::args_os().collect()) {
