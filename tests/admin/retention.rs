@@ -58,19 +58,50 @@ fn gap_then_newest(rx: &mut Receiver, sent: &[String]) -> usize {
     k
 }
 
-/// An account `acct-N` whose clients live on another worker than the client
-/// of `rx` (a receive stream of a node with two workers), with `client`'s
-/// receive stream open on it.
-fn account_on_other_worker(node: &Node, rx: &Receiver, client: &str) -> (String, Receiver) {
-    let worker = worker_of(node, rx.stream.local_addr().unwrap());
-    (1..64)
-        .find_map(|i| {
-            let acct = format!("acct-{i}");
-            let mut other = Receiver::open(node.addr, &token(&acct, client, Role::Agent), &[]);
-            other.ready();
-            (worker_of(node, other.stream.local_addr().unwrap()) != worker).then_some((acct, other))
-        })
-        .expect("an account on the other worker")
+/// A client's account, its receive token, its account's console token and
+/// its open receive stream (`ready` read).
+struct Client {
+    acct: String,
+    tok: String,
+    console: String,
+    rx: Receiver,
+}
+
+/// On a node with two workers: agent-1 of `acct-0` and agent-2 of an account
+/// `acct-N` whose clients live on the other worker.
+fn clients_on_two_workers(node: &Node) -> (Client, Client) {
+    let open = |acct: &str, client: &str| {
+        let tok = token(acct, client, Role::Agent);
+        let mut rx = Receiver::open(node.addr, &tok, &[]);
+        rx.ready();
+        let console = token(acct, "console-1", Role::Console);
+        let acct = acct.to_string();
+        Client {
+            acct,
+            tok,
+            console,
+            rx,
+        }
+    };
+    let first = open("acct-0", "agent-1");
+    let worker = worker_of(node, first.rx.stream.local_addr().unwrap());
+    let other = (1..64)
+        .map(|i| open(&format!("acct-{i}"), "agent-2"))
+        .find(|c| worker_of(node, c.rx.stream.local_addr().unwrap()) != worker)
+        .expect("an account on the other worker");
+    (first, other)
+}
+
+/// Waits until the node's retained bytes are within the limit.
+fn wait_within_limit(node: &Node) {
+    let mut retained = 0.0;
+    assert!(
+        wait_until(WAIT, || {
+            retained = value(node, "switchboard_retained_bytes");
+            retained <= LIMIT
+        }),
+        "retained bytes {retained} stay past the limit"
+    );
 }
 
 /// The value of a metric without labels.
@@ -185,15 +216,10 @@ fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
 fn the_limit_counts_every_worker_together() {
     let node = limited_node("2");
     // Two accounts whose clients live on different workers.
-    let live_acct = "acct-0";
-    let live_tok = token(live_acct, "agent-1", Role::Agent);
-    let live_console = token(live_acct, "console-1", Role::Console);
-    let mut rx1 = Receiver::open(node.addr, &live_tok, &[]);
-    rx1.ready();
-    let (held_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
-    let held_tok = token(&held_acct, "agent-2", Role::Agent);
-    let held_console = token(&held_acct, "console-1", Role::Console);
-    let first = receive_one_then_hold(&node, rx2, &held_console, "agent-2");
+    let (live, held) = clients_on_two_workers(&node);
+    let (live_console, mut rx1) = (live.console, live.rx);
+    let (held_tok, held_console) = (held.tok, held.console);
+    let first = receive_one_then_hold(&node, held.rx, &held_console, "agent-2");
 
     // The live client's worker fills three quarters of the whole limit (a
     // share per worker would have stopped it at half of that).
@@ -274,22 +300,17 @@ fn the_client_held_longest_loses_messages_first() {
 #[test]
 fn the_client_held_longest_loses_messages_first_across_workers() {
     let node = limited_node("2");
-    let first_acct = "acct-0";
-    let first_tok = token(first_acct, "agent-1", Role::Agent);
-    let first_console = token(first_acct, "console-1", Role::Console);
-    let mut rx1 = Receiver::open(node.addr, &first_tok, &[]);
-    rx1.ready();
-    let (later_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
-    let later_tok = token(&later_acct, "agent-2", Role::Agent);
-    let later_console = token(&later_acct, "console-1", Role::Console);
+    let (first, later) = clients_on_two_workers(&node);
+    let (first_acct, first_tok, first_console) = (first.acct, first.tok, first.console);
+    let (later_tok, later_console) = (later.tok, later.console);
 
-    let first_id = receive_one_then_hold(&node, rx1, &first_console, "agent-1");
+    let first_id = receive_one_then_hold(&node, first.rx, &first_console, "agent-1");
     std::thread::sleep(Duration::from_millis(3));
     let first_bodies: Vec<String> = (0..8).map(|i| body("one", i)).collect();
     for b in &first_bodies {
         send_ok(node.addr, &first_console, "agent-1", b);
     }
-    let later_id = receive_one_then_hold(&node, rx2, &later_console, "agent-2");
+    let later_id = receive_one_then_hold(&node, later.rx, &later_console, "agent-2");
     // 8 + 10 messages of 4 KB: two more than fit in 64 KiB.
     let later_bodies: Vec<String> = (0..10).map(|i| body("two", i)).collect();
     for b in &later_bodies {
@@ -299,14 +320,7 @@ fn the_client_held_longest_loses_messages_first_across_workers() {
         node.wait_log(&format!("held client {first_acct}/agent-1 dropped")),
         "the drop is not logged, or names another client"
     );
-    let mut retained = 0.0;
-    assert!(
-        wait_until(WAIT, || {
-            retained = value(&node, "switchboard_retained_bytes");
-            retained <= LIMIT
-        }),
-        "retained bytes {retained} stay past the limit"
-    );
+    wait_within_limit(&node);
     let mut rx2 = Receiver::open(node.addr, &later_tok, &[("Last-Event-ID", &later_id)]);
     rx2.ready();
     for b in &later_bodies {
@@ -324,29 +338,17 @@ fn the_client_held_longest_loses_messages_first_across_workers() {
 #[test]
 fn room_a_worker_cannot_make_is_made_by_the_next() {
     let node = limited_node("2");
-    let first_acct = "acct-0";
-    let first_console = token(first_acct, "console-1", Role::Console);
-    let mut rx1 = Receiver::open(node.addr, &token(first_acct, "agent-1", Role::Agent), &[]);
-    rx1.ready();
-    let (later_acct, rx2) = account_on_other_worker(&node, &rx1, "agent-2");
-    let later_tok = token(&later_acct, "agent-2", Role::Agent);
-    let later_console = token(&later_acct, "console-1", Role::Console);
-    receive_one_then_hold(&node, rx1, &first_console, "agent-1");
+    let (first, later) = clients_on_two_workers(&node);
+    receive_one_then_hold(&node, first.rx, &first.console, "agent-1");
     std::thread::sleep(Duration::from_millis(3));
-    let later_id = receive_one_then_hold(&node, rx2, &later_console, "agent-2");
+    let (later_tok, later_console) = (later.tok, later.console);
+    let later_id = receive_one_then_hold(&node, later.rx, &later_console, "agent-2");
     // 17 messages of 4 KB: one more than fits.
     let bodies: Vec<String> = (0..17).map(|i| body("two", i)).collect();
     for b in &bodies {
         send_ok(node.addr, &later_console, "agent-2", b);
     }
-    let mut retained = 0.0;
-    assert!(
-        wait_until(WAIT, || {
-            retained = value(&node, "switchboard_retained_bytes");
-            retained <= LIMIT
-        }),
-        "retained bytes {retained} stay past the limit"
-    );
+    wait_within_limit(&node);
     let mut rx2 = Receiver::open(node.addr, &later_tok, &[("Last-Event-ID", &later_id)]);
     rx2.ready();
     gap_then_newest(&mut rx2, &bodies);
