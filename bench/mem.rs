@@ -96,6 +96,23 @@ pub fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time the hypervisor took from this machine's CPUs (the `steal` column of
+/// /proc/stat, summed over all CPUs), in seconds; 0 where the kernel does not
+/// report it. Counts time the benchmark's threads were runnable and did not run.
+pub fn steal_secs() -> f64 {
+    let ticks = fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        let line = s.lines().next()?;
+        // "cpu user nice system idle iowait irq softirq steal ..."
+        line.split_whitespace().nth(8)?.parse::<u64>().ok()
+    });
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    match ticks {
+        Some(t) if hz > 0 => t as f64 / hz as f64,
+        _ => 0.0,
+    }
+}
+
 fn field_kb(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.starts_with(name))

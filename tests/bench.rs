@@ -178,6 +178,15 @@ fn relay_scenario_delivers_every_message_exactly_once() {
         user >= 0.0 && sys >= 0.0 && (user + sys - all).abs() < 0.015,
         "{j}"
     );
+    // The hypervisor's steal time over the run and in each second of it.
+    let steal = j["steal_secs"].as_f64().unwrap_or(-1.0);
+    assert!(steal >= 0.0, "steal_secs in {j}");
+    let each = j["steal_secs_each_second"].as_array().map(Vec::len);
+    let secs = j["msgs_per_sec_each_second"].as_array().map(Vec::len);
+    assert!(
+        each.is_some() && each == secs,
+        "steal_secs_each_second in {j}"
+    );
 }
 
 /// `--accounts 3`: clients spread over three accounts, each sender sending

@@ -166,10 +166,15 @@ for (s, size, r), runs in sorted(relay.items(), key=lambda kv: (kv[0][1], kv[0][
         "msgs_per_sec": mps, "p50_us": p50, "p99_us": p99, "p999_us": p999,
         "exactly_once": ok, "runs": len(runs),
         "server_cpu_us_per_msg": med(runs, lambda d: d.get("server_cpu_us_per_msg", 0)),
+        # CPU time the hypervisor took during each run (a shared VM): runs it hit hard
+        # are slow for a reason outside the system under test.
+        "steal_secs_each_run": [d.get("steal_secs") for d in runs],
     }
     print(f"  {s:<14} size={size:>5} R={r:>5}: {mps:>8.0f} msg/s  {p50:>7.0f} / {p99:>7.0f} / {p999:>7.0f} us"
           f"  server {summary['relay'][s][str(size)][str(r)]['server_cpu_us_per_msg']:.1f} CPU-us/msg"
-          f"  exactly-once {'ok' if ok else 'NOT OK'}")
+          f"  exactly-once {'ok' if ok else 'NOT OK'}"
+          + (f"  steal {max(d['steal_secs'] for d in runs if 'steal_secs' in d):.1f} s at most"
+             if any("steal_secs" in d for d in runs) else ""))
 
 if fixed:
     print("Relay at a fixed offered rate (64 B): server CPU per delivered message, user + system"

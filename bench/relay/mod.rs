@@ -288,6 +288,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let cpu0: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
     let self_cpu0 = mem::self_cpu_split();
     let load0 = mem::loadavg();
+    let steal0 = mem::steal_secs();
     let go_at = sh.origin.elapsed();
     sh.go_ns.store(go_at.as_nanos() as u64, Relaxed);
     sh.sending.store(true, Relaxed);
@@ -296,12 +297,19 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let dur = Duration::from_secs_f64(a.duration);
     let mut last = (Instant::now(), 0u64);
     let mut per_sec: Vec<f64> = Vec::new();
+    // The hypervisor's steal time in each of those seconds: on a shared VM it
+    // tells a slow second of the system under test from one the machine lost.
+    let mut steal_each: Vec<f64> = Vec::new();
+    let mut steal_last = steal0;
     while go.elapsed() < dur {
         std::thread::sleep(Duration::from_millis(100).min(dur.saturating_sub(go.elapsed())));
         if last.0.elapsed() >= Duration::from_secs(1) {
             let rcv = sh.received.load(Relaxed);
             let rate = (rcv - last.1) as f64 / last.0.elapsed().as_secs_f64();
             per_sec.push(rate.round());
+            let steal = mem::steal_secs();
+            steal_each.push(r2(steal - steal_last));
+            steal_last = steal;
             eprintln!(
                 "{tag} t={:.0}s delivered={rcv} ({:.0}/s) acked={} rejected={}",
                 go.elapsed().as_secs_f64(),
@@ -317,6 +325,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let delivered_in_window = sh.received.load(Relaxed);
     let cpu1: Vec<(f64, f64)> = a.pid.iter().map(|&p| mem::cpu_split(p)).collect();
     let self_cpu1 = mem::self_cpu_split();
+    let steal_secs = mem::steal_secs() - steal0;
     let mem_after = pids_mem(&a.pid);
     // Drain: every sent message answered, every acknowledged one delivered.
     let dt = Instant::now();
@@ -447,6 +456,8 @@ pub fn run(a: RelayArgs) -> ExitCode {
         "bench_cpu_sys_secs": r2(bench_sys),
         "loadavg_1m_before": load0,
         "loadavg_1m_after": mem::loadavg(),
+        "steal_secs": r2(steal_secs),
+        "steal_secs_each_second": steal_each,
     });
     // CPU per delivered message, over the sending window only (set-up excluded).
     let per_msg = |secs: f64| r2(secs * 1e6 / delivered_in_window as f64);
@@ -489,12 +500,14 @@ pub fn run(a: RelayArgs) -> ExitCode {
     }
     println!("{}", serde_json::to_string_pretty(&v).unwrap());
     eprintln!(
-        "{tag} {:.0} msg/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, exactly-once {}",
+        "{tag} {:.0} msg/s, p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, exactly-once {}, \
+         steal {:.2} s of CPU",
         delivered_in_window as f64 / window_secs,
         pct(&lat, 50.0),
         pct(&lat, 99.0),
         pct(&lat, 99.9),
-        if exactly_once { "ok" } else { "NOT ok" }
+        if exactly_once { "ok" } else { "NOT ok" },
+        steal_secs
     );
     if exactly_once || !a.check {
         ExitCode::SUCCESS
