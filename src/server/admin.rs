@@ -17,6 +17,10 @@ use crate::proto::{response, Parse};
 
 /// Most admin requests served at once; more get 503.
 const MAX_ADMIN_CONNS: usize = 16;
+/// How long the admin listener stops accepting after an accept failed for
+/// want of a resource (descriptors, memory): the connection stays in the
+/// backlog, and retrying at once would spin a core while the node is short.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Read/write timeout of an admin connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the workers to answer `/connections`.
@@ -43,8 +47,27 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
+            let mut failing = false;
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
+                let stream = match stream {
+                    Ok(s) => {
+                        failing = false;
+                        s
+                    }
+                    Err(e) if accept_error_is_transient(&e) => continue,
+                    Err(e) => {
+                        // Logged once per streak of failures, not every 100 ms.
+                        if !failing {
+                            log::warn!(
+                                "admin: accept failed: {e}; retrying every {} ms",
+                                ACCEPT_BACKOFF.as_millis()
+                            );
+                            failing = true;
+                        }
+                        std::thread::sleep(ACCEPT_BACKOFF);
+                        continue;
+                    }
+                };
                 if admin.active.fetch_add(1, Relaxed) >= MAX_ADMIN_CONNS {
                     admin.active.fetch_sub(1, Relaxed);
                     let mut out = Vec::new();
@@ -74,6 +97,15 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
             }
         })?;
     Ok(local)
+}
+
+/// An accept error that concerns one connection only (interrupted, or the
+/// peer gave up before it was accepted): the next accept may go on at once.
+fn accept_error_is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::WouldBlock
+    )
 }
 
 impl Admin {

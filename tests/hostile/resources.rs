@@ -294,6 +294,15 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
         pending.push(c);
     }
     assert!(node.wait_log("accept failed"), "no accept failure logged");
+    // A scrape of the admin port waits in its backlog too, and the admin
+    // thread does not spin on its failing accept either (it did: 100 % of a
+    // core until a descriptor came free).
+    let mut scrape = Http::connect(node.admin.unwrap());
+    scrape.send_raw(b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        node.wait_log("admin: accept failed"),
+        "no admin accept failure logged"
+    );
 
     // While the excess connections wait, the node does not spin.
     let cpu0 = cpu_time(pid);
@@ -339,6 +348,14 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
             .unwrap_or_else(|| panic!("pending connection {i} never served"));
         assert_eq!(r.status, 200);
     }
+    scrape
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let r = scrape
+        .read_response()
+        .expect("the waiting scrape is served");
+    assert_eq!(r.status, 200, "{}", r.head);
     let mut fresh = open_rx(&node, "agent-2");
     assert!(
         t.elapsed() < Duration::from_secs(5),
