@@ -188,15 +188,10 @@ impl Worker {
             // Eviction went past this session earlier in this episode (it
             // was empty then), or reached sessions held in the same
             // millisecond: its turn is now, before those held later.
-            let passed = self
-                .held_order
-                .at_cursor()
-                .is_none_or(|(_, _, since)| held_since <= since);
+            let cursor = self.held_order.at_cursor().map(|(_, _, since)| since);
+            let passed = cursor.is_none_or(|since| held_since <= since);
             // When the session whose turn it is here became held.
-            let mine = match self.held_order.at_cursor() {
-                Some((_, _, since)) if !passed => since,
-                _ => held_since,
-            };
+            let mine = cursor.map_or(held_since, |since| since.min(held_since));
             if self.ask_older_worker(mine, budget) {
                 // Another worker holds a client gone longer: it makes the room.
                 budget = 0;

@@ -1,4 +1,6 @@
-//! Past `--hold-total-bytes`: which held clients lose their messages. The
+//! The node's retained bytes (each worker's tally, published once per loop
+//! iteration) and, past `--hold-total-bytes`, which held clients lose their
+//! messages. The
 //! client held the longest goes first, node-wide: each worker evicts from its
 //! own held sessions in the order they became held ([`HeldOrder`]), and when
 //! another worker holds a client that has been gone longer, it asks that
@@ -31,6 +33,33 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 
 impl Worker {
+    /// What the other workers retain, as they last published it.
+    pub(super) fn published_by_others(&self) -> usize {
+        self.shared
+            .stats
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.id)
+            .map(|(_, s)| s.retained_bytes.load(Ordering::Relaxed) as usize)
+            .sum()
+    }
+
+    /// Publishes this worker's retained bytes and messages (its thread-local
+    /// tally) for the other workers and the admin thread.
+    pub(super) fn publish_retained(&self) {
+        let (bytes, entries) = retained::thread_tally();
+        let st = &self.shared.stats[self.id];
+        st.retained_bytes.store(bytes as u64, Ordering::Relaxed);
+        st.retained_messages
+            .store(entries as u64, Ordering::Relaxed);
+    }
+
+    /// Message bytes retained on the node: this worker's own tally and what
+    /// the others last published.
+    pub fn node_retained(&self) -> usize {
+        retained::node_bytes(self.others_retained)
+    }
+
     /// Past `--hold-total-bytes`: drops up to `budget` bytes of the retained
     /// entries of this worker's held sessions, oldest first, starting with
     /// the session held the longest (the least likely to come back), while
@@ -116,11 +145,7 @@ impl Worker {
         // The asked worker drops only while the node is past the limit, so it
         // must see the bytes that made this worker ask: publish the tally
         // before the ask (the ask's Release pairs with its Acquire).
-        let (own, entries) = retained::thread_tally();
-        let st = &self.shared.stats[self.id];
-        st.retained_bytes.store(own as u64, Ordering::Relaxed);
-        st.retained_messages
-            .store(entries as u64, Ordering::Relaxed);
+        self.publish_retained();
         self.shared.stats[w]
             .evict_asked
             .fetch_add(bytes as u64, Ordering::Release);

@@ -329,10 +329,7 @@ impl Worker {
             st.busy_ns
                 .fetch_add(busy_from.elapsed().as_nanos() as u64, Ordering::Relaxed);
             st.timers.store(self.wheel.len() as u64, Ordering::Relaxed);
-            let (bytes, entries) = super::retained::thread_tally();
-            st.retained_bytes.store(bytes as u64, Ordering::Relaxed);
-            st.retained_messages
-                .store(entries as u64, Ordering::Relaxed);
+            self.publish_retained();
         }
         self.flush_wakes();
         log::debug!(
@@ -557,23 +554,6 @@ impl Worker {
     pub fn await_answer(&mut self, idx: usize) {
         let d = self.now + self.wait_limit_ms();
         self.set_conn_deadline(idx, d);
-    }
-
-    /// What the other workers retain, as they last published it.
-    pub(super) fn published_by_others(&self) -> usize {
-        self.shared
-            .stats
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != self.id)
-            .map(|(_, s)| s.retained_bytes.load(Ordering::Relaxed) as usize)
-            .sum()
-    }
-
-    /// Message bytes retained on the node: this worker's own tally and what
-    /// the others last published.
-    pub fn node_retained(&self) -> usize {
-        super::retained::node_bytes(self.others_retained)
     }
 
     /// Takes connection `idx` out of the slab, with its pending timer entry
