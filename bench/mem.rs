@@ -55,7 +55,7 @@ pub fn proc_mem(pid: u32) -> std::io::Result<ProcMem> {
 
 /// CPU seconds used so far by PID and its descendants: (user, system).
 pub fn cpu_split(pid: u32) -> (f64, f64) {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let tick = clock_ticks_per_sec();
     let (mut user, mut system) = (0u64, 0u64);
     for p in tree(pid) {
         if let Ok(s) = fs::read_to_string(format!("/proc/{p}/stat")) {
@@ -98,19 +98,21 @@ pub fn loadavg() -> f64 {
 
 /// CPU time the hypervisor took from this machine's CPUs (the `steal` column of
 /// /proc/stat, summed over all CPUs), in seconds; 0 where the kernel does not
-/// report it. Counts time the benchmark's threads were runnable and did not run.
+/// report it: time this VM's CPUs had work to run and the hypervisor ran
+/// something else instead.
 pub fn steal_secs() -> f64 {
     let ticks = fs::read_to_string("/proc/stat").ok().and_then(|s| {
         let line = s.lines().next()?;
         // "cpu user nice system idle iowait irq softirq steal ..."
         line.split_whitespace().nth(8)?.parse::<u64>().ok()
     });
+    ticks.map_or(0.0, |t| t as f64 / clock_ticks_per_sec())
+}
+
+/// Clock ticks per second of /proc's CPU times (`_SC_CLK_TCK`, at least 1).
+fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf takes no pointers and has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    match ticks {
-        Some(t) if hz > 0 => t as f64 / hz as f64,
-        _ => 0.0,
-    }
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 fn field_kb(text: &str, name: &str) -> Option<u64> {
