@@ -6,10 +6,11 @@
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::accept::{accept_error_is_transient, AcceptStreak, ACCEPT_BACKOFF_MS};
 use super::conn::CloseReason;
 use super::{ConnInfo, Envelope, Shared};
 use crate::proto::head::{parse_head, query_param, Limits, Method};
@@ -17,10 +18,6 @@ use crate::proto::{response, Parse};
 
 /// Most admin requests served at once; more get 503.
 const MAX_ADMIN_CONNS: usize = 16;
-/// How long the admin listener stops accepting after an accept failed for
-/// want of a resource (descriptors, memory): the connection stays in the
-/// backlog, and retrying at once would spin a core while the node is short.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Read/write timeout of an admin connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the workers to answer `/connections`.
@@ -33,6 +30,8 @@ struct Admin {
     shared: Arc<Shared>,
     active: AtomicUsize,
     profiling: AtomicBool,
+    /// Accepts on the admin listener that failed for want of a resource.
+    accept_failures: AtomicU64,
 }
 
 /// Binds the admin listener on `addr` and serves it on a background thread.
@@ -43,28 +42,34 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
         shared,
         active: AtomicUsize::new(0),
         profiling: AtomicBool::new(false),
+        accept_failures: AtomicU64::new(0),
     });
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            let mut failing = false;
+            let start = Instant::now();
+            let ms = || start.elapsed().as_millis() as u64;
+            let mut streak = AcceptStreak::default();
             for stream in listener.incoming() {
                 let stream = match stream {
                     Ok(s) => {
-                        failing = false;
+                        if let Some((lasted, failures)) = streak.ended(ms()) {
+                            log::warn!(
+                                "admin: accepting again after {lasted} ms ({failures} failed accepts)"
+                            );
+                        }
                         s
                     }
                     Err(e) if accept_error_is_transient(&e) => continue,
                     Err(e) => {
-                        // Logged once per streak of failures, not every 100 ms.
-                        if !failing {
+                        admin.accept_failures.fetch_add(1, Relaxed);
+                        // Logged when a streak of failures starts, not every 100 ms.
+                        if streak.failed(ms()) {
                             log::warn!(
-                                "admin: accept failed: {e}; retrying every {} ms",
-                                ACCEPT_BACKOFF.as_millis()
+                                "admin: accept failed: {e}; retrying every {ACCEPT_BACKOFF_MS} ms"
                             );
-                            failing = true;
                         }
-                        std::thread::sleep(ACCEPT_BACKOFF);
+                        std::thread::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS));
                         continue;
                     }
                 };
@@ -97,15 +102,6 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
             }
         })?;
     Ok(local)
-}
-
-/// An accept error that concerns one connection only (interrupted, or the
-/// peer gave up before it was accepted): the next accept may go on at once.
-fn accept_error_is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::WouldBlock
-    )
 }
 
 impl Admin {
@@ -330,6 +326,22 @@ impl Admin {
             m,
             "switchboard_connections_accepted_total {}",
             sum(&|s| s.accepted.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "accept_failures_total",
+            "Accepts that failed for want of a resource (descriptors, memory), by listener; each is followed by a 100 ms pause.",
+            "counter",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_accept_failures_total{{listener=\"client\"}} {}",
+            sum(&|s| s.accept_failures.load(Relaxed))
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_accept_failures_total{{listener=\"admin\"}} {}",
+            self.accept_failures.load(Relaxed)
         );
         g(
             &mut m,

@@ -7,6 +7,7 @@
 //! worker travels as an [`Envelope`] over that worker's bounded channel and the
 //! answer comes back the same way. There is no lock on the message path.
 
+mod accept;
 pub mod admin;
 mod attach;
 pub mod bridge;

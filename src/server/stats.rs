@@ -12,6 +12,9 @@ use super::conn::CloseReason;
 #[repr(align(128))]
 pub struct WorkerStats {
     pub accepted: AtomicU64,
+    /// Accepts on the client listener that failed for want of a resource
+    /// (descriptors, memory); each is followed by a pause (`server::accept`).
+    pub accept_failures: AtomicU64,
     /// Closed connections, indexed by [`CloseReason::index`].
     pub closed: [AtomicU64; CloseReason::COUNT],
     /// Open receive connections on this worker.

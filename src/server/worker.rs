@@ -36,8 +36,6 @@ const HOUSEKEEPING_MS: u64 = 10_000;
 /// A worker that has seen no I/O for this long after being busy gives its
 /// cached free memory back (see `settle`).
 const QUIET_RELEASE_MS: u64 = 500;
-/// Pause before accepting again after running out of descriptors.
-const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// What a timer entry refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +147,10 @@ pub(super) struct Worker {
     /// bytes at the front of its `inbuf` were already handled (removed when its
     /// request loop ends; see `process_requests`).
     pub consumed: Option<(usize, usize)>,
-    accept_paused_until: u64,
+    /// While accepts are paused after a failure: when they resume (monotonic ms; 0 = not paused).
+    pub(super) accept_paused_until: u64,
+    /// The current streak of failed accepts, for its two log lines.
+    pub(super) accept_streak: super::accept::AcceptStreak,
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
@@ -219,6 +220,7 @@ impl Worker {
             pipelined: false,
             consumed: None,
             accept_paused_until: 0,
+            accept_streak: Default::default(),
             fired: Vec::new(),
             others_retained: 0,
             budget_dropping: false,
@@ -431,86 +433,6 @@ impl Worker {
             if std::mem::take(&mut self.wakes[i]) && i != self.id {
                 self.shared.wake(i);
             }
-        }
-    }
-
-    fn accept_all(&mut self) {
-        if self.accept_paused_until > 0 {
-            return;
-        }
-        loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.accepted(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on a listener that stays readable.
-                    log::warn!(
-                        "worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms",
-                        self.id
-                    );
-                    self.accept_paused_until = self.now + ACCEPT_BACKOFF_MS;
-                    break;
-                }
-            }
-        }
-    }
-
-    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let c = &self.shared.config;
-        let sock = socket2::SockRef::from(&stream);
-        let ka = socket2::TcpKeepalive::new()
-            .with_time(c.keepalive_idle)
-            .with_interval(c.keepalive_interval)
-            .with_retries(c.keepalive_count);
-        let _ = sock.set_tcp_keepalive(&ka);
-        if !c.user_timeout.is_zero() {
-            let _ = sock.set_tcp_user_timeout(Some(c.user_timeout));
-        }
-        let _ = sock.set_tcp_nodelay(true);
-        if c.send_buffer > 0 {
-            let _ = sock.set_send_buffer_size(c.send_buffer);
-        }
-        let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-        super::stats::WorkerStats::add(&self.shared.stats[self.id].accepted, 1);
-        let limit = c.max_connections;
-        let over = open > limit;
-        let Some(idx) =
-            self.insert_conn(stream, crate::ids::SessionId::random(), super::epoch_ms())
-        else {
-            return;
-        };
-        let mut timeout = self.shared.config.handshake_timeout;
-        if let Some(files) = &self.shared.tls {
-            let made = files.config().map(super::tls::TlsConn::new);
-            match made {
-                Some(Ok(t)) => {
-                    self.conns[idx].tls = Some(super::sysbox::SysBox::new(t));
-                    timeout = self.shared.config.tls_handshake_timeout;
-                }
-                _ => {
-                    log::error!("{} cannot start TLS; closing", self.conns[idx].sid);
-                    self.close_conn(idx, super::conn::CloseReason::ReadError);
-                    return;
-                }
-            }
-        }
-        let deadline = self.now + timeout.as_millis() as u64;
-        self.set_conn_deadline(idx, deadline);
-        let sid = self.conns[idx].sid;
-        log::debug!("{sid} accepted from {peer}");
-        if over {
-            log::warn!("{sid} refused: {open} connections open, limit {limit}");
-            self.respond_error(
-                idx,
-                503,
-                "overloaded",
-                "too many connections on this node; try another node or later",
-                true,
-            );
         }
     }
 

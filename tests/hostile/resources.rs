@@ -377,8 +377,37 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
         Duration::from_millis(500),
     );
     drop(pending);
-    let fds = metric_now(&node, "switchboard_process_open_fds");
+    let text = metrics_text(&node);
+    let fds = metric(&text, "switchboard_process_open_fds");
     assert!(fds < 64.0, "open fds {fds}");
+    // Every failed accept is counted; the worker retried every 100 ms for
+    // over a second, and logged the streak when it began and when it ended,
+    // not each retry.
+    let failures = metric(
+        &text,
+        "switchboard_accept_failures_total{listener=\"client\"}",
+    );
+    assert!(failures >= 6.0, "{failures} failed accepts counted");
+    let admin_failures = metric(
+        &text,
+        "switchboard_accept_failures_total{listener=\"admin\"}",
+    );
+    assert!(
+        admin_failures >= 1.0,
+        "{admin_failures} failed admin accepts"
+    );
+    assert!(node.wait_log("worker 0: accepting again after"));
+    assert!(node.wait_log("admin: accepting again after"));
+    let logged = node
+        .log
+        .lock()
+        .unwrap()
+        .matches("worker 0: accept failed")
+        .count();
+    assert!(
+        logged <= 3,
+        "{logged} log lines for {failures} failed accepts"
+    );
     assert_no_error_log(&node);
 }
 
