@@ -340,3 +340,100 @@ fn idle_scenario_against_mosquitto() {
     assert_eq!(j["established"], 50, "{j}");
     assert!(j["rss_anon_bytes_per_conn"].is_number(), "{j}");
 }
+
+/// `tools/pool-compare` pairs repetition i of ours with repetition i of the
+/// peer within each series, pools the pairs over series, per point, and
+/// leaves out what is not a pair: another size, a fixed-rate run, a repetition
+/// only one side has, and (with --max-steal) a pair the hypervisor hit.
+#[test]
+fn pool_compare_pools_the_pairs_of_several_series() {
+    let root = std::env::temp_dir().join(format!("pool-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let write = |series: &str, name: &str, msgs: f64, extra: serde_json::Value| {
+        let dir = root.join(series);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut v = serde_json::json!({
+            "msgs_per_sec": msgs,
+            "server_cpu_us_per_msg": 1e6 / msgs,
+            "duration_secs": 10.0,
+            "steal_secs": 0.0,
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        std::fs::write(dir.join(name), v.to_string()).expect("write");
+    };
+    // One repetition of both systems: `point` is "" or "w8-".
+    let pair = |series: &str, point: &str, size: u32, rep: u32, ours: f64, peer: f64| {
+        let name = |sys: &str| format!("relay-{point}{sys}-{size}-1000-{rep}.json");
+        write(series, &name("switchboard"), ours, serde_json::json!({}));
+        write(series, &name("redis"), peer, serde_json::json!({}));
+    };
+    // Series a: ratios 1.1, 1.2, 0.9 with one in flight; 0.8 with 8 in flight.
+    pair("a", "", 64, 1, 110.0, 100.0);
+    pair("a", "", 64, 2, 120.0, 100.0);
+    pair("a", "", 64, 3, 90.0, 100.0);
+    pair("a", "w8-", 64, 1, 80.0, 100.0);
+    // Not pairs: another size, a fixed-rate point, a repetition the peer lacks.
+    pair("a", "", 1024, 1, 500.0, 100.0);
+    let capped = serde_json::json!({"rate_cap": 30000.0});
+    write(
+        "a",
+        "relay-switchboard-64-1000-9.json",
+        500.0,
+        capped.clone(),
+    );
+    write("a", "relay-redis-64-1000-9.json", 100.0, capped);
+    write(
+        "a",
+        "relay-switchboard-64-1000-4.json",
+        500.0,
+        serde_json::json!({}),
+    );
+    // Series b: ratio 0.95, and 2.0 in a pair whose peer run lost its CPU to steal.
+    pair("b", "", 64, 1, 95.0, 100.0);
+    write(
+        "b",
+        "relay-switchboard-64-1000-2.json",
+        100.0,
+        serde_json::json!({}),
+    );
+    let stolen = serde_json::json!({"steal_secs": 1000.0});
+    write("b", "relay-redis-64-1000-2.json", 50.0, stolen);
+
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/pool-compare"))
+            .arg("--json")
+            .args(extra)
+            .arg(root.join("a"))
+            .arg(root.join("b"))
+            .output()
+            .expect("run tools/pool-compare");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let all = run(&[]);
+    let one = &all["one in flight"]["all"];
+    assert_eq!(one["pairs"], 5, "{all}");
+    assert_eq!(one["ours_ahead"], 3, "{all}");
+    assert_eq!(one["msgs_per_sec_ratio_median"], 1.1, "{all}");
+    assert_eq!(one["sign_test_p"], 1.0, "{all}");
+    assert_eq!(all["w8"]["all"]["pairs"], 1, "{all}");
+    assert_eq!(all["w8"]["all"]["msgs_per_sec_ratio_median"], 0.8, "{all}");
+    let ci = one["ci95"].as_array().expect("interval");
+    assert!(
+        ci[0].as_f64() <= Some(1.1) && ci[1].as_f64() >= Some(1.1),
+        "{all}"
+    );
+
+    let clean = run(&["--max-steal", "0.05"]);
+    let one = &clean["one in flight"]["all"];
+    assert_eq!(one["pairs"], 4, "{clean}");
+    assert_eq!(one["ours_ahead"], 2, "{clean}");
+    assert_eq!(one["msgs_per_sec_ratio_median"], 1.025, "{clean}");
+    let _ = std::fs::remove_dir_all(&root);
+}
