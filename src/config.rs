@@ -186,6 +186,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
     #[serde(serialize_with = "ser_display")]
     pub log_level: log::LevelFilter,
+    /// Per-connection warnings that come in floods (connections refused past
+    /// --max-connections or --max-account-connections, 503s for want of an answer
+    /// in time) are logged at most once per this interval per worker and kind; the
+    /// lines not logged are counted in the next one (0 = log every one).
+    #[arg(long, env = "SWITCHBOARD_LOG_THROTTLE", default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub log_throttle: Duration,
 }
 
 /// How a node spreads clients over its workers (`--shard-by`).
@@ -236,6 +243,8 @@ pub struct Config {
     pub user_timeout: Duration,
     pub drain_timeout: Duration,
     pub send_lifetime: Duration,
+    /// Least time between two lines of one kind of throttled warning (`server::throttle`).
+    pub log_throttle: Duration,
     /// TLS certificate chain and key files, when the client port speaks TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub tls_handshake_timeout: Duration,
@@ -275,6 +284,7 @@ impl Config {
             user_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             send_lifetime: Duration::from_secs(600),
+            log_throttle: Duration::from_secs(10),
             cluster: None,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
@@ -340,6 +350,7 @@ impl Config {
         c.user_timeout = a.user_timeout;
         c.drain_timeout = a.drain_timeout;
         c.send_lifetime = nonzero("send-lifetime", a.send_lifetime)?;
+        c.log_throttle = a.log_throttle;
         if let (Some(c2), Some(k)) = (&a.tls_cert, &a.tls_key) {
             c.tls = Some((c2.clone(), k.clone()));
         }

@@ -328,6 +328,7 @@ fn help_lists_every_option_and_exits_0() {
         "--admin",
         "--send-lifetime",
         "--log-level",
+        "--log-throttle",
     ] {
         assert!(
             help.contains(&format!("{opt} ")) || help.contains(&format!("{opt}\n")),

@@ -158,7 +158,9 @@ impl Worker {
         let sid = self.conns[idx].sid;
         log::debug!("{sid} accepted from {peer}");
         if over {
-            log::warn!("{sid} refused: {open} connections open, limit {limit}");
+            if let Some(more) = self.noisy(super::throttle::Noisy::Overloaded) {
+                log::warn!("{sid} refused: {open} connections open, limit {limit}{more}");
+            }
             self.respond_error(
                 idx,
                 503,

@@ -67,12 +67,14 @@ impl Worker {
             .find(&ident.account, &ident.client)
             .is_some_and(|i| self.sessions.get(i).is_some_and(|s| s.is_online()));
         if !self.shared.accounts.acquire(&ident.account, replacing) {
-            log::warn!(
-                "{sid} refused: account {} has {} receive connections (limit {})",
-                ident.account,
-                self.shared.accounts.get(&ident.account),
-                self.shared.config.max_account_connections
-            );
+            if let Some(more) = self.noisy(super::throttle::Noisy::AccountLimit) {
+                log::warn!(
+                    "{sid} refused: account {} has {} receive connections (limit {}){more}",
+                    ident.account,
+                    self.shared.accounts.get(&ident.account),
+                    self.shared.config.max_account_connections
+                );
+            }
             self.conns[idx].state = State::Request(crate::proto::request::RequestReader::new());
             let msg = "too many receive connections for this account on this node; try another node or later";
             self.respond_error(idx, 503, "account_connection_limit", msg, true);

@@ -749,10 +749,10 @@ impl Worker {
             | State::Attaching(_)
             | State::ReceiveAfter(_) => {
                 // The answer (from another worker, or the cluster) did not come in time.
-                log::warn!(
-                    "{} no answer from the cluster or another worker in time",
-                    c.sid
-                );
+                let sid = c.sid;
+                if let Some(more) = self.noisy(super::throttle::Noisy::NoAnswer) {
+                    log::warn!("{sid} no answer from the cluster or another worker in time{more}");
+                }
                 let msg = "no answer in time from the node that holds the recipient; retry later";
                 self.respond_error(idx, 503, "cluster_unavailable", msg, true);
             }

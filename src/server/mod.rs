@@ -29,6 +29,7 @@ mod session_index;
 pub mod stats;
 mod sys;
 mod sysbox;
+mod throttle;
 pub mod tls;
 mod worker;
 

@@ -159,10 +159,12 @@ impl Worker {
             }
         }
         self.conns[idx].requests += failed;
-        log::warn!(
-            "{} no answer from another worker or node in time for {failed} pipelined sends",
-            self.conns[idx].sid
-        );
+        if let Some(more) = self.noisy(super::throttle::Noisy::NoAnswer) {
+            log::warn!(
+                "{} no answer from another worker or node in time for {failed} pipelined sends{more}",
+                self.conns[idx].sid
+            );
+        }
     }
 
     /// True if the oldest answer queued for connection `idx` is ready.

@@ -151,6 +151,8 @@ pub(super) struct Worker {
     pub(super) accept_paused_until: u64,
     /// The current streak of failed accepts, for its two log lines.
     pub(super) accept_streak: super::accept::AcceptStreak,
+    /// Throttles of the per-connection warnings, by [`super::throttle::Noisy`].
+    pub(super) log_throttle: [super::throttle::LogThrottle; 3],
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
@@ -221,6 +223,7 @@ impl Worker {
             consumed: None,
             accept_paused_until: 0,
             accept_streak: Default::default(),
+            log_throttle: Default::default(),
             fired: Vec::new(),
             others_retained: 0,
             budget_dropping: false,
@@ -396,6 +399,7 @@ impl Worker {
         self.held_order.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
+        self.flush_noisy();
         crate::alloc::flush_thread_cache();
         if self.id == 0 {
             crate::alloc::release_free_memory();

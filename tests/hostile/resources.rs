@@ -411,6 +411,72 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     assert_no_error_log(&node);
 }
 
+/// A flood of refusals past `--max-connections` (a reconnect storm) writes
+/// one warning per `--log-throttle`, not one per connection; the next one
+/// logged says how many were not, and the metrics count every one.
+#[test]
+fn a_flood_of_refusals_is_logged_once_per_interval() {
+    let _g = serial();
+    let node = Node::start(&[
+        "--workers",
+        "1",
+        "--max-connections",
+        "1",
+        "--log-throttle",
+        "2s",
+    ]);
+    let _rx = open_rx(&node, "agent-1");
+    let refuse = || {
+        let mut c = Http::connect(node.addr);
+        let r = c.read_response().expect("no answer over the cap");
+        assert_eq!(r.status, 503, "{}", r.head);
+    };
+    let refused_lines = || node.log.lock().unwrap().matches("refused: ").count();
+    let t = Instant::now();
+    for _ in 0..30 {
+        refuse();
+    }
+    let burst = t.elapsed();
+    assert!(node.wait_log("refused: "), "the first refusal is logged");
+    // One line per 2 s interval the burst spanned (one, unless this machine
+    // took seconds for 30 connections).
+    let most = 1 + (burst.as_millis() / 2_000) as usize;
+    assert!(
+        refused_lines() <= most,
+        "{} refusal lines for 30 refusals in {burst:?}",
+        refused_lines()
+    );
+    // Once the interval is over, the next refusal is logged with the count
+    // of those that were not.
+    let summarized = wait_until(WAIT, || {
+        refuse();
+        std::thread::sleep(Duration::from_millis(100)); // pacing
+        node.log
+            .lock()
+            .unwrap()
+            .contains("more like this since the last such line")
+    });
+    assert!(
+        summarized,
+        "no line carried the count:\n{}",
+        node.log.lock().unwrap()
+    );
+    let log = node.log.lock().unwrap().clone();
+    let n: u64 = log
+        .split(" more like this")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a count");
+    assert!(n >= 20, "{n} refusals counted as not logged:\n{log}");
+    let text = metrics_text(&node);
+    let counted = metric(
+        &text,
+        "switchboard_request_errors_total{status=\"503\",code=\"overloaded\"}",
+    );
+    assert!(counted >= 31.0, "{counted} refusals in the metrics");
+}
+
 // ---------------------------------------------------------------------------
 // 8. Churn
 // ---------------------------------------------------------------------------
