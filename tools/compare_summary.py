@@ -8,6 +8,7 @@ Relay points with several repetitions use the median.
 """
 import glob
 import json
+import math
 import os
 import re
 import statistics
@@ -83,6 +84,13 @@ def point_row(runs):
             "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
 
 
+def sign_test(k, n):
+    """Two-sided p of k pairs ahead out of n if either side were as likely to be ahead
+    (tools/pool-compare pools the pairs of several runs)."""
+    tail = min(k, n - k)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2 ** n)
+
+
 def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
     """Adds the ratios (ours / peer) of one relay point to `rs`: msg/s, p99, server CPU
     per message, and the msg/s of the paired repetitions."""
@@ -102,7 +110,8 @@ def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
         rs[f"relay_msgs_per_sec_{key}_paired"] = {
             "median": round(statistics.median(pairs), 3),
             "min": round(min(pairs), 3), "max": round(max(pairs), 3),
-            "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs)}
+            "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs),
+            "sign_test_p": round(sign_test(sum(1 for x in pairs if x >= 1.0), len(pairs)), 4)}
 
 
 def relay_targets(t, pre, sfx, sb, nc, rd):
@@ -222,7 +231,7 @@ for us in ours_all:
         for k, v in sorted(rs.items()):
             if isinstance(v, dict):
                 v = (f"median {v['median']:.3f} (min {v['min']:.3f}, max {v['max']:.3f};"
-                     f" ours ahead in {v['ours_ahead']} of {v['pairs']})")
+                     f" ours ahead in {v['ours_ahead']} of {v['pairs']}, sign test p {v['sign_test_p']})")
             else:
                 v = f"{v:.3f}"
             print(f"  {us} vs {p:<6} {k:<36} {v}")
