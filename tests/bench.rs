@@ -189,6 +189,61 @@ fn relay_scenario_delivers_every_message_exactly_once() {
     );
 }
 
+/// Senders the server closes (`--send-lifetime`, here 1 s) reconnect and go
+/// on, with or without pipelining, and the requests a closed connection left
+/// unanswered go again: a run longer than the lifetime still sends to its end
+/// and every message still arrives exactly once.
+#[test]
+fn relay_senders_reconnect_when_the_server_closes_them() {
+    let node = Node::start(&["--workers", "2", "--send-lifetime", "1s"]);
+    let addr = node.addr.to_string();
+    let pid = node.child.id().to_string();
+    for window in ["1", "4"] {
+        let j = bench(&[
+            "relay",
+            "--server",
+            &addr,
+            "--pid",
+            &pid,
+            "--receivers",
+            "20",
+            "--senders",
+            "4",
+            "--duration",
+            "3.5",
+            "--window",
+            window,
+            "--rate",
+            "2000",
+        ]);
+        assert_eq!(j["exactly_once"]["ok"], true, "window {window}: {j}");
+        assert_eq!(j["rejected"], 0, "{j}");
+        let reconnects: u64 = j["errors"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("sender reconnected after"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert!(
+            reconnects >= 4,
+            "window {window}: {reconnects} reconnects: {j}"
+        );
+        // Still sending in the last second (past two lifetimes).
+        let last = j["msgs_per_sec_each_second"]
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        assert!(
+            last > 500.0,
+            "window {window}: {last} msg/s at the end: {j}"
+        );
+    }
+}
+
 /// `--accounts 3`: clients spread over three accounts, each sender sending
 /// only within its own (a message to a receiver of another account would be
 /// refused with 404, counted as rejected), exactly once; nonsense counts are

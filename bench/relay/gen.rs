@@ -45,6 +45,9 @@ enum Role {
         resp: Vec<u8>,
         auth: String,
         up: bool,
+        /// Sequence numbers to send again first: the requests a connection the
+        /// server closed had not answered (see `Gen::close`).
+        resend: VecDeque<u64>,
     },
 }
 
@@ -146,14 +149,51 @@ impl Gen {
     fn close(&mut self, k: usize, why: String) {
         let mut c = self.conns.remove(k);
         let _ = self.poll.registry().deregister(&mut c.stream);
-        let (kind, up) = match &c.role {
-            Role::Recv { up, .. } => ("receiver", *up),
-            Role::Send { up, .. } => ("sender", *up),
+        self.senders.retain(|&s| s != k);
+        let (kind, up) = match c.role {
+            Role::Recv { up, .. } => ("receiver", up),
+            // A sender that was up reconnects, as a client would: the server
+            // closes keep-alive send connections (--send-lifetime, 10 min by
+            // default, and on a drain), and a run longer than that would
+            // otherwise stop sending. The requests it had not had answered
+            // were not carried out (an answer with `Connection: close` ends
+            // the connection's requests) and go again, first, with the same
+            // sequence numbers, so the exactly-once check still holds.
+            Role::Send {
+                s,
+                seq,
+                inflight,
+                auth,
+                up: true,
+                mut resend,
+                ..
+            } if !self.sh.stop.load(Relaxed) => {
+                self.sh.send_up.fetch_sub(1, Relaxed);
+                self.err(format!("sender reconnected after: {why}"));
+                let mask = (1u64 << 40) - 1;
+                let mut again: VecDeque<u64> = inflight.iter().map(|kk| kk & mask).collect();
+                again.append(&mut resend);
+                let hello = proto::sender_hello(self.a.target, &format!("s{s}"));
+                self.open(
+                    Role::Send {
+                        s,
+                        seq,
+                        inflight: VecDeque::new(),
+                        http: HttpResponses::default(),
+                        resp: Vec::new(),
+                        auth,
+                        up: false,
+                        resend: again,
+                    },
+                    hello,
+                );
+                return;
+            }
+            Role::Send { up, .. } => ("sender", up),
         };
         if !up {
             self.sh.conn_failed.fetch_add(1, Relaxed);
         }
-        self.senders.retain(|&s| s != k);
         self.err(format!("{kind} closed: {why}"));
     }
 
@@ -369,6 +409,7 @@ impl Gen {
                 inflight,
                 auth,
                 up,
+                resend,
                 ..
             } = &mut c.role
             else {
@@ -382,12 +423,21 @@ impl Gen {
             let now = origin.elapsed().as_nanos() as u64;
             let mut wrote = false;
             while inflight.len() < self.a.window && budget > 0 {
+                // A request a closed connection left unanswered goes first,
+                // and counts as sent once (when it was first sent).
+                let (q, again) = match resend.pop_front() {
+                    Some(q) => (q, true),
+                    None => {
+                        *seq += 1;
+                        (*seq - 1, false)
+                    }
+                };
                 self.to.clear();
                 self.to.push(b'r');
-                proto::push_decimal(&mut self.to, self.a.recipient(*s, *seq) as u64);
+                proto::push_decimal(&mut self.to, self.a.recipient(*s, q) as u64);
                 // Only ASCII digits follow the 'r'.
                 let to = std::str::from_utf8(&self.to).unwrap_or("r");
-                proto::make_body(&mut self.body, self.a.size, now, *s, *seq);
+                proto::make_body(&mut self.body, self.a.size, now, *s, q);
                 proto::push_send(
                     self.a.target,
                     &mut c.out,
@@ -395,13 +445,14 @@ impl Gen {
                     auth,
                     to,
                     &self.body,
-                    *seq,
+                    q,
                 );
-                inflight.push_back(key(*s, *seq));
-                *seq += 1;
-                budget -= 1;
-                self.started += 1;
-                self.local_sent += 1;
+                inflight.push_back(key(*s, q));
+                if !again {
+                    budget -= 1;
+                    self.started += 1;
+                    self.local_sent += 1;
+                }
                 wrote = true;
             }
             if wrote {
@@ -541,6 +592,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                             resp: Vec::new(),
                             auth,
                             up: false,
+                            resend: VecDeque::new(),
                         },
                         hello,
                     );
