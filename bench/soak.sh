@@ -13,7 +13,8 @@
 # BIN (tools/bench-build).
 #
 # Writes OUTDIR/metrics.csv (one row per reading), relay.json, churn.json and
-# summary.json, and prints the summary. Pass (exit 0) when: every message arrived
+# summary.json, and prints the summary. Pass (exit 0) when: the relay still sent at
+# 80 % of its rate or more in the last tenth of the run; every message arrived
 # exactly once; no churn cycle failed; under load, the median RSS of the last tenth of
 # the run is within 10 % of that of its second tenth, and so are open descriptors; after the
 # load, connections, sessions, retained bytes and timer entries are back to 0 (within
@@ -114,7 +115,7 @@ for _ in $(seq 30); do
     [ "$((rec + req + onl + hld + ret))" -eq 0 ] && [ "$tim" -le 8 ] && break
 done
 
-python3 - "$OUT" "$MINUTES" <<'EOF'
+python3 - "$OUT" "$MINUTES" "$RELAY_RATE" <<'EOF'
 import csv, json, statistics, sys
 out, minutes = sys.argv[1], int(sys.argv[2])
 rows = list(csv.DictReader(open(f"{out}/metrics.csv")))
@@ -146,7 +147,13 @@ s = {
     "after": {k: num(last, k) for k in ("rss", "fds", "receive", "request", "online", "held", "retained", "timers")},
     "settle_secs": int(last["t"]) - end,
 }
+# Messages accepted per second over the last tenth: the relay must still be sending
+# at its rate then (a generator that stopped early would make the rest meaningless).
+span = int(late[-1]["t"]) - int(late[0]["t"])
+s["msgs_per_sec_last_tenth"] = round((num(late[-1], "accepted") - num(late[0], "accepted")) / span) if span else 0
+s["relay_rate"] = float(sys.argv[3])
 checks = {
+    "relay_to_the_end": s["msgs_per_sec_last_tenth"] >= 0.8 * s["relay_rate"],
     "exactly_once": s["relay_exactly_once"] is True,
     "no_churn_failures": s["churn_failed"] == 0,
     "rss_flat_under_load": s["rss_growth"] <= 1.10,
