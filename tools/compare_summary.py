@@ -8,11 +8,13 @@ Relay points with several repetitions use the median.
 """
 import glob
 import json
-import math
 import os
 import re
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchstats import sign_test  # noqa: E402
 
 out = sys.argv[1]
 receivers = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -84,13 +86,6 @@ def point_row(runs):
             "exactly_once": all(d["exactly_once"]["ok"] for d in runs)}
 
 
-def sign_test(k, n):
-    """Two-sided p of k pairs ahead out of n if either side were as likely to be ahead
-    (tools/pool-compare pools the pairs of several runs)."""
-    tail = min(k, n - k)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2 ** n)
-
-
 def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
     """Adds the ratios (ours / peer) of one relay point to `rs`: msg/s, p99, server CPU
     per message, and the msg/s of the paired repetitions."""
@@ -107,11 +102,12 @@ def relay_ratios(rs, key, ours, theirs, our_runs, their_runs):
     # slower drifts in load than the ratio of medians is.
     pairs = paired(our_runs, their_runs)
     if len(pairs) > 1:
+        ahead = sum(1 for x in pairs if x >= 1.0)
         rs[f"relay_msgs_per_sec_{key}_paired"] = {
             "median": round(statistics.median(pairs), 3),
             "min": round(min(pairs), 3), "max": round(max(pairs), 3),
-            "ours_ahead": sum(1 for x in pairs if x >= 1.0), "pairs": len(pairs),
-            "sign_test_p": round(sign_test(sum(1 for x in pairs if x >= 1.0), len(pairs)), 4)}
+            "ours_ahead": ahead, "pairs": len(pairs),
+            "sign_test_p": round(sign_test(ahead, len(pairs)), 4)}
 
 
 def relay_targets(t, pre, sfx, sb, nc, rd):

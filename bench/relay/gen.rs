@@ -68,8 +68,17 @@ pub(super) struct ThreadOut {
     pub(super) other_events: u64,
 }
 
+/// Bits of a message key that hold the sender's sequence number.
+const SEQ_BITS: u32 = 40;
+
+/// The key of a sender's message: sender index above [`SEQ_BITS`], sequence number below.
 fn key(s: usize, seq: u64) -> u64 {
-    ((s as u64) << 40) | seq
+    ((s as u64) << SEQ_BITS) | seq
+}
+
+/// The sequence number in a message key.
+fn seq_of(key: u64) -> u64 {
+    key & ((1 << SEQ_BITS) - 1)
 }
 
 struct Gen {
@@ -170,8 +179,7 @@ impl Gen {
             } if !self.sh.stop.load(Relaxed) => {
                 self.sh.send_up.fetch_sub(1, Relaxed);
                 self.err(format!("sender reconnected after: {why}"));
-                let mask = (1u64 << 40) - 1;
-                let mut again: VecDeque<u64> = inflight.iter().map(|kk| kk & mask).collect();
+                let mut again: VecDeque<u64> = inflight.iter().map(|&kk| seq_of(kk)).collect();
                 again.append(&mut resend);
                 let hello = proto::sender_hello(self.a.target, &format!("s{s}"));
                 self.open(
@@ -428,8 +436,9 @@ impl Gen {
                 let (q, again) = match resend.pop_front() {
                     Some(q) => (q, true),
                     None => {
+                        let q = *seq;
                         *seq += 1;
-                        (*seq - 1, false)
+                        (q, false)
                     }
                 };
                 self.to.clear();
