@@ -28,16 +28,14 @@ pub struct ClusterConfig {
 pub enum PresenceState {
     Online,
     Held,
-    /// The session ended; the entry is removed.
-    Gone,
 }
 
 impl PresenceState {
-    fn as_str(self) -> &'static str {
+    /// The state as the presence table stores it.
+    pub fn as_str(self) -> &'static str {
         match self {
             PresenceState::Online => "online",
             PresenceState::Held => "held",
-            PresenceState::Gone => "gone",
         }
     }
 }

@@ -27,8 +27,16 @@ pub enum Wire {
         account: String,
         client: String,
     },
-    /// The answer to `Takeover`: the encoded session, if the node still had it.
-    Snapshot { req: u64, session: Option<Vec<u8>> },
+    /// The answer to `Takeover`: the encoded session of `client`, if the node
+    /// still had it. Also sent unasked (`req` 0, or a request the asker gave
+    /// up on) by a node that finds it holds a session another node owns: the
+    /// owner then takes over what that session had not delivered.
+    Snapshot {
+        req: u64,
+        account: String,
+        client: String,
+        session: Option<Vec<u8>>,
+    },
     /// `client` exchanged a message with `peer` (conversation tracking for peer-gone).
     Touch {
         account: String,
@@ -62,6 +70,9 @@ const TAKEOVER: u8 = 3;
 const SNAPSHOT: u8 = 4;
 const TOUCH: u8 = 5;
 const GONE: u8 = 6;
+/// `Snapshot` with the account and client it is for (tag 4, without them, is
+/// what nodes before 2026-12-07 sent; still decoded).
+const SNAPSHOT_FOR: u8 = 7;
 
 /// Appends encoded fields to a buffer.
 #[derive(Default)]
@@ -172,8 +183,13 @@ impl Wire {
                     .str(account)
                     .str(client);
             }
-            Wire::Snapshot { req, session } => {
-                w.u8(SNAPSHOT).u64(*req);
+            Wire::Snapshot {
+                req,
+                account,
+                client,
+                session,
+            } => {
+                w.u8(SNAPSHOT_FOR).u64(*req).str(account).str(client);
                 match session {
                     Some(s) => w.u8(1).bytes(s),
                     None => w.u8(0),
@@ -220,13 +236,23 @@ impl Wire {
                 account: r.string()?,
                 client: r.string()?,
             },
-            SNAPSHOT => {
+            tag @ (SNAPSHOT | SNAPSHOT_FOR) => {
                 let req = r.u64()?;
+                let (account, client) = if tag == SNAPSHOT_FOR {
+                    (r.string()?, r.string()?)
+                } else {
+                    (String::new(), String::new())
+                };
                 let session = match r.u8()? {
                     0 => None,
                     _ => Some(r.bytes()?.to_vec()),
                 };
-                Wire::Snapshot { req, session }
+                Wire::Snapshot {
+                    req,
+                    account,
+                    client,
+                    session,
+                }
             }
             TOUCH => Wire::Touch {
                 account: r.string()?,
@@ -272,10 +298,14 @@ mod tests {
             },
             Wire::Snapshot {
                 req: 2,
+                account: "a".into(),
+                client: "c".into(),
                 session: Some(vec![1, 2, 3]),
             },
             Wire::Snapshot {
                 req: 3,
+                account: "a".into(),
+                client: "c".into(),
                 session: None,
             },
             Wire::Touch {
@@ -309,6 +339,22 @@ mod tests {
             longer.push(0);
             assert_eq!(Wire::decode(&longer), Err(WireError::TrailingBytes));
         }
+    }
+
+    #[test]
+    fn the_older_snapshot_layout_still_decodes() {
+        let mut b = vec![SNAPSHOT];
+        b.extend_from_slice(&9u64.to_le_bytes());
+        b.push(0);
+        assert_eq!(
+            Wire::decode(&b),
+            Ok(Wire::Snapshot {
+                req: 9,
+                account: String::new(),
+                client: String::new(),
+                session: None
+            })
+        );
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Worker {
         let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
-        self.announce(sidx, crate::cluster::PresenceState::Online);
+        self.announce(sidx, crate::cluster::PresenceState::Online, true);
         self.write_conn(idx, &out);
         self.stage = out;
     }

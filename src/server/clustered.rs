@@ -5,7 +5,9 @@
 
 use super::bridge::{BridgeCmd, Takeover};
 use super::conn::State;
-use super::retained::export_snapshot;
+use super::retained::{export_snapshot, import_snapshot, EntryKind};
+use super::session::Session;
+use super::session_index::make_key;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ReplyTo, SendError};
@@ -14,7 +16,12 @@ use crate::cluster::PresenceState;
 impl Worker {
     /// Delivers to `to` if a session for it is here (`found`, the caller's
     /// look-up of `account`/`to`); otherwise, on a cluster, forwards to the
-    /// node that holds it. The answer goes to `reply`.
+    /// node that holds it. The answer goes to `reply`. On a cluster, a session
+    /// held here (no receive connection) takes the message only once the
+    /// presence table confirmed that this node still owns the client
+    /// (`checked`, or the bridge is asked first): its client may have
+    /// reconnected to another node while this one could not hear of it.
+    #[allow(clippy::too_many_arguments)]
     pub fn deliver_or_forward(
         &mut self,
         found: Option<usize>,
@@ -23,13 +30,22 @@ impl Worker {
         to: &str,
         body: Box<[u8]>,
         reply: ReplyTo,
+        checked: bool,
     ) {
-        if let Some(sidx) = found {
+        let cluster = self.shared.cluster.clone();
+        let held = match (found, &cluster) {
+            (Some(sidx), Some(_)) if !checked => {
+                let s = &self.sessions.slab[sidx];
+                (!s.online()).then_some((s.role, s.since_ms))
+            }
+            _ => None,
+        };
+        if let (Some(sidx), None) = (found, held) {
             let r = self.deliver_to(sidx, account, from, to, body);
             self.reply_delivered(reply, r);
             return;
         }
-        let Some(b) = self.shared.cluster.clone() else {
+        let Some(b) = cluster else {
             let r = self.deliver(account, from, to, body); // counts the offline answer
             self.reply_delivered(reply, r);
             return;
@@ -40,7 +56,8 @@ impl Worker {
             to: to.into(),
             body,
             reply,
-            fresh: false,
+            fresh: checked,
+            held,
         };
         if !b.submit(cmd) {
             let e = if b.ok() {
@@ -52,8 +69,11 @@ impl Worker {
         }
     }
 
-    /// Tells the cluster about a change of session `sidx`.
-    pub fn announce(&self, sidx: usize, state: PresenceState) {
+    /// Claims session `sidx`'s client in the cluster's presence table:
+    /// `take` when a receive connection just attached here, else keep it
+    /// unless another node owns the client now (then the session is yielded
+    /// to that node).
+    pub fn announce(&self, sidx: usize, state: PresenceState, take: bool) {
         let (Some(b), Some(s)) = (&self.shared.cluster, self.sessions.get(sidx)) else {
             return;
         };
@@ -63,6 +83,7 @@ impl Worker {
             role: s.role,
             state,
             since_ms: s.since_ms,
+            take,
         });
     }
 
@@ -72,11 +93,15 @@ impl Worker {
             return;
         };
         let Some(sidx) = self.sessions.find(account, client) else {
-            b.submit(BridgeCmd::SnapshotReply {
-                node,
-                req,
-                session: None,
-            });
+            if req != 0 {
+                b.submit(BridgeCmd::SnapshotReply {
+                    node,
+                    req,
+                    account: account.into(),
+                    client: client.into(),
+                    session: None,
+                });
+            }
             return;
         };
         let data = serde_json::json!({"session": null, "node": node}).to_string();
@@ -97,6 +122,8 @@ impl Worker {
         if !b.submit(BridgeCmd::SnapshotReply {
             node,
             req,
+            account: account.into(),
+            client: client.into(),
             session: Some(snapshot),
         }) {
             log::warn!(
@@ -146,13 +173,100 @@ impl Worker {
             .map(|(i, s)| (i, s.is_online()))
             .collect();
         for (i, online) in all {
-            self.announce(
-                i,
-                if online {
-                    PresenceState::Online
-                } else {
-                    PresenceState::Held
-                },
+            let state = if online {
+                PresenceState::Online
+            } else {
+                PresenceState::Held
+            };
+            self.announce(i, state, false);
+        }
+    }
+
+    /// Node `node` owns `client` now (the presence table says so): the
+    /// session here is handed to it and forgotten, with no peer-gone (the
+    /// client is not gone, it is elsewhere); then `resend`, a send that found
+    /// the session stale, goes on to the owner, after the session's messages.
+    pub fn yield_session(
+        &mut self,
+        account: &str,
+        client: &str,
+        node: String,
+        resend: Option<Box<super::Resend>>,
+    ) {
+        if let Some(sidx) = self.sessions.find(account, client) {
+            log::info!(
+                "{} session {account}/{client} is owned by node {node} now; handing it over",
+                self.sessions.slab[sidx].sid
+            );
+            self.takeover_req(account, client, node, 0);
+        }
+        let Some(r) = resend else { return };
+        let (from, body, reply) = *r;
+        let cmd = BridgeCmd::Send {
+            account: account.into(),
+            from: from[..].into(),
+            to: client.into(),
+            body,
+            reply,
+            fresh: true,
+            held: None,
+        };
+        match &self.shared.cluster {
+            Some(b) if b.submit(cmd) => {}
+            _ => self.reply_delivered(reply, Err(SendError::ClusterUnavailable)),
+        }
+    }
+
+    /// Another node handed over a session of `client` that this node owns:
+    /// what that session had not delivered is appended to the one here, in
+    /// its order, and written out like any new message.
+    pub fn merge_session(&mut self, account: &str, client: &str, bytes: &[u8]) {
+        let mut old = Session::blank(make_key(account, client).into_boxed_str(), account.len());
+        if let Err(e) = import_snapshot(&mut old, bytes, self.now) {
+            log::warn!("session {account}/{client} handed over late is corrupt ({e:?}); dropped");
+            return;
+        }
+        let mut undelivered: Vec<EntryKind> = Vec::new();
+        while let Some(e) = old.log.pop_front() {
+            if e.seq > old.delivered {
+                undelivered.push(e.kind);
+            }
+        }
+        if undelivered.is_empty() {
+            return;
+        }
+        let Some(sidx) = self.sessions.find(account, client) else {
+            // The client's session ended here too (its hold ran out): its
+            // partners were told it is gone.
+            log::warn!(
+                "session {account}/{client} handed over late with {} undelivered messages, \
+                 but it has no session here any more; dropped",
+                undelivered.len()
+            );
+            return;
+        };
+        let n = undelivered.len();
+        let mut refused = 0usize;
+        for kind in undelivered {
+            match kind {
+                EntryKind::Message { from, body } => {
+                    if self.deliver_to(sidx, account, &from, client, body).is_err() {
+                        refused += 1;
+                    }
+                }
+                kind @ EntryKind::PeerGone { .. } => {
+                    self.append(sidx, kind);
+                }
+            }
+        }
+        let sid = self.sessions.slab[sidx].sid;
+        if refused > 0 {
+            log::warn!(
+                "{sid} session {account}/{client}: {refused} of {n} messages handed over late could not be taken"
+            );
+        } else {
+            log::info!(
+                "{sid} session {account}/{client}: took {n} undelivered events handed over late by another node"
             );
         }
     }

@@ -10,10 +10,16 @@ use super::conn::{CloseReason, State};
 use super::worker::Worker;
 use crate::proto::sse;
 
+/// Longest `retry_ms` a `reconnect` notice names.
+const RETRY_MAX_MS: u64 = 3000;
+
 /// A worker's draining progress.
 pub struct Drain {
-    /// Monotonic ms when the worker must be done.
-    deadline: u64,
+    /// Monotonic ms when the worker must be done: `--drain-timeout`, and on a
+    /// cluster also the longest `retry_ms` sent plus the time a hand-over may
+    /// take, so that a client that reconnects elsewhere as told still finds
+    /// its session here to take over.
+    until: u64,
     /// Receive connections (token) and when (monotonic ms) each is told to reconnect.
     queue: VecDeque<(u64, usize)>,
 }
@@ -22,7 +28,7 @@ impl Worker {
     /// When the drain next needs the loop to wake up.
     pub fn drain_next(&self) -> Option<u64> {
         let d = self.drain.as_ref()?;
-        Some(d.queue.front().map_or(d.deadline, |q| q.0.min(d.deadline)))
+        Some(d.queue.front().map_or(d.until, |q| q.0.min(d.until)))
     }
 
     fn begin_drain(&mut self) {
@@ -49,8 +55,12 @@ impl Worker {
             n,
             window
         );
+        let linger = match &self.shared.config.cluster {
+            Some(c) => RETRY_MAX_MS + c.timeout.as_millis() as u64,
+            None => 0,
+        };
         self.drain = Some(Drain {
-            deadline: start + window,
+            until: start + window + linger,
             queue,
         });
     }
@@ -88,12 +98,26 @@ impl Worker {
         for idx in idle {
             self.close_conn(idx, CloseReason::Shutdown);
         }
-        let deadline = self.drain.as_ref().map_or(self.now, |d| d.deadline);
-        if self.conns.is_empty() {
+        let until = self.drain.as_ref().map_or(self.now, |d| d.until);
+        // On a cluster, the sessions of clients told to reconnect elsewhere
+        // stay until another node took them over (or `until`).
+        let waiting = if self.shared.cluster.is_some() {
+            self.sessions.len()
+        } else {
+            0
+        };
+        if self.conns.is_empty() && waiting == 0 {
             log::info!("worker {}: drained", self.id);
             return true;
         }
-        if self.now >= deadline {
+        if self.now >= until {
+            if self.conns.is_empty() {
+                log::warn!(
+                    "worker {}: drain timeout; {waiting} held sessions were not taken over by another node",
+                    self.id
+                );
+                return true;
+            }
             let receive = self
                 .conns
                 .iter()
@@ -113,7 +137,7 @@ impl Worker {
 
     /// Sends `event: reconnect` with a retry hint and closes the connection after it.
     fn tell_reconnect(&mut self, idx: usize) {
-        let retry = 500 + crate::ids::random_u64() % 2500;
+        let retry = 500 + crate::ids::random_u64() % (RETRY_MAX_MS - 500);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         sse::encode_retry(&mut out, retry);

@@ -366,7 +366,10 @@ impl Worker {
             // node: its answer comes back from the bridge, and like an answer
             // from another worker it need not stop the connection's reading.
             let found = self.sessions.find(&ident.account, to);
-            let remote = found.is_none() && self.shared.cluster.is_some();
+            // A held recipient is accepted only once the cluster confirmed
+            // that this node still owns it (`deliver_or_forward`).
+            let remote = self.shared.cluster.is_some()
+                && found.is_none_or(|i| !self.sessions.slab[i].online());
             let reply = ReplyTo {
                 worker: self.id,
                 token,
@@ -379,6 +382,7 @@ impl Worker {
                 to,
                 body.into_boxed_slice(),
                 reply,
+                false,
             );
             return;
         }
@@ -394,6 +398,7 @@ impl Worker {
             to: to.into(),
             body: body.into_boxed_slice(),
             reply,
+            checked: false,
         };
         if self.post(owner, env).is_err() {
             self.send_done(reply, Err(SendError::Overloaded));

@@ -224,6 +224,9 @@ enum Envelope {
         to: Box<str>,
         body: Box<[u8]>,
         reply: ReplyTo,
+        /// The presence table confirmed that this node owns the recipient
+        /// (on a cluster, a held recipient is accepted only then).
+        checked: bool,
     },
     /// The answer to a `Deliver`.
     Delivered {
@@ -268,6 +271,22 @@ enum Envelope {
     },
     /// Announce every session to the cluster again (Redis came back).
     Reannounce,
+    /// Node `node` owns `client` now: hand it the session (what it has not
+    /// delivered), forget it here, then send `resend` (a message that found
+    /// the session stale) on to the owner.
+    Yield {
+        account: Box<str>,
+        client: Box<str>,
+        node: String,
+        resend: Option<Box<Resend>>,
+    },
+    /// A session of `client` handed over unasked (or too late) by another
+    /// node: what it had not delivered joins the client's session here.
+    Merge {
+        account: Box<str>,
+        client: Box<str>,
+        session: Vec<u8>,
+    },
     /// `peer` went offline; tell `to` if it still exists.
     PeerGone {
         account: Box<str>,
@@ -296,6 +315,9 @@ enum Envelope {
         reply: Sender<(usize, Vec<ConnInfo>)>,
     },
 }
+
+/// A send to pass on after a yield: sender, body, where the answer goes.
+type Resend = (Arc<str>, Box<[u8]>, ReplyTo);
 
 /// Which connections `/connections` asks for.
 #[derive(Debug, Clone)]

@@ -322,7 +322,7 @@ impl Worker {
             super::held_order::is_held(sessions, m)
         });
         self.set_session_deadline(sidx, deadline);
-        self.announce(sidx, crate::cluster::PresenceState::Held);
+        self.announce(sidx, crate::cluster::PresenceState::Held, false);
     }
 
     /// A session timer fired: trim expired log entries, and end a held session
@@ -372,18 +372,13 @@ impl Worker {
         let account = s.account();
         let client = s.client();
         if let Some(b) = self.shared.cluster.clone() {
-            b.submit(super::bridge::BridgeCmd::Presence {
-                account: account.into(),
-                client: client.into(),
-                role: s.role,
-                state: crate::cluster::PresenceState::Gone,
-                since_ms: super::epoch_ms(),
-            });
-            // Every node (this one included) tells the partners it holds.
+            // Every node (this one included) tells the partners it holds, if
+            // the presence table still names this node; if another node owns
+            // the client now, it gets what this session had not delivered.
             let gone = super::bridge::BridgeCmd::Gone {
                 account: account.into(),
                 client: client.into(),
-                reason: "offline",
+                snapshot: (pending > 0).then(|| super::retained::export_snapshot(&s, self.now)),
             };
             if b.submit(gone) {
                 return;

@@ -614,9 +614,10 @@ impl Worker {
                 to,
                 body,
                 reply,
+                checked,
             } => {
                 let found = self.sessions.find(&account, &to);
-                self.deliver_or_forward(found, &account, &from, &to, body, reply);
+                self.deliver_or_forward(found, &account, &from, &to, body, reply, checked);
             }
             Envelope::RemoteDeliver {
                 account,
@@ -649,6 +650,17 @@ impl Worker {
                 reason,
             } => self.remote_gone(&account, &client, reason),
             Envelope::Reannounce => self.reannounce(),
+            Envelope::Yield {
+                account,
+                client,
+                node,
+                resend,
+            } => self.yield_session(&account, &client, node, resend),
+            Envelope::Merge {
+                account,
+                client,
+                session,
+            } => self.merge_session(&account, &client, &session),
             Envelope::Delivered { reply, result } => {
                 self.send_done(reply, result);
                 self.resume(reply.token);

@@ -2,6 +2,7 @@
 //! pipelines), the node heartbeat, expiry of unanswered requests, and the
 //! reaper of dead nodes.
 
+use super::claims::{add_claim, add_gone, beat_and_live, AfterClaim, Claim, Mode};
 use super::*;
 
 /// Runs the commands the workers queue, plus heartbeats and the reaper.
@@ -45,18 +46,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                 return Ok(());
             }
             if Instant::now() >= next_beat {
-                let now = crate::server::epoch_ms();
-                redis::cmd("ZADD")
-                    .arg("sb:nodes")
-                    .arg(now)
-                    .arg(&b.node)
-                    .query::<()>(&mut con)?;
-                let alive: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                    .arg("sb:nodes")
-                    .arg(now.saturating_sub(ttl_ms))
-                    .arg("+inf")
-                    .query(&mut con)?;
-                live = alive.into_iter().collect();
+                live = beat_and_live(&mut con, Some(&b.node), ttl_ms)?;
                 next_beat = Instant::now() + beat;
                 let was_ok = b.ok();
                 b.cmd_ok.store(true, Relaxed);
@@ -80,7 +70,14 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                     Err(_) => break,
                 }
             }
-            run_batch(&shared, &mut con, &live, &mut memo, &mut routes, &mut batch)?;
+            run_batch(
+                &shared,
+                &mut con,
+                &mut live,
+                &mut memo,
+                &mut routes,
+                &mut batch,
+            )?;
         })();
         match result {
             Ok(()) => return,
@@ -193,7 +190,7 @@ fn add_pending(b: &Bridge, p: Pending) -> u64 {
     req
 }
 
-fn account_key(account: &str) -> String {
+pub(super) fn account_key(account: &str) -> String {
     format!("sb:a:{account}")
 }
 
@@ -323,14 +320,16 @@ fn node_of(v: &redis::Value, live: &HashSet<String>) -> Option<(String, bool)> {
 fn run_batch(
     shared: &Shared,
     con: &mut redis::Connection,
-    live: &HashSet<String>,
+    live: &mut HashSet<String>,
     memo: &mut PresenceMemo,
     routes: &mut PresenceMemo,
     batch: &mut Vec<BridgeCmd>,
 ) -> redis::RedisResult<()> {
     let b = bridge(shared);
+    let ttl_ms = b.cfg.node_ttl.as_millis() as u64;
     let mut pipe = redis::pipe();
-    let mut publishes = 0usize;
+    // The claims whose answers are acted on, in the order of their answers.
+    let mut after: Vec<AfterClaim> = Vec::new();
     let cmds: Vec<BridgeCmd> = std::mem::take(batch);
     // Every look-up of the batch in one round trip. If Redis fails here, the
     // whole batch goes back to the caller, which answers it (`fail_all`).
@@ -377,6 +376,12 @@ fn run_batch(
     } else {
         Vec::new()
     };
+    // A node that started since the last heartbeat is not in `live` yet: look
+    // again before calling its clients offline (a new node is routed to at once).
+    if values.iter().any(|v| names_unknown_node(v, live, &b.node)) {
+        *live = beat_and_live(con, None, ttl_ms)?;
+    }
+    let live: &HashSet<String> = live;
     let mut values = values.into_iter();
     for (cmd, kind) in cmds.into_iter().zip(kinds) {
         let cached = matches!(kind, LookupKind::Cached(_));
@@ -419,32 +424,60 @@ fn run_batch(
                 role,
                 state,
                 since_ms,
+                take,
             } => {
-                let member = format!("{account}/{client}");
-                if state == PresenceState::Gone {
-                    pipe.cmd("EVAL")
-                        .arg(HDEL_IF)
-                        .arg(1)
-                        .arg(account_key(&account))
-                        .arg(&*client)
-                        .arg(&b.node)
-                        .ignore();
-                    pipe.cmd("SREM")
-                        .arg(format!("sb:nc:{}", b.node))
-                        .arg(member)
-                        .ignore();
-                } else {
-                    let v = PresenceEntry::encode(&b.node, role, state, since_ms);
-                    pipe.cmd("HSET")
-                        .arg(account_key(&account))
-                        .arg(&*client)
-                        .arg(v)
-                        .ignore();
-                    pipe.cmd("SADD")
-                        .arg(format!("sb:nc:{}", b.node))
-                        .arg(member)
-                        .ignore();
+                add_claim(
+                    &mut pipe,
+                    Claim {
+                        account: &account,
+                        client: &client,
+                        node: &b.node,
+                        value: PresenceEntry::encode(&b.node, role, state, since_ms),
+                        state: state.as_str(),
+                        since_ms,
+                        mode: if take { Mode::Take } else { Mode::Keep },
+                        ttl_ms,
+                    },
+                );
+                if !take {
+                    after.push(AfterClaim::Keep { account, client });
                 }
+            }
+            BridgeCmd::Gone {
+                account,
+                client,
+                snapshot,
+            } => add_gone(&mut pipe, &b.node, &account, &client, snapshot),
+            BridgeCmd::Send {
+                account,
+                from,
+                to,
+                body,
+                reply,
+                held: Some((role, since_ms)),
+                ..
+            } => {
+                let state = PresenceState::Held;
+                add_claim(
+                    &mut pipe,
+                    Claim {
+                        account: &account,
+                        client: &to,
+                        node: &b.node,
+                        value: PresenceEntry::encode(&b.node, role, state, since_ms),
+                        state: state.as_str(),
+                        since_ms,
+                        mode: Mode::Check,
+                        ttl_ms,
+                    },
+                );
+                after.push(AfterClaim::Check {
+                    account,
+                    from,
+                    to,
+                    body,
+                    reply,
+                });
             }
             BridgeCmd::Send {
                 account,
@@ -476,7 +509,6 @@ fn run_batch(
                         .arg(format!("sb:n:{node}"))
                         .arg(w.encode())
                         .ignore();
-                    publishes += 1;
                 }
                 _ => post(
                     shared,
@@ -497,7 +529,6 @@ fn run_batch(
                     .arg(format!("sb:n:{node}"))
                     .arg(Wire::Delivered { req, status, id }.encode())
                     .ignore();
-                publishes += 1;
             }
             BridgeCmd::Takeover {
                 account,
@@ -516,7 +547,6 @@ fn run_batch(
                         .arg(format!("sb:n:{node}"))
                         .arg(w.encode())
                         .ignore();
-                    publishes += 1;
                 }
                 Some((node, false)) if node != b.node => {
                     log::info!("cluster: {account}/{client} was on node {node}, which is gone");
@@ -538,12 +568,23 @@ fn run_batch(
                     },
                 ),
             },
-            BridgeCmd::SnapshotReply { node, req, session } => {
+            BridgeCmd::SnapshotReply {
+                node,
+                req,
+                account,
+                client,
+                session,
+            } => {
+                let w = Wire::Snapshot {
+                    req,
+                    account: account.into(),
+                    client: client.into(),
+                    session,
+                };
                 pipe.cmd("PUBLISH")
                     .arg(format!("sb:n:{node}"))
-                    .arg(Wire::Snapshot { req, session }.encode())
+                    .arg(w.encode())
                     .ignore();
-                publishes += 1;
             }
             BridgeCmd::Touch {
                 account,
@@ -563,18 +604,6 @@ fn run_batch(
                             .ignore();
                     }
                 }
-            }
-            BridgeCmd::Gone {
-                account,
-                client,
-                reason,
-            } => {
-                let w = Wire::Gone {
-                    account: account.into(),
-                    client: client.into(),
-                    reason: reason.into(),
-                };
-                pipe.cmd("PUBLISH").arg("sb:gone").arg(w.encode()).ignore();
             }
             BridgeCmd::List { reply, .. } => {
                 let all = found.all();
@@ -601,14 +630,39 @@ fn run_batch(
             }
         }
     }
-    let _ = publishes;
-    pipe.query::<()>(con)
+    let answers: Vec<redis::Value> = match pipe.query(con) {
+        Ok(v) => v,
+        Err(e) => {
+            for a in after {
+                a.fail(shared);
+            }
+            return Err(e);
+        }
+    };
+    for (a, v) in after.into_iter().zip(answers) {
+        a.done(shared, v);
+    }
+    Ok(())
+}
+
+/// True if a presence look-up's answer names a node other than `me` that is
+/// not in `live`.
+fn names_unknown_node(v: &redis::Value, live: &HashSet<String>, me: &str) -> bool {
+    let unknown =
+        |s: &str| PresenceEntry::decode(s).is_some_and(|e| e.node != me && !live.contains(&e.node));
+    if let Ok(Some(s)) = redis::from_redis_value::<Option<String>>(v) {
+        return unknown(&s);
+    }
+    redis::from_redis_value::<HashMap<String, String>>(v)
+        .is_ok_and(|all| all.values().any(|s| unknown(s)))
 }
 
 /// Removes the presence of nodes whose heartbeat expired (one reaper per dead
 /// node, chosen with SET NX) and broadcasts their clients as gone.
 fn reap(con: &mut redis::Connection, b: &Bridge, ttl_ms: u64) -> redis::RedisResult<()> {
-    let now = crate::server::epoch_ms();
+    // Redis's clock, as the heartbeats are stamped with it.
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con)?;
+    let now = secs * 1000 + micros / 1000;
     let dead: Vec<String> = redis::cmd("ZRANGEBYSCORE")
         .arg("sb:nodes")
         .arg("-inf")

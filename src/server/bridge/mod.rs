@@ -35,13 +35,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Work for the bridge.
 pub(super) enum BridgeCmd {
-    /// A local client's session changed state.
+    /// A local client's session is online or held here: claim it in the
+    /// presence table. `take`: a receive connection just attached here, so
+    /// this node is the owner whatever the table said (the node it displaces
+    /// is asked to hand over what it still has). Otherwise the claim keeps
+    /// ownership only if no other live node took the client meanwhile (see
+    /// docs/cluster.md, "Who owns a client"); if one did, the worker is told
+    /// to yield its session to that node.
     Presence {
         account: Box<str>,
         client: Box<str>,
         role: Role,
         state: PresenceState,
         since_ms: u64,
+        take: bool,
     },
     /// Deliver to a client that no worker of this node holds.
     Send {
@@ -53,6 +60,11 @@ pub(super) enum BridgeCmd {
         /// Look the recipient up in Redis even if its node is in the route
         /// cache (a retry after the cached node answered "not here").
         fresh: bool,
+        /// A worker of this node holds the recipient's session, held (no
+        /// receive connection here): accept into it only if the presence
+        /// table still says this node owns the client (role and since of the
+        /// session, to restore an entry Redis lost).
+        held: Option<(Role, u64)>,
     },
     /// The answer to a remote `Deliver`.
     DeliverReply {
@@ -66,10 +78,13 @@ pub(super) enum BridgeCmd {
         client: Box<str>,
         reply: ReplyTo,
     },
-    /// The answer to a remote `Takeover`.
+    /// The answer to a remote `Takeover` (or, with `req` 0, a session handed
+    /// unasked to the node that owns its client).
     SnapshotReply {
         node: String,
         req: u64,
+        account: Box<str>,
+        client: Box<str>,
         session: Option<Vec<u8>>,
     },
     /// A client whose session is on another node exchanged a message with `peer`.
@@ -78,14 +93,23 @@ pub(super) enum BridgeCmd {
         client: Box<str>,
         peer: Box<str>,
     },
-    /// A local client went offline for good: tell every node.
+    /// The hold of a local client ran out: remove its presence and tell
+    /// every node (peer-gone), but only if the presence table still names
+    /// this node; if another live node owns the client, hand it what the
+    /// session had not delivered (`snapshot`) instead.
     Gone {
         account: Box<str>,
         client: Box<str>,
-        reason: &'static str,
+        snapshot: Option<Vec<u8>>,
     },
     /// List an account's clients across the cluster.
     List { account: Box<str>, reply: ReplyTo },
+}
+
+impl BridgeCmd {
+    fn is_presence(&self) -> bool {
+        matches!(self, BridgeCmd::Presence { .. } | BridgeCmd::Gone { .. })
+    }
 }
 
 /// How a takeover ended.
@@ -136,29 +160,21 @@ impl Bridge {
 
     /// Queues a command without blocking; false if the bridge is full or Redis is away.
     pub(super) fn submit(&self, cmd: BridgeCmd) -> bool {
-        if !self.ok() {
-            if matches!(cmd, BridgeCmd::Presence { .. }) {
-                self.resync.store(true, Relaxed);
-            }
-            return false;
-        }
         // Bounded by a length check on an unbounded (block-list) channel, so
         // memory follows the queue's actual depth.
-        if self.tx.len() >= BRIDGE_CAPACITY {
-            if matches!(cmd, BridgeCmd::Presence { .. }) {
-                self.resync.store(true, Relaxed);
+        let cmd = if !self.ok() || self.tx.len() >= BRIDGE_CAPACITY {
+            cmd
+        } else {
+            match self.tx.try_send(cmd) {
+                Ok(()) => return true,
+                Err(e) => e.into_inner(),
             }
-            return false;
+        };
+        if cmd.is_presence() {
+            // Lost presence is written again once Redis is back.
+            self.resync.store(true, Relaxed);
         }
-        match self.tx.try_send(cmd) {
-            Ok(()) => true,
-            Err(e) => {
-                if matches!(e.into_inner(), BridgeCmd::Presence { .. }) {
-                    self.resync.store(true, Relaxed);
-                }
-                false
-            }
-        }
+        false
     }
 
     /// This node's id.
@@ -255,15 +271,30 @@ fn subscriber(shared: Arc<Shared>) {
                         msg.get_channel_name()
                     ),
                 },
-                Err(e) if e.is_timeout() => continue,
+                // A read interrupted by a signal (SIGSTOP/SIGCONT make a read
+                // with a timeout fail with EINTR) lost nothing: the parser keeps
+                // what it had, as after a timeout.
+                Err(e) if e.is_timeout() || interrupted(&e) => continue,
                 Err(e) => {
-                    log::warn!("cluster: subscription lost: {e}");
+                    // What other nodes published meanwhile is gone (hand-over
+                    // requests included): once subscribed again, every session
+                    // is claimed again, and a node that took one of our clients
+                    // meanwhile gets what we still hold for it.
+                    log::warn!("cluster: subscription lost: {e}; subscribing again");
                     b.sub_ok.store(false, Relaxed);
+                    b.resync.store(true, Relaxed);
                     break;
                 }
             }
         }
     }
+}
+
+/// True if a Redis read failed only because a signal interrupted it.
+fn interrupted(e: &redis::RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// Asks every worker to announce its sessions again (after Redis was away).
@@ -323,6 +354,7 @@ fn incoming(shared: &Shared, w: Wire) {
                     body: r.body,
                     reply,
                     fresh: true,
+                    held: None,
                 };
                 if !b.submit(cmd) {
                     post(
@@ -361,8 +393,24 @@ fn incoming(shared: &Shared, w: Wire) {
                 },
             );
         }
-        Wire::Snapshot { req, session } => {
+        Wire::Snapshot {
+            req,
+            account,
+            client,
+            session,
+        } => {
             let Some(Pending::Takeover(reply)) = take_pending(b, req) else {
+                // Unasked, or too late for the takeover that asked for it: the
+                // session's client is ours now; take what it had not delivered.
+                if let (Some(session), false) = (session, account.is_empty()) {
+                    let owner = shared.owner(&account, &client);
+                    let env = Envelope::Merge {
+                        account: account.into(),
+                        client: client.into(),
+                        session,
+                    };
+                    post(shared, owner, env);
+                }
                 return;
             };
             let result = match session {
@@ -423,5 +471,6 @@ fn take_pending(b: &Bridge, req: u64) -> Option<Pending> {
     b.pending.lock().ok()?.remove(&req).map(|p| p.1)
 }
 
+mod claims;
 mod commander;
 use commander::commander;
