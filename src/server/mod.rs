@@ -386,6 +386,8 @@ struct Handoff {
 pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The bridge's command thread, on a clustered node.
+    bridge_thread: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -435,9 +437,10 @@ impl Server {
             accounts,
             tls,
         });
-        if let Some((_, rx)) = cluster {
-            bridge::start(shared.clone(), rx)?;
-        }
+        let bridge_thread = match cluster {
+            Some((_, rx)) => Some(bridge::start(shared.clone(), rx)?),
+            None => None,
+        };
         let mut threads = Vec::with_capacity(n);
         for (id, ((poll, rx), listener)) in polls.into_iter().zip(rxs).zip(listeners).enumerate() {
             let w = worker::Worker::new(id, poll, listener, rx, shared.clone())?;
@@ -449,6 +452,7 @@ impl Server {
         Ok(Server {
             shared,
             threads,
+            bridge_thread,
             local_addr,
         })
     }
@@ -484,11 +488,20 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        if let Some(t) = self.bridge_thread {
+            let _ = t.join();
+        }
     }
 
-    /// Waits for the workers to exit (they run until [`Server::stop`] or a fatal error).
+    /// Waits for the workers to exit (they run until [`Server::stop`], the end
+    /// of a drain, or a fatal error), then for the bridge to send what they
+    /// left it and leave the cluster.
     pub fn join(self) {
         for t in self.threads {
+            let _ = t.join();
+        }
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(t) = self.bridge_thread {
             let _ = t.join();
         }
     }

@@ -11,6 +11,7 @@ mod common;
 
 mod failures;
 mod haproxy;
+mod ownership;
 mod regressions;
 mod relay;
 

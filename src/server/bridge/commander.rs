@@ -12,6 +12,8 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
     let beat = (b.cfg.node_ttl / 3).max(Duration::from_millis(100));
     let mut backoff = Duration::from_millis(100);
     let mut batch: Vec<BridgeCmd> = Vec::with_capacity(BATCH);
+    // When the last heartbeat was written.
+    let mut last_beat: Option<Instant> = None;
     loop {
         if shared.shutdown.load(Relaxed) {
             return;
@@ -38,6 +40,18 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
         let mut next_reap = Instant::now() + b.cfg.node_ttl;
         let result: redis::RedisResult<()> = (|| loop {
             if shared.shutdown.load(Relaxed) {
+                // What the workers queued last (hand-overs of a drained node) goes out first.
+                batch.extend(rx.try_iter());
+                if !batch.is_empty() {
+                    run_batch(
+                        &shared,
+                        &mut con,
+                        &mut live,
+                        &mut memo,
+                        &mut routes,
+                        &mut batch,
+                    )?;
+                }
                 // Leave the cluster cleanly: others stop routing here at once.
                 let _: redis::RedisResult<()> = redis::cmd("ZREM")
                     .arg("sb:nodes")
@@ -50,7 +64,21 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                 next_beat = Instant::now() + beat;
                 let was_ok = b.ok();
                 b.cmd_ok.store(true, Relaxed);
-                if !was_ok && b.ok() {
+                // A heartbeat older than --node-ttl (the process was paused,
+                // or cut off from Redis) let the other nodes call this one
+                // lost and remove its presence: claim every session again.
+                if let Some(lapse) = last_beat.map(|t| t.elapsed()) {
+                    if lapse > b.cfg.node_ttl {
+                        log::warn!(
+                            "cluster: no heartbeat for {} ms (longer than --node-ttl): other nodes may have \
+                             called this node lost; claiming its clients again",
+                            lapse.as_millis()
+                        );
+                        b.resync.store(true, Relaxed);
+                    }
+                }
+                last_beat = Some(Instant::now());
+                if b.ok() && (!was_ok || b.resync.load(Relaxed)) {
                     reannounce(&shared);
                 }
             }

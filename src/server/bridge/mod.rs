@@ -199,16 +199,20 @@ pub(super) fn new(cfg: ClusterConfig, node: String) -> (Arc<Bridge>, Receiver<Br
     (Arc::new(b), rx)
 }
 
-/// Starts the bridge threads.
-pub(super) fn start(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) -> std::io::Result<()> {
+/// Starts the bridge threads; returns the commander's, which runs what the
+/// workers queued before it leaves the cluster (so a node that drained still
+/// sends its last hand-overs).
+pub(super) fn start(
+    shared: Arc<Shared>,
+    rx: Receiver<BridgeCmd>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let s2 = shared.clone();
     std::thread::Builder::new()
         .name("bridge-sub".into())
         .spawn(move || subscriber(s2))?;
     std::thread::Builder::new()
         .name("bridge-cmd".into())
-        .spawn(move || commander(shared, rx))?;
-    Ok(())
+        .spawn(move || commander(shared, rx))
 }
 
 fn bridge(shared: &Shared) -> &Bridge {
