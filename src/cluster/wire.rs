@@ -31,8 +31,14 @@ pub enum Wire {
     /// still had it. Also sent unasked (`req` 0, or a request the asker gave
     /// up on) by a node that finds it holds a session another node owns: the
     /// owner then takes over what that session had not delivered.
+    /// A snapshot carries `ack` (not 0) and the sending node (`reply_node`):
+    /// the receiver answers `Delivered` with `req` = `ack`, and the sender
+    /// publishes it again until it is answered (pub/sub may lose it); the
+    /// receiver takes each (`reply_node`, `ack`) once.
     Snapshot {
         req: u64,
+        ack: u64,
+        reply_node: String,
         account: String,
         client: String,
         session: Option<Vec<u8>>,
@@ -185,11 +191,18 @@ impl Wire {
             }
             Wire::Snapshot {
                 req,
+                ack,
+                reply_node,
                 account,
                 client,
                 session,
             } => {
-                w.u8(SNAPSHOT_FOR).u64(*req).str(account).str(client);
+                w.u8(SNAPSHOT_FOR)
+                    .u64(*req)
+                    .u64(*ack)
+                    .str(reply_node)
+                    .str(account)
+                    .str(client);
                 match session {
                     Some(s) => w.u8(1).bytes(s),
                     None => w.u8(0),
@@ -238,10 +251,10 @@ impl Wire {
             },
             tag @ (SNAPSHOT | SNAPSHOT_FOR) => {
                 let req = r.u64()?;
-                let (account, client) = if tag == SNAPSHOT_FOR {
-                    (r.string()?, r.string()?)
+                let (ack, reply_node, account, client) = if tag == SNAPSHOT_FOR {
+                    (r.u64()?, r.string()?, r.string()?, r.string()?)
                 } else {
-                    (String::new(), String::new())
+                    (0, String::new(), String::new(), String::new())
                 };
                 let session = match r.u8()? {
                     0 => None,
@@ -249,6 +262,8 @@ impl Wire {
                 };
                 Wire::Snapshot {
                     req,
+                    ack,
+                    reply_node,
                     account,
                     client,
                     session,
@@ -298,12 +313,16 @@ mod tests {
             },
             Wire::Snapshot {
                 req: 2,
+                ack: 5,
+                reply_node: "n1".into(),
                 account: "a".into(),
                 client: "c".into(),
                 session: Some(vec![1, 2, 3]),
             },
             Wire::Snapshot {
                 req: 3,
+                ack: 0,
+                reply_node: "n1".into(),
                 account: "a".into(),
                 client: "c".into(),
                 session: None,
@@ -350,6 +369,8 @@ mod tests {
             Wire::decode(&b),
             Ok(Wire::Snapshot {
                 req: 9,
+                ack: 0,
+                reply_node: String::new(),
                 account: String::new(),
                 client: String::new(),
                 session: None

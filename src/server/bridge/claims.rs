@@ -23,10 +23,11 @@
 //! A session yielded, or handed over too late for the takeover that asked for
 //! it, reaches the owner as a `Snapshot`, and the owner appends what it had not
 //! delivered to the client's current session ([`super::super::Envelope::Merge`]).
+//! A snapshot is published again until the owner confirms it.
 
 use std::collections::HashSet;
 
-use super::{post, Shared};
+use super::{post, BridgeCmd, Shared};
 use crate::cluster::wire::Wire;
 use crate::server::{Envelope, ReplyTo, SendError};
 
@@ -68,20 +69,17 @@ if other then redis.call('PUBLISH', 'sb:n:' .. other, ARGV[7]) end \
 return {1, other or ''}";
 
 /// The end of a hold. KEYS: `sb:a:<account>`, `sb:nc:<node>`. ARGV: client,
-/// node, `account/client`, the `Gone` to broadcast, the `Snapshot` for the
-/// owner ('' for none). The entry is removed and the client reported gone only
-/// if it names this node (or nobody); if another node owns the client, that
-/// node gets the snapshot instead, and nobody is told the client is gone.
+/// node, `account/client`, the `Gone` to broadcast. The entry is removed and
+/// the client reported gone only if it names this node (or nobody); if
+/// another node owns the client, nobody is told it is gone, and the script
+/// returns that node (to hand it what the session had not delivered).
 const GONE: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
 redis.call('SREM', KEYS[2], ARGV[3]) \
 local node = cur and string.match(cur, '^([^|]*)|') \
-if node and node ~= ARGV[2] then \
-  if ARGV[5] ~= '' then redis.call('PUBLISH', 'sb:n:' .. node, ARGV[5]) end \
-  return 0 \
-end \
+if node and node ~= ARGV[2] then return node end \
 if cur then redis.call('HDEL', KEYS[1], ARGV[1]) end \
 redis.call('PUBLISH', 'sb:gone', ARGV[4]) \
-return 1";
+return ''";
 
 /// Writes this node's heartbeat (`node`, or none) and returns the live nodes,
 /// both by Redis's clock.
@@ -112,6 +110,12 @@ pub(super) enum Mode {
 pub(super) enum AfterClaim {
     /// A `keep`: if lost, the worker yields the session.
     Keep { account: Box<str>, client: Box<str> },
+    /// The end of a hold: if another node owns the client, it gets `snapshot`.
+    Gone {
+        account: Box<str>,
+        client: Box<str>,
+        snapshot: Option<Vec<u8>>,
+    },
     /// A `check` for a send to a held client: accepted here, or sent on.
     Check {
         account: Box<str>,
@@ -167,28 +171,13 @@ pub(super) fn add_claim(pipe: &mut redis::Pipeline, c: Claim<'_>) {
     }
 }
 
-/// Adds the end of a hold to `pipe` (see [`GONE`]).
-pub(super) fn add_gone(
-    pipe: &mut redis::Pipeline,
-    node: &str,
-    account: &str,
-    client: &str,
-    snapshot: Option<Vec<u8>>,
-) {
+/// Adds the end of a hold to `pipe` (see [`GONE`]); its answer is read.
+pub(super) fn add_gone(pipe: &mut redis::Pipeline, node: &str, account: &str, client: &str) {
     let gone = Wire::Gone {
         account: account.into(),
         client: client.into(),
         reason: "offline".into(),
     };
-    let handover = snapshot.map(|s| {
-        Wire::Snapshot {
-            req: 0,
-            account: account.into(),
-            client: client.into(),
-            session: Some(s),
-        }
-        .encode()
-    });
     pipe.cmd("EVAL")
         .arg(GONE)
         .arg(2)
@@ -197,16 +186,34 @@ pub(super) fn add_gone(
         .arg(client)
         .arg(node)
         .arg(format!("{account}/{client}"))
-        .arg(gone.encode())
-        .arg(handover.unwrap_or_default())
-        .ignore();
+        .arg(gone.encode());
 }
 
 impl AfterClaim {
     /// Acts on the claim's answer `v` (`{1, ...}` held, `{0, owner}` lost).
     pub(super) fn done(self, shared: &Shared, v: redis::Value) {
+        if let AfterClaim::Gone {
+            account,
+            client,
+            snapshot: Some(session),
+        } = self
+        {
+            let owner: String = redis::from_redis_value(&v).unwrap_or_default();
+            if !owner.is_empty() {
+                let b = super::bridge(shared);
+                b.submit(BridgeCmd::SnapshotReply {
+                    node: owner,
+                    req: 0,
+                    account,
+                    client,
+                    session: Some(session),
+                });
+            }
+            return;
+        }
         let (won, owner): (i64, String) = redis::from_redis_value(&v).unwrap_or((1, String::new()));
         match self {
+            AfterClaim::Gone { .. } => {}
             AfterClaim::Keep { account, client } => {
                 if won == 0 {
                     let w = shared.owner(&account, &client);
@@ -255,7 +262,7 @@ impl AfterClaim {
     /// Redis failed before the claim's answer came.
     pub(super) fn fail(self, shared: &Shared) {
         match self {
-            AfterClaim::Keep { .. } => super::bridge(shared)
+            AfterClaim::Keep { .. } | AfterClaim::Gone { .. } => super::bridge(shared)
                 .resync
                 .store(true, std::sync::atomic::Ordering::Relaxed),
             AfterClaim::Check { reply, .. } => post(

@@ -86,7 +86,12 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                 reap(&mut con, b, ttl_ms)?;
                 next_reap = Instant::now() + b.cfg.node_ttl / 2;
             }
-            expire_pending(&shared);
+            for (node, msg) in expire_pending(&shared) {
+                redis::cmd("PUBLISH")
+                    .arg(format!("sb:n:{node}"))
+                    .arg(msg)
+                    .query::<()>(&mut con)?;
+            }
             match rx.recv_timeout(Duration::from_millis(100).min(beat)) {
                 Ok(cmd) => batch.push(cmd),
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -127,12 +132,56 @@ fn fail_all(shared: &Shared, rx: &Receiver<BridgeCmd>, batch: &mut Vec<BridgeCmd
         fail(shared, cmd);
     }
     let all: Vec<(u64, (Instant, Pending))> = match b.pending.lock() {
-        Ok(mut p) => p.drain().collect(),
+        // Hand-overs stay, to be published again once Redis is back.
+        Ok(mut p) => {
+            let keys: Vec<u64> = p
+                .iter()
+                .filter(|(_, (_, v))| !matches!(v, Pending::Handover { .. }))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| p.remove(&k).map(|v| (k, v)))
+                .collect()
+        }
         Err(_) => Vec::new(),
     };
     for (_, (_, p)) in all {
         fail_pending(shared, p);
     }
+}
+
+/// Most times a hand-over is published before it is given up (logged).
+const HANDOVER_TRIES: u32 = 10;
+
+/// Encodes a session handed to `node` and keeps it until `node` confirms it;
+/// returns the message to publish.
+fn handover(
+    b: &Bridge,
+    node: &str,
+    req: u64,
+    account: &str,
+    client: &str,
+    session: Vec<u8>,
+) -> Vec<u8> {
+    let ack = b.next_req.fetch_add(1, Relaxed);
+    let msg = Wire::Snapshot {
+        req,
+        ack,
+        reply_node: b.node.clone(),
+        account: account.into(),
+        client: client.into(),
+        session: Some(session),
+    }
+    .encode();
+    let p = Pending::Handover {
+        node: node.to_string(),
+        msg: msg.clone(),
+        tries: 1,
+    };
+    if let Ok(mut m) = b.pending.lock() {
+        m.insert(ack, (Instant::now() + b.cfg.timeout, p));
+    }
+    msg
 }
 
 fn fail(shared: &Shared, cmd: BridgeCmd) {
@@ -161,7 +210,19 @@ fn fail(shared: &Shared, cmd: BridgeCmd) {
                 clients: None,
             },
         ),
-        BridgeCmd::Presence { .. } => bridge(shared).resync.store(true, Relaxed),
+        BridgeCmd::Presence { .. } | BridgeCmd::Gone { .. } => {
+            bridge(shared).resync.store(true, Relaxed)
+        }
+        BridgeCmd::SnapshotReply {
+            node,
+            req,
+            account,
+            client,
+            session: Some(s),
+        } => {
+            // Kept, to be published once Redis is back.
+            let _ = handover(bridge(shared), &node, req, &account, &client, s);
+        }
         _ => {}
     }
 }
@@ -184,13 +245,19 @@ fn fail_pending(shared: &Shared, p: Pending) {
                 result: Takeover::Lost("session_lost"),
             },
         ),
+        Pending::Handover { node, tries, .. } => log::error!(
+            "cluster: node {node} never confirmed a session handed to it ({tries} tries); \
+             what that session had not delivered is lost"
+        ),
     }
 }
 
-/// Answers requests whose remote node did not reply in time.
-fn expire_pending(shared: &Shared) {
+/// Answers requests whose remote node did not reply in time; returns the
+/// hand-overs to publish again, (node, message).
+fn expire_pending(shared: &Shared) -> Vec<(String, Vec<u8>)> {
     let b = bridge(shared);
     let now = Instant::now();
+    let mut again = Vec::new();
     let expired: Vec<Pending> = match b.pending.lock() {
         Ok(mut p) => {
             let keys: Vec<u64> = p
@@ -198,16 +265,30 @@ fn expire_pending(shared: &Shared) {
                 .filter(|(_, (d, _))| *d <= now)
                 .map(|(k, _)| *k)
                 .collect();
-            keys.into_iter()
-                .filter_map(|k| p.remove(&k))
-                .map(|v| v.1)
-                .collect()
+            let mut expired = Vec::new();
+            for k in keys {
+                match p.remove(&k) {
+                    Some((_, Pending::Handover { node, msg, tries })) if tries < HANDOVER_TRIES => {
+                        again.push((node.clone(), msg.clone()));
+                        let h = Pending::Handover {
+                            node,
+                            msg,
+                            tries: tries + 1,
+                        };
+                        p.insert(k, (now + b.cfg.timeout, h));
+                    }
+                    Some((_, v)) => expired.push(v),
+                    None => {}
+                }
+            }
+            expired
         }
         Err(_) => Vec::new(),
     };
     for p in expired {
         fail_pending(shared, p);
     }
+    again
 }
 
 fn add_pending(b: &Bridge, p: Pending) -> u64 {
@@ -475,7 +556,14 @@ fn run_batch(
                 account,
                 client,
                 snapshot,
-            } => add_gone(&mut pipe, &b.node, &account, &client, snapshot),
+            } => {
+                add_gone(&mut pipe, &b.node, &account, &client);
+                after.push(AfterClaim::Gone {
+                    account,
+                    client,
+                    snapshot,
+                });
+            }
             BridgeCmd::Send {
                 account,
                 from,
@@ -603,15 +691,21 @@ fn run_batch(
                 client,
                 session,
             } => {
-                let w = Wire::Snapshot {
-                    req,
-                    account: account.into(),
-                    client: client.into(),
-                    session,
+                let msg = match session {
+                    Some(s) => handover(b, &node, req, &account, &client, s),
+                    None => Wire::Snapshot {
+                        req,
+                        ack: 0,
+                        reply_node: b.node.clone(),
+                        account: account.into(),
+                        client: client.into(),
+                        session: None,
+                    }
+                    .encode(),
                 };
                 pipe.cmd("PUBLISH")
                     .arg(format!("sb:n:{node}"))
-                    .arg(w.encode())
+                    .arg(msg)
                     .ignore();
             }
             BridgeCmd::Touch {

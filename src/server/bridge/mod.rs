@@ -128,6 +128,13 @@ enum Pending {
     /// answers "not here".
     Send(ReplyTo, Option<Box<Retry>>),
     Takeover(ReplyTo),
+    /// A session handed to `node` (the encoded `Snapshot`), published again
+    /// until that node confirms it; `tries` so far.
+    Handover {
+        node: String,
+        msg: Vec<u8>,
+        tries: u32,
+    },
 }
 
 /// A forwarded send kept for one retry (see [`Pending::Send`]).
@@ -150,6 +157,9 @@ pub struct Bridge {
     resync: AtomicBool,
     next_req: AtomicU64,
     pending: Mutex<HashMap<u64, (Instant, Pending)>>,
+    /// Hand-overs taken, by (sending node, ack), so that one published again
+    /// (its confirmation lost) is not taken twice.
+    taken: Mutex<HashMap<(String, u64), Instant>>,
 }
 
 impl Bridge {
@@ -181,6 +191,18 @@ impl Bridge {
     pub fn node(&self) -> &str {
         &self.node
     }
+
+    /// True the first time hand-over `ack` of `node` arrives (remembered for a minute).
+    fn first_handover(&self, node: &str, ack: u64) -> bool {
+        let Ok(mut t) = self.taken.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if t.len() >= 1024 {
+            t.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        t.insert((node.to_string(), ack), now).is_none()
+    }
 }
 
 /// Creates the bridge (not yet running).
@@ -195,6 +217,7 @@ pub(super) fn new(cfg: ClusterConfig, node: String) -> (Arc<Bridge>, Receiver<Br
         resync: AtomicBool::new(false),
         next_req: AtomicU64::new(1),
         pending: Mutex::new(HashMap::new()),
+        taken: Mutex::new(HashMap::new()),
     };
     (Arc::new(b), rx)
 }
@@ -399,10 +422,23 @@ fn incoming(shared: &Shared, w: Wire) {
         }
         Wire::Snapshot {
             req,
+            ack,
+            reply_node,
             account,
             client,
             session,
         } => {
+            if ack != 0 {
+                // Confirm it (the sender publishes it again until then), and take it once.
+                b.submit(BridgeCmd::DeliverReply {
+                    node: reply_node.clone(),
+                    req: ack,
+                    result: Ok(EventId { epoch: 0, seq: 0 }),
+                });
+                if !b.first_handover(&reply_node, ack) {
+                    return;
+                }
+            }
             let Some(Pending::Takeover(reply)) = take_pending(b, req) else {
                 // Unasked, or too late for the takeover that asked for it: the
                 // session's client is ours now; take what it had not delivered.
