@@ -157,6 +157,8 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_sse_head(&mut out);
+        let cors = self.conns[idx].cors;
+        crate::proto::cors::insert_headers(&mut out, 0, cors, &self.shared.config.allowed_origins);
         sse::encode_retry(&mut out, RETRY_MS);
         let ready = serde_json::json!({
             "session": sid.to_string(),

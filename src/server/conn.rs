@@ -96,6 +96,8 @@ pub(super) struct Conn {
     pub peer_eof: bool,
     /// Answers wait in `Worker::parked` for the end of the loop iteration (`park`).
     pub parked: bool,
+    /// CORS headers for the answer to the current request (`--allowed-origins`).
+    pub cors: crate::proto::cors::Allow,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -120,6 +122,7 @@ impl Conn {
             read_paused: false,
             peer_eof: false,
             parked: false,
+            cors: Default::default(),
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -654,6 +657,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_json_error(&mut out, status, code, message, close);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
     }
@@ -664,8 +668,16 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_response(&mut out, status, "application/json", body, close);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
+    }
+
+    /// Adds the CORS headers of connection `idx`'s current request (if it is
+    /// an allowed cross-origin one) to the answer that starts at `start` in `out`.
+    pub(super) fn add_cors(&self, idx: usize, out: &mut Vec<u8>, start: usize) {
+        let allow = self.conns.get(idx).map(|c| c.cors).unwrap_or_default();
+        crate::proto::cors::insert_headers(out, start, allow, &self.shared.config.allowed_origins);
     }
 
     /// Whether the answer about to be written must be the connection's last

@@ -228,16 +228,42 @@ impl Worker {
             }
             _ => {}
         }
+        // Cross-origin requests first: one from an origin that is not allowed
+        // never gets to its token, let alone a session.
+        let origins = &self.shared.config.allowed_origins;
+        match origins.check(head.origin(), head.same_origin()) {
+            Ok(allow) => self.conns[idx].cors = allow,
+            Err(e) => {
+                let origin = head.origin().unwrap_or_default();
+                log::info!("{} refused origin {origin:?}", self.conns[idx].sid);
+                self.conns[idx].cors = Default::default();
+                self.respond_error(idx, e.status(), e.code(), &e.message(origin), close);
+                return;
+            }
+        }
         let (route, token) = match crate::proto::route::route(&head) {
             Ok(r) => r,
             Err(e) => {
-                if let crate::proto::route::RouteError::Token(t) = &e {
+                use crate::proto::route::RouteError;
+                if let RouteError::Token(t) = &e {
                     log::info!("{} unauthorized: {}", self.conns[idx].sid, t.code());
                 }
+                // A WebSocket client would not know what to do with the connection next.
+                let close = close || e == RouteError::WebSocketUnsupported;
                 self.respond_error(idx, e.status(), e.code(), &e.message(head.path()), close);
                 return;
             }
         };
+        if route == Route::Preflight {
+            let close = self.must_close(idx, close);
+            let mut out = std::mem::take(&mut self.stage);
+            out.clear();
+            let allow = self.conns[idx].cors;
+            crate::proto::cors::write_preflight(&mut out, allow, origins, close);
+            self.answer(idx, &out, close);
+            self.stage = out;
+            return;
+        }
         let remember = !matches!(route, Route::Receive { .. });
         let ident = match self.verify_cached(&token, remember) {
             Ok(i) => i,
@@ -259,6 +285,7 @@ impl Worker {
             }
             Route::Send { to } => self.start_send(idx, &ident, to, body, close),
             Route::Clients => self.start_list(idx, &ident, close),
+            Route::Preflight => {} // answered above
         }
     }
 
@@ -311,6 +338,7 @@ impl Worker {
             requests: c.requests,
             sid: c.sid,
             since_ms: c.since_ms,
+            cors: c.cors,
         })
     }
 
@@ -323,6 +351,7 @@ impl Worker {
         c.out = m.out;
         c.inbuf = m.inbuf;
         c.requests = m.requests;
+        c.cors = m.cors;
         (c.bytes_in, c.bytes_out) = m.bytes;
         Some(idx)
     }
@@ -515,6 +544,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         self.render_send_answer(result, close, &mut out);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
     }
