@@ -354,3 +354,29 @@ fn a_websocket_handshake_gets_a_json_error_at_once() {
     );
     live.expect_message("console-1", "m");
 }
+
+#[test]
+fn cors_headers_move_with_a_send_connection_handed_to_another_worker() {
+    // By account, a send connection moves to its account's worker at its
+    // first send (three in four connections here): its answers keep the headers.
+    let node = Node::start(&["--workers", "4", "--allowed-origins", PAGE]);
+    let mut rx = Receiver::open(node.addr, &token("acme", "agent-1", Role::Agent), &[]);
+    rx.ready();
+    let bearer = format!("Bearer {}", token("acme", "console-1", Role::Console));
+    for i in 0..12 {
+        let mut h = Http::connect(node.addr);
+        for j in 0..2 {
+            h.send_raw(
+                format!(
+                    "POST /v1/send/agent-1 HTTP/1.1\r\nHost: x\r\nOrigin: {PAGE}\r\n\
+                     Authorization: {bearer}\r\nContent-Length: 3\r\n\r\n{i:02}{j}"
+                )
+                .as_bytes(),
+            );
+            let r = h.read_response().expect("answer");
+            assert_eq!(r.status, 202, "{}", r.head);
+            assert_cors(&r, PAGE);
+            rx.expect_message("console-1", &format!("{i:02}{j}"));
+        }
+    }
+}

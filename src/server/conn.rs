@@ -13,6 +13,7 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ClientInfo;
 use crate::ids::SessionId;
+use crate::proto::cors::Allow;
 use crate::proto::request::RequestReader;
 use crate::proto::response;
 
@@ -96,8 +97,6 @@ pub(super) struct Conn {
     pub peer_eof: bool,
     /// Answers wait in `Worker::parked` for the end of the loop iteration (`park`).
     pub parked: bool,
-    /// CORS headers for the answer to the current request (`--allowed-origins`).
-    pub cors: crate::proto::cors::Allow,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -122,7 +121,6 @@ impl Conn {
             read_paused: false,
             peer_eof: false,
             parked: false,
-            cors: Default::default(),
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -676,8 +674,28 @@ impl Worker {
     /// Adds the CORS headers of connection `idx`'s current request (if it is
     /// an allowed cross-origin one) to the answer that starts at `start` in `out`.
     pub(super) fn add_cors(&self, idx: usize, out: &mut Vec<u8>, start: usize) {
-        let allow = self.conns.get(idx).map(|c| c.cors).unwrap_or_default();
+        let allow = self.cors_of(idx);
         crate::proto::cors::insert_headers(out, start, allow, &self.shared.config.allowed_origins);
+    }
+
+    /// The CORS kind of connection `idx`'s current request. Only connections
+    /// whose current request is an allowed cross-origin one have an entry in
+    /// `Worker::cors` (browsers' send connections and streams being set up),
+    /// so the others, agents above all, pay nothing for it.
+    pub(super) fn cors_of(&self, idx: usize) -> Allow {
+        if self.cors.is_empty() {
+            return Allow::Plain;
+        }
+        self.cors.get(&idx).copied().unwrap_or_default()
+    }
+
+    /// Sets the CORS kind of connection `idx`'s current request.
+    pub(super) fn set_cors(&mut self, idx: usize, allow: Allow) {
+        if allow != Allow::Plain {
+            self.cors.insert(idx, allow);
+        } else if !self.cors.is_empty() {
+            self.cors.remove(&idx);
+        }
     }
 
     /// Whether the answer about to be written must be the connection's last

@@ -230,13 +230,17 @@ impl Worker {
         }
         // Cross-origin requests first: one from an origin that is not allowed
         // never gets to its token, let alone a session.
-        let origins = &self.shared.config.allowed_origins;
-        match origins.check(head.origin(), head.same_origin()) {
-            Ok(allow) => self.conns[idx].cors = allow,
+        let checked = self
+            .shared
+            .config
+            .allowed_origins
+            .check(head.origin(), head.same_origin());
+        match checked {
+            Ok(allow) => self.set_cors(idx, allow),
             Err(e) => {
                 let origin = head.origin().unwrap_or_default();
                 log::info!("{} refused origin {origin:?}", self.conns[idx].sid);
-                self.conns[idx].cors = Default::default();
+                self.set_cors(idx, Default::default());
                 self.respond_error(idx, e.status(), e.code(), &e.message(origin), close);
                 return;
             }
@@ -258,7 +262,8 @@ impl Worker {
             let close = self.must_close(idx, close);
             let mut out = std::mem::take(&mut self.stage);
             out.clear();
-            let allow = self.conns[idx].cors;
+            let allow = self.cors_of(idx);
+            let origins = &self.shared.config.allowed_origins;
             crate::proto::cors::write_preflight(&mut out, allow, origins, close);
             self.answer(idx, &out, close);
             self.stage = out;
@@ -326,6 +331,7 @@ impl Worker {
     fn release_conn(&mut self, idx: usize) -> Option<Moving> {
         // Only the input not handled yet moves with the connection.
         self.settle_consumed(idx);
+        let cors = self.cors_of(idx);
         let mut c = self.remove_conn(idx)?;
         let _ = self.poll.registry().deregister(&mut c.stream);
         super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
@@ -338,7 +344,7 @@ impl Worker {
             requests: c.requests,
             sid: c.sid,
             since_ms: c.since_ms,
-            cors: c.cors,
+            cors,
         })
     }
 
@@ -351,8 +357,8 @@ impl Worker {
         c.out = m.out;
         c.inbuf = m.inbuf;
         c.requests = m.requests;
-        c.cors = m.cors;
         (c.bytes_in, c.bytes_out) = m.bytes;
+        self.set_cors(idx, m.cors);
         Some(idx)
     }
 

@@ -125,7 +125,7 @@ impl Worker {
         self.pipe_seq += 1;
         let seq = self.pipe_seq;
         let fresh = !self.pipes.contains(idx);
-        let cors = self.conns[idx].cors;
+        let cors = self.cors_of(idx);
         self.pipes
             .entry(idx)
             .slots
