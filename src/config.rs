@@ -182,6 +182,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SEND_LIFETIME", default_value = "10m", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
     pub send_lifetime: Duration,
+    /// Web pages of these origins may use the client API from a browser (CORS), e.g.
+    /// `https://console.example.com,http://127.0.0.1:8000` (scheme://host[:port], no path),
+    /// or `*` for any origin. A request with an Origin header from any other origin gets 403
+    /// before its token is read. Default: none (same-origin pages and non-browser clients only).
+    /// In the TOML file: an array of strings.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
     #[serde(serialize_with = "ser_display")]
@@ -254,6 +261,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Limits on request heads.
     pub head_limits: crate::proto::head::Limits,
+    /// Origins whose pages may make cross-origin requests (`--allowed-origins`).
+    pub allowed_origins: crate::proto::cors::Origins,
 }
 
 impl Config {
@@ -290,6 +299,7 @@ impl Config {
             tls_handshake_timeout: Duration::from_secs(10),
             admin: None,
             head_limits: Default::default(),
+            allowed_origins: Default::default(),
         }
     }
 
@@ -372,6 +382,8 @@ impl Config {
                     .map_err(|_| format!("--admin {s:?}: expected HOST:PORT or off"))?,
             ),
         };
+        c.allowed_origins = crate::proto::cors::Origins::parse(&a.allowed_origins)
+            .map_err(|e| format!("--allowed-origins {e}"))?;
         if c.admin.is_some_and(|x| x == c.listen && x.port() != 0) {
             return Err("--admin must not be the client --listen address".into());
         }
@@ -441,10 +453,33 @@ pub fn parse_cli_with_file(argv: Vec<std::ffi::OsString>) -> Result<Cli, CliErro
             toml::Value::String(v) => extra.push(format!("{flag}={v}").into()),
             toml::Value::Integer(v) => extra.push(format!("{flag}={v}").into()),
             toml::Value::Float(v) => extra.push(format!("{flag}={v}").into()),
+            // A list option (`allowed-origins = ["https://a", "https://b"]`).
+            toml::Value::Array(items) if is_list(&cmd, &id) => {
+                let mut strings = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if !s.contains(',') => strings.push(s),
+                        _ => {
+                            return Err(CliError::File(format!(
+                                "config file {}: key {key:?}: expected an array of strings without commas",
+                                path.display()
+                            )))
+                        }
+                    }
+                }
+                if !strings.is_empty() {
+                    extra.push(format!("{flag}={}", strings.join(",")).into());
+                }
+            }
             _ => {
                 return Err(CliError::File(format!(
-                    "config file {}: key {key:?}: expected a string, number or boolean",
-                    path.display()
+                    "config file {}: key {key:?}: expected a string, number or boolean{}",
+                    path.display(),
+                    if is_list(&cmd, &id) {
+                        ", or an array of strings"
+                    } else {
+                        ""
+                    }
                 )))
             }
         }
@@ -458,6 +493,12 @@ pub fn parse_cli_with_file(argv: Vec<std::ffi::OsString>) -> Result<Cli, CliErro
             e.render()
         ))
     })
+}
+
+/// True if option `id` of `cmd` takes a list of values.
+fn is_list(cmd: &clap::Command, id: &str) -> bool {
+    cmd.get_arguments()
+        .any(|a| a.get_id().as_str() == id && a.get_value_delimiter().is_some())
 }
 
 /// Why the command line (or the config file) was refused.

@@ -245,6 +245,87 @@ fn table_and_array_values_are_refused() {
 }
 
 #[test]
+fn allowed_origins_come_from_flag_env_and_file_array() {
+    let origins = |t: &toml::Table| -> Vec<String> {
+        t["allowed-origins"]
+            .as_array()
+            .expect("allowed-origins is an array")
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    let dir = TempDir::new("origins");
+    let file = dir.file(
+        "sb.toml",
+        "allowed-origins = [\"https://console.example.com\", \"http://127.0.0.1:8000\"]\n",
+    );
+    let env = [(
+        "SWITCHBOARD_ALLOWED_ORIGINS",
+        "https://a.example,https://b.example",
+    )];
+    let flag = ["--allowed-origins", "*"];
+    assert!(
+        origins(&effective(&[], &[], None)).is_empty(),
+        "default: none"
+    );
+    assert_eq!(
+        origins(&effective(&[], &[], Some(&file))),
+        ["https://console.example.com", "http://127.0.0.1:8000"]
+    );
+    assert_eq!(
+        origins(&effective(&[], &env, Some(&file))),
+        ["https://a.example", "https://b.example"]
+    );
+    assert_eq!(origins(&effective(&flag, &env, Some(&file))), ["*"]);
+    // Repeated flags and commas add up.
+    let t = effective(
+        &[
+            "--allowed-origins",
+            "https://a,https://b",
+            "--allowed-origins",
+            "https://c",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(origins(&t), ["https://a", "https://b", "https://c"]);
+    // An empty array is the default; round trip through --print-config.
+    let empty = dir.file("empty.toml", "allowed-origins = []\n");
+    assert!(origins(&effective(&[], &[], Some(&empty))).is_empty());
+    let again = dir.file("again.toml", &toml::to_string(&t).unwrap());
+    assert_eq!(effective(&[], &[], Some(&again)), t);
+    // Not origins: refused at start, naming the flag and the value.
+    for bad in [
+        "https://console.example.com/",
+        "console.example.com",
+        "*,https://a",
+    ] {
+        let o = run(
+            &["serve", "--dev", "--allowed-origins", bad, "--print-config"],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--allowed-origins"),
+            "{bad}: {}",
+            stderr(&o)
+        );
+    }
+    expect_file_error("allowed-origins = [1]\n", &["allowed-origins"]);
+    let bad = dir.file("bad.toml", "allowed-origins = \"https://a/\"\n");
+    let f = bad.to_string_lossy().into_owned();
+    let o = run(&["serve", "--config", &f, "--print-config"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allowed-origins"), "{}", stderr(&o));
+    let o = run(&["serve", "--help"], &[]);
+    assert!(
+        stdout(&o).contains("SWITCHBOARD_ALLOWED_ORIGINS"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn invalid_toml_is_refused() {
     expect_file_error("heartbeat = \n", &[]);
 }
@@ -329,6 +410,7 @@ fn help_lists_every_option_and_exits_0() {
         "--send-lifetime",
         "--log-level",
         "--log-throttle",
+        "--allowed-origins",
     ] {
         assert!(
             help.contains(&format!("{opt} ")) || help.contains(&format!("{opt}\n")),

@@ -35,13 +35,15 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// `OPTIONS` (a CORS preflight on an API path).
+    Options,
     /// Any other syntactically valid method (answered with 405 by routing).
     Other,
 }
 
 /// The parts of a request head the gateway uses. Owned, so the input buffer
-/// can be reused; the text parts (target, Authorization, Last-Event-ID) share
-/// one allocation.
+/// can be reused; the text parts (target, Authorization, Last-Event-ID,
+/// Origin) share one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
@@ -56,8 +58,10 @@ pub struct RequestHead {
     pub close: bool,
     /// Number of bytes of the input the head occupied (including the blank line).
     pub head_len: usize,
+    /// The request asks to switch to WebSocket (`Upgrade: websocket`).
+    pub websocket: bool,
     /// The request target, then the Authorization value, then the
-    /// Last-Event-ID value, back to back.
+    /// Last-Event-ID value, then the Origin value, back to back.
     text: String,
     /// Where the target ends in `text`.
     target_end: usize,
@@ -65,8 +69,13 @@ pub struct RequestHead {
     query_at: Option<usize>,
     /// Where the Authorization value ends (it starts at `target_end`), if present.
     auth_end: Option<usize>,
-    /// The Last-Event-ID value is present (it runs to the end of `text`).
-    has_last_event_id: bool,
+    /// Where the Last-Event-ID value ends (it starts where the previous part ends), if present.
+    lei_end: Option<usize>,
+    /// The Origin value is present (it runs to the end of `text`).
+    has_origin: bool,
+    /// The browser says the request goes to its own origin: `Sec-Fetch-Site:
+    /// same-origin`, or an Origin whose host and port are the Host header's.
+    same_origin: bool,
 }
 
 impl RequestHead {
@@ -88,7 +97,20 @@ impl RequestHead {
     /// Value of the Last-Event-ID header.
     pub fn last_event_id(&self) -> Option<&str> {
         let start = self.auth_end.unwrap_or(self.target_end);
-        self.has_last_event_id.then(|| &self.text[start..])
+        self.lei_end.map(|end| &self.text[start..end])
+    }
+
+    /// Value of the Origin header (browsers send it on cross-origin requests).
+    pub fn origin(&self) -> Option<&str> {
+        let start = self.lei_end.or(self.auth_end).unwrap_or(self.target_end);
+        self.has_origin.then(|| &self.text[start..])
+    }
+
+    /// True if the browser that sent the request says it goes to the page's
+    /// own origin (`Sec-Fetch-Site: same-origin`, which pages cannot set), or
+    /// if the Origin header names the host and port of the Host header.
+    pub fn same_origin(&self) -> bool {
+        self.same_origin
     }
 }
 
@@ -181,7 +203,7 @@ const STACK_HEADERS: usize = 128;
 ///   decided: if some prefix of `buf` yields an error, every longer buffer
 ///   starting with that prefix yields the same error. When a limit and a
 ///   syntax error become evident at the same byte, the limit wins.
-/// * A duplicate `Authorization` or `Last-Event-ID` header is malformed.
+/// * A duplicate `Authorization`, `Last-Event-ID` or `Origin` header is malformed.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, HeadError> {
     let start = skip_empty_lines(buf);
     // Prefix length at which each limit is exceeded, if `buf` is long enough.
@@ -360,6 +382,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
         Some(_) => Method::Other,
         None => return Err(HeadError::Malformed("missing method")),
     };
@@ -377,6 +400,10 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut conn_keep_alive = false;
     let mut authorization: Option<&str> = None;
     let mut last_event_id: Option<&str> = None;
+    let mut origin: Option<&str> = None;
+    let mut host: Option<&[u8]> = None;
+    let mut fetch_same_origin = false;
+    let mut websocket = false;
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -431,6 +458,22 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     "Last-Event-ID header is not valid UTF-8",
                 )?);
             }
+            6 if name.eq_ignore_ascii_case(b"origin") => {
+                if origin.is_some() {
+                    return Err(HeadError::Malformed("duplicate Origin header"));
+                }
+                origin = Some(utf8_value(h.value, "Origin header is not valid UTF-8")?);
+            }
+            4 if name.eq_ignore_ascii_case(b"host") => host = Some(trim_ows(h.value)),
+            14 if name.eq_ignore_ascii_case(b"sec-fetch-site") => {
+                fetch_same_origin = trim_ows(h.value).eq_ignore_ascii_case(b"same-origin");
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => {
+                websocket |= h
+                    .value
+                    .split(|&b| b == b',')
+                    .any(|p| trim_ows(p).eq_ignore_ascii_case(b"websocket"));
+            }
             _ => {}
         }
     }
@@ -455,10 +498,17 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
 
     let auth = authorization.unwrap_or_default();
     let lei = last_event_id.unwrap_or_default();
-    let mut text = String::with_capacity(target.len() + auth.len() + lei.len());
+    let org = origin.unwrap_or_default();
+    let same_origin = fetch_same_origin
+        || origin.is_some_and(|o| {
+            let authority = o.split_once("://").map_or("", |(_, a)| a);
+            host.is_some_and(|h| !h.is_empty() && h.eq_ignore_ascii_case(authority.as_bytes()))
+        });
+    let mut text = String::with_capacity(target.len() + auth.len() + lei.len() + org.len());
     text.push_str(target);
     text.push_str(auth);
     text.push_str(lei);
+    text.push_str(org);
     Ok(RequestHead {
         method,
         version_minor,
@@ -469,7 +519,10 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         target_end: target.len(),
         query_at: target.bytes().position(|b| b == b'?'),
         auth_end: authorization.map(|a| target.len() + a.len()),
-        has_last_event_id: last_event_id.is_some(),
+        lei_end: last_event_id.map(|l| target.len() + auth.len() + l.len()),
+        has_origin: origin.is_some(),
+        same_origin,
+        websocket,
         text,
     })
 }

@@ -2,6 +2,7 @@
 //! and Server-Sent Events. Nothing in here touches a socket or a clock.
 
 pub mod chunked;
+pub mod cors;
 pub mod head;
 pub mod request;
 pub mod response;

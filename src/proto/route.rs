@@ -16,6 +16,8 @@ pub enum Route<'h> {
     Send { to: &'h str },
     /// `GET /v1/clients`.
     Clients,
+    /// `OPTIONS` on any `/v1/` path: a CORS preflight, answered without a token.
+    Preflight,
 }
 
 /// Why a request was refused before its token was checked, or why its token is unusable.
@@ -25,6 +27,9 @@ pub enum RouteError {
     NotFound,
     /// The endpoint takes another method (405); names it.
     MethodNotAllowed(&'static str),
+    /// A WebSocket handshake (`Upgrade: websocket`); not served (yet): 400,
+    /// so the client's handshake fails at once instead of hanging.
+    WebSocketUnsupported,
     /// No token, or not a bearer token (401).
     Token(AuthError),
 }
@@ -35,6 +40,7 @@ impl RouteError {
         match self {
             RouteError::NotFound => 404,
             RouteError::MethodNotAllowed(_) => 405,
+            RouteError::WebSocketUnsupported => 400,
             RouteError::Token(_) => 401,
         }
     }
@@ -44,6 +50,7 @@ impl RouteError {
         match self {
             RouteError::NotFound => "not_found",
             RouteError::MethodNotAllowed(_) => "method_not_allowed",
+            RouteError::WebSocketUnsupported => "websocket_unsupported",
             RouteError::Token(e) => e.code(),
         }
     }
@@ -55,14 +62,25 @@ impl RouteError {
                 "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients".into()
             }
             RouteError::MethodNotAllowed(m) => format!("{path} takes {m}"),
+            RouteError::WebSocketUnsupported => {
+                "WebSocket is not supported; receive with GET /v1/receive (Server-Sent Events)"
+                    .into()
+            }
             RouteError::Token(e) => e.message(),
         }
     }
 }
 
 /// Routes a request head; returns the route and the token to verify (borrowed
-/// from the head when it came in the Authorization header).
+/// from the head when it came in the Authorization header; empty for
+/// [`Route::Preflight`], which needs none).
 pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
+    if head.websocket {
+        return Err(RouteError::WebSocketUnsupported);
+    }
+    if head.method == Method::Options && head.path().starts_with("/v1/") {
+        return Ok((Route::Preflight, Cow::Borrowed("")));
+    }
     let (route, method) = match head.path() {
         "/v1/receive" => {
             let lei = match head.last_event_id() {
@@ -148,6 +166,16 @@ mod tests {
         assert_eq!(route(&h), Ok((Route::Send { to: "agent-1" }, "t".into())));
         let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "q".into())));
+        // A preflight on any API path, with or without a token.
+        for target in [
+            "/v1/send/agent-1",
+            "/v1/receive?x=1",
+            "/v1/clients",
+            "/v1/nope",
+        ] {
+            let h = head(&format!("OPTIONS {target} HTTP/1.1\r\n\r\n"));
+            assert_eq!(route(&h), Ok((Route::Preflight, "".into())), "{target}");
+        }
     }
 
     #[test]
@@ -168,6 +196,25 @@ mod tests {
             route(&head("GET /v1/clients HTTP/1.1\r\n\r\n")).map_err(|e| e.code()),
             Err("missing_token")
         );
+        assert_eq!(
+            route(&head("OPTIONS /health HTTP/1.1\r\n\r\n")).map_err(|e| e.status()),
+            Err(404)
+        );
+        // A WebSocket handshake, wherever it goes and whatever it carries, is
+        // refused before anything else; other upgrades (h2c) are ignored.
+        for h in [
+            "GET /v1/receive?access_token=t HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /v1/receive HTTP/1.1\r\nUpgrade: h2c, WebSocket\r\nAuthorization: Bearer t\r\n\r\n",
+            "OPTIONS /v1/receive HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let h = head(h);
+            let r = route(&h);
+            assert_eq!(r.as_ref().map_err(|e| e.status()), Err(400), "{h:?}");
+            assert_eq!(r.map_err(|e| e.code()), Err("websocket_unsupported"));
+        }
+        let h = head("GET /v1/clients HTTP/1.1\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
         assert_eq!(
             route(&head(
                 "GET /v1/clients HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"

@@ -157,6 +157,11 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_sse_head(&mut out);
+        let cors = match self.cors.is_empty() {
+            true => Default::default(),
+            false => self.cors.remove(&idx).unwrap_or_default(), // a stream answers nothing more
+        };
+        crate::proto::cors::insert_headers(&mut out, 0, cors, &self.shared.config.allowed_origins);
         sse::encode_retry(&mut out, RETRY_MS);
         let ready = serde_json::json!({
             "session": sid.to_string(),

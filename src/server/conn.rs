@@ -13,6 +13,7 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ClientInfo;
 use crate::ids::SessionId;
+use crate::proto::cors::Allow;
 use crate::proto::request::RequestReader;
 use crate::proto::response;
 
@@ -654,6 +655,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_json_error(&mut out, status, code, message, close);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
     }
@@ -664,8 +666,36 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_response(&mut out, status, "application/json", body, close);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
+    }
+
+    /// Adds the CORS headers of connection `idx`'s current request (if it is
+    /// an allowed cross-origin one) to the answer that starts at `start` in `out`.
+    pub(super) fn add_cors(&self, idx: usize, out: &mut Vec<u8>, start: usize) {
+        let allow = self.cors_of(idx);
+        crate::proto::cors::insert_headers(out, start, allow, &self.shared.config.allowed_origins);
+    }
+
+    /// The CORS kind of connection `idx`'s current request. Only connections
+    /// whose current request is an allowed cross-origin one have an entry in
+    /// `Worker::cors` (browsers' send connections and streams being set up),
+    /// so the others, agents above all, pay nothing for it.
+    pub(super) fn cors_of(&self, idx: usize) -> Allow {
+        if self.cors.is_empty() {
+            return Allow::Plain;
+        }
+        self.cors.get(&idx).copied().unwrap_or_default()
+    }
+
+    /// Sets the CORS kind of connection `idx`'s current request.
+    pub(super) fn set_cors(&mut self, idx: usize, allow: Allow) {
+        if allow != Allow::Plain {
+            self.cors.insert(idx, allow);
+        } else if !self.cors.is_empty() {
+            self.cors.remove(&idx);
+        }
     }
 
     /// Whether the answer about to be written must be the connection's last

@@ -228,16 +228,47 @@ impl Worker {
             }
             _ => {}
         }
+        // Cross-origin requests first: one from an origin that is not allowed
+        // never gets to its token, let alone a session.
+        let checked = self
+            .shared
+            .config
+            .allowed_origins
+            .check(head.origin(), head.same_origin());
+        match checked {
+            Ok(allow) => self.set_cors(idx, allow),
+            Err(e) => {
+                let origin = head.origin().unwrap_or_default();
+                log::info!("{} refused origin {origin:?}", self.conns[idx].sid);
+                self.set_cors(idx, Default::default());
+                self.respond_error(idx, e.status(), e.code(), &e.message(origin), close);
+                return;
+            }
+        }
         let (route, token) = match crate::proto::route::route(&head) {
             Ok(r) => r,
             Err(e) => {
-                if let crate::proto::route::RouteError::Token(t) = &e {
+                use crate::proto::route::RouteError;
+                if let RouteError::Token(t) = &e {
                     log::info!("{} unauthorized: {}", self.conns[idx].sid, t.code());
                 }
+                // A WebSocket client would not know what to do with the connection next.
+                let close = close || e == RouteError::WebSocketUnsupported;
                 self.respond_error(idx, e.status(), e.code(), &e.message(head.path()), close);
                 return;
             }
         };
+        if route == Route::Preflight {
+            let close = self.must_close(idx, close);
+            let mut out = std::mem::take(&mut self.stage);
+            out.clear();
+            let allow = self.cors_of(idx);
+            let origins = &self.shared.config.allowed_origins;
+            crate::proto::cors::write_preflight(&mut out, allow, origins, close);
+            self.answer(idx, &out, close);
+            self.stage = out;
+            return;
+        }
         let remember = !matches!(route, Route::Receive { .. });
         let ident = match self.verify_cached(&token, remember) {
             Ok(i) => i,
@@ -259,6 +290,7 @@ impl Worker {
             }
             Route::Send { to } => self.start_send(idx, &ident, to, body, close),
             Route::Clients => self.start_list(idx, &ident, close),
+            Route::Preflight => {} // answered above
         }
     }
 
@@ -299,6 +331,7 @@ impl Worker {
     fn release_conn(&mut self, idx: usize) -> Option<Moving> {
         // Only the input not handled yet moves with the connection.
         self.settle_consumed(idx);
+        let cors = self.cors_of(idx);
         let mut c = self.remove_conn(idx)?;
         let _ = self.poll.registry().deregister(&mut c.stream);
         super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
@@ -311,6 +344,7 @@ impl Worker {
             requests: c.requests,
             sid: c.sid,
             since_ms: c.since_ms,
+            cors,
         })
     }
 
@@ -324,6 +358,7 @@ impl Worker {
         c.inbuf = m.inbuf;
         c.requests = m.requests;
         (c.bytes_in, c.bytes_out) = m.bytes;
+        self.set_cors(idx, m.cors);
         Some(idx)
     }
 
@@ -520,6 +555,7 @@ impl Worker {
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         self.render_send_answer(result, close, &mut out);
+        self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;
     }

@@ -361,6 +361,8 @@ struct Moving {
     requests: u32,
     sid: SessionId,
     since_ms: u64,
+    /// CORS headers of the request that moves it (its answer is written there).
+    cors: crate::proto::cors::Allow,
 }
 
 /// A receive connection on its way to its owner worker.

@@ -23,6 +23,7 @@ use super::conn::State;
 use super::worker::Worker;
 use super::SendError;
 use crate::ids::EventId;
+use crate::proto::cors::{self, Allow};
 use crate::proto::response;
 
 /// Most answers one connection may have queued in its pipe (waiting or
@@ -36,11 +37,12 @@ pub(super) struct Pipe {
 }
 
 enum Slot {
-    /// A send handed to another worker (`seq` from [`Worker::pipe_seq`]).
-    Waiting { seq: u64 },
+    /// A send handed to another worker (`seq` from [`Worker::pipe_seq`]),
+    /// with the CORS headers its answer gets.
+    Waiting { seq: u64, cors: Allow },
     /// The send's outcome; rendered when it is written (whether the answer
     /// says `Connection: close` is decided then).
-    Answered(Result<EventId, SendError>),
+    Answered(Result<EventId, SendError>, Allow),
     /// An answer ready to write; `close` ends the connection after it.
     Ready { bytes: Vec<u8>, close: bool },
 }
@@ -123,7 +125,11 @@ impl Worker {
         self.pipe_seq += 1;
         let seq = self.pipe_seq;
         let fresh = !self.pipes.contains(idx);
-        self.pipes.entry(idx).slots.push_back(Slot::Waiting { seq });
+        let cors = self.cors_of(idx);
+        self.pipes
+            .entry(idx)
+            .slots
+            .push_back(Slot::Waiting { seq, cors });
         if fresh {
             self.await_answer(idx);
         }
@@ -137,11 +143,14 @@ impl Worker {
         let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
             p.slots
                 .iter_mut()
-                .find(|s| matches!(s, Slot::Waiting { seq: s } if *s == seq))
+                .find(|s| matches!(s, Slot::Waiting { seq: s, .. } if *s == seq))
         }) else {
             return;
         };
-        *slot = Slot::Answered(result);
+        let Slot::Waiting { cors, .. } = *slot else {
+            return; // just matched
+        };
+        *slot = Slot::Answered(result, cors);
         self.conns[idx].requests += 1;
     }
 
@@ -153,8 +162,8 @@ impl Worker {
         };
         let mut failed = 0;
         for slot in pipe.slots.iter_mut() {
-            if matches!(slot, Slot::Waiting { .. }) {
-                *slot = Slot::Answered(Err(SendError::Timeout));
+            if let Slot::Waiting { cors, .. } = *slot {
+                *slot = Slot::Answered(Err(SendError::Timeout), cors);
                 failed += 1;
             }
         }
@@ -200,7 +209,7 @@ impl Worker {
                     self.conns[idx].close_after_flush |= close;
                     self.write_conn(idx, &bytes)
                 }
-                Slot::Answered(result) => {
+                Slot::Answered(result, allow) => {
                     // The last answer says so if the connection must end
                     // (--send-lifetime, draining).
                     let close = last && self.must_close(idx, false);
@@ -208,6 +217,7 @@ impl Worker {
                     let mut out = std::mem::take(&mut self.stage);
                     out.clear();
                     self.render_send_answer(result, close, &mut out);
+                    cors::insert_headers(&mut out, 0, allow, &self.shared.config.allowed_origins);
                     let ok = self.write_conn(idx, &out);
                     self.stage = out;
                     ok

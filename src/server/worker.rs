@@ -119,6 +119,9 @@ pub(super) struct Worker {
     pub parked_at: Vec<(usize, u32, usize, usize)>,
     /// Answers to sends pipelined across workers, per connection (`pipe`).
     pub pipes: super::pipe::Pipes,
+    /// CORS kind of the current request of connections whose request is an
+    /// allowed cross-origin one, by slab index (`Worker::cors_of`).
+    pub cors: std::collections::HashMap<usize, crate::proto::cors::Allow>,
     /// Last sequence number given to a pipe slot.
     pub pipe_seq: u64,
     /// Monotonic milliseconds, refreshed once per loop iteration.
@@ -212,6 +215,7 @@ impl Worker {
             parked: Vec::new(),
             parked_at: Vec::new(),
             pipes: Default::default(),
+            cors: Default::default(),
             pipe_seq: 0,
             now,
             wall_ms: super::epoch_ms(),
@@ -393,6 +397,9 @@ impl Worker {
         self.sessions.shrink();
         self.wheel.shrink();
         self.pipes.shrink();
+        if self.cors.capacity() > 64 && self.cors.len() < self.cors.capacity() / 4 {
+            self.cors.shrink_to_fit();
+        }
         let sessions = &self.sessions.slab;
         self.held_order
             .prune(|m| super::held_order::is_held(sessions, m));
@@ -487,6 +494,7 @@ impl Worker {
     pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
         let c = self.conns.try_remove(idx)?;
         self.pipes.remove(idx);
+        self.set_cors(idx, Default::default());
         self.disarm(TimerRef::conn(idx, c.gen, c.armed));
         Some(c)
     }

@@ -473,6 +473,70 @@ fn auth_and_last_event_id() {
 }
 
 #[test]
+fn origin_and_upgrade() {
+    // Every combination of the text parts keeps each in its place.
+    for auth in [None, Some("Bearer t"), Some("")] {
+        for lei in [None, Some("e-1"), Some("")] {
+            for origin in [None, Some("http://127.0.0.1:8000"), Some("")] {
+                let mut raw = "GET /v1/receive?x=1 HTTP/1.1\r\n".to_string();
+                if let Some(o) = origin {
+                    raw.push_str(&format!("Origin: {o}\r\n"));
+                }
+                if let Some(l) = lei {
+                    raw.push_str(&format!("Last-Event-ID: {l}\r\n"));
+                }
+                if let Some(a) = auth {
+                    raw.push_str(&format!("Authorization: {a}\r\n"));
+                }
+                raw.push_str("\r\n");
+                let h = ok(&raw);
+                assert_eq!(
+                    (
+                        h.path(),
+                        h.query(),
+                        h.authorization(),
+                        h.last_event_id(),
+                        h.origin()
+                    ),
+                    ("/v1/receive", Some("x=1"), auth, lei, origin),
+                    "{raw:?}"
+                );
+                assert!(!h.same_origin() && !h.websocket);
+            }
+        }
+    }
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nOrigin: http://a\r\norigin: http://a\r\n\r\n"),
+        HeadError::Malformed("duplicate Origin header")
+    );
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nOrigin: http://\xff\r\n\r\n"),
+        HeadError::Malformed("Origin header is not valid UTF-8")
+    );
+    // Same origin: the browser says so, or Origin names the Host.
+    let same = |extra: &str| ok(&format!("GET / HTTP/1.1\r\n{extra}\r\n")).same_origin();
+    assert!(same(
+        "Origin: http://gw.example:8080\r\nHost: GW.example:8080\r\n"
+    ));
+    assert!(same("Host: gw\r\nOrigin: https://gw\r\n"));
+    assert!(same("Origin: http://a\r\nSec-Fetch-Site: same-origin\r\n"));
+    assert!(!same("Origin: http://gw:8000\r\nHost: gw:8080\r\n"));
+    assert!(!same("Origin: http://a\r\nSec-Fetch-Site: same-site\r\n"));
+    assert!(!same("Origin: null\r\nHost: null\r\n"));
+    assert!(!same("Origin: http://a\r\n"));
+    assert!(!same("Host: a\r\n"));
+    assert!(!same("Origin: http://\r\nHost: \r\n"));
+    // Upgrade: websocket, alone or in a list, in any case.
+    let ws = |v: &str| ok(&format!("GET / HTTP/1.1\r\nUpgrade: {v}\r\n\r\n")).websocket;
+    assert!(ws("websocket"));
+    assert!(ws("WebSocket"));
+    assert!(ws("h2c, websocket"));
+    assert!(!ws("h2c"));
+    assert!(!ws("websockets"));
+    assert_eq!(ok("OPTIONS /v1/x HTTP/1.1\r\n\r\n").method, Method::Options);
+}
+
+#[test]
 fn malformed() {
     let m = HeadError::Malformed;
     assert_eq!(
