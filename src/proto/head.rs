@@ -522,7 +522,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as is.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

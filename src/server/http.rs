@@ -257,7 +257,7 @@ impl Worker {
                 }
                 self.start_receive(idx, ident, last_event_id)
             }
-            Route::Send { to } => self.start_send(idx, &ident, to, body, close),
+            Route::Send { to } => self.start_send(idx, &ident, &to, body, close),
             Route::Clients => self.start_list(idx, &ident, close),
         }
     }
@@ -345,16 +345,7 @@ impl Worker {
         body: Vec<u8>,
         close: bool,
     ) {
-        if !crate::auth::valid_id(to) {
-            self.respond_error(
-                idx,
-                404,
-                "recipient_offline",
-                "no such client is connected",
-                close,
-            );
-            return;
-        }
+        // `to` is a valid client id (checked by the router).
         let owner = self.shared.owner(&ident.account, to);
         if owner != self.id && !close && self.may_hand_over(idx) {
             self.hand_over_send(idx, owner, ident.clone(), to, body);
