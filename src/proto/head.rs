@@ -56,6 +56,12 @@ pub struct RequestHead {
     pub close: bool,
     /// Number of bytes of the input the head occupied (including the blank line).
     pub head_len: usize,
+    /// `Expect: 100-continue` in an HTTP/1.1 request (an HTTP/1.0 one's is
+    /// ignored, RFC 9110 10.1.1): the client waits for `100 Continue` before
+    /// it sends the body.
+    pub expect_continue: bool,
+    /// `Content-Type: application/json` (parameters such as `charset` aside).
+    pub json: bool,
     /// The request target, then the Authorization value, then the
     /// Last-Event-ID value, back to back.
     text: String,
@@ -377,6 +383,8 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut conn_keep_alive = false;
     let mut authorization: Option<&str> = None;
     let mut last_event_id: Option<&str> = None;
+    let mut expect_continue = false;
+    let mut json = false;
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -422,6 +430,13 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     "Authorization header is not valid UTF-8",
                 )?);
             }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                let media = h.value.split(|&b| b == b';').next().unwrap_or_default();
+                json = trim_ows(media).eq_ignore_ascii_case(b"application/json");
+            }
             13 if name.eq_ignore_ascii_case(b"last-event-id") => {
                 if last_event_id.is_some() {
                     return Err(HeadError::Malformed("duplicate Last-Event-ID header"));
@@ -466,6 +481,8 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         chunked: transfer_encoding,
         close: conn_close || (version_minor == 0 && !conn_keep_alive),
         head_len,
+        expect_continue: expect_continue && version_minor == 1,
+        json,
         target_end: target.len(),
         query_at: target.bytes().position(|b| b == b'?'),
         auth_end: authorization.map(|a| target.len() + a.len()),
