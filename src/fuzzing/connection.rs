@@ -102,9 +102,10 @@ pub(super) fn run_connection(pieces: &[&[u8]]) -> Vec<Decision> {
                             }
                         },
                     };
-                    if let Decision::Refused(status, _) = &d {
+                    if let Decision::Refused(status, code) = &d {
                         assert!(
-                            [401, 404, 405].contains(status),
+                            [401, 404, 405].contains(status)
+                                || (*status == 400 && *code == "invalid_recipient"),
                             "connection: unexpected status {status}"
                         );
                     }
