@@ -528,12 +528,103 @@ pub enum Got {
     Other,
 }
 
+/// Where a chunked body's decoder is ([`Dechunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// In a size line: the size so far, whether a digit was seen.
+    Size(u64, bool),
+    /// In a chunk extension, or after the size line's CR.
+    Ext(u64),
+    /// In a chunk's data: bytes left.
+    Data(u64),
+    /// After a chunk's data: CR, then LF.
+    Cr,
+    Lf,
+    /// In the trailer section: whether the current line is still empty.
+    Trailer(bool),
+    /// Past the last chunk.
+    Done,
+}
+
+/// Streaming decoder of a chunked HTTP body (Switchboard serves receive
+/// streams to HTTP/1.1 clients chunked): the data of each chunk is copied
+/// out in one run, the framing bytes (a size line and CRLF per write of
+/// events) are looked at one by one.
+#[derive(Debug, Clone)]
+pub struct Dechunk(Chunk);
+
+impl Default for Dechunk {
+    fn default() -> Self {
+        Dechunk(Chunk::Size(0, false))
+    }
+}
+
+impl Dechunk {
+    /// Appends the data in `input` to `out`.
+    pub fn decode(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        while let Some(&b) = input.first() {
+            if let Chunk::Data(left) = self.0 {
+                let n = left.min(input.len() as u64) as usize;
+                out.extend_from_slice(&input[..n]);
+                input = &input[n..];
+                self.0 = if left == n as u64 {
+                    Chunk::Cr
+                } else {
+                    Chunk::Data(left - n as u64)
+                };
+                continue;
+            }
+            input = &input[1..];
+            self.0 = match (self.0, b) {
+                (Chunk::Size(n, _), b) if b.is_ascii_hexdigit() => {
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    let n = n.checked_mul(16).ok_or("chunk size overflows")?;
+                    Chunk::Size(n + d, true)
+                }
+                (Chunk::Size(n, true), b';' | b'\r') => Chunk::Ext(n),
+                (Chunk::Size(n, true) | Chunk::Ext(n), b'\n') if n == 0 => Chunk::Trailer(true),
+                (Chunk::Size(n, true) | Chunk::Ext(n), b'\n') => Chunk::Data(n),
+                (Chunk::Ext(n), _) => Chunk::Ext(n),
+                (Chunk::Cr, b'\r') => Chunk::Lf,
+                (Chunk::Lf, b'\n') => Chunk::Size(0, false),
+                (Chunk::Trailer(true), b'\n') => Chunk::Done,
+                (Chunk::Trailer(_), b'\n') => Chunk::Trailer(true),
+                (Chunk::Trailer(e), b'\r') => Chunk::Trailer(e),
+                (Chunk::Trailer(_), _) => Chunk::Trailer(false),
+                (Chunk::Done, _) => Chunk::Done,
+                (state, b) => return Err(format!("bad chunk framing: {b:#x} in {state:?}")),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// For a receive stream whose subscription [`check_ready`] found up at
+/// offset `at` of `buf`: a decoder where the stream continues if the
+/// response is chunked (its body's bytes up to `at` already decoded), else
+/// `None`.
+pub fn chunking_at(buf: &[u8], at: usize) -> Option<Dechunk> {
+    let end = find(buf, b"\r\n\r\n")?;
+    let chunked = header_value(&buf[..end], b"transfer-encoding")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if !chunked {
+        return None;
+    }
+    let mut d = Dechunk::default();
+    let _ = d.decode(buf.get(end + 4..at).unwrap_or_default(), &mut Vec::new());
+    Some(d)
+}
+
 /// Incremental parser of a receive stream after the subscription is up: SSE
 /// events (`\n\n`-terminated) or RESP `message` arrays.
 pub struct StreamParser {
     target: Target,
     buf: Vec<u8>,
     scan: usize,
+    /// The body is chunked (Switchboard to an HTTP/1.1 client): decoded as it is pushed.
+    chunks: Option<Dechunk>,
+    /// The chunk framing was malformed (reported by `drain`).
+    bad: Option<String>,
 }
 
 impl StreamParser {
@@ -542,11 +633,25 @@ impl StreamParser {
             target,
             buf: Vec::new(),
             scan: 0,
+            chunks: None,
+            bad: None,
         }
     }
 
+    /// Decodes what is pushed from now on with `chunks` (see [`chunking_at`]).
+    pub fn set_chunking(&mut self, chunks: Option<Dechunk>) {
+        self.chunks = chunks;
+    }
+
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        match &mut self.chunks {
+            None => self.buf.extend_from_slice(data),
+            Some(d) => {
+                if let Err(e) = d.decode(data, &mut self.buf) {
+                    self.bad.get_or_insert(e);
+                }
+            }
+        }
     }
 
     #[cfg(test)]
@@ -556,6 +661,9 @@ impl StreamParser {
 
     /// Calls `f` for every complete item; returns an error on garbage.
     pub fn drain(&mut self, mut f: impl FnMut(Got)) -> Result<(), String> {
+        if let Some(e) = self.bad.take() {
+            return Err(e);
+        }
         let mut pos = 0;
         match self.target {
             Target::Switchboard | Target::Nchan => {
@@ -637,6 +745,48 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(matches!(got[0], Got::Msg(12, 3, 4)));
         assert_eq!(p.buffered(), 8);
+    }
+
+    /// A chunked stream (the ready event, events split over chunks and
+    /// reads at every byte, a heartbeat chunk) gives the same items as the
+    /// plain one.
+    #[test]
+    fn chunked_sse_stream() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let ready = b"retry: 2000\nevent: ready\ndata: {}\n\n";
+        let ev1 = b"id: 1\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@12,3,4,abc\"}\n\n";
+        let ev2 = b"id: 2\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@13,3,5,abc\"}\n\n";
+        let mut wire = head.to_vec();
+        let mut first = ready.to_vec();
+        first.extend_from_slice(ev1);
+        for chunk in [&first[..], b":\n\n", ev2] {
+            wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+        }
+        let HeadCheck::Ready(at) = check_ready(Target::Switchboard, &wire) else {
+            panic!("not ready");
+        };
+        for cut in at..=wire.len() {
+            let mut p = StreamParser::new(Target::Switchboard);
+            p.set_chunking(chunking_at(&wire, at));
+            let mut got = vec![];
+            p.push(&wire[at..cut]);
+            p.drain(|g| got.push(g)).unwrap();
+            p.push(&wire[cut..]);
+            p.drain(|g| got.push(g)).unwrap();
+            assert_eq!(got.len(), 3, "cut {cut}");
+            assert!(matches!(got[0], Got::Msg(12, 3, 4)));
+            assert!(matches!(got[1], Got::Other));
+            assert!(matches!(got[2], Got::Msg(13, 3, 5)));
+            assert_eq!(p.buffered(), 0);
+        }
+        // A plain stream gets no decoder; bad framing is an error.
+        assert!(chunking_at(b"HTTP/1.1 200 OK\r\n\r\nx", 19).is_none());
+        let mut p = StreamParser::new(Target::Switchboard);
+        p.set_chunking(Some(Dechunk::default()));
+        p.push(b"zz\r\n");
+        assert!(p.drain(|_| {}).is_err());
     }
 
     #[test]

@@ -71,10 +71,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_SHARD_BY", value_enum, default_value_t = ShardBy::Account)]
     #[serde(serialize_with = "ser_display")]
     pub shard_by: ShardBy,
-    /// File holding the shared HS256 token secret. The secret itself may instead be given in SWITCHBOARD_SECRET.
+    /// File holding the shared HS256 token secret. The secret itself may instead be given in SWITCHBOARD_SECRET. Trailing whitespace (a final newline) is not part of it; at least 32 bytes (HS256).
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// Development mode: random secret for this run, prints two ready tokens and curl commands.
+    /// Development mode: prints two ready tokens and curl commands, signed with the given secret (--secret-file or SWITCHBOARD_SECRET), else with a random secret for this run.
     #[arg(long, env = "SWITCHBOARD_DEV")]
     pub dev: bool,
     /// Node id reported to clients (default: a random id).

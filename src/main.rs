@@ -41,29 +41,44 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the secret from `file`, else from SWITCHBOARD_SECRET.
-fn load_secret(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
-    let mut secret = match file {
-        Some(p) => {
-            std::fs::read(p).map_err(|e| format!("reading secret file {}: {e}", p.display()))?
-        }
+/// Shortest secret accepted, in bytes: HS256 needs a key of at least 256
+/// bits (RFC 7518, section 3.2).
+const MIN_SECRET_LEN: usize = 32;
+
+/// Reads the secret from `file`, else from SWITCHBOARD_SECRET; `Ok(None)`
+/// if neither is given. Trailing whitespace (spaces, tabs, CR, LF: the
+/// newline an editor or `echo` leaves) is not part of it; anything before
+/// is, byte for byte. Refuses a secret shorter than [`MIN_SECRET_LEN`] bytes.
+fn given_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    let (mut secret, from) = match file {
+        Some(p) => (
+            std::fs::read(p).map_err(|e| format!("reading secret file {}: {e}", p.display()))?,
+            format!("the secret in {}", p.display()),
+        ),
         None => match std::env::var("SWITCHBOARD_SECRET") {
-            Ok(s) => s.into_bytes(),
-            Err(_) => {
-                return Err(
-                    "no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev"
-                        .into(),
-                )
-            }
+            Ok(s) => (s.into_bytes(), "SWITCHBOARD_SECRET".to_string()),
+            Err(_) => return Ok(None),
         },
     };
     while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
         secret.pop();
     }
-    if secret.is_empty() {
-        return Err("the secret is empty".into());
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "{from} is {} bytes long (after dropping trailing whitespace); HS256 needs at \
+             least {MIN_SECRET_LEN} (256 bits, RFC 7518 3.2): make one with \
+             `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+            secret.len()
+        ));
     }
-    Ok(secret)
+    Ok(Some(secret))
+}
+
+/// [`given_secret`], which must be given.
+fn load_secret(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    given_secret(file)?.ok_or_else(|| {
+        "no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev".into()
+    })
 }
 
 fn token(a: &TokenArgs) -> ExitCode {
@@ -128,22 +143,25 @@ fn serve(a: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let secret = if a.dev {
-        let mut s = [0u8; 32];
-        for chunk in s.chunks_mut(8) {
-            chunk.copy_from_slice(&switchboard::ids::random_u64().to_le_bytes());
-        }
-        s.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-            .into_bytes()
-    } else {
-        match load_secret(a.secret_file.as_deref()) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("switchboard serve: {e}");
-                return ExitCode::from(2);
+    // With --dev, a secret that is given (file or environment) wins over a
+    // random one, so more dev clients can be minted with `switchboard token`.
+    let (secret, random) = match given_secret(a.secret_file.as_deref()) {
+        Ok(Some(s)) => (s, false),
+        Ok(None) if a.dev => {
+            let mut s = [0u8; 32];
+            for chunk in s.chunks_mut(8) {
+                chunk.copy_from_slice(&switchboard::ids::random_u64().to_le_bytes());
             }
+            let hex = s.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            (hex.into_bytes(), true)
+        }
+        Ok(None) => {
+            eprintln!("switchboard serve: no secret: pass --secret-file FILE, set SWITCHBOARD_SECRET, or use --dev");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("switchboard serve: {e}");
+            return ExitCode::from(2);
         }
     };
     let server = match Server::start(config.clone(), &secret) {
@@ -188,9 +206,16 @@ fn serve(a: &ServeArgs) -> ExitCode {
         let console = auth::sign(&secret, "demo", "console-1", Role::Console, now_secs(), day)
             .unwrap_or_default();
         println!();
-        println!(
-            "dev mode: a random secret for this run; tokens valid for 24h in account \"demo\":"
-        );
+        if random {
+            println!(
+                "dev mode: a random secret for this run; tokens valid for 24h in account \"demo\":"
+            );
+        } else {
+            println!(
+                "dev mode: the given secret; tokens valid for 24h in account \"demo\" \
+                 (`switchboard token` with the same secret mints more):"
+            );
+        }
         println!("  agent-1   (agent):   {agent}");
         println!("  console-1 (console): {console}");
         println!();

@@ -505,3 +505,151 @@ fn out_of_range_values_are_refused_naming_the_flag() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("send-buffer = 65536"), "{}", stdout(&o));
 }
+
+/// A secret shorter than 32 bytes (after its trailing whitespace, which is
+/// not part of it) is refused at start, from the file or the environment,
+/// for `serve` (with or without `--dev`) and `token`.
+#[test]
+fn short_secrets_are_refused_at_start() {
+    let dir = TempDir::new("short-secret");
+    let short = dir.file("short", &format!("{}\n", "s".repeat(31)));
+    let padded = dir.file("padded", &format!("{}  \r\n\n", "s".repeat(31)));
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    for file in [&short, &padded] {
+        let f = path(file);
+        for args in [
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "off",
+                "--secret-file",
+                &f,
+            ],
+            vec![
+                "serve",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "off",
+                "--secret-file",
+                &f,
+            ],
+            vec![
+                "token",
+                "--secret-file",
+                &f,
+                "--account",
+                "a",
+                "--client",
+                "c",
+            ],
+        ] {
+            let o = run(&args, &[]);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("31 bytes") && stderr(&o).contains("at least 32"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    let o = run(
+        &["serve", "--listen", "127.0.0.1:0", "--admin", "off"],
+        &[("SWITCHBOARD_SECRET", "too-short")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SWITCHBOARD_SECRET is 9 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    // 32 bytes and a trailing newline: accepted, and the newline is not signed with.
+    let ok = dir.file("ok", &format!("{}\n", "k".repeat(32)));
+    let o = run(
+        &[
+            "token",
+            "--secret-file",
+            &path(&ok),
+            "--account",
+            "a",
+            "--client",
+            "c",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let tok = stdout(&o);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v = switchboard::auth::Verifier::new("k".repeat(32).as_bytes());
+    assert!(v.verify(tok.trim(), now).is_ok(), "{tok}");
+}
+
+/// `serve --dev` with a secret given (file or environment) uses it: the
+/// tokens it prints verify with that secret, so `switchboard token` can mint
+/// a third dev client. Without one it says it made a random secret.
+#[test]
+fn dev_mode_uses_a_given_secret() {
+    use std::io::BufRead;
+    let dir = TempDir::new("dev-secret");
+    let secret = "dev-secret-0123456789abcdef0123456789";
+    let file = dir.file("secret", &format!("{secret}\n"));
+    let f = file.to_string_lossy().into_owned();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+    let cases: [Case; 3] = [
+        (&["--secret-file", &f], &[], true),
+        (&[], &[("SWITCHBOARD_SECRET", secret)], true),
+        (&[], &[], false),
+    ];
+    for (args, env, given) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+        ]);
+        cmd.args(args);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn switchboard");
+        let out = child.stdout.take().expect("stdout");
+        let mut said = String::new();
+        let mut agent = None;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("dev mode:") {
+                said = line.clone();
+            }
+            if let Some(t) = line.trim().strip_prefix("agent-1   (agent):") {
+                agent = Some(t.trim().to_string());
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let agent = agent.unwrap_or_else(|| panic!("{args:?} {env:?}: no agent token printed"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let verifies = switchboard::auth::Verifier::new(secret.as_bytes())
+            .verify(&agent, now)
+            .is_ok();
+        assert_eq!(verifies, given, "{args:?} {env:?}: {said}");
+        assert_eq!(said.contains("random"), !given, "{said}");
+    }
+}

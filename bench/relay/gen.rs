@@ -287,6 +287,9 @@ impl Gen {
                             HeadCheck::More => continue,
                             HeadCheck::Ready(at) => {
                                 *up = true;
+                                if matches!(target, Target::Switchboard | Target::Nchan) {
+                                    parser.set_chunking(proto::chunking_at(head, at));
+                                }
                                 parser.push(&head[at..]);
                                 *head = Vec::new();
                                 self.sh.recv_up.fetch_add(1, Relaxed);

@@ -60,6 +60,12 @@ pub struct RequestHead {
     pub head_len: usize,
     /// The request asks to switch to WebSocket (`Upgrade: websocket`).
     pub websocket: bool,
+    /// `Expect: 100-continue` in an HTTP/1.1 request (an HTTP/1.0 one's is
+    /// ignored, RFC 9110 10.1.1): the client waits for `100 Continue` before
+    /// it sends the body.
+    pub expect_continue: bool,
+    /// `Content-Type: application/json` (parameters such as `charset` aside).
+    pub json: bool,
     /// The request target, then the Authorization value, then the
     /// Last-Event-ID value, then the Origin value, back to back.
     text: String,
@@ -404,6 +410,8 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut host: Option<&[u8]> = None;
     let mut fetch_same_origin = false;
     let mut websocket = false;
+    let mut expect_continue = false;
+    let mut json = false;
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -448,6 +456,13 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     h.value,
                     "Authorization header is not valid UTF-8",
                 )?);
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                let media = h.value.split(|&b| b == b';').next().unwrap_or_default();
+                json = trim_ows(media).eq_ignore_ascii_case(b"application/json");
             }
             13 if name.eq_ignore_ascii_case(b"last-event-id") => {
                 if last_event_id.is_some() {
@@ -516,6 +531,8 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         chunked: transfer_encoding,
         close: conn_close || (version_minor == 0 && !conn_keep_alive),
         head_len,
+        expect_continue: expect_continue && version_minor == 1,
+        json,
         target_end: target.len(),
         query_at: target.bytes().position(|b| b == b'?'),
         auth_end: authorization.map(|a| target.len() + a.len()),
@@ -575,7 +592,7 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as is.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -8,6 +8,7 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod sse;
+pub mod stream;
 
 /// Outcome of feeding bytes to an incremental parser.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,6 +77,9 @@ struct Body {
     body: Vec<u8>,
     decoder: Option<ChunkedDecoder>,
     remaining: u64,
+    /// The client asked for `100 Continue` and has not been answered yet
+    /// (see [`RequestReader::take_expect`]).
+    expect: bool,
 }
 
 impl Body {
@@ -90,11 +93,13 @@ impl Body {
         } else {
             (declared as usize).min(BODY_RESERVE_STEP)
         };
+        let expect = head.expect_continue;
         Box::new(Body {
             head,
             body: Vec::with_capacity(cap),
             decoder,
             remaining: declared,
+            expect,
         })
     }
 }
@@ -137,6 +142,18 @@ impl RequestReader {
         Some((&mut b.body, want))
     }
 
+    /// Once, right after a head with `Expect: 100-continue` opened its body:
+    /// that head, so the caller can check the request (route, token) and
+    /// answer `100 Continue`, or the final error without reading the body.
+    /// `None` otherwise, and on every later call.
+    pub fn take_expect(&mut self) -> Option<&RequestHead> {
+        let b = self.body.as_mut()?;
+        if !std::mem::take(&mut b.expect) {
+            return None;
+        }
+        Some(&b.head)
+    }
+
     /// Counts `n` bytes the caller appended to the buffer from
     /// [`RequestReader::body_target`] (at most the bytes it lacked).
     pub fn body_received(&mut self, n: usize) {
@@ -175,7 +192,8 @@ impl RequestReader {
             _ => return None,
         };
         let declared = head.content_length?;
-        if head.chunked || declared == 0 || declared > max_body as u64 {
+        // A client that expects `100 Continue` is answered first (`feed`).
+        if head.chunked || head.expect_continue || declared == 0 || declared > max_body as u64 {
             return None;
         }
         let head_len = head.head_len.min(input.len());
@@ -538,5 +556,55 @@ mod tests {
             std::mem::size_of::<RequestReader>(),
             std::mem::size_of::<usize>()
         );
+    }
+
+    /// `Expect: 100-continue` is reported once, when the head opens its
+    /// body, however the input is split; a declared length over the limit is
+    /// refused at once instead; a head without it, or with no body, is never
+    /// reported; and a large read is not taken by `begin_body`.
+    #[test]
+    fn expect_continue_is_reported_once_when_the_body_opens() {
+        let limits = Limits::default();
+        let req =
+            b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        let head_len = req.len() - 5;
+        for cut in 0..=req.len() {
+            let mut r = RequestReader::new();
+            let mut reported = 0;
+            let mut buf: Vec<u8> = Vec::new();
+            let mut done = None;
+            for part in [&req[..cut], &req[cut..]] {
+                buf.extend_from_slice(part);
+                let (n, q) = r.feed(&buf, &limits, 64).expect("valid");
+                buf.drain(..n);
+                if r.take_expect().is_some() {
+                    reported += 1;
+                    assert!(cut >= head_len, "reported before the head at {cut}");
+                }
+                assert!(r.take_expect().is_none());
+                done = done.or(q);
+            }
+            // Reported when the head arrived before the whole body, not when
+            // the request came complete in one piece.
+            let opened_first = cut >= head_len && cut < req.len();
+            assert_eq!(reported, usize::from(opened_first), "cut {cut}");
+            assert_eq!(done.expect("complete").body, b"hello");
+        }
+        let mut r = RequestReader::new();
+        let big = b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
+        assert_eq!(
+            r.feed(big, &limits, 64).map(|(n, _)| n),
+            Err(RequestError::TooLarge { limit: 64 })
+        );
+        let mut r = RequestReader::new();
+        let plain = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(r.feed(plain, &limits, 64).map(|(n, _)| n), Ok(plain.len()));
+        assert!(r.take_expect().is_none());
+        let mut r = RequestReader::new();
+        let empty = b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+        let (_, q) = r.feed(empty, &limits, 64).expect("valid");
+        assert!(q.is_some() && r.take_expect().is_none());
+        let mut r = RequestReader::new();
+        assert_eq!(r.begin_body(&req[..], &limits, 64), None);
     }
 }

@@ -143,18 +143,26 @@ pub fn write_json_error(out: &mut Vec<u8>, status: u16, code: &str, message: &st
     write_response(out, status, "application/json", body.as_bytes(), close);
 }
 
+/// The interim answer to a request with `Expect: 100-continue` whose body is wanted.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Appends the head of an SSE stream: `200 OK`, `Content-Type: text/event-stream`,
 /// `Cache-Control: no-cache`, `X-Accel-Buffering: no`, `Connection: close`, and no
-/// Content-Length (the body is delimited by the connection closing).
-pub fn write_sse_head(out: &mut Vec<u8>) {
+/// Content-Length. With `chunked` (HTTP/1.1 clients) the body is
+/// `Transfer-Encoding: chunked` (see [`super::stream`]); without (HTTP/1.0), it is
+/// delimited by the connection closing.
+pub fn write_sse_head(out: &mut Vec<u8>, chunked: bool) {
     push_status_line(out, 200);
     out.extend_from_slice(
         b"Content-Type: text/event-stream\r\n\
           Cache-Control: no-cache\r\n\
           X-Accel-Buffering: no\r\n\
-          Connection: close\r\n\
-          \r\n",
+          Connection: close\r\n",
     );
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -281,12 +289,19 @@ mod tests {
     #[test]
     fn sse_head() {
         let mut out = Vec::new();
-        write_sse_head(&mut out);
+        write_sse_head(&mut out, false);
         assert_eq!(
             text(&out),
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
              X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
         );
         assert!(!text(&out).contains("Content-Length"));
+        out.clear();
+        write_sse_head(&mut out, true);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+             X-Accel-Buffering: no\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
     }
 }

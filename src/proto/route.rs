@@ -12,8 +12,8 @@ use crate::auth::AuthError;
 pub enum Route<'h> {
     /// `GET /v1/receive`, resuming after `last_event_id` (header, else query) if given.
     Receive { last_event_id: Option<String> },
-    /// `POST /v1/send/<to>`.
-    Send { to: &'h str },
+    /// `POST /v1/send/<to>`; `to` is percent-decoded and a valid client id.
+    Send { to: Cow<'h, str> },
     /// `GET /v1/clients`.
     Clients,
     /// `OPTIONS` on any `/v1/` path: a CORS preflight, answered without a token.
@@ -32,6 +32,9 @@ pub enum RouteError {
     WebSocketUnsupported,
     /// No token, or not a bearer token (401).
     Token(AuthError),
+    /// `POST /v1/send/<to>` where `to` (percent-decoded) can never be a
+    /// client id: empty, too long, or outside `[A-Za-z0-9._-]` (400).
+    InvalidRecipient,
 }
 
 impl RouteError {
@@ -42,6 +45,7 @@ impl RouteError {
             RouteError::MethodNotAllowed(_) => 405,
             RouteError::WebSocketUnsupported => 400,
             RouteError::Token(_) => 401,
+            RouteError::InvalidRecipient => 400,
         }
     }
 
@@ -52,6 +56,7 @@ impl RouteError {
             RouteError::MethodNotAllowed(_) => "method_not_allowed",
             RouteError::WebSocketUnsupported => "websocket_unsupported",
             RouteError::Token(e) => e.code(),
+            RouteError::InvalidRecipient => "invalid_recipient",
         }
     }
 
@@ -67,6 +72,9 @@ impl RouteError {
                     .into()
             }
             RouteError::Token(e) => e.message(),
+            RouteError::InvalidRecipient => {
+                "the recipient must be a client id: 1-64 characters of [A-Za-z0-9._-]".into()
+            }
         }
     }
 }
@@ -91,7 +99,7 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
         }
         "/v1/clients" => (Route::Clients, Method::Get),
         p => match p.strip_prefix("/v1/send/") {
-            Some(to) => (Route::Send { to }, Method::Post),
+            Some(to) => (Route::Send { to: recipient(to) }, Method::Post),
             None => return Err(RouteError::NotFound),
         },
     };
@@ -102,8 +110,26 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
             "POST"
         }));
     }
+    if let Route::Send { to } = &route {
+        if !crate::auth::valid_id(to) {
+            return Err(RouteError::InvalidRecipient);
+        }
+    }
     let token = token_of(head).map_err(RouteError::Token)?;
     Ok((route, token))
+}
+
+/// The recipient named by the path after `/v1/send/`, percent-decoded
+/// (borrowed when it has no `%`; an escape that does not decode to UTF-8
+/// leaves it as it is, which [`crate::auth::valid_id`] then refuses).
+fn recipient(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    match String::from_utf8(super::head::percent_decode(raw)) {
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(raw),
+    }
 }
 
 /// The token of a request: `Authorization: Bearer <t>`, else the `access_token` query parameter.
@@ -163,7 +189,26 @@ mod tests {
             ))
         );
         let h = head("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
-        assert_eq!(route(&h), Ok((Route::Send { to: "agent-1" }, "t".into())));
+        assert_eq!(
+            route(&h),
+            Ok((
+                Route::Send {
+                    to: "agent-1".into()
+                },
+                "t".into()
+            ))
+        );
+        // Escapes of characters an id may hold are decoded.
+        let h = head("POST /v1/send/agent%2D1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(
+            route(&h),
+            Ok((
+                Route::Send {
+                    to: "agent-1".into()
+                },
+                "t".into()
+            ))
+        );
         let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "q".into())));
         // A preflight on any API path, with or without a token.
@@ -240,6 +285,29 @@ mod tests {
                 "{value:?}"
             );
         }
+        // A recipient that can never be a client id (checked before the token).
+        let long = format!("/v1/send/{}", "a".repeat(65));
+        for path in [
+            "/v1/send/",
+            "/v1/send/bad%20name",
+            "/v1/send/a/b",
+            "/v1/send/%ff",
+            "/v1/send/%",
+            "/v1/send/a+b",
+            long.as_str(),
+        ] {
+            let h = head(&format!("POST {path} HTTP/1.1\r\n\r\n"));
+            assert_eq!(
+                route(&h).map_err(|e| (e.status(), e.code())),
+                Err((400, "invalid_recipient")),
+                "{path:?}"
+            );
+        }
+        let ok = format!("/v1/send/{}", "a".repeat(64));
+        let h = head(&format!(
+            "POST {ok} HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n"
+        ));
+        assert!(route(&h).is_ok());
         // Surrounding whitespace of the token itself is not part of it.
         let h = head("GET /v1/clients HTTP/1.1\r\nAuthorization: BEARER   t\r\n\r\n");
         assert_eq!(route(&h).map(|r| r.1.into_owned()), Ok("t".to_string()));

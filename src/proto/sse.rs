@@ -88,11 +88,14 @@ pub fn encode_comment(out: &mut Vec<u8>, text: &str) {
     out.push(b'\n');
 }
 
-/// Appends a `retry: <ms>` field and a blank line (reconnection-time hint).
+/// Appends a `retry: <ms>` field line (reconnection-time hint) with no blank
+/// line after it: the event encoded next carries it in the same block. A
+/// block of its own would be dispatched by some client libraries (httpx-sse)
+/// as a `message` event with empty data.
 pub fn encode_retry(out: &mut Vec<u8>, ms: u64) {
     out.extend_from_slice(b"retry: ");
     push_decimal(out, ms);
-    out.extend_from_slice(b"\n\n");
+    out.push(b'\n');
 }
 
 /// `message` payload with a text body.
@@ -606,10 +609,17 @@ mod tests {
         assert_eq!(out, b":a\n:b\n\n");
         out.clear();
         encode_retry(&mut out, 0);
-        assert_eq!(out, b"retry: 0\n\n");
+        assert_eq!(out, b"retry: 0\n");
         out.clear();
         encode_retry(&mut out, u64::MAX);
-        assert_eq!(out, b"retry: 18446744073709551615\n\n");
+        assert_eq!(out, b"retry: 18446744073709551615\n");
+        // In the block of the event that follows: one event, no empty one.
+        out.clear();
+        encode_retry(&mut out, 2000);
+        encode_event(&mut out, None, Some("ready"), "{}");
+        assert_eq!(out, b"retry: 2000\nevent: ready\ndata: {}\n\n");
+        let p = parse_stream(std::str::from_utf8(&out).expect("UTF-8"));
+        assert_eq!((p.retry, p.events.len()), (Some(2000), 1));
     }
 
     #[test]

@@ -9,8 +9,10 @@ use super::session_index::make_key;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ReplyTo;
+use super::StreamReq;
 use crate::auth::Identity;
 use crate::ids::EventId;
+use crate::proto::stream::Framing;
 use crate::proto::{response, sse};
 
 /// SSE reconnection hint sent at the start of every stream (ms).
@@ -20,7 +22,7 @@ impl Worker {
     /// Makes connection `idx` the receive connection of `ident`'s session
     /// (creating it if needed), then writes the stream head, the `ready` event,
     /// any gap notice and the replay.
-    pub fn attach_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+    pub fn attach_receive(&mut self, idx: usize, ident: Identity, req: StreamReq) {
         if self.sessions.find(&ident.account, &ident.client).is_none() {
             if let Some(b) = self.shared.cluster.clone() {
                 // Another node may hold this client's session: ask for it first.
@@ -35,17 +37,17 @@ impl Worker {
                     },
                 };
                 if b.submit(cmd) {
-                    self.conns[idx].state = State::Attaching(Box::new((ident, last_event_id)));
+                    self.conns[idx].state = State::Attaching(Box::new((ident, req)));
                     self.await_answer(idx);
                     return;
                 }
                 // Redis is away: serve here; a resuming client learns its session may be lost.
-                let lost = last_event_id.is_some().then_some("cluster_unavailable");
-                self.attach_with(idx, ident, last_event_id, None, lost);
+                let lost = req.last_event_id.is_some().then_some("cluster_unavailable");
+                self.attach_with(idx, ident, req, None, lost);
                 return;
             }
         }
-        self.attach_with(idx, ident, last_event_id, None, None);
+        self.attach_with(idx, ident, req, None, None);
     }
 
     /// Attaches with an optional session handed over by another node
@@ -54,10 +56,14 @@ impl Worker {
         &mut self,
         idx: usize,
         ident: Identity,
-        last_event_id: Option<String>,
+        req: StreamReq,
         import: Option<Vec<u8>>,
         lost: Option<&'static str>,
     ) {
+        let StreamReq {
+            last_event_id,
+            framing,
+        } = req;
         let now = self.now;
         let conn_gen = self.conns[idx].gen;
         let sid = self.conns[idx].sid;
@@ -156,12 +162,14 @@ impl Worker {
 
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
-        response::write_sse_head(&mut out);
+        response::write_sse_head(&mut out, framing == Framing::Chunked);
         let cors = match self.cors.is_empty() {
             true => Default::default(),
             false => self.cors.remove(&idx).unwrap_or_default(), // a stream answers nothing more
         };
         crate::proto::cors::insert_headers(&mut out, 0, cors, &self.shared.config.allowed_origins);
+        // The ready event, any gap notice and the replay: the first chunk.
+        let mark = framing.begin(&mut out);
         sse::encode_retry(&mut out, RETRY_MS);
         let ready = serde_json::json!({
             "session": sid.to_string(),
@@ -190,6 +198,8 @@ impl Worker {
             e.wire_end = base + out.len() as u64;
             replayed += 1;
         }
+        let start = framing.finish(&mut out, mark);
+        fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
         s.attach_from = from;
         s.delivered = s.last_seq;
         WorkerStats::add(&st.replayed, replayed as u64);
@@ -211,6 +221,7 @@ impl Worker {
             c.state = State::Receive {
                 sess: sidx as u32,
                 sess_gen,
+                framing,
             };
             c.requests += 1;
             c.inbuf = Vec::new();
@@ -219,7 +230,29 @@ impl Worker {
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Online, true);
-        self.write_conn(idx, &out);
+        self.write_conn(idx, &out[start..]);
         self.stage = out;
+    }
+}
+
+/// Corrects the wire offsets of the events of one write (`entries`, in
+/// order) once its framing is done (`start` from [`Framing::finish`]): they
+/// were taken as positions in the write's buffer. The last event of a chunk
+/// ends after the chunk's CRLF, which a client's decoder may wait for.
+pub(super) fn fix_wire_ends<'a>(
+    entries: impl Iterator<Item = &'a mut super::retained::Entry>,
+    start: usize,
+    framing: Framing,
+) {
+    if framing == Framing::Plain {
+        return;
+    }
+    let mut last = None;
+    for e in entries {
+        e.wire_end -= start as u64;
+        last = Some(e);
+    }
+    if let Some(e) = last {
+        e.wire_end += crate::proto::stream::CHUNK_END.len() as u64;
     }
 }

@@ -142,11 +142,11 @@ impl Worker {
         else {
             return;
         };
-        let (ident, lei) = *a;
+        let (ident, req) = *a;
         match result {
-            Takeover::None => self.attach_with(idx, ident, lei, None, None),
-            Takeover::Session(bytes) => self.attach_with(idx, ident, lei, Some(bytes), None),
-            Takeover::Lost(reason) => self.attach_with(idx, ident, lei, None, Some(reason)),
+            Takeover::None => self.attach_with(idx, ident, req, None, None),
+            Takeover::Session(bytes) => self.attach_with(idx, ident, req, Some(bytes), None),
+            Takeover::Lost(reason) => self.attach_with(idx, ident, req, None, Some(reason)),
         }
     }
 

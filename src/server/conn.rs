@@ -16,6 +16,7 @@ use crate::ids::SessionId;
 use crate::proto::cors::Allow;
 use crate::proto::request::RequestReader;
 use crate::proto::response;
+use crate::proto::stream::Framing;
 
 /// A read at least this long that starts a request with a `Content-Length`
 /// body is handed to the body directly (`RequestReader::begin_body`). Shorter reads
@@ -50,11 +51,15 @@ pub(super) enum State {
     /// Gathering `/v1/clients` answers from the workers.
     Listing(Box<Listing>),
     /// A receive connection waiting for the cluster to hand its session over.
-    Attaching(Box<(crate::auth::Identity, Option<String>)>),
+    Attaching(Box<(crate::auth::Identity, super::StreamReq)>),
     /// A receive request read behind pipelined sends; it starts once they are answered.
-    ReceiveAfter(Box<(crate::auth::Identity, Option<String>)>),
-    /// An open receive connection of session `sess`.
-    Receive { sess: u32, sess_gen: u32 },
+    ReceiveAfter(Box<(crate::auth::Identity, super::StreamReq)>),
+    /// An open receive connection of session `sess`, its body framed by `framing`.
+    Receive {
+        sess: u32,
+        sess_gen: u32,
+        framing: Framing,
+    },
     /// Answered and write side shut; discarding input until EOF or the linger deadline.
     Linger,
 }
@@ -123,6 +128,14 @@ impl Conn {
             parked: false,
             bytes_in: 0,
             bytes_out: 0,
+        }
+    }
+
+    /// How the body of this connection's stream is framed (receive connections).
+    pub fn framing(&self) -> Framing {
+        match self.state {
+            State::Receive { framing, .. } => framing,
+            _ => Framing::Plain,
         }
     }
 
@@ -809,7 +822,7 @@ impl Worker {
         } else {
             log::debug!("{} closed: {}", c.sid, reason.as_str());
         }
-        if let State::Receive { sess, sess_gen } = c.state {
+        if let State::Receive { sess, sess_gen, .. } = c.state {
             super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
             let acked = acked_bytes(&c);
             self.receive_closed(sess as usize, sess_gen, idx, c.gen, acked, reason);
@@ -820,7 +833,7 @@ impl Worker {
     /// its session becomes held now (if it is still the session's connection).
     fn detach_receive(&mut self, idx: usize, reason: CloseReason) {
         let c = &mut self.conns[idx];
-        if let State::Receive { sess, sess_gen } = c.state {
+        if let State::Receive { sess, sess_gen, .. } = c.state {
             c.state = State::Linger;
             let gen = c.gen;
             super::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);

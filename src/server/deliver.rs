@@ -16,6 +16,7 @@ use super::worker::Worker;
 use super::{Envelope, SendError};
 use crate::ids::EventId;
 use crate::proto::sse;
+use crate::proto::stream::{self, Framing};
 
 /// Smallest message body written from the retained log by `sendmsg` instead
 /// of being copied into its event (below it, the copy costs less than the
@@ -275,13 +276,16 @@ impl Worker {
         }
         let base = c.bytes_out + c.pending_out() as u64;
         let direct = c.tls.is_none() && c.pending_out() == 0 && !c.parked && self.cork != Some(ci);
+        let framing = c.framing();
         let epoch = s.epoch;
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
+        let mark = framing.begin(&mut out);
         let n = (s.last_seq - s.delivered) as usize;
         // One large message whose body JSON holds as it is goes out from where
         // it is kept: the event's head, the body and the tail in one sendmsg,
-        // instead of copying the body into the event first.
+        // instead of copying the body into the event first (on a chunked
+        // stream the chunk's size line leads the head, its CRLF follows the tail).
         let sent = 'direct: {
             if n != 1 || !direct {
                 break 'direct None;
@@ -297,13 +301,20 @@ impl Worker {
             }
             let id = EventId { epoch, seq: e.seq };
             sse::encode_plain_message_head(&mut out, id, from);
-            let len = out.len() + body.len() + sse::PLAIN_MESSAGE_TAIL.len();
+            let more = body.len() + sse::PLAIN_MESSAGE_TAIL.len();
+            let start = framing.finish_around(&mut out, mark, more);
+            let end: &[u8] = match framing {
+                Framing::Chunked => stream::CHUNK_END,
+                Framing::Plain => b"",
+            };
+            let len = out.len() - start + more + end.len();
             e.wire_end = base + len as u64;
             let st = &self.shared.stats[self.id];
             WorkerStats::add(&st.stream_writes, 1);
             let c = &mut self.conns[ci];
             c.last_write = self.now;
-            Some(send_now(c, st, &[&out, body, sse::PLAIN_MESSAGE_TAIL]))
+            let head = &out[start..];
+            Some(send_now(c, st, &[head, body, sse::PLAIN_MESSAGE_TAIL, end]))
         };
         if let Some(r) = sent {
             s.delivered = s.last_seq;
@@ -312,16 +323,20 @@ impl Worker {
             self.trim_if_over(sidx);
             return;
         }
+        let delivered = s.delivered;
         for e in s.log.newest_mut(n) {
-            if e.seq > s.delivered {
+            if e.seq > delivered {
                 e.encode(epoch, &mut out);
                 e.wire_end = base + out.len() as u64;
             }
         }
+        let start = framing.finish(&mut out, mark);
+        let written = s.log.newest_mut(n).filter(|e| e.seq > delivered);
+        super::attach::fix_wire_ends(written, start, framing);
         s.delivered = s.last_seq;
-        if !out.is_empty() {
+        if out.len() > start {
             WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
-            self.write_conn(ci, &out);
+            self.write_conn(ci, &out[start..]);
         }
         self.stage = out;
         self.trim_if_over(sidx);

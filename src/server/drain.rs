@@ -140,9 +140,15 @@ impl Worker {
         let retry = 500 + crate::ids::random_u64() % (RETRY_MAX_MS - 500);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
+        let framing = self.conns[idx].framing();
+        let mark = framing.begin(&mut out);
         sse::encode_retry(&mut out, retry);
         let data = serde_json::json!({"reason": "draining", "retry_ms": retry}).to_string();
         sse::encode_event(&mut out, None, Some("reconnect"), &data);
+        let start = framing.finish(&mut out, mark);
+        // The stream ends here, cleanly.
+        out.extend_from_slice(framing.end());
+        out.drain(..start);
         self.conns[idx].close_after_flush = true;
         log::info!(
             "{} told to reconnect elsewhere (draining)",

@@ -139,7 +139,13 @@ impl Worker {
                         }
                         None => {
                             if !was_in_body && reader.in_body() {
+                                let expect = reader.take_expect().cloned();
                                 self.arm_body_timeout(idx);
+                                if let Some(head) = expect {
+                                    if !self.answer_expect(idx, &head) {
+                                        break false;
+                                    }
+                                }
                             }
                             break true;
                         }
@@ -156,6 +162,40 @@ impl Worker {
             c.inbuf.drain(..skip.min(c.inbuf.len()));
         }
         ok
+    }
+
+    /// A request whose head asked for `100 Continue` (and whose declared
+    /// length is within the limit, or it would not have opened its body):
+    /// checks its route and token now, before its body is read. If they are
+    /// good, writes `100 Continue` (unless answers to earlier pipelined
+    /// requests are still due, which must come first: the client then sends
+    /// the body after its own wait). Otherwise answers the final error at once
+    /// and closes the connection, since the body may still be on its way and
+    /// the next request could not be told from it; false then.
+    fn answer_expect(&mut self, idx: usize, head: &RequestHead) -> bool {
+        let checked = match crate::proto::route::route(head) {
+            Ok((route, token)) => self
+                .verify_cached(&token, !matches!(route, Route::Receive { .. }))
+                .map(|_| ())
+                .map_err(|e| (401, e.code(), e.message())),
+            Err(e) => Err((e.status(), e.code(), e.message(head.path()))),
+        };
+        match checked {
+            Ok(()) => {
+                if !self.pipes.contains(idx) {
+                    return self.write_conn(idx, crate::proto::response::CONTINUE);
+                }
+                true
+            }
+            Err((status, code, message)) => {
+                log::info!(
+                    "{} refused before its body (Expect: 100-continue): {code}",
+                    self.conns[idx].sid
+                );
+                self.respond_error(idx, status, code, &message, true);
+                false
+            }
+        }
     }
 
     /// Removes the input already handled from the front of connection `idx`'s
@@ -280,22 +320,26 @@ impl Worker {
         };
         match route {
             Route::Receive { last_event_id } => {
+                let req = super::StreamReq {
+                    last_event_id,
+                    framing: crate::proto::stream::Framing::for_version(head.version_minor),
+                };
                 let ident = std::sync::Arc::unwrap_or_clone(ident);
                 if self.pipes.contains(idx) {
                     // Pipelined sends are still being answered: the stream starts after them.
-                    self.conns[idx].state = State::ReceiveAfter(Box::new((ident, last_event_id)));
+                    self.conns[idx].state = State::ReceiveAfter(Box::new((ident, req)));
                     return;
                 }
-                self.start_receive(idx, ident, last_event_id)
+                self.start_receive(idx, ident, req)
             }
-            Route::Send { to } => self.start_send(idx, &ident, to, body, close),
+            Route::Send { to } => self.start_send(idx, &ident, &to, body, close),
             Route::Clients => self.start_list(idx, &ident, close),
             Route::Preflight => {} // answered above
         }
     }
 
     /// Turns connection `idx` into a receive connection on the worker that owns its client.
-    pub fn start_receive(&mut self, idx: usize, ident: Identity, last_event_id: Option<String>) {
+    pub fn start_receive(&mut self, idx: usize, ident: Identity, req: super::StreamReq) {
         // Answers to requests pipelined before this one go out first, and the
         // stream is never held back: its byte counts tell which events the
         // client's TCP acknowledged, and another worker may take the socket.
@@ -304,7 +348,7 @@ impl Worker {
         }
         let owner = self.shared.owner(&ident.account, &ident.client);
         if owner == self.id {
-            self.attach_receive(idx, ident, last_event_id);
+            self.attach_receive(idx, ident, req);
             return;
         }
         let Some(conn) = self.release_conn(idx) else {
@@ -316,11 +360,7 @@ impl Worker {
             ident.account,
             ident.client
         );
-        let env = Envelope::Attach(Box::new(Attach {
-            conn,
-            ident,
-            last_event_id,
-        }));
+        let env = Envelope::Attach(Box::new(Attach { conn, ident, req }));
         if let Err(Envelope::Attach(a)) = self.post(owner, env) {
             self.take_back_overloaded(a.conn);
         }
@@ -380,16 +420,7 @@ impl Worker {
         body: Vec<u8>,
         close: bool,
     ) {
-        if !crate::auth::valid_id(to) {
-            self.respond_error(
-                idx,
-                404,
-                "recipient_offline",
-                "no such client is connected",
-                close,
-            );
-            return;
-        }
+        // `to` is a valid client id (checked by the router).
         let owner = self.shared.owner(&ident.account, to);
         if owner != self.id && !close && self.may_hand_over(idx) {
             self.hand_over_send(idx, owner, ident.clone(), to, body);

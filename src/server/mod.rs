@@ -369,7 +369,14 @@ struct Moving {
 struct Attach {
     conn: Moving,
     ident: Identity,
-    last_event_id: Option<String>,
+    req: StreamReq,
+}
+
+/// What a receive request asks of its stream: where to resume (the
+/// `Last-Event-ID`, if any), and how its body is framed (by its HTTP version).
+pub(super) struct StreamReq {
+    pub last_event_id: Option<String>,
+    pub framing: crate::proto::stream::Framing,
 }
 
 /// A keep-alive send connection on its way to the worker that owns its

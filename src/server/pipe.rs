@@ -263,8 +263,8 @@ impl Worker {
             ) else {
                 return true; // just matched
             };
-            let (ident, last_event_id) = *r;
-            self.start_receive(idx, ident, last_event_id);
+            let (ident, req) = *r;
+            self.start_receive(idx, ident, req);
             return self.conns.contains(idx);
         }
         if matches!(c.state, State::Request(_)) {

@@ -415,7 +415,8 @@ impl Worker {
         let due = self.conns[idx].last_write + hb;
         if self.now >= due {
             WorkerStats::add(&self.shared.stats[self.id].heartbeats, 1);
-            if !self.write_conn(idx, b":\n\n") {
+            let beat = self.conns[idx].framing().heartbeat();
+            if !self.write_conn(idx, beat) {
                 return;
             }
             let d = self.now + hb;
@@ -453,11 +454,16 @@ impl Worker {
         }
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
+        let framing = self.conns[oi].framing();
+        let mark = framing.begin(&mut out);
         sse::encode_event(&mut out, None, Some("replaced"), data);
+        let start = framing.finish(&mut out, mark);
+        // The stream ends here, cleanly.
+        out.extend_from_slice(framing.end());
         log::info!("{} replaced: {data}", self.conns[oi].sid);
         // Still a receive connection (so a slow one is cut, not buffered), but no longer the session's.
         self.conns[oi].close_after_flush = true;
-        self.write_conn(oi, &out);
+        self.write_conn(oi, &out[start..]);
         self.stage = out;
     }
 }
@@ -486,7 +492,7 @@ impl Worker {
         let mut out = Vec::new();
         for (_, c) in self.conns.iter() {
             let sess = match c.state {
-                State::Receive { sess, sess_gen } => self
+                State::Receive { sess, sess_gen, .. } => self
                     .sessions
                     .get(sess as usize)
                     .filter(|s| s.gen == sess_gen),

@@ -613,7 +613,7 @@ impl Worker {
                     return;
                 };
                 super::stats::WorkerStats::add(&self.shared.stats[self.id].moved_in, 1);
-                self.attach_receive(idx, a.ident, a.last_event_id);
+                self.attach_receive(idx, a.ident, a.req);
             }
             Envelope::Handoff(h) => self.take_over_send(*h),
             Envelope::Deliver {

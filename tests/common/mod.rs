@@ -151,10 +151,146 @@ impl Event {
     }
 }
 
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// In the size line: the size so far, and whether a digit was seen.
+    Size(u64, bool),
+    /// In a chunk extension (ignored) or after the size line's CR.
+    Ext(u64),
+    /// Inside a chunk's data: bytes left.
+    Data(u64),
+    /// After a chunk's data: expecting CR, then LF.
+    DataCr,
+    DataLf,
+    /// In the trailer section: whether the current line is still empty.
+    Trailer(bool),
+    /// The last chunk and its trailer section were read.
+    Done,
+}
+
+/// Decodes an HTTP/1.1 chunked body read from `inner` (streaming: the data
+/// of a chunk is handed out as it arrives, as client libraries do). A read
+/// timeout of `inner` leaves the state as it was; the end of `inner` is the
+/// end of the body (a stream the server cut); malformed framing is an
+/// `InvalidData` error.
+pub struct Dechunk<R: BufRead> {
+    inner: R,
+    state: ChunkState,
+}
+
+impl<R: BufRead> Dechunk<R> {
+    pub fn new(inner: R) -> Self {
+        Dechunk {
+            inner,
+            state: ChunkState::Size(0, false),
+        }
+    }
+
+    /// True once the last chunk (`0\r\n\r\n`) was read: the server ended the stream cleanly.
+    pub fn ended(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+}
+
+impl<R: BufRead> Read for Dechunk<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        loop {
+            if self.state == ChunkState::Done || out.is_empty() {
+                return Ok(0);
+            }
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            if let ChunkState::Data(left) = self.state {
+                let n = (left.min(buf.len() as u64) as usize).min(out.len());
+                out[..n].copy_from_slice(&buf[..n]);
+                self.inner.consume(n);
+                self.state = if left == n as u64 {
+                    ChunkState::DataCr
+                } else {
+                    ChunkState::Data(left - n as u64)
+                };
+                return Ok(n);
+            }
+            let b = buf[0];
+            self.inner.consume(1);
+            self.state = match (self.state, b) {
+                (ChunkState::Size(n, _), b) if b.is_ascii_hexdigit() => {
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    let n = n
+                        .checked_mul(16)
+                        .ok_or_else(|| bad("chunk size overflows"))?;
+                    ChunkState::Size(n + d, true)
+                }
+                (ChunkState::Size(n, true), b';' | b'\r') => ChunkState::Ext(n),
+                (ChunkState::Size(n, true), b'\n') | (ChunkState::Ext(n), b'\n') => {
+                    if n == 0 {
+                        ChunkState::Trailer(true)
+                    } else {
+                        ChunkState::Data(n)
+                    }
+                }
+                (ChunkState::Ext(n), _) => ChunkState::Ext(n),
+                (ChunkState::DataCr, b'\r') => ChunkState::DataLf,
+                (ChunkState::DataLf, b'\n') => ChunkState::Size(0, false),
+                (ChunkState::Trailer(empty), b'\n') if empty => ChunkState::Done,
+                (ChunkState::Trailer(_), b'\n') => ChunkState::Trailer(true),
+                (ChunkState::Trailer(empty), b'\r') => ChunkState::Trailer(empty),
+                (ChunkState::Trailer(_), _) => ChunkState::Trailer(false),
+                (state, b) => return Err(bad(&format!("bad chunk framing: {b:#x} in {state:?}"))),
+            };
+        }
+    }
+}
+
+/// A response body as a client reads it: chunked, or as it is up to EOF.
+pub enum Body<R: BufRead> {
+    Plain(R),
+    Chunked(Dechunk<R>),
+}
+
+impl<R: BufRead> Body<R> {
+    /// The body that follows response head `head` (status line and headers) on `inner`.
+    pub fn after_head(head: &str, inner: R) -> Self {
+        let chunked = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("transfer-encoding")
+                    && v.trim().eq_ignore_ascii_case("chunked")
+            })
+        });
+        if chunked {
+            Body::Chunked(Dechunk::new(inner))
+        } else {
+            Body::Plain(inner)
+        }
+    }
+
+    /// True if the body is chunked and its last chunk was read.
+    pub fn ended(&self) -> bool {
+        matches!(self, Body::Chunked(d) if d.ended())
+    }
+}
+
+impl<R: BufRead> Read for Body<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Body::Plain(r) => r.read(out),
+            Body::Chunked(d) => d.read(out),
+        }
+    }
+}
+
+/// The stream's body, as the tests read it.
+pub type StreamBody = BufReader<Body<BufReader<TcpStream>>>;
+
 /// An SSE receive connection.
 pub struct Receiver {
     pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: StreamBody,
     /// Status line and headers of the response.
     pub head: String,
     /// Number of heartbeat comments seen.
@@ -222,6 +358,7 @@ impl Receiver {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        let reader = BufReader::new(Body::after_head(&head, reader));
         (
             Receiver {
                 stream,
@@ -312,6 +449,11 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    /// True if the stream is chunked and ended with its last chunk (a clean end).
+    pub fn ended_cleanly(&self) -> bool {
+        self.reader.get_ref().ended()
     }
 
     /// True if the server closed the stream (EOF) within `timeout`.
@@ -652,4 +794,46 @@ pub fn worker_of(node: &Node, local: SocketAddr) -> u64 {
     });
     assert!(found, "connection from {local} not in /connections");
     worker.unwrap()
+}
+
+/// The test decoder against chunked bodies split at every byte boundary,
+/// with extensions, trailers and upper-case hex (every test crate that
+/// includes these helpers runs it; it takes microseconds).
+#[test]
+fn dechunk_is_a_real_parser() {
+    let wire = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nafter";
+    for cut in 0..=wire.len() {
+        // Delivered in two pieces, as two reads of a socket would.
+        struct Two<'a>(Vec<&'a [u8]>);
+        impl Read for Two<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let Some(first) = self.0.first_mut() else {
+                    return Ok(0);
+                };
+                let n = first.len().min(out.len());
+                out[..n].copy_from_slice(&first[..n]);
+                *first = &first[n..];
+                if first.is_empty() {
+                    self.0.remove(0);
+                }
+                Ok(n)
+            }
+        }
+        let parts = [&wire[..cut], &wire[cut..]];
+        let two = Two(parts.into_iter().filter(|p| !p.is_empty()).collect());
+        let mut d = Dechunk::new(BufReader::with_capacity(3, two));
+        let mut got = Vec::new();
+        d.read_to_end(&mut got).expect("valid");
+        assert_eq!(got, b"hello 0123456789", "cut {cut}");
+        assert!(d.ended());
+    }
+    for bad in [&b"x\r\n"[..], b"\r\n", b"3\r\nabcX"] {
+        let mut d = Dechunk::new(BufReader::new(bad));
+        assert!(d.read_to_end(&mut Vec::new()).is_err(), "{bad:?}");
+    }
+    // Cut off mid-stream: the body ends, not cleanly.
+    let mut d = Dechunk::new(BufReader::new(&b"5\r\nhel"[..]));
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).expect("ends");
+    assert_eq!((got.as_slice(), d.ended()), (&b"hel"[..], false));
 }

@@ -177,9 +177,25 @@ fn offline_recipient_is_404() {
     let console_tok = token(ACCT, "console-1", Role::Console);
     let r = send(node.addr, &console_tok, "nobody-here", "hello?");
     assert_error(&r, 404, "recipient_offline");
-    // An invalid client id is just as offline.
-    let r = send(node.addr, &console_tok, "bad%20id", "hello?");
-    assert_error(&r, 404, "recipient_offline");
+}
+
+/// A recipient that can never be a client id is a client error, not an
+/// offline client: empty, outside `[A-Za-z0-9._-]` (after percent-decoding),
+/// or longer than 64 characters. An escaped valid id is that id.
+#[test]
+fn invalid_recipient_is_400() {
+    let node = node();
+    let console_tok = token(ACCT, "console-1", Role::Console);
+    let long = "a".repeat(65);
+    for to in ["", "bad%20id", "bad%2Fid", "%ff", "a+b", long.as_str()] {
+        let r = send(node.addr, &console_tok, to, "hello?");
+        assert_error(&r, 400, "invalid_recipient");
+    }
+    let mut agent = Receiver::open(node.addr, &token(ACCT, "agent-9", Role::Agent), &[]);
+    agent.ready();
+    let r = send(node.addr, &console_tok, "agent%2D9", "escaped");
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(agent.expect_event("message").json()["body"], "escaped");
 }
 
 #[test]

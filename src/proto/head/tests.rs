@@ -697,3 +697,36 @@ fn mutated_heads_are_split_independent() {
         let _ = check_prefixes(&input, &Limits::default());
     }
 }
+
+#[test]
+fn expect_continue_only_in_http_1_1() {
+    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n");
+    assert!(h.expect_continue);
+    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect:  100-continue \r\n\r\n");
+    assert!(h.expect_continue);
+    let h = ok("POST /v1/send/a HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
+    assert!(!h.expect_continue);
+    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect: something-else\r\n\r\n");
+    assert!(!h.expect_continue);
+    assert!(!ok("POST /v1/send/a HTTP/1.1\r\n\r\n").expect_continue);
+}
+
+#[test]
+fn json_content_type() {
+    for (value, json) in [
+        ("application/json", true),
+        ("Application/JSON", true),
+        ("application/json; charset=utf-8", true),
+        (" application/json ;charset=UTF-8", true),
+        ("application/jsonx", false),
+        ("text/plain", false),
+        ("application/x-www-form-urlencoded", false),
+        ("", false),
+    ] {
+        let h = ok(&format!(
+            "POST /v1/send/a HTTP/1.1\r\nContent-Type: {value}\r\n\r\n"
+        ));
+        assert_eq!(h.json, json, "{value:?}");
+    }
+    assert!(!ok("POST /v1/send/a HTTP/1.1\r\n\r\n").json);
+}
