@@ -56,8 +56,9 @@ pub struct RequestHead {
     pub close: bool,
     /// Number of bytes of the input the head occupied (including the blank line).
     pub head_len: usize,
-    /// The request target, then the Authorization value, then the
-    /// Last-Event-ID value, back to back.
+    /// The request target in origin form (`path[?query]`; an absolute-form
+    /// target is reduced to it), then the Authorization value, then the
+    /// Last-Event-ID value, then the host, back to back.
     text: String,
     /// Where the target ends in `text`.
     target_end: usize,
@@ -65,8 +66,11 @@ pub struct RequestHead {
     query_at: Option<usize>,
     /// Where the Authorization value ends (it starts at `target_end`), if present.
     auth_end: Option<usize>,
-    /// The Last-Event-ID value is present (it runs to the end of `text`).
-    has_last_event_id: bool,
+    /// Where the Last-Event-ID value ends (it starts after the Authorization
+    /// value), if present.
+    lei_end: Option<usize>,
+    /// The host is present (it runs to the end of `text`).
+    has_host: bool,
 }
 
 impl RequestHead {
@@ -88,7 +92,15 @@ impl RequestHead {
     /// Value of the Last-Event-ID header.
     pub fn last_event_id(&self) -> Option<&str> {
         let start = self.auth_end.unwrap_or(self.target_end);
-        self.has_last_event_id.then(|| &self.text[start..])
+        self.lei_end.map(|end| &self.text[start..end])
+    }
+
+    /// The host the request names: the authority of an absolute-form target,
+    /// else the Host header (RFC 9112 §3.2.2); `None` only for an HTTP/1.0
+    /// request without Host.
+    pub fn host(&self) -> Option<&str> {
+        let start = self.lei_end.or(self.auth_end).unwrap_or(self.target_end);
+        self.has_host.then(|| &self.text[start..])
     }
 }
 
@@ -181,7 +193,14 @@ const STACK_HEADERS: usize = 128;
 ///   decided: if some prefix of `buf` yields an error, every longer buffer
 ///   starting with that prefix yields the same error. When a limit and a
 ///   syntax error become evident at the same byte, the limit wins.
-/// * A duplicate `Authorization` or `Last-Event-ID` header is malformed.
+/// * A duplicate `Authorization`, `Last-Event-ID` or `Host` header is
+///   malformed, and so is an HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+/// * The target is origin-form (`/path?query`) or absolute-form
+///   (`http://authority/path?query`, also `https`; RFC 9112 §3.2.2). An
+///   absolute-form target is reduced to its path and query (an empty path is
+///   `/`) and its authority replaces the Host header's value in
+///   [`RequestHead::host`]. Anything else (`*`, authority-form, other
+///   schemes, userinfo) is malformed.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, HeadError> {
     let start = skip_empty_lines(buf);
     // Prefix length at which each limit is exceeded, if `buf` is long enough.
@@ -363,10 +382,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         Some(_) => Method::Other,
         None => return Err(HeadError::Malformed("missing method")),
     };
-    let target = req.path.unwrap_or_default();
-    if !target.starts_with('/') {
-        return Err(HeadError::Malformed("request target must start with '/'"));
-    }
+    let (target, authority) = split_target(req.path.unwrap_or_default())?;
 
     let mut content_length: Option<u64> = None;
     let mut bad_content_length = false;
@@ -377,6 +393,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut conn_keep_alive = false;
     let mut authorization: Option<&str> = None;
     let mut last_event_id: Option<&str> = None;
+    let mut host: Option<&str> = None;
 
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -431,9 +448,19 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     "Last-Event-ID header is not valid UTF-8",
                 )?);
             }
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if host.is_some() {
+                    return Err(HeadError::Malformed("duplicate Host header"));
+                }
+                host = Some(utf8_value(h.value, "Host header is not valid UTF-8")?);
+            }
             _ => {}
         }
     }
+    if host.is_none() && version_minor == 1 {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
+    let host = authority.or(host);
 
     let content_length_seen = content_length.is_some() || bad_content_length;
     if transfer_encoding {
@@ -455,10 +482,21 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
 
     let auth = authorization.unwrap_or_default();
     let lei = last_event_id.unwrap_or_default();
-    let mut text = String::with_capacity(target.len() + auth.len() + lei.len());
+    let host_text = host.unwrap_or_default();
+    // An absolute-form target without a path means `/`.
+    let root = if target.is_empty() || target.starts_with('?') {
+        "/"
+    } else {
+        ""
+    };
+    let target_len = root.len() + target.len();
+    let mut text = String::with_capacity(target_len + auth.len() + lei.len() + host_text.len());
+    text.push_str(root);
     text.push_str(target);
     text.push_str(auth);
     text.push_str(lei);
+    text.push_str(host_text);
+    let auth_end = authorization.map(|a| target_len + a.len());
     Ok(RequestHead {
         method,
         version_minor,
@@ -466,12 +504,48 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         chunked: transfer_encoding,
         close: conn_close || (version_minor == 0 && !conn_keep_alive),
         head_len,
-        target_end: target.len(),
-        query_at: target.bytes().position(|b| b == b'?'),
-        auth_end: authorization.map(|a| target.len() + a.len()),
-        has_last_event_id: last_event_id.is_some(),
+        target_end: target_len,
+        query_at: target
+            .bytes()
+            .position(|b| b == b'?')
+            .map(|q| q + root.len()),
+        auth_end,
+        lei_end: last_event_id.map(|l| auth_end.unwrap_or(target_len) + l.len()),
+        has_host: host.is_some(),
         text,
     })
+}
+
+/// Splits a request target into its origin-form part (`path[?query]`, empty
+/// for an absolute-form target without path or query) and, for an
+/// absolute-form target, its authority.
+fn split_target(target: &str) -> Result<(&str, Option<&str>), HeadError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(HeadError::Malformed(
+            "request target must be origin-form (/path) or absolute-form (http://host/path)",
+        ))?;
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_len);
+    if authority.is_empty() {
+        return Err(HeadError::Malformed("empty authority in request target"));
+    }
+    if authority.contains('@') {
+        return Err(HeadError::Malformed("userinfo in request target"));
+    }
+    if path.starts_with('#') {
+        return Err(HeadError::Malformed("fragment in request target"));
+    }
+    Ok((path, Some(authority)))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Strips optional whitespace (SP / HTAB) from both ends.

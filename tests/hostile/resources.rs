@@ -25,7 +25,8 @@ fn global_connection_cap_refuses_only_the_excess() {
     for _ in 0..2 {
         let mut c = Http::connect(node.addr);
         c.send_raw(
-            format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n").as_bytes(),
+            format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n")
+                .as_bytes(),
         );
         let r = c
             .read_response()
@@ -258,7 +259,7 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     rx.expect_message("console-1", "warm");
 
     // Open connections until one is not served any more.
-    let req = format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let req = format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n");
     let mut served: Vec<Http> = Vec::new();
     let mut pending: Vec<Http> = Vec::new();
     while served.len() < 100 {
@@ -298,7 +299,7 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     // thread does not spin on its failing accept either (it did: 100 % of a
     // core until a descriptor came free).
     let mut scrape = Http::connect(node.admin.unwrap());
-    scrape.send_raw(b"GET /metrics HTTP/1.1\r\n\r\n");
+    scrape.send_raw(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(
         node.wait_log("admin: accept failed"),
         "no admin accept failure logged"
