@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// Host names (comma-separated, without port) the admin listener answers besides
+    /// localhost, loopback addresses and the address a request arrived on; other `Host`
+    /// values get 421 (a defence against DNS rebinding). `*` answers any.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_HOSTS", default_value = "")]
+    pub admin_hosts: String,
     /// Serve the client port over TLS with this certificate chain (PEM); needs --tls-key. SIGHUP reloads both.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -252,6 +257,8 @@ pub struct Config {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Admin listener address, `None` when disabled.
     pub admin: Option<SocketAddr>,
+    /// Extra `Host` names the admin listener answers (`--admin-hosts`).
+    pub admin_hosts: Vec<String>,
     /// Limits on request heads.
     pub head_limits: crate::proto::head::Limits,
 }
@@ -289,6 +296,7 @@ impl Config {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             admin: None,
+            admin_hosts: Vec::new(),
             head_limits: Default::default(),
         }
     }
@@ -372,11 +380,32 @@ impl Config {
                     .map_err(|_| format!("--admin {s:?}: expected HOST:PORT or off"))?,
             ),
         };
+        c.admin_hosts = parse_admin_hosts(&a.admin_hosts)?;
         if c.admin.is_some_and(|x| x == c.listen && x.port() != 0) {
             return Err("--admin must not be the client --listen address".into());
         }
         Ok(c)
     }
+}
+
+/// `--admin-hosts`: comma-separated names, IP addresses (`[v6]`) or `*`.
+fn parse_admin_hosts(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let ok = h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]*".contains(&b));
+            if ok {
+                Ok(h.to_string())
+            } else {
+                Err(format!(
+                    "--admin-hosts {h:?}: expected host names or addresses separated by commas"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -557,9 +586,37 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// A byte count for people: `512 B`, `64 KiB`, `1.5 MiB`, `3.87 GiB` (the
+/// largest unit it reaches, with at most two decimals, trailing zeros cut).
+pub fn format_size(n: usize) -> String {
+    const UNITS: [(&str, usize); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    let Some((unit, size)) = UNITS.into_iter().find(|&(_, size)| n >= size) else {
+        return format!("{n} B");
+    };
+    let text = format!("{:.2}", n as f64 / size as f64);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(64 << 10), "64 KiB");
+        assert_eq!(format_size(1536 << 10), "1.5 MiB");
+        assert_eq!(format_size((1 << 30) + (1 << 20)), "1 GiB");
+        assert_eq!(format_size(4_155_000_000), "3.87 GiB");
+        assert_eq!(format_size(2 << 40), "2 TiB");
+    }
 
     #[test]
     fn sizes() {
