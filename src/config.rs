@@ -123,6 +123,11 @@ pub struct ServeArgs {
     /// Most open receive connections per account on this node (0 = no limit); past it new ones get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_ACCOUNT_CONNECTIONS", default_value_t = 0)]
     pub max_account_connections: usize,
+    /// Most connections without a valid-token request yet, on this node (each worker
+    /// gets its share; 0 = no separate limit). Past it, and at --max-connections, a new
+    /// connection closes the oldest one still waiting for its first request.
+    #[arg(long, env = "SWITCHBOARD_MAX_UNAUTHENTICATED", default_value_t = 0)]
+    pub max_unauthenticated: usize,
     /// Close a connection whose first request head is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -239,6 +244,8 @@ pub struct Config {
     pub send_buffer: usize,
     pub max_connections: usize,
     pub max_account_connections: usize,
+    /// Most connections without a valid-token request yet (0 = no separate limit).
+    pub max_unauthenticated: usize,
     pub handshake_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -282,6 +289,7 @@ impl Config {
             send_buffer: 0,
             max_connections: 1_000_000,
             max_account_connections: 0,
+            max_unauthenticated: 0,
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -349,6 +357,7 @@ impl Config {
         c.send_buffer = a.send_buffer;
         c.max_connections = a.max_connections;
         c.max_account_connections = a.max_account_connections;
+        c.max_unauthenticated = a.max_unauthenticated;
         c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;
         c.body_timeout = nonzero("body-timeout", a.body_timeout)?;
         c.idle_timeout = nonzero("idle-timeout", a.idle_timeout)?;

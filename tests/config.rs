@@ -317,6 +317,7 @@ fn help_lists_every_option_and_exits_0() {
         "--max-outbound",
         "--send-buffer",
         "--max-connections",
+        "--max-unauthenticated",
         "--handshake-timeout",
         "--body-timeout",
         "--idle-timeout",
