@@ -622,3 +622,40 @@ fn idle_unauthenticated_sockets_do_not_lock_out_clients() {
         "only {ok} of {attempts} legitimate receives got through"
     );
 }
+
+/// `--max-unauthenticated`: past it, a new connection closes the oldest one
+/// still waiting for its first request, even far below `--max-connections`;
+/// authenticated connections are not touched.
+#[test]
+fn max_unauthenticated_closes_the_oldest_idle_socket() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let _g = serial();
+    let node = Node::start(&["--workers", "1", "--max-unauthenticated", "3"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(node.addr).expect("connect"))
+        .collect();
+    // The fourth closes the first.
+    idle.push(TcpStream::connect(node.addr).expect("connect"));
+    idle[0].set_read_timeout(Some(WAIT)).unwrap();
+    let n = idle[0].read(&mut [0u8; 16]);
+    assert!(
+        matches!(n, Ok(0))
+            || n.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the oldest idle socket was not closed: {n:?}"
+    );
+    assert!(wait_until(WAIT, || metric_now(
+        &node,
+        "switchboard_connections_closed_total{reason=\"evicted_unauthenticated\"}"
+    ) == 1.0));
+    // The authenticated stream still works.
+    arrives_within(
+        &node,
+        &mut rx,
+        "agent-1",
+        "still here",
+        Duration::from_secs(1),
+    );
+}
