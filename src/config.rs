@@ -123,6 +123,11 @@ pub struct ServeArgs {
     /// Most open receive connections per account on this node (0 = no limit); past it new ones get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_ACCOUNT_CONNECTIONS", default_value_t = 0)]
     pub max_account_connections: usize,
+    /// Most connections without a valid-token request yet, on this node (each worker
+    /// gets its share; 0 = no separate limit). Past it, and at --max-connections, a new
+    /// connection closes the oldest one still waiting for its first request.
+    #[arg(long, env = "SWITCHBOARD_MAX_UNAUTHENTICATED", default_value_t = 0)]
+    pub max_unauthenticated: usize,
     /// Close a connection whose first request head is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -157,6 +162,11 @@ pub struct ServeArgs {
     /// Admin listener (info, connections, metrics, health, profiles); "off" disables it.
     #[arg(long, env = "SWITCHBOARD_ADMIN", default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// Host names (comma-separated, without port) the admin listener answers besides
+    /// localhost, loopback addresses and the address a request arrived on; other `Host`
+    /// values get 421 (a defence against DNS rebinding). `*` answers any.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_HOSTS", default_value = "")]
+    pub admin_hosts: String,
     /// Serve the client port over TLS with this certificate chain (PEM); needs --tls-key. SIGHUP reloads both.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -241,6 +251,8 @@ pub struct Config {
     pub send_buffer: usize,
     pub max_connections: usize,
     pub max_account_connections: usize,
+    /// Most connections without a valid-token request yet (0 = no separate limit).
+    pub max_unauthenticated: usize,
     pub handshake_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -259,6 +271,8 @@ pub struct Config {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Admin listener address, `None` when disabled.
     pub admin: Option<SocketAddr>,
+    /// Extra `Host` names the admin listener answers (`--admin-hosts`).
+    pub admin_hosts: Vec<String>,
     /// Limits on request heads.
     pub head_limits: crate::proto::head::Limits,
     /// Origins whose pages may make cross-origin requests (`--allowed-origins`).
@@ -284,6 +298,7 @@ impl Config {
             send_buffer: 0,
             max_connections: 1_000_000,
             max_account_connections: 0,
+            max_unauthenticated: 0,
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -298,6 +313,7 @@ impl Config {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             admin: None,
+            admin_hosts: Vec::new(),
             head_limits: Default::default(),
             allowed_origins: Default::default(),
         }
@@ -351,6 +367,7 @@ impl Config {
         c.send_buffer = a.send_buffer;
         c.max_connections = a.max_connections;
         c.max_account_connections = a.max_account_connections;
+        c.max_unauthenticated = a.max_unauthenticated;
         c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;
         c.body_timeout = nonzero("body-timeout", a.body_timeout)?;
         c.idle_timeout = nonzero("idle-timeout", a.idle_timeout)?;
@@ -384,11 +401,32 @@ impl Config {
         };
         c.allowed_origins = crate::proto::cors::Origins::parse(&a.allowed_origins)
             .map_err(|e| format!("--allowed-origins {e}"))?;
+        c.admin_hosts = parse_admin_hosts(&a.admin_hosts)?;
         if c.admin.is_some_and(|x| x == c.listen && x.port() != 0) {
             return Err("--admin must not be the client --listen address".into());
         }
         Ok(c)
     }
+}
+
+/// `--admin-hosts`: comma-separated names, IP addresses (`[v6]`) or `*`.
+fn parse_admin_hosts(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let ok = h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]*".contains(&b));
+            if ok {
+                Ok(h.to_string())
+            } else {
+                Err(format!(
+                    "--admin-hosts {h:?}: expected host names or addresses separated by commas"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -598,9 +636,37 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// A byte count for people: `512 B`, `64 KiB`, `1.5 MiB`, `3.87 GiB` (the
+/// largest unit it reaches, with at most two decimals, trailing zeros cut).
+pub fn format_size(n: usize) -> String {
+    const UNITS: [(&str, usize); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    let Some((unit, size)) = UNITS.into_iter().find(|&(_, size)| n >= size) else {
+        return format!("{n} B");
+    };
+    let text = format!("{:.2}", n as f64 / size as f64);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(64 << 10), "64 KiB");
+        assert_eq!(format_size(1536 << 10), "1.5 MiB");
+        assert_eq!(format_size((1 << 30) + (1 << 20)), "1 GiB");
+        assert_eq!(format_size(4_155_000_000), "3.87 GiB");
+        assert_eq!(format_size(2 << 40), "2 TiB");
+    }
 
     #[test]
     fn sizes() {

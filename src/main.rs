@@ -189,10 +189,10 @@ fn serve(a: &ServeArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     log::info!(
-        "node {} listening on {addr} with {} workers; retained messages limited to {} MiB in all (--hold-total-bytes)",
+        "node {} listening on {addr} with {} workers; retained messages limited to {} in all (--hold-total-bytes)",
         config.node_id,
         config.workers,
-        config.hold_total_bytes >> 20
+        switchboard::config::format_size(config.hold_total_bytes)
     );
     println!("switchboard listening on http://{addr}");
     if let Some(a) = admin {

@@ -398,6 +398,7 @@ fn help_lists_every_option_and_exits_0() {
         "--max-outbound",
         "--send-buffer",
         "--max-connections",
+        "--max-unauthenticated",
         "--handshake-timeout",
         "--body-timeout",
         "--idle-timeout",
@@ -407,6 +408,7 @@ fn help_lists_every_option_and_exits_0() {
         "--user-timeout",
         "--drain-timeout",
         "--admin",
+        "--admin-hosts",
         "--send-lifetime",
         "--log-level",
         "--log-throttle",
@@ -498,6 +500,28 @@ fn out_of_range_values_are_refused_naming_the_flag() {
             stderr(&o)
         );
     }
+    let o = run(
+        &[
+            "serve",
+            "--dev",
+            "--admin-hosts",
+            "ok.example,bad/host",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--admin-hosts"), "{}", stderr(&o));
+    let o = run(
+        &["serve", "--dev", "--print-config"],
+        &[("SWITCHBOARD_ADMIN_HOSTS", "a.example, b.example")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("admin-hosts = \"a.example, b.example\""),
+        "{}",
+        stdout(&o)
+    );
     let o = run(
         &["serve", "--dev", "--send-buffer", "64KiB", "--print-config"],
         &[],

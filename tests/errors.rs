@@ -82,14 +82,14 @@ fn bad_requests_are_400() {
     );
     expect_error(
         node.addr,
-        b"GET /v1/clients HTTP/1.1\r\nBad Header Name: x\r\n\r\n",
+        b"GET /v1/clients HTTP/1.1\r\nHost: t\r\nBad Header Name: x\r\n\r\n",
         400,
         "malformed_request",
         true,
     );
     expect_error(
         node.addr,
-        b"GET v1/clients HTTP/1.1\r\n\r\n",
+        b"GET v1/clients HTTP/1.1\r\nHost: t\r\n\r\n",
         400,
         "malformed_request",
         true,
@@ -214,7 +214,8 @@ fn authentication_errors_are_401() {
     assert_error(&r, 401, "malformed_token");
     let (r, _) = raw_exchange(
         node.addr,
-        format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Basic {good}\r\n\r\n").as_bytes(),
+        format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {good}\r\n\r\n")
+            .as_bytes(),
     );
     assert_eq!(r.expect("answer").status, 401);
 
@@ -364,7 +365,7 @@ fn long_request_line_414_and_large_head_431() {
     let tok = console_tok();
 
     let long_line = format!(
-        "GET /v1/clients?pad={} HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n",
+        "GET /v1/clients?pad={} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n",
         "a".repeat(9 * 1024)
     );
     expect_error(node.addr, long_line.as_bytes(), 414, "uri_too_long", true);
@@ -373,7 +374,7 @@ fn long_request_line_414_and_large_head_431() {
     expect_error(node.addr, partial.as_bytes(), 414, "uri_too_long", true);
 
     let big_head = format!(
-        "GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nX-Pad: {}\r\n\r\n",
+        "GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(17 * 1024)
     );
     expect_error(
@@ -383,7 +384,7 @@ fn long_request_line_414_and_large_head_431() {
         "headers_too_large",
         true,
     );
-    let mut many = String::from("GET /v1/clients HTTP/1.1\r\n");
+    let mut many = String::from("GET /v1/clients HTTP/1.1\r\nHost: t\r\n");
     for i in 0..100 {
         many.push_str(&format!("X-H{i}: v\r\n"));
     }
@@ -392,7 +393,7 @@ fn long_request_line_414_and_large_head_431() {
 
     // Just under the limits is fine.
     let fits = format!(
-        "GET /v1/clients?pad={} HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n",
+        "GET /v1/clients?pad={} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n",
         "a".repeat(7 * 1024)
     );
     let (r, _) = raw_exchange(node.addr, fits.as_bytes());
@@ -427,7 +428,7 @@ fn connection_limit_503() {
     drop(b);
     let admitted = wait_until(WAIT, || {
         let mut n = Http::connect(node.addr);
-        n.send_raw(format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nConnection: close\r\n\r\n").as_bytes());
+        n.send_raw(format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nConnection: close\r\n\r\n").as_bytes());
         n.read_response().is_some_and(|r| r.status == 200)
     });
     assert!(admitted, "no connection admitted after one closed");
@@ -440,7 +441,7 @@ fn receive_connections_count_towards_the_limit() {
     rx1.ready();
     let mut rx2 = Receiver::open(node.addr, &console_tok(), &[]);
     rx2.ready();
-    let (r, _) = raw_exchange(node.addr, b"GET /v1/clients HTTP/1.1\r\n\r\n");
+    let (r, _) = raw_exchange(node.addr, b"GET /v1/clients HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_error(&r.expect("answer"), 503, "overloaded");
     drop(rx2);
     // The agent's stream is unaffected by refused connections.
@@ -512,10 +513,10 @@ fn errors_do_not_disturb_an_open_receive_connection() {
 
     let garbage: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02garbage\r\n\r\n".to_vec(),
-        b"GET /v1/receive HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n".to_vec(),
-        format!("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nContent-Length: 999999\r\n\r\n").into_bytes(),
-        format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(10_000)).into_bytes(),
-        format!("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n").into_bytes(),
+        b"GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer nope\r\n\r\n".to_vec(),
+        format!("POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 999999\r\n\r\n").into_bytes(),
+        format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "x".repeat(10_000)).into_bytes(),
+        format!("POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n").into_bytes(),
     ];
     for g in &garbage {
         let (r, _) = raw_exchange(node.addr, g);
@@ -527,7 +528,7 @@ fn errors_do_not_disturb_an_open_receive_connection() {
     // A client that resets its connection mid-request.
     {
         let mut s = TcpStream::connect(node.addr).unwrap();
-        s.write_all(format!("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nContent-Length: 10\r\n\r\nabc").as_bytes()).unwrap();
+        s.write_all(format!("POST /v1/send/agent-1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nContent-Length: 10\r\n\r\nabc").as_bytes()).unwrap();
         let sock = socket2::SockRef::from(&s);
         sock.set_linger(Some(Duration::ZERO)).unwrap();
     }

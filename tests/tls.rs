@@ -231,7 +231,7 @@ fn relay_over_tls_and_old_versions_refused() {
 
     // Plain HTTP on a TLS port gets nowhere, and the node is unaffected.
     let mut plain = Http::connect(node.addr);
-    plain.send_raw(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+    plain.send_raw(b"GET /v1/clients HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(
         plain.closed_within(Duration::from_secs(5)),
         "plain HTTP on the TLS port must be closed"

@@ -163,7 +163,7 @@ pub(super) fn chunked_round_trip(payload: &[u8], style: u8, selectors: &[u8]) {
     }
     enc.extend_from_slice(b"\r\n");
     let body_len = enc.len();
-    enc.extend_from_slice(b"POST / HTTP/1.1\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    enc.extend_from_slice(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
 
     let got = decode_pieces(&pieces(&enc, selectors), payload.len());
     let expected = ChunkOutcome {

@@ -23,6 +23,7 @@ use super::*;
 ///   `max_request_line` bytes, at most `max_headers` field lines, HTTP/1.0 or
 ///   1.1, the target is origin-form and equals `path[?query]`, a chunked
 ///   request has no Content-Length and is HTTP/1.1.
+/// * HTTP/1.1 heads have a host.
 /// * A `Last-Event-ID` that parses as an [`EventId`] round-trips through its
 ///   `Display` form.
 /// * [`query_param`] finds a percent-encoded key/value pair and decodes it back
@@ -124,6 +125,10 @@ pub(super) fn check_head_result(
     );
     assert!(h.version_minor <= 1, "head: version 1.{}", h.version_minor);
     assert!(
+        h.version_minor == 0 || h.host().is_some(),
+        "head: HTTP/1.1 head without a host"
+    );
+    assert!(
         h.path().starts_with('/') && !h.path().contains('?'),
         "head: bad path {:?}",
         h.path()
@@ -135,8 +140,15 @@ pub(super) fn check_head_result(
     }
     let mut parts = request_line.split(|&b| b == b' ');
     let (_, line_target) = (parts.next(), parts.next());
+    // An absolute-form target (`http://host/path`) is reduced to its path and
+    // query (an empty path is `/`), and its authority is the host.
+    let line_target = line_target.map(|t| match absolute_form_rest(t, h.host()) {
+        Some(rest) if rest.is_empty() || rest.starts_with(b"?") => [b"/", rest].concat(),
+        Some(rest) => rest.to_vec(),
+        None => t.to_vec(),
+    });
     assert!(
-        line_target == Some(target.as_bytes()),
+        line_target.as_deref() == Some(target.as_bytes()),
         "head: path {:?} query {:?} do not match the request line {}",
         h.path(),
         h.query(),
@@ -211,4 +223,25 @@ pub(super) fn query_round_trip(buf: &[u8]) {
         got.as_deref() == Some(value),
         "query_param({query:?}, {key:?}) = {got:?}, expected {value:?}"
     );
+}
+
+/// For an absolute-form target `http[s]://<host><rest>`: `rest`.
+fn absolute_form_rest<'a>(target: &'a [u8], host: Option<&str>) -> Option<&'a [u8]> {
+    let lower = target.to_ascii_lowercase();
+    let skip = if lower.starts_with(b"http://") {
+        7
+    } else if lower.starts_with(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    let host = host?.as_bytes();
+    let after = &target[skip..];
+    assert!(
+        after.starts_with(host),
+        "head: absolute-form target {} does not carry the host {}",
+        show(target),
+        show(host)
+    );
+    Some(&after[host.len()..])
 }

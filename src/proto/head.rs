@@ -66,8 +66,9 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// `Content-Type: application/json` (parameters such as `charset` aside).
     pub json: bool,
-    /// The request target, then the Authorization value, then the
-    /// Last-Event-ID value, then the Origin value, back to back.
+    /// The request target in origin form (`path[?query]`; an absolute-form
+    /// target is reduced to it), then the Authorization value, then the
+    /// Last-Event-ID value, then the host, then the Origin value, back to back.
     text: String,
     /// Where the target ends in `text`.
     target_end: usize,
@@ -75,12 +76,15 @@ pub struct RequestHead {
     query_at: Option<usize>,
     /// Where the Authorization value ends (it starts at `target_end`), if present.
     auth_end: Option<usize>,
-    /// Where the Last-Event-ID value ends (it starts where the previous part ends), if present.
+    /// Where the Last-Event-ID value ends (it starts after the Authorization
+    /// value), if present.
     lei_end: Option<usize>,
+    /// Where the host ends (it starts after the Last-Event-ID value), if present.
+    host_end: Option<usize>,
     /// The Origin value is present (it runs to the end of `text`).
     has_origin: bool,
     /// The browser says the request goes to its own origin: `Sec-Fetch-Site:
-    /// same-origin`, or an Origin whose host and port are the Host header's.
+    /// same-origin`, or an Origin whose host and port are the request's host.
     same_origin: bool,
 }
 
@@ -106,15 +110,23 @@ impl RequestHead {
         self.lei_end.map(|end| &self.text[start..end])
     }
 
+    /// The host the request names: the authority of an absolute-form target,
+    /// else the Host header (RFC 9112 §3.2.2); `None` only for an HTTP/1.0
+    /// request without Host.
+    pub fn host(&self) -> Option<&str> {
+        let start = self.lei_end.or(self.auth_end).unwrap_or(self.target_end);
+        self.host_end.map(|end| &self.text[start..end])
+    }
+
     /// Value of the Origin header (browsers send it on cross-origin requests).
     pub fn origin(&self) -> Option<&str> {
-        let start = self.lei_end.or(self.auth_end).unwrap_or(self.target_end);
+        let start = (self.host_end.or(self.lei_end).or(self.auth_end)).unwrap_or(self.target_end);
         self.has_origin.then(|| &self.text[start..])
     }
 
     /// True if the browser that sent the request says it goes to the page's
     /// own origin (`Sec-Fetch-Site: same-origin`, which pages cannot set), or
-    /// if the Origin header names the host and port of the Host header.
+    /// if the Origin header names the host and port of the request.
     pub fn same_origin(&self) -> bool {
         self.same_origin
     }
@@ -209,7 +221,14 @@ const STACK_HEADERS: usize = 128;
 ///   decided: if some prefix of `buf` yields an error, every longer buffer
 ///   starting with that prefix yields the same error. When a limit and a
 ///   syntax error become evident at the same byte, the limit wins.
-/// * A duplicate `Authorization`, `Last-Event-ID` or `Origin` header is malformed.
+/// * A duplicate `Authorization`, `Last-Event-ID`, `Origin` or `Host` header
+///   is malformed, and so is an HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+/// * The target is origin-form (`/path?query`) or absolute-form
+///   (`http://authority/path?query`, also `https`; RFC 9112 §3.2.2). An
+///   absolute-form target is reduced to its path and query (an empty path is
+///   `/`) and its authority replaces the Host header's value in
+///   [`RequestHead::host`]. Anything else (`*`, authority-form, other
+///   schemes, userinfo) is malformed.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, HeadError> {
     let start = skip_empty_lines(buf);
     // Prefix length at which each limit is exceeded, if `buf` is long enough.
@@ -392,10 +411,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         Some(_) => Method::Other,
         None => return Err(HeadError::Malformed("missing method")),
     };
-    let target = req.path.unwrap_or_default();
-    if !target.starts_with('/') {
-        return Err(HeadError::Malformed("request target must start with '/'"));
-    }
+    let (target, authority) = split_target(req.path.unwrap_or_default())?;
 
     let mut content_length: Option<u64> = None;
     let mut bad_content_length = false;
@@ -407,7 +423,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut authorization: Option<&str> = None;
     let mut last_event_id: Option<&str> = None;
     let mut origin: Option<&str> = None;
-    let mut host: Option<&[u8]> = None;
+    let mut host: Option<&str> = None;
     let mut fetch_same_origin = false;
     let mut websocket = false;
     let mut expect_continue = false;
@@ -479,7 +495,6 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                 }
                 origin = Some(utf8_value(h.value, "Origin header is not valid UTF-8")?);
             }
-            4 if name.eq_ignore_ascii_case(b"host") => host = Some(trim_ows(h.value)),
             14 if name.eq_ignore_ascii_case(b"sec-fetch-site") => {
                 fetch_same_origin = trim_ows(h.value).eq_ignore_ascii_case(b"same-origin");
             }
@@ -489,9 +504,19 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     .split(|&b| b == b',')
                     .any(|p| trim_ows(p).eq_ignore_ascii_case(b"websocket"));
             }
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if host.is_some() {
+                    return Err(HeadError::Malformed("duplicate Host header"));
+                }
+                host = Some(utf8_value(h.value, "Host header is not valid UTF-8")?);
+            }
             _ => {}
         }
     }
+    if host.is_none() && version_minor == 1 {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
+    let host = authority.or(host);
 
     let content_length_seen = content_length.is_some() || bad_content_length;
     if transfer_encoding {
@@ -513,17 +538,30 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
 
     let auth = authorization.unwrap_or_default();
     let lei = last_event_id.unwrap_or_default();
+    let host_text = host.unwrap_or_default();
     let org = origin.unwrap_or_default();
     let same_origin = fetch_same_origin
         || origin.is_some_and(|o| {
             let authority = o.split_once("://").map_or("", |(_, a)| a);
-            host.is_some_and(|h| !h.is_empty() && h.eq_ignore_ascii_case(authority.as_bytes()))
+            !host_text.is_empty() && host_text.eq_ignore_ascii_case(authority)
         });
-    let mut text = String::with_capacity(target.len() + auth.len() + lei.len() + org.len());
+    // An absolute-form target without a path means `/`.
+    let root = if target.is_empty() || target.starts_with('?') {
+        "/"
+    } else {
+        ""
+    };
+    let target_len = root.len() + target.len();
+    let mut text =
+        String::with_capacity(target_len + auth.len() + lei.len() + host_text.len() + org.len());
+    text.push_str(root);
     text.push_str(target);
     text.push_str(auth);
     text.push_str(lei);
+    text.push_str(host_text);
     text.push_str(org);
+    let auth_end = authorization.map(|a| target_len + a.len());
+    let lei_end = last_event_id.map(|l| auth_end.unwrap_or(target_len) + l.len());
     Ok(RequestHead {
         method,
         version_minor,
@@ -533,15 +571,51 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         head_len,
         expect_continue: expect_continue && version_minor == 1,
         json,
-        target_end: target.len(),
-        query_at: target.bytes().position(|b| b == b'?'),
-        auth_end: authorization.map(|a| target.len() + a.len()),
-        lei_end: last_event_id.map(|l| target.len() + auth.len() + l.len()),
+        target_end: target_len,
+        query_at: target
+            .bytes()
+            .position(|b| b == b'?')
+            .map(|q| q + root.len()),
+        auth_end,
+        lei_end,
+        host_end: host.map(|h| lei_end.or(auth_end).unwrap_or(target_len) + h.len()),
         has_origin: origin.is_some(),
         same_origin,
         websocket,
         text,
     })
+}
+
+/// Splits a request target into its origin-form part (`path[?query]`, empty
+/// for an absolute-form target without path or query) and, for an
+/// absolute-form target, its authority.
+fn split_target(target: &str) -> Result<(&str, Option<&str>), HeadError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(HeadError::Malformed(
+            "request target must be origin-form (/path) or absolute-form (http://host/path)",
+        ))?;
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_len);
+    if authority.is_empty() {
+        return Err(HeadError::Malformed("empty authority in request target"));
+    }
+    if authority.contains('@') {
+        return Err(HeadError::Malformed("userinfo in request target"));
+    }
+    if path.starts_with('#') {
+        return Err(HeadError::Malformed("fragment in request target"));
+    }
+    Ok((path, Some(authority)))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Strips optional whitespace (SP / HTAB) from both ends.

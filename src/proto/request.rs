@@ -328,7 +328,7 @@ mod tests {
         (out, None)
     }
 
-    const PIPELINE: &[u8] = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /v1/send/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /v1/clients HTTP/1.1\r\n\r\n";
+    const PIPELINE: &[u8] = b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloPOST /v1/send/b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /v1/clients HTTP/1.1\r\nHost: h\r\n\r\n";
 
     #[test]
     fn pipelined_requests_at_every_split() {
@@ -354,9 +354,11 @@ mod tests {
     #[test]
     fn bodies_received_straight_into_their_buffer_give_the_same_requests() {
         let mut input = PIPELINE.to_vec();
-        input.extend_from_slice(b"POST /v1/send/c HTTP/1.1\r\nContent-Length: 40\r\n\r\n");
+        input.extend_from_slice(
+            b"POST /v1/send/c HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n",
+        );
         input.extend_from_slice(&[b'z'; 40]);
-        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\nHost: h\r\n\r\n");
         let (whole, err, _) = run(&input, 1024);
         assert!(err.is_none());
         assert_eq!(whole.len(), 5);
@@ -419,10 +421,11 @@ mod tests {
     fn begin_body_takes_the_head_and_the_body_and_leaves_the_rest() {
         let limits = Limits::default();
         let body: Vec<u8> = (0..3000).map(|i| b'a' + (i % 26) as u8).collect();
-        let mut input = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 3000\r\n\r\n".to_vec();
+        let mut input =
+            b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n".to_vec();
         let head_len = input.len();
         input.extend_from_slice(&body);
-        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(b"GET /v1/clients HTTP/1.1\r\nHost: h\r\n\r\n");
         let (whole, err, _) = run(&input, 4096);
         assert!(err.is_none());
         assert_eq!(whole.len(), 2);
@@ -447,23 +450,27 @@ mod tests {
         // Nothing taken: chunked bodies, bodies over the limit, bad heads, no
         // body, a reader already in a body.
         let mut r = RequestReader::new();
-        let chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab";
+        let chunked = b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab";
         assert_eq!(r.begin_body(chunked, &limits, 4096), None);
-        let big = b"POST /x HTTP/1.1\r\nContent-Length: 5000\r\n\r\nabc";
+        let big = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\nabc";
         assert_eq!(r.begin_body(big, &limits, 4096), None);
         assert_eq!(
             r.feed(big, &limits, 4096).err(),
             Some(RequestError::TooLarge { limit: 4096 })
         );
         let mut r = RequestReader::new();
-        let bad = b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\nab";
+        let bad = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\nab";
         assert_eq!(r.begin_body(bad, &limits, 4096), None);
         assert_eq!(
-            r.begin_body(b"GET /v1/clients HTTP/1.1\r\n\r\n", &limits, 4096),
+            r.begin_body(
+                b"GET /v1/clients HTTP/1.1\r\nHost: h\r\n\r\n",
+                &limits,
+                4096
+            ),
             None
         );
         assert!(!r.in_body());
-        let first = b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
+        let first = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc";
         assert_eq!(r.begin_body(first, &limits, 4096), Some(first.len()));
         assert!(r.in_body());
         assert_eq!(r.begin_body(first, &limits, 4096), None);
@@ -476,7 +483,7 @@ mod tests {
         let size = 5 * BODY_RESERVE_STEP + 123;
         let max = 1 << 30;
         let limits = Limits::default();
-        let head = format!("POST /v1/send/a HTTP/1.1\r\nContent-Length: {size}\r\n\r\n");
+        let head = format!("POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n");
         let mut r = RequestReader::new();
         let (n, req) = r.feed(head.as_bytes(), &limits, max).expect("valid head");
         assert_eq!((n, req), (head.len(), None));
@@ -526,7 +533,7 @@ mod tests {
 
     #[test]
     fn declared_body_over_limit_is_rejected_before_reading_it() {
-        let input = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+        let input = b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n";
         let (reqs, err, _) = run(input, 1000);
         assert!(reqs.is_empty());
         assert_eq!(err, Some(RequestError::TooLarge { limit: 1000 }));
@@ -535,14 +542,14 @@ mod tests {
 
     #[test]
     fn chunked_body_over_limit_is_413() {
-        let input = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n";
+        let input = b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n";
         let (_, err, _) = run(input, 1000);
         assert_eq!(err.as_ref().map(|e| e.status()), Some(413));
     }
 
     #[test]
     fn bad_chunk_is_400() {
-        let input = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let input = b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         let (_, err, _) = run(input, 1000);
         assert_eq!(err.as_ref().map(|e| e.status()), Some(400));
         assert_eq!(err.as_ref().map(|e| e.code()), Some("bad_chunked_body"));

@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn routes() {
         let h =
-            head("GET /v1/receive?last_event_id=a-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+            head("GET /v1/receive?last_event_id=a-1 HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(
             route(&h),
             Ok((
@@ -177,7 +177,7 @@ mod tests {
             ))
         );
         let h = head(
-            "GET /v1/receive HTTP/1.1\r\nLast-Event-ID: b-2\r\nAuthorization: bearer  t \r\n\r\n",
+            "GET /v1/receive HTTP/1.1\r\nHost: h\r\nLast-Event-ID: b-2\r\nAuthorization: bearer  t \r\n\r\n",
         );
         assert_eq!(
             route(&h),
@@ -188,7 +188,8 @@ mod tests {
                 "t".into()
             ))
         );
-        let h = head("POST /v1/send/agent-1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+        let h =
+            head("POST /v1/send/agent-1 HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(
             route(&h),
             Ok((
@@ -199,7 +200,8 @@ mod tests {
             ))
         );
         // Escapes of characters an id may hold are decoded.
-        let h = head("POST /v1/send/agent%2D1 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+        let h =
+            head("POST /v1/send/agent%2D1 HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(
             route(&h),
             Ok((
@@ -209,7 +211,7 @@ mod tests {
                 "t".into()
             ))
         );
-        let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\n\r\n");
+        let h = head("GET /v1/clients?access_token=q HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "q".into())));
         // A preflight on any API path, with or without a token.
         for target in [
@@ -226,19 +228,19 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(
-            route(&head("GET /nope HTTP/1.1\r\n\r\n")).map_err(|e| e.status()),
+            route(&head("GET /nope HTTP/1.1\r\nHost: h\r\n\r\n")).map_err(|e| e.status()),
             Err(404)
         );
         assert_eq!(
-            route(&head("POST /v1/receive HTTP/1.1\r\n\r\n")).map_err(|e| e.status()),
+            route(&head("POST /v1/receive HTTP/1.1\r\nHost: h\r\n\r\n")).map_err(|e| e.status()),
             Err(405)
         );
         assert_eq!(
-            route(&head("GET /v1/send/x HTTP/1.1\r\n\r\n")).map_err(|e| e.code()),
+            route(&head("GET /v1/send/x HTTP/1.1\r\nHost: h\r\n\r\n")).map_err(|e| e.code()),
             Err("method_not_allowed")
         );
         assert_eq!(
-            route(&head("GET /v1/clients HTTP/1.1\r\n\r\n")).map_err(|e| e.code()),
+            route(&head("GET /v1/clients HTTP/1.1\r\nHost: h\r\n\r\n")).map_err(|e| e.code()),
             Err("missing_token")
         );
         assert_eq!(
@@ -262,7 +264,7 @@ mod tests {
         assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
         assert_eq!(
             route(&head(
-                "GET /v1/clients HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"
+                "GET /v1/clients HTTP/1.1\r\nHost: h\r\nAuthorization: Basic x\r\n\r\n"
             ))
             .map_err(|e| e.status()),
             Err(401)
@@ -277,7 +279,7 @@ mod tests {
             "xBearer y",
         ] {
             let h = head(&format!(
-                "GET /v1/clients HTTP/1.1\r\nAuthorization: {value}\r\n\r\n"
+                "GET /v1/clients HTTP/1.1\r\nHost: h\r\nAuthorization: {value}\r\n\r\n"
             ));
             assert_eq!(
                 route(&h).map_err(|e| e.code()),
@@ -309,7 +311,7 @@ mod tests {
         ));
         assert!(route(&h).is_ok());
         // Surrounding whitespace of the token itself is not part of it.
-        let h = head("GET /v1/clients HTTP/1.1\r\nAuthorization: BEARER   t\r\n\r\n");
+        let h = head("GET /v1/clients HTTP/1.1\r\nHost: h\r\nAuthorization: BEARER   t\r\n\r\n");
         assert_eq!(route(&h).map(|r| r.1.into_owned()), Ok("t".to_string()));
     }
 }

@@ -132,12 +132,28 @@ impl Worker {
         let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
         super::stats::WorkerStats::add(&self.shared.stats[self.id].accepted, 1);
         let limit = c.max_connections;
-        let over = open > limit;
+        let unauth_share = c.max_unauthenticated.div_ceil(c.workers.max(1));
+        let mut over = open > limit;
         let Some(idx) =
             self.insert_conn(stream, crate::ids::SessionId::random(), super::epoch_ms())
         else {
             return;
         };
+        let gen = self.conns[idx].gen;
+        self.unauth.accepted(idx, gen, &self.conns);
+        // Room for the new connection is made by closing the oldest one that
+        // has not made a request yet, rather than by refusing the new one.
+        let crowded = unauth_share > 0 && self.unauth.live() > unauth_share;
+        if over || crowded {
+            if let Some(victim) = self.unauth.oldest_waiting(&self.conns, idx) {
+                let vsid = self.conns[victim].sid;
+                if let Some(more) = self.noisy(super::throttle::Noisy::Evicted) {
+                    log::warn!("{vsid} closed before its first request to make room for a new connection ({open} open, limit {limit}; unauthenticated on this worker {}, share {unauth_share}){more}", self.unauth.live());
+                }
+                self.close_conn(victim, super::conn::CloseReason::Evicted);
+                over = false;
+            }
+        }
         let mut timeout = self.shared.config.handshake_timeout;
         if let Some(files) = &self.shared.tls {
             let made = files.config().map(super::tls::TlsConn::new);

@@ -102,6 +102,8 @@ pub(super) struct Conn {
     pub peer_eof: bool,
     /// Answers wait in `Worker::parked` for the end of the loop iteration (`park`).
     pub parked: bool,
+    /// A request with a valid token was made on this connection.
+    pub authed: bool,
     /// Bytes received and sent (for introspection).
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -126,6 +128,7 @@ impl Conn {
             read_paused: false,
             peer_eof: false,
             parked: false,
+            authed: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -237,11 +240,14 @@ pub enum CloseReason {
     Shutdown,
     Panic,
     TlsError,
+    /// Closed before its first request to make room for a newer connection
+    /// (at `--max-connections` or `--max-unauthenticated`).
+    Evicted,
 }
 
 impl CloseReason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Every reason, in index order.
     pub const ALL: [CloseReason; Self::COUNT] = [
         CloseReason::PeerClosed,
@@ -254,6 +260,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::Panic,
         CloseReason::TlsError,
+        CloseReason::Evicted,
     ];
 
     /// Position in [`CloseReason::ALL`].
@@ -274,6 +281,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Panic => "panic",
             CloseReason::TlsError => "tls_error",
+            CloseReason::Evicted => "evicted_unauthenticated",
         }
     }
 }
@@ -808,6 +816,9 @@ impl Worker {
         let Some(mut c) = self.remove_conn(idx) else {
             return;
         };
+        if !c.authed {
+            self.unauth.left();
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let st = &self.shared.stats[self.id];

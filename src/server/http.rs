@@ -311,7 +311,13 @@ impl Worker {
         }
         let remember = !matches!(route, Route::Receive { .. });
         let ident = match self.verify_cached(&token, remember) {
-            Ok(i) => i,
+            Ok(i) => {
+                if !self.conns[idx].authed {
+                    self.conns[idx].authed = true;
+                    self.unauth.left();
+                }
+                i
+            }
             Err(e) => {
                 log::info!("{} unauthorized: {}", self.conns[idx].sid, e.code());
                 self.respond_error(idx, 401, e.code(), &e.message(), close);
@@ -397,6 +403,8 @@ impl Worker {
         c.out = m.out;
         c.inbuf = m.inbuf;
         c.requests = m.requests;
+        // Only connections that made a request with a valid token move.
+        c.authed = true;
         (c.bytes_in, c.bytes_out) = m.bytes;
         self.set_cors(idx, m.cors);
         Some(idx)

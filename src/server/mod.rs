@@ -31,6 +31,7 @@ mod sys;
 mod sysbox;
 mod throttle;
 pub mod tls;
+mod unauth;
 mod worker;
 
 use std::io;

@@ -20,11 +20,18 @@ pub(super) enum Noisy {
     AccountLimit = 1,
     /// A request whose answer (from another worker or the cluster) did not come in time.
     NoAnswer = 2,
+    /// A connection closed before its first request to make room.
+    Evicted = 3,
 }
 
 impl Noisy {
     /// Every kind, in index order.
-    pub const ALL: [Noisy; 3] = [Noisy::Overloaded, Noisy::AccountLimit, Noisy::NoAnswer];
+    pub const ALL: [Noisy; 4] = [
+        Noisy::Overloaded,
+        Noisy::AccountLimit,
+        Noisy::NoAnswer,
+        Noisy::Evicted,
+    ];
 
     /// What the suppressed lines were about, for the summary line.
     pub fn what(self) -> &'static str {
@@ -32,6 +39,7 @@ impl Noisy {
             Noisy::Overloaded => "connections refused past --max-connections",
             Noisy::AccountLimit => "receive connections refused past --max-account-connections",
             Noisy::NoAnswer => "requests answered 503 for want of an answer in time",
+            Noisy::Evicted => "connections closed before their first request to make room",
         }
     }
 }

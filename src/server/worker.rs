@@ -155,7 +155,7 @@ pub(super) struct Worker {
     /// The current streak of failed accepts, for its two log lines.
     pub(super) accept_streak: super::accept::AcceptStreak,
     /// Throttles of the per-connection warnings, by [`super::throttle::Noisy`].
-    pub(super) log_throttle: [super::throttle::LogThrottle; 3],
+    pub(super) log_throttle: [super::throttle::LogThrottle; super::throttle::Noisy::ALL.len()],
     fired: Vec<TimerRef>,
     /// When housekeeping next runs (monotonic ms).
     next_housekeeping: u64,
@@ -167,6 +167,8 @@ pub(super) struct Worker {
     pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
     pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
+    /// Connections without a verified token yet, oldest first (see `unauth`).
+    pub unauth: super::unauth::Unauthenticated,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
     /// Message bytes the other workers retain, as they last published them
@@ -198,6 +200,7 @@ impl Worker {
             listener: Some(listener),
             drain: None,
             token_cache: hashbrown::HashMap::default(),
+            unauth: Default::default(),
             recent_pairs: Default::default(),
             touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
@@ -379,6 +382,9 @@ impl Worker {
         if again.is_err() {
             // Closing panicked too: drop the connection without touching its session.
             if let Some(mut c) = self.remove_conn(idx) {
+                if !c.authed {
+                    self.unauth.left();
+                }
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             }

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod hardening;
 mod prometheus;
 mod retention;
 
@@ -328,7 +329,8 @@ fn profile_async(addr: SocketAddr, secs: u64) -> std::thread::JoinHandle<(Respon
         .set_read_timeout(Some(WAIT + Duration::from_secs(secs)))
         .unwrap();
     h.send_raw(
-        format!("GET /debug/pprof/profile?seconds={secs} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        format!("GET /debug/pprof/profile?seconds={secs} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .as_bytes(),
     );
     let t0 = Instant::now();
     std::thread::spawn(move || {
@@ -522,7 +524,7 @@ fn admin_errors_and_separation_from_client_port() {
 
     // HEAD gets the head only.
     let mut h = Http::connect(a);
-    h.send_raw(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    h.send_raw(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let mut raw = Vec::new();
     use std::io::Read;
     h.stream.read_to_end(&mut raw).unwrap();

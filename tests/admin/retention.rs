@@ -113,6 +113,8 @@ fn value(node: &Node, name: &str) -> f64 {
 fn retained_messages_stay_within_hold_total_bytes_and_held_ones_go_last() {
     let node = limited_node("1");
     assert_eq!(value(&node, "switchboard_hold_total_bytes"), LIMIT);
+    // The start-up line says so in a unit that fits (it said "0 MiB").
+    assert!(node.wait_log("retained messages limited to 64 KiB in all"));
     let console = token(ACCT, "console-1", Role::Console);
     let live_tok = token(ACCT, "agent-1", Role::Agent);
     let held_tok = token(ACCT, "agent-2", Role::Agent);

@@ -33,7 +33,9 @@ impl Node {
     pub fn start(extra: &[&str]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
-        let own_admin = extra.iter().any(|a| a.starts_with("--admin"));
+        let own_admin = extra
+            .iter()
+            .any(|a| *a == "--admin" || a.starts_with("--admin="));
         if !own_admin {
             cmd.arg("--admin").arg("127.0.0.1:0");
         }
@@ -581,8 +583,14 @@ impl Http {
         token: Option<&str>,
         body: &[u8],
     ) -> Response {
+        // Host names the address connected to, as real clients do (the admin
+        // listener refuses other names).
+        let host = self
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "test".to_string(), |a| a.to_string());
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
             body.len()
         );
         if let Some(t) = token {

@@ -65,7 +65,8 @@ fn oversized_requests_are_refused_early() {
     assert_closing_error(&r, &mut h, 414, "uri_too_long");
 
     // A header that never ends: 431 once the head passes 16 KiB.
-    let prefix = format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nX-Pad: ");
+    let prefix =
+        format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nX-Pad: ");
     let (at, r, mut h) = write_until_answered(node.addr, prefix.as_bytes(), b"p", 32 * 1024);
     assert!(at <= 19 * 1024, "431 only seen after {at} bytes");
     assert_closing_error(&r, &mut h, 431, "headers_too_large");
@@ -73,7 +74,7 @@ fn oversized_requests_are_refused_early() {
     // Header after header: 431 once past 64 fields (each filler piece holds 1 KiB of fields).
     let (at, r, mut h) = write_until_answered(
         node.addr,
-        b"GET /v1/clients HTTP/1.1\r\n",
+        b"GET /v1/clients HTTP/1.1\r\nHost: t\r\n",
         b"X-Many-Headers: v\r\n",
         32 * 1024,
     );
@@ -275,13 +276,17 @@ fn malformed_requests_get_json_errors_and_are_closed() {
         ("CL list with differing values", post("Content-Length: 5, 6\r\n", "hello!"), 400, "bad_content_length"),
         ("negative CL", post("Content-Length: -5\r\n", "hello"), 400, "bad_content_length"),
         ("CL overflowing u64", post("Content-Length: 99999999999999999999999\r\n", "hello"), 400, "bad_content_length"),
-        ("NUL in target", format!("GET /v1/cli\0ents HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
-        ("NUL in header value", format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nX-A: a\0b\r\n\r\n").into_bytes(), 400, "malformed_request"),
-        ("bare CR in header value", format!("GET /v1/clients HTTP/1.1\r\nX-A: a\rb\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("NUL in target", format!("GET /v1/cli\0ents HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("NUL in header value", format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nX-A: a\0b\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("bare CR in header value", format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
         ("space before colon", post("Content-Length : 5\r\n", "hello"), 400, "malformed_request"),
-        ("obs-fold continuation line", format!("GET /v1/clients HTTP/1.1\r\nX-A: a\r\n folded\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
-        ("duplicate Authorization", format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("obs-fold continuation line", format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nX-A: a\r\n folded\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("duplicate Authorization", format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
         ("TE on HTTP/1.0", format!("POST /v1/send/agent-1 HTTP/1.0\r\nAuthorization: Bearer {tok}\r\n{chunked}\r\n5\r\nhello\r\n0\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("missing Host (RFC 9112 3.2)", format!("GET /v1/clients HTTP/1.1\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("repeated Host", format!("GET /v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\nhost: t\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("asterisk-form target", format!("OPTIONS * HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
+        ("absolute-form with userinfo", format!("GET http://u@t/v1/clients HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {tok}\r\n\r\n").into_bytes(), 400, "malformed_request"),
         ("TE gzip, chunked", post("Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 501, "unsupported_transfer_encoding"),
         ("TE chunked, chunked", post("Transfer-Encoding: chunked, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), 501, "unsupported_transfer_encoding"),
         ("TE identity", post("Transfer-Encoding: identity\r\n", "hello"), 501, "unsupported_transfer_encoding"),
@@ -324,5 +329,40 @@ fn malformed_requests_get_json_errors_and_are_closed() {
         "after malformed",
         Duration::from_millis(500),
     );
+    assert_no_error_log(&node);
+}
+
+/// RFC 9112 3.2.2: a server must accept an absolute-form target (routed by
+/// its path); HTTP/1.0 may omit Host.
+#[test]
+fn absolute_form_targets_and_http10_without_host_are_served() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2"]);
+    let mut rx = open_rx(&node, "agent-1");
+    let tok = console_tok();
+    let addr = node.addr;
+    let body = "absolute";
+    let req = format!(
+        "POST http://{addr}/v1/send/agent-1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (r, _h) = raw_exchange(addr, req.as_bytes());
+    let r = r.expect("an answer");
+    assert_eq!(
+        r.status,
+        202,
+        "{} {:?}",
+        r.head,
+        String::from_utf8_lossy(&r.body)
+    );
+    let ev = rx.next_event_within(WAIT).expect("the message");
+    assert_eq!(ev.json()["body"], body, "{ev:?}");
+
+    let req = format!("GET HTTP://{addr}/v1/clients?x=1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let (r, _h) = raw_exchange(addr, req.as_bytes());
+    assert_eq!(r.expect("an answer").status, 200);
+    let req = format!("GET /v1/clients HTTP/1.0\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let (r, _h) = raw_exchange(addr, req.as_bytes());
+    assert_eq!(r.expect("an answer").status, 200);
     assert_no_error_log(&node);
 }

@@ -37,6 +37,23 @@ fn without(mut c: serde_json::Value, k: &str) -> serde_json::Value {
     c
 }
 
+/// Signs raw header and claims JSON text (which `serde_json::Value` could not
+/// hold: repeated member names) with the node's secret.
+fn sign_raw(header: &str, claims: &str) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let sig = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("sign");
+    format!("{message}.{sig}")
+}
+
 #[test]
 fn forged_and_invalid_tokens_are_401_with_the_right_code() {
     use jsonwebtoken::Algorithm::{HS256, HS384, HS512};
@@ -203,6 +220,45 @@ fn forged_and_invalid_tokens_are_401_with_the_right_code() {
             sign_claims(HS256, &with(claims.clone(), "role", json!("admin"))),
             "bad_claim",
             Some("role"),
+        ),
+        (
+            "acct repeated (the last one would win)",
+            sign_raw(
+                r#"{"alg":"HS256","typ":"JWT"}"#,
+                &format!(
+                    r#"{{"sub":"console-9","acct":"{ACCT}","role":"console","exp":{},"acct":"evil"}}"#,
+                    now + 3600
+                ),
+            ),
+            "malformed_token",
+            None,
+        ),
+        (
+            "acct repeated under an escaped name",
+            sign_raw(
+                r#"{"alg":"HS256","typ":"JWT"}"#,
+                &format!(
+                    r#"{{"sub":"console-9","acct":"{ACCT}","exp":{},"\u0061cct":"evil"}}"#,
+                    now + 3600
+                ),
+            ),
+            "malformed_token",
+            None,
+        ),
+        (
+            "header parameter repeated",
+            sign_raw(r#"{"alg":"HS256","x":1,"x":2}"#, &claims.to_string()),
+            "malformed_token",
+            None,
+        ),
+        (
+            "crit header parameter",
+            sign_raw(
+                r#"{"alg":"HS256","typ":"JWT","crit":["b64"],"b64":false}"#,
+                &claims.to_string(),
+            ),
+            "invalid_token",
+            None,
         ),
         (
             "two parts",

@@ -35,7 +35,7 @@ fn check_prefixes(input: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, H
     // Appending bytes after a complete head or an error changes nothing.
     if !matches!(full, Ok(Parse::Partial)) {
         let mut longer = input.to_vec();
-        longer.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        longer.extend_from_slice(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(parse_head(&longer, limits), full, "with bytes appended");
     }
     full
@@ -73,17 +73,17 @@ fn simple_get() {
         (Some("Bearer t"), Some("42"), input.len() - 4)
     );
     // Each part on its own, and in other combinations of present / absent.
-    let h = ok("GET /a HTTP/1.1\r\nLast-Event-ID: 7\r\n\r\n");
+    let h = ok("GET /a HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 7\r\n\r\n");
     assert_eq!(
         (h.path(), h.query(), h.authorization(), h.last_event_id()),
         ("/a", None, None, Some("7"))
     );
-    let h = ok("GET /a? HTTP/1.1\r\nAuthorization: x\r\n\r\n");
+    let h = ok("GET /a? HTTP/1.1\r\nHost: h\r\nAuthorization: x\r\n\r\n");
     assert_eq!(
         (h.path(), h.query(), h.authorization(), h.last_event_id()),
         ("/a", Some(""), Some("x"), None)
     );
-    let h = ok("GET /a?q HTTP/1.1\r\nAuthorization:\r\nLast-Event-ID:\r\n\r\n");
+    let h = ok("GET /a?q HTTP/1.1\r\nHost: h\r\nAuthorization:\r\nLast-Event-ID:\r\n\r\n");
     assert_eq!(
         (h.path(), h.query(), h.authorization(), h.last_event_id()),
         ("/a", Some("q"), Some(""), Some(""))
@@ -92,35 +92,123 @@ fn simple_get() {
 
 #[test]
 fn methods() {
-    assert_eq!(ok("GET / HTTP/1.1\r\n\r\n").method, Method::Get);
-    assert_eq!(ok("HEAD / HTTP/1.1\r\n\r\n").method, Method::Head);
-    assert_eq!(ok("POST / HTTP/1.1\r\n\r\n").method, Method::Post);
-    assert_eq!(ok("PUT / HTTP/1.1\r\n\r\n").method, Method::Other);
-    assert_eq!(ok("get / HTTP/1.1\r\n\r\n").method, Method::Other);
-    assert_eq!(ok("Post / HTTP/1.1\r\n\r\n").method, Method::Other);
-    assert_eq!(ok("X-CUSTOM! / HTTP/1.1\r\n\r\n").method, Method::Other);
+    assert_eq!(ok("GET / HTTP/1.1\r\nHost: h\r\n\r\n").method, Method::Get);
+    assert_eq!(
+        ok("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Head
+    );
+    assert_eq!(
+        ok("POST / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Post
+    );
+    assert_eq!(
+        ok("PUT / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Other
+    );
+    assert_eq!(
+        ok("get / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Other
+    );
+    assert_eq!(
+        ok("Post / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Other
+    );
+    assert_eq!(
+        ok("X-CUSTOM! / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Other
+    );
 }
 
 #[test]
 fn path_and_query() {
-    let h = ok("GET /a/b HTTP/1.1\r\n\r\n");
+    let h = ok("GET /a/b HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((h.path(), h.query()), ("/a/b", None));
-    let h = ok("GET /a?b?c HTTP/1.1\r\n\r\n");
+    let h = ok("GET /a?b?c HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((h.path(), h.query()), ("/a", Some("b?c")));
-    let h = ok("GET /? HTTP/1.1\r\n\r\n");
+    let h = ok("GET /? HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((h.path(), h.query()), ("/", Some("")));
-    let h = ok("GET /%20x HTTP/1.1\r\n\r\n");
+    let h = ok("GET /%20x HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(h.path(), "/%20x");
-    let h = ok("GET /caf\u{e9} HTTP/1.1\r\n\r\n");
+    let h = ok("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(h.path(), "/caf\u{e9}");
 }
 
 #[test]
-fn target_must_be_origin_form() {
-    let e = HeadError::Malformed("request target must start with '/'");
-    assert_eq!(err(b"GET http://a/ HTTP/1.1\r\n\r\n"), e);
-    assert_eq!(err(b"OPTIONS * HTTP/1.1\r\n\r\n"), e);
-    assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), e);
+fn target_forms() {
+    let e = HeadError::Malformed(
+        "request target must be origin-form (/path) or absolute-form (http://host/path)",
+    );
+    assert_eq!(err(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), e);
+    assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: h\r\n\r\n"), e);
+    assert_eq!(err(b"GET ftp://a/x HTTP/1.1\r\nHost: h\r\n\r\n"), e);
+    assert_eq!(err(b"GET http:/a/x HTTP/1.1\r\nHost: h\r\n\r\n"), e);
+    // Absolute form (RFC 9112 3.2.2): routed by its path; its authority is the host.
+    let h = ok("POST http://gw.example:8080/v1/send/x?a=b HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(
+        (h.path(), h.query(), h.host()),
+        ("/v1/send/x", Some("a=b"), Some("gw.example:8080"))
+    );
+    let h = ok("GET HTTPS://[::1]:9 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        (h.path(), h.query(), h.host()),
+        ("/", None, Some("[::1]:9"))
+    );
+    let h = ok("GET http://a?x=1 HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        (h.path(), h.query(), h.host()),
+        ("/", Some("x=1"), Some("a"))
+    );
+    let h =
+        ok("GET http://a/p HTTP/1.1\r\nHost: a\r\nAuthorization: t\r\nLast-Event-ID: 5\r\n\r\n");
+    assert_eq!(
+        (h.path(), h.authorization(), h.last_event_id(), h.host()),
+        ("/p", Some("t"), Some("5"), Some("a"))
+    );
+    assert_eq!(
+        err(b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n"),
+        HeadError::Malformed("empty authority in request target")
+    );
+    assert_eq!(
+        err(b"GET http://u:p@a/x HTTP/1.1\r\nHost: h\r\n\r\n"),
+        HeadError::Malformed("userinfo in request target")
+    );
+    assert_eq!(
+        err(b"GET http://a#f HTTP/1.1\r\nHost: h\r\n\r\n"),
+        HeadError::Malformed("fragment in request target")
+    );
+    // The Host header is still required with an absolute-form target.
+    assert_eq!(
+        err(b"GET http://a/ HTTP/1.1\r\n\r\n"),
+        HeadError::Malformed("missing Host header")
+    );
+}
+
+#[test]
+fn host_header() {
+    let h = ok("GET / HTTP/1.1\r\nhost:  gw.example:80 \r\n\r\n");
+    assert_eq!(h.host(), Some("gw.example:80"));
+    // HTTP/1.0 may omit it.
+    assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").host(), None);
+    assert_eq!(ok("GET / HTTP/1.0\r\nHost: a\r\n\r\n").host(), Some("a"));
+    // RFC 9112 3.2: missing on HTTP/1.1, or repeated, is 400.
+    let missing = HeadError::Malformed("missing Host header");
+    assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), missing);
+    assert_eq!(err(b"GET / HTTP/1.1\r\nHostx: a\r\n\r\n"), missing);
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nHOST: a\r\n\r\n"),
+        HeadError::Malformed("duplicate Host header")
+    );
+    assert_eq!(
+        err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+        HeadError::Malformed("duplicate Host header")
+    );
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n"),
+        HeadError::Malformed("Host header is not valid UTF-8")
+    );
+    // An empty Host is present (RFC 9110 7.2 allows it for URIs without authority).
+    assert_eq!(ok("GET / HTTP/1.1\r\nHost:\r\n\r\n").host(), Some(""));
 }
 
 #[test]
@@ -131,7 +219,7 @@ fn versions() {
     assert_eq!((h.version_minor, h.close), (0, false));
     let h = ok("GET / HTTP/1.0\r\nConnection: Keep-Alive, close\r\n\r\n");
     assert!(h.close);
-    let h = ok("GET / HTTP/1.1\r\n\r\n");
+    let h = ok("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((h.version_minor, h.close), (1, false));
     for v in [
         "HTTP/2.0", "HTTP/2", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0", "HTTP/1.9",
@@ -165,22 +253,25 @@ fn versions() {
 
 #[test]
 fn connection_tokens() {
-    assert!(ok("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").close);
-    assert!(ok("GET / HTTP/1.1\r\nconnection: Upgrade, CLOSE\r\n\r\n").close);
-    assert!(ok("GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n").close);
-    assert!(!ok("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n").close);
-    assert!(!ok("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n").close);
+    assert!(ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").close);
+    assert!(ok("GET / HTTP/1.1\r\nHost: h\r\nconnection: Upgrade, CLOSE\r\n\r\n").close);
+    assert!(
+        ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n")
+            .close
+    );
+    assert!(!ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n").close);
+    assert!(!ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n").close);
 }
 
 #[test]
 fn leading_empty_lines_are_skipped() {
-    let input = "\r\n\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let input = "\r\n\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
     let h = ok(input);
     assert_eq!(h.head_len, input.len());
     // They count towards max_head but not towards max_request_line.
     let limits = lim(14, 1000, 8);
     assert!(matches!(
-        check_prefixes(b"\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n", &limits),
+        check_prefixes(b"\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", &limits),
         Ok(Parse::Complete(_))
     ));
     let limits = lim(100, 10, 8);
@@ -189,7 +280,7 @@ fn leading_empty_lines_are_skipped() {
         HeadError::HeadTooLarge
     );
     assert_eq!(
-        err(b"\r GET / HTTP/1.1\r\n\r\n"),
+        err(b"\r GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
         HeadError::Malformed("invalid line ending")
     );
 }
@@ -237,18 +328,18 @@ fn request_line_limit() {
         Ok(Parse::Partial)
     );
     // Long line with a syntax error before the limit: the syntax error wins.
-    let bad = b"G\0T /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n";
+    let bad = b"G\0T /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: h\r\n\r\n";
     assert_eq!(
         err_with(bad, &lim(18, 1000, 8)),
         HeadError::Malformed("invalid method token")
     );
     // ... and after the limit: the limit wins.
-    let bad = b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0aaaaaaaaaaaa HTTP/1.1\r\n\r\n";
+    let bad = b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0aaaaaaaaaaaa HTTP/1.1\r\nHost: h\r\n\r\n";
     assert_eq!(err_with(bad, &lim(18, 1000, 8)), HeadError::UriTooLong);
     // The default limit.
     let mut big = b"GET /".to_vec();
     big.resize(8 * 1024 - 9, b'a');
-    big.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+    big.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(matches!(
         parse_head(&big, &Limits::default()),
         Ok(Parse::Complete(_))
@@ -303,7 +394,7 @@ fn head_size_limit() {
     // A syntax error before the limit wins.
     assert_eq!(
         err_with(
-            b"GET / HTTP/1.1\r\nHo\0st: abcdefghijklmnopqrstuvwxyz\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nHo\0st: abcdefghijklmnopqrstuvwxyz\r\n\r\n",
             &lim(100, 30, 8)
         ),
         HeadError::Malformed("invalid header field name")
@@ -312,8 +403,9 @@ fn head_size_limit() {
 
 #[test]
 fn header_count_limit() {
-    let mut input = String::from("GET / HTTP/1.1\r\n");
-    for i in 0..4 {
+    // Host is one of the fields.
+    let mut input = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+    for i in 0..3 {
         input.push_str(&format!("X-{i}: v\r\n"));
     }
     input.push_str("\r\n");
@@ -330,13 +422,13 @@ fn header_count_limit() {
         HeadError::HeadTooLarge
     );
     assert!(matches!(
-        check_prefixes(b"GET / HTTP/1.1\r\n\r\n", &lim(100, 1000, 0)),
+        check_prefixes(b"GET / HTTP/1.0\r\n\r\n", &lim(100, 1000, 0)),
         Ok(Parse::Complete(_))
     ));
 
     // Above the stack array size.
-    let mut input = String::from("GET / HTTP/1.1\r\n");
-    for i in 0..200 {
+    let mut input = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+    for i in 0..199 {
         input.push_str(&format!("X-{i}: v\r\n"));
     }
     input.push_str("\r\n");
@@ -357,7 +449,7 @@ fn header_count_limit() {
 #[test]
 fn content_length() {
     let cl = |v: &str| {
-        let input = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\n");
+        let input = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\n");
         match check_prefixes(input.as_bytes(), &Limits::default()) {
             Ok(Parse::Complete(h)) => Ok(h.content_length),
             Ok(Parse::Partial) => panic!("partial"),
@@ -387,23 +479,23 @@ fn content_length() {
     ] {
         assert_eq!(cl(bad), Err(HeadError::BadContentLength), "{bad:?}");
     }
-    let h = ok("POST / HTTP/1.1\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n");
+    let h = ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n");
     assert_eq!(h.content_length, Some(7));
     assert_eq!(
-        err(b"POST / HTTP/1.1\r\nContent-Length: 7\r\nCONTENT-LENGTH: 8\r\n\r\n"),
+        err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\nCONTENT-LENGTH: 8\r\n\r\n"),
         HeadError::BadContentLength
     );
-    assert_eq!(ok("GET / HTTP/1.1\r\n\r\n").content_length, None);
+    assert_eq!(ok("GET / HTTP/1.1\r\nHost: h\r\n\r\n").content_length, None);
 }
 
 #[test]
 fn transfer_encoding() {
-    let h = ok("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let h = ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert!(h.chunked);
     assert_eq!(h.content_length, None);
-    assert!(ok("POST / HTTP/1.1\r\ntransfer-encoding:  Chunked \r\n\r\n").chunked);
-    assert!(ok("POST / HTTP/1.1\r\nTransfer-Encoding: , chunked\r\n\r\n").chunked);
-    assert!(!ok("POST / HTTP/1.1\r\n\r\n").chunked);
+    assert!(ok("POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding:  Chunked \r\n\r\n").chunked);
+    assert!(ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: , chunked\r\n\r\n").chunked);
+    assert!(!ok("POST / HTTP/1.1\r\nHost: h\r\n\r\n").chunked);
     for bad in [
         "gzip",
         "gzip, chunked",
@@ -413,7 +505,7 @@ fn transfer_encoding() {
         "",
         "chunkedx",
     ] {
-        let input = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {bad}\r\n\r\n");
+        let input = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {bad}\r\n\r\n");
         assert_eq!(
             err(input.as_bytes()),
             HeadError::UnsupportedTransferEncoding,
@@ -421,19 +513,19 @@ fn transfer_encoding() {
         );
     }
     assert_eq!(
-        err(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
         HeadError::UnsupportedTransferEncoding
     );
     assert_eq!(
-        err(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
         HeadError::ConflictingLength
     );
     assert_eq!(
-        err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+        err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
         HeadError::ConflictingLength
     );
     assert_eq!(
-        err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n"),
+        err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n"),
         HeadError::ConflictingLength
     );
     assert_eq!(
@@ -444,30 +536,32 @@ fn transfer_encoding() {
 
 #[test]
 fn auth_and_last_event_id() {
-    let h = ok("GET / HTTP/1.1\r\nauthorization:   Bearer a.b.c  \r\nlast-event-id: \r\n\r\n");
+    let h = ok(
+        "GET / HTTP/1.1\r\nHost: h\r\nauthorization:   Bearer a.b.c  \r\nlast-event-id: \r\n\r\n",
+    );
     assert_eq!(h.authorization(), Some("Bearer a.b.c"));
     assert_eq!(h.last_event_id(), Some(""));
-    let h = ok("GET / HTTP/1.1\r\nLast-Event-ID: \u{e9}t\u{e9}\r\n\r\n");
+    let h = ok("GET / HTTP/1.1\r\nHost: h\r\nLast-Event-ID: \u{e9}t\u{e9}\r\n\r\n");
     assert_eq!(h.last_event_id(), Some("\u{e9}t\u{e9}"));
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: a\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nAuthorization: a\r\n\r\n"),
         HeadError::Malformed("duplicate Authorization header")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nLast-Event-ID: 1\r\nlast-event-id: 2\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 1\r\nlast-event-id: 2\r\n\r\n"),
         HeadError::Malformed("duplicate Last-Event-ID header")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nAuthorization: \xff\xfe\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: \xff\xfe\r\n\r\n"),
         HeadError::Malformed("Authorization header is not valid UTF-8")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nLast-Event-ID: \xc3\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nLast-Event-ID: \xc3\r\n\r\n"),
         HeadError::Malformed("Last-Event-ID header is not valid UTF-8")
     );
     // Non-UTF-8 in headers we ignore is fine.
     assert_eq!(
-        ok("GET / HTTP/1.1\r\nX: \u{e9}\r\n\r\n").authorization(),
+        ok("GET / HTTP/1.1\r\nHost: h\r\nX: \u{e9}\r\n\r\n").authorization(),
         None
     );
 }
@@ -540,45 +634,57 @@ fn origin_and_upgrade() {
 fn malformed() {
     let m = HeadError::Malformed;
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n"),
         m("invalid header field value")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nX\0: ab\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nX\0: ab\r\n\r\n"),
         m("invalid header field name")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nX : ab\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nX : ab\r\n\r\n"),
         m("invalid header field name")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\n X: ab\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\n X: ab\r\n\r\n"),
         m("invalid header field name")
     );
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n"),
         m("invalid header field name")
     );
     assert_eq!(
-        err(b"GET /a\0b HTTP/1.1\r\n\r\n"),
+        err(b"GET /a\0b HTTP/1.1\r\nHost: h\r\n\r\n"),
         m("NUL byte in request target")
     );
     assert_eq!(
-        err(b"GET /a\x7fb HTTP/1.1\r\n\r\n"),
+        err(b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n"),
         m("invalid byte in request target")
     );
     assert_eq!(
-        err(b"GET /\xff HTTP/1.1\r\n\r\n"),
+        err(b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n"),
         m("request target is not valid UTF-8")
     );
-    assert_eq!(err(b"GET  / HTTP/1.1\r\n\r\n"), m("empty request target"));
-    assert_eq!(err(b"G(T / HTTP/1.1\r\n\r\n"), m("invalid method token"));
-    assert_eq!(err(b" GET / HTTP/1.1\r\n\r\n"), m("invalid method token"));
-    assert_eq!(err(b"\0GET / HTTP/1.1\r\n\r\n"), m("invalid method token"));
+    assert_eq!(
+        err(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        m("empty request target")
+    );
+    assert_eq!(
+        err(b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        m("invalid method token")
+    );
+    assert_eq!(
+        err(b" GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        m("invalid method token")
+    );
+    assert_eq!(
+        err(b"\0GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+        m("invalid method token")
+    );
     assert_eq!(err(b"GET\r\n\r\n"), m("invalid method token"));
     assert_eq!(err(b"GET / HTTP/1.1\r\r\n\r\n"), m("invalid line ending"));
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nX: y\r\n\rx"),
+        err(b"GET / HTTP/1.1\r\nHost: h\r\nX: y\r\n\rx"),
         m("invalid line ending")
     );
 }
@@ -597,7 +703,7 @@ fn partial_inputs() {
         "GET /x HTTP/1.",
         "GET / HTTP/1.1\r",
         "GET / HTTP/1.1\r\nHost: a\r\n",
-        "GET / HTTP/1.1\r\n\r",
+        "GET / HTTP/1.1\r\nHost: h\r\n\r",
     ] {
         assert_eq!(
             parse_head(input.as_bytes(), &limits),
@@ -663,7 +769,7 @@ fn mutated_heads_are_split_independent() {
     let seeds: [&[u8]; 4] = [
         b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
         b"\r\nPOST / HTTP/1.0\nTransfer-Encoding: chunked\nConnection: close\n\n",
-        b"HEAD /x HTTP/1.1\r\nAuthorization: Bearer t\r\nLast-Event-ID: 9\r\n\r\n",
+        b"HEAD /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nLast-Event-ID: 9\r\n\r\n",
         b"GET / HTTP/2.0\r\n\r\n",
     ];
     let alphabet = b"\r\n \t:/?0aZ\0\x7f\xff\xc3.HTP12";

@@ -3,23 +3,26 @@
 //! (never the client port) and its own threads, so a busy or stuck event loop
 //! cannot hide itself from the operator.
 
-use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::accept::{accept_error_is_transient, AcceptStreak, ACCEPT_BACKOFF_MS};
-use super::conn::CloseReason;
 use super::{ConnInfo, Envelope, Shared};
-use crate::proto::head::{parse_head, query_param, Limits, Method};
-use crate::proto::{response, Parse};
+use crate::proto::head::{query_param, Limits, Method};
+use crate::proto::response;
+use gate::{AllowedHosts, HeadRead, Slot, Slots};
 
-/// Most admin requests served at once; more get 503.
-const MAX_ADMIN_CONNS: usize = 16;
-/// Read/write timeout of an admin connection.
+mod gate;
+mod metrics;
+
+/// Write timeout of an admin connection (the head has a whole-head deadline,
+/// see `gate`).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Write timeout of the `503` written by the accept thread itself.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait for the workers to answer `/connections`.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest CPU profile.
@@ -28,21 +31,50 @@ const MAX_PROFILE_SECS: u64 = 60;
 /// Process-wide admin state.
 struct Admin {
     shared: Arc<Shared>,
-    active: AtomicUsize,
+    slots: Slots,
+    hosts: AllowedHosts,
     profiling: AtomicBool,
     /// Accepts on the admin listener that failed for want of a resource.
     accept_failures: AtomicU64,
+    /// Admin requests refused, by [`Refusal`].
+    refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Why the admin listener refused a request.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Every slot busy, or a probe slot asked for another path (503).
+    Overloaded,
+    /// The head did not arrive within the deadline (408).
+    Timeout,
+    /// `Host` does not name this listener (421).
+    Host,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [Refusal::Overloaded, Refusal::Timeout, Refusal::Host];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Overloaded => "overloaded",
+            Refusal::Timeout => "timeout",
+            Refusal::Host => "host",
+        }
+    }
 }
 
 /// Binds the admin listener on `addr` and serves it on a background thread.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
+    let hosts = AllowedHosts::new(&shared.config.admin_hosts, shared.config.admin);
     let admin = Arc::new(Admin {
         shared,
-        active: AtomicUsize::new(0),
+        slots: Slots::default(),
+        hosts,
         profiling: AtomicBool::new(false),
         accept_failures: AtomicU64::new(0),
+        refused: Default::default(),
     });
     std::thread::Builder::new()
         .name("admin".into())
@@ -73,8 +105,8 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
                         continue;
                     }
                 };
-                if admin.active.fetch_add(1, Relaxed) >= MAX_ADMIN_CONNS {
-                    admin.active.fetch_sub(1, Relaxed);
+                let Some(slot) = admin.slots.take() else {
+                    admin.count(Refusal::Overloaded);
                     let mut out = Vec::new();
                     response::write_json_error(
                         &mut out,
@@ -84,20 +116,19 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
                         true,
                     );
                     let mut s = stream;
-                    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+                    let _ = s.set_write_timeout(Some(REFUSE_TIMEOUT));
                     let _ = s.write_all(&out);
                     continue;
-                }
+                };
                 let a = admin.clone();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("admin-conn".into())
-                        .spawn(move || {
-                            let _ = a.serve(stream);
-                            a.active.fetch_sub(1, Relaxed);
-                        });
+                let spawned = std::thread::Builder::new()
+                    .name("admin-conn".into())
+                    .spawn(move || {
+                        let _ = a.serve(stream, slot);
+                        a.slots.release(slot);
+                    });
                 if spawned.is_err() {
-                    admin.active.fetch_sub(1, Relaxed);
+                    admin.slots.release(slot);
                 }
             }
         })?;
@@ -105,30 +136,52 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<SocketAddr> {
 }
 
 impl Admin {
-    /// Serves one request (admin connections are not kept alive).
-    fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    fn count(&self, r: Refusal) {
+        self.refused[r as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Serves one request (admin connections are not kept alive) in `slot`.
+    fn serve(&self, mut stream: TcpStream, slot: Slot) -> io::Result<()> {
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let limits = Limits::default();
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        let head = loop {
-            match parse_head(&buf, &limits) {
-                Ok(Parse::Complete(h)) => break h,
-                Ok(Parse::Partial) => {}
-                Err(e) => {
-                    let mut out = Vec::new();
-                    response::write_json_error(&mut out, e.status(), e.code(), &e.message(), true);
-                    return stream.write_all(&out);
-                }
-            }
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
+        let deadline = Instant::now() + slot.head_deadline();
         let mut out = Vec::new();
+        let head = match gate::read_head(&mut stream, deadline, &Limits::default())? {
+            HeadRead::Head(h) => h,
+            HeadRead::Closed => return Ok(()),
+            HeadRead::TimedOut => {
+                self.count(Refusal::Timeout);
+                let msg = format!(
+                    "the request head did not arrive within {} s",
+                    slot.head_deadline().as_secs()
+                );
+                response::write_json_error(&mut out, 408, "request_timeout", &msg, true);
+                return stream.write_all(&out);
+            }
+            HeadRead::Bad(e) => {
+                response::write_json_error(&mut out, e.status(), e.code(), &e.message(), true);
+                return stream.write_all(&out);
+            }
+        };
+        if !self.hosts.allows(head.host(), stream.local_addr().ok()) {
+            self.count(Refusal::Host);
+            let msg = format!(
+                "Host {:?} does not name this admin listener (see --admin-hosts)",
+                head.host().unwrap_or_default()
+            );
+            response::write_json_error(&mut out, 421, "misdirected_request", &msg, true);
+            return stream.write_all(&out);
+        }
+        if !slot.serves(head.path()) {
+            self.count(Refusal::Overloaded);
+            response::write_json_error(
+                &mut out,
+                503,
+                "overloaded",
+                "too many admin requests at once (only /healthz, /readyz and /metrics are answered now)",
+                true,
+            );
+            return stream.write_all(&out);
+        }
         if head.method != Method::Get && head.method != Method::Head {
             response::write_json_error(
                 &mut out,
@@ -289,310 +342,6 @@ impl Admin {
             "workers_answered": answered,
             "workers": self.shared.peers.len(),
         }))
-    }
-
-    fn metrics(&self) -> String {
-        let sh = &self.shared;
-        let mut m = String::with_capacity(8192);
-        let sum =
-            |f: &dyn Fn(&super::stats::WorkerStats) -> u64| sh.stats.iter().map(f).sum::<u64>();
-        let g = |m: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(
-                m,
-                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}"
-            );
-        };
-        let receive = sum(&|s| s.receive_open.load(Relaxed));
-        let open = sum(&|s| s.open.load(Relaxed));
-        g(
-            &mut m,
-            "connections",
-            "Open client connections by kind.",
-            "gauge",
-        );
-        let _ = writeln!(m, "switchboard_connections{{kind=\"receive\"}} {receive}");
-        let _ = writeln!(
-            m,
-            "switchboard_connections{{kind=\"request\"}} {}",
-            open.saturating_sub(receive)
-        );
-        g(
-            &mut m,
-            "connections_accepted_total",
-            "Client connections accepted.",
-            "counter",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_connections_accepted_total {}",
-            sum(&|s| s.accepted.load(Relaxed))
-        );
-        g(
-            &mut m,
-            "accept_failures_total",
-            "Accepts that failed for want of a resource (descriptors, memory), by listener; each is followed by a 100 ms pause.",
-            "counter",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_accept_failures_total{{listener=\"client\"}} {}",
-            sum(&|s| s.accept_failures.load(Relaxed))
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_accept_failures_total{{listener=\"admin\"}} {}",
-            self.accept_failures.load(Relaxed)
-        );
-        g(
-            &mut m,
-            "connections_closed_total",
-            "Client connections closed, by reason.",
-            "counter",
-        );
-        for r in CloseReason::ALL {
-            let _ = writeln!(
-                m,
-                "switchboard_connections_closed_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                sum(&|s| s.closed[r.index()].load(Relaxed))
-            );
-        }
-        type Counter = (
-            &'static str,
-            &'static str,
-            fn(&super::stats::WorkerStats) -> u64,
-        );
-        let counters: [Counter; 18] = [
-            ("messages_accepted_total", "Messages accepted (202).", |s| {
-                s.accepted_messages.load(Relaxed)
-            }),
-            (
-                "messages_relayed_total",
-                "Messages written to a live receive connection at once.",
-                |s| s.relayed.load(Relaxed),
-            ),
-            (
-                "stream_writes_total",
-                "Writes of new events to live receive connections (a burst for one client goes out in two).",
-                |s| s.stream_writes.load(Relaxed),
-            ),
-            (
-                "socket_writes_total",
-                "send calls on client sockets (answers to pipelined requests read together go out in one).",
-                |s| s.socket_writes.load(Relaxed),
-            ),
-            (
-                "messages_held_total",
-                "Messages accepted while the recipient was held.",
-                |s| s.held_messages.load(Relaxed),
-            ),
-            (
-                "messages_dropped_total",
-                "Retained messages dropped before delivery (reported as gaps).",
-                |s| s.dropped.load(Relaxed),
-            ),
-            (
-                "retained_memory_trims_total",
-                "Retained messages dropped early (delivered ones first) because retained messages passed --hold-total-bytes.",
-                |s| s.memory_trims.load(Relaxed),
-            ),
-            (
-                "sends_offline_total",
-                "Sends refused because the recipient is offline.",
-                |s| s.offline.load(Relaxed),
-            ),
-            (
-                "resumes_total",
-                "Receive connections that resumed with Last-Event-ID.",
-                |s| s.resumes.load(Relaxed),
-            ),
-            (
-                "replayed_messages_total",
-                "Messages replayed to resuming receive connections.",
-                |s| s.replayed.load(Relaxed),
-            ),
-            ("gaps_total", "Gap notices sent.", |s| s.gaps.load(Relaxed)),
-            ("peer_gone_total", "peer-gone notices queued.", |s| {
-                s.peer_gone.load(Relaxed)
-            }),
-            ("heartbeats_total", "Heartbeat comments written.", |s| {
-                s.heartbeats.load(Relaxed)
-            }),
-            ("bytes_in_total", "Bytes read from clients.", |s| {
-                s.bytes_in.load(Relaxed)
-            }),
-            ("bytes_out_total", "Bytes written to clients.", |s| {
-                s.bytes_out.load(Relaxed)
-            }),
-            (
-                "cross_worker_sends_total",
-                "Sends passed from the worker that read them to the one that owns the recipient.",
-                |s| s.cross_worker_sends.load(Relaxed),
-            ),
-            (
-                "connections_moved_total",
-                "Connections handed to the worker that owns their client (receive) or account (send).",
-                |s| s.moved_in.load(Relaxed),
-            ),
-            (
-                "panics_total",
-                "Panics caught while handling a connection (the connection was closed).",
-                |s| s.panics.load(Relaxed),
-            ),
-        ];
-        for (name, help, f) in counters {
-            g(&mut m, name, help, "counter");
-            let _ = writeln!(m, "switchboard_{name} {}", sum(&|s| f(s)));
-        }
-        g(&mut m, "sessions", "Client sessions by state.", "gauge");
-        let sessions = sum(&|s| s.sessions.load(Relaxed));
-        let held = sum(&|s| s.held.load(Relaxed));
-        let _ = writeln!(
-            m,
-            "switchboard_sessions{{state=\"online\"}} {}",
-            sessions.saturating_sub(held)
-        );
-        let _ = writeln!(m, "switchboard_sessions{{state=\"held\"}} {held}");
-        let retention: [(&str, &str, u64); 3] = [
-            (
-                "retained_bytes",
-                "Message bytes retained for held clients and Last-Event-ID replay (with 64 bytes of bookkeeping each).",
-                sum(&|s| s.retained_bytes.load(Relaxed)),
-            ),
-            (
-                "retained_messages",
-                "Messages (and peer-gone notices) retained.",
-                sum(&|s| s.retained_messages.load(Relaxed)),
-            ),
-            (
-                "hold_total_bytes",
-                "The limit on retained message bytes (--hold-total-bytes).",
-                sh.config.hold_total_bytes as u64,
-            ),
-        ];
-        for (name, help, v) in retention {
-            g(&mut m, name, help, "gauge");
-            let _ = writeln!(m, "switchboard_{name} {v}");
-        }
-        g(
-            &mut m,
-            "request_errors_total",
-            "Requests answered with an error, by status and code.",
-            "counter",
-        );
-        let mut errs: std::collections::BTreeMap<(u16, &str), u64> = Default::default();
-        for s in &sh.stats {
-            if let Ok(e) = s.errors.lock() {
-                for (k, v) in e.iter() {
-                    *errs.entry(*k).or_insert(0) += v;
-                }
-            }
-        }
-        for ((status, code), v) in errs {
-            let _ = writeln!(
-                m,
-                "switchboard_request_errors_total{{status=\"{status}\",code=\"{code}\"}} {v}"
-            );
-        }
-        g(
-            &mut m,
-            "timer_wheel_entries",
-            "Timer wheel entries per worker.",
-            "gauge",
-        );
-        for (i, s) in sh.stats.iter().enumerate() {
-            let _ = writeln!(
-                m,
-                "switchboard_timer_wheel_entries{{worker=\"{i}\"}} {}",
-                s.timers.load(Relaxed)
-            );
-        }
-        g(
-            &mut m,
-            "worker_queue_depth",
-            "Envelopes waiting in each worker's inbox.",
-            "gauge",
-        );
-        for (i, p) in sh.peers.iter().enumerate() {
-            let _ = writeln!(
-                m,
-                "switchboard_worker_queue_depth{{worker=\"{i}\"}} {}",
-                p.tx.len()
-            );
-        }
-        g(
-            &mut m,
-            "worker_iterations_total",
-            "Event-loop iterations per worker.",
-            "counter",
-        );
-        for (i, s) in sh.stats.iter().enumerate() {
-            let _ = writeln!(
-                m,
-                "switchboard_worker_iterations_total{{worker=\"{i}\"}} {}",
-                s.iterations.load(Relaxed)
-            );
-        }
-        g(
-            &mut m,
-            "worker_busy_seconds_total",
-            "Time each worker spent handling events (outside poll).",
-            "counter",
-        );
-        for (i, s) in sh.stats.iter().enumerate() {
-            let _ = writeln!(
-                m,
-                "switchboard_worker_busy_seconds_total{{worker=\"{i}\"}} {:.6}",
-                s.busy_ns.load(Relaxed) as f64 / 1e9
-            );
-        }
-        let (rss, _) = proc_status_kb();
-        g(
-            &mut m,
-            "process_resident_memory_bytes",
-            "Resident set size.",
-            "gauge",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_process_resident_memory_bytes {}",
-            rss * 1024
-        );
-        g(
-            &mut m,
-            "process_open_fds",
-            "Open file descriptors.",
-            "gauge",
-        );
-        let _ = writeln!(m, "switchboard_process_open_fds {}", open_fds());
-        g(
-            &mut m,
-            "draining",
-            "1 while the node drains before exit.",
-            "gauge",
-        );
-        let _ = writeln!(
-            m,
-            "switchboard_draining {}",
-            u8::from(sh.draining.load(Relaxed))
-        );
-        g(
-            &mut m,
-            "start_time_seconds",
-            "Unix time the process started.",
-            "gauge",
-        );
-        let _ = writeln!(m, "switchboard_start_time_seconds {}", sh.start_epoch_s);
-        if let Some(b) = &sh.cluster {
-            g(
-                &mut m,
-                "cluster_up",
-                "1 while Redis (the cluster bridge) is reachable.",
-                "gauge",
-            );
-            let _ = writeln!(m, "switchboard_cluster_up {}", u8::from(b.ok()));
-        }
-        m
     }
 
     fn profile(&self, q: &str) -> Result<Vec<u8>, (u16, &'static str, String)> {

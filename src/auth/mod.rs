@@ -11,6 +11,8 @@ use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
 
+mod strict;
+
 /// The role a client plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -71,6 +73,11 @@ pub enum AuthError {
     MissingClaim(&'static str),
     /// `sub`, `acct` or `role` has a forbidden value (names the claim).
     BadClaim(&'static str),
+    /// The header or the claims repeat a member name (names which).
+    DuplicateMember(&'static str),
+    /// The header has a `crit` parameter: it names extensions we do not
+    /// understand (RFC 7515 §4.1.11).
+    CriticalExtension,
 }
 
 impl AuthError {
@@ -85,6 +92,8 @@ impl AuthError {
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::MissingClaim(_) => "missing_claim",
             AuthError::BadClaim(_) => "bad_claim",
+            AuthError::DuplicateMember(_) => "malformed_token",
+            AuthError::CriticalExtension => "invalid_token",
         }
     }
     /// Human-readable text.
@@ -101,6 +110,13 @@ impl AuthError {
             }
             AuthError::BadClaim(claim) => {
                 format!("the token claim `{claim}` has a forbidden value")
+            }
+            AuthError::DuplicateMember(part) => {
+                format!("the token {part} repeat a member name")
+            }
+            AuthError::CriticalExtension => {
+                "the token header names critical extensions (crit) this server does not understand"
+                    .to_owned()
             }
         }
     }
@@ -188,6 +204,7 @@ impl Verifier {
             serde_json::Value::Object(map) => map,
             _ => return Err(AuthError::Malformed),
         };
+        check_strict(token)?;
         identity_from_claims(&claims, now_secs)
     }
 
@@ -259,6 +276,28 @@ fn identity_from_claims(
         role,
         exp,
     })
+}
+
+/// After the signature check: refuses a header or claims that repeat a
+/// member name, and a header with `crit` (see [`strict`]).
+fn check_strict(token: &str) -> Result<(), AuthError> {
+    let (header, payload, _) = split_token(token).ok_or(AuthError::Malformed)?;
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| AuthError::Malformed)
+    };
+    let header = decode(header)?;
+    if !strict::no_duplicate_members(&header) {
+        return Err(AuthError::DuplicateMember("header parameters"));
+    }
+    if strict::has_crit(&header) {
+        return Err(AuthError::CriticalExtension);
+    }
+    if !strict::no_duplicate_members(&decode(payload)?) {
+        return Err(AuthError::DuplicateMember("claims"));
+    }
+    Ok(())
 }
 
 /// Splits a compact JWS into exactly three `.`-separated parts.
@@ -557,6 +596,63 @@ mod tests {
         );
     }
 
+    /// Signs `payload` (raw JSON text) under `header` (raw JSON text) with the secret.
+    fn sign_raw(header: &str, payload: &str) -> String {
+        let message = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{sig}")
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let exp = NOW + 60;
+        let good = format!(r#"{{"sub":"c","acct":"acme","exp":{exp}}}"#);
+        assert!(verify(&sign_raw(header, &good)).is_ok());
+        for claims in [
+            format!(r#"{{"sub":"c","acct":"acme","exp":{exp},"acct":"evil"}}"#),
+            format!(r#"{{"sub":"c","acct":"acme","exp":{exp},"\u0061cct":"evil"}}"#),
+            format!(r#"{{"sub":"c","acct":"acme","exp":{exp},"x":{{"y":1,"y":2}}}}"#),
+        ] {
+            assert_eq!(
+                verify(&sign_raw(header, &claims)),
+                Err(AuthError::DuplicateMember("claims")),
+                "{claims}"
+            );
+        }
+        assert_eq!(
+            verify(&sign_raw(r#"{"alg":"HS256","x":1,"x":2}"#, &good)),
+            Err(AuthError::DuplicateMember("header parameters"))
+        );
+        // jsonwebtoken itself refuses a repeated parameter it knows.
+        assert_eq!(
+            verify(&sign_raw(r#"{"alg":"HS256","typ":"JWT","typ":"x"}"#, &good)),
+            Err(AuthError::Malformed)
+        );
+        // Equal names only after decoding escapes are still one name.
+        assert!(verify(&sign_raw(header, &good.replace("\"sub\"", "\"s\\u0075b\""))).is_ok());
+    }
+
+    #[test]
+    fn crit_is_refused() {
+        let exp = NOW + 60;
+        let claims = format!(r#"{{"sub":"c","acct":"acme","exp":{exp},"b64":false}}"#);
+        for header in [
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+        ] {
+            let e = verify(&sign_raw(header, &claims)).unwrap_err();
+            assert_eq!(e, AuthError::CriticalExtension, "{header}");
+            assert_eq!(e.code(), "invalid_token");
+        }
+    }
+
     #[test]
     fn missing_claims() {
         for claim in ["sub", "acct", "exp"] {
@@ -741,6 +837,8 @@ mod tests {
             (AuthError::NotYetValid, "token_not_yet_valid"),
             (AuthError::MissingClaim("exp"), "missing_claim"),
             (AuthError::BadClaim("role"), "bad_claim"),
+            (AuthError::DuplicateMember("claims"), "malformed_token"),
+            (AuthError::CriticalExtension, "invalid_token"),
         ];
         for (err, code) in all {
             assert_eq!(err.code(), code);
