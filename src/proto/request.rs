@@ -573,7 +573,7 @@ mod tests {
     fn expect_continue_is_reported_once_when_the_body_opens() {
         let limits = Limits::default();
         let req =
-            b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+            b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
         let head_len = req.len() - 5;
         for cut in 0..=req.len() {
             let mut r = RequestReader::new();
@@ -598,17 +598,17 @@ mod tests {
             assert_eq!(done.expect("complete").body, b"hello");
         }
         let mut r = RequestReader::new();
-        let big = b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
+        let big = b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n";
         assert_eq!(
             r.feed(big, &limits, 64).map(|(n, _)| n),
             Err(RequestError::TooLarge { limit: 64 })
         );
         let mut r = RequestReader::new();
-        let plain = b"POST /v1/send/a HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        let plain = b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(r.feed(plain, &limits, 64).map(|(n, _)| n), Ok(plain.len()));
         assert!(r.take_expect().is_none());
         let mut r = RequestReader::new();
-        let empty = b"POST /v1/send/a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+        let empty = b"POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n";
         let (_, q) = r.feed(empty, &limits, 64).expect("valid");
         assert!(q.is_some() && r.take_expect().is_none());
         let mut r = RequestReader::new();

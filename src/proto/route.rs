@@ -156,7 +156,14 @@ mod tests {
     use crate::proto::head::{parse_head, Limits};
     use crate::proto::Parse;
 
+    /// Parses `raw`, with a `Host` line added to an HTTP/1.1 head without one.
     fn head(raw: &str) -> RequestHead {
+        let raw = match raw.split_once("\r\n") {
+            Some((line, rest)) if line.ends_with("1.1") && !raw.contains("\nHost:") => {
+                format!("{line}\r\nHost: h\r\n{rest}")
+            }
+            _ => raw.to_string(),
+        };
         match parse_head(raw.as_bytes(), &Limits::default()) {
             Ok(Parse::Complete(h)) => h,
             other => panic!("{other:?}"),

@@ -572,7 +572,7 @@ fn origin_and_upgrade() {
     for auth in [None, Some("Bearer t"), Some("")] {
         for lei in [None, Some("e-1"), Some("")] {
             for origin in [None, Some("http://127.0.0.1:8000"), Some("")] {
-                let mut raw = "GET /v1/receive?x=1 HTTP/1.1\r\n".to_string();
+                let mut raw = "GET /v1/receive?x=1 HTTP/1.1\r\nHost: gw:1\r\n".to_string();
                 if let Some(o) = origin {
                     raw.push_str(&format!("Origin: {o}\r\n"));
                 }
@@ -596,6 +596,7 @@ fn origin_and_upgrade() {
                     "{raw:?}"
                 );
                 assert!(!h.same_origin() && !h.websocket);
+                assert_eq!(h.host(), Some("gw:1"), "{raw:?}");
             }
         }
     }
@@ -608,7 +609,14 @@ fn origin_and_upgrade() {
         HeadError::Malformed("Origin header is not valid UTF-8")
     );
     // Same origin: the browser says so, or Origin names the Host.
-    let same = |extra: &str| ok(&format!("GET / HTTP/1.1\r\n{extra}\r\n")).same_origin();
+    let same = |extra: &str| {
+        let host = if extra.contains("Host:") {
+            ""
+        } else {
+            "Host: other\r\n"
+        };
+        ok(&format!("GET / HTTP/1.1\r\n{host}{extra}\r\n")).same_origin()
+    };
     assert!(same(
         "Origin: http://gw.example:8080\r\nHost: GW.example:8080\r\n"
     ));
@@ -621,13 +629,21 @@ fn origin_and_upgrade() {
     assert!(!same("Host: a\r\n"));
     assert!(!same("Origin: http://\r\nHost: \r\n"));
     // Upgrade: websocket, alone or in a list, in any case.
-    let ws = |v: &str| ok(&format!("GET / HTTP/1.1\r\nUpgrade: {v}\r\n\r\n")).websocket;
+    let ws = |v: &str| {
+        ok(&format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: {v}\r\n\r\n"
+        ))
+        .websocket
+    };
     assert!(ws("websocket"));
     assert!(ws("WebSocket"));
     assert!(ws("h2c, websocket"));
     assert!(!ws("h2c"));
     assert!(!ws("websockets"));
-    assert_eq!(ok("OPTIONS /v1/x HTTP/1.1\r\n\r\n").method, Method::Options);
+    assert_eq!(
+        ok("OPTIONS /v1/x HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Options
+    );
 }
 
 #[test]
@@ -806,15 +822,17 @@ fn mutated_heads_are_split_independent() {
 
 #[test]
 fn expect_continue_only_in_http_1_1() {
-    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n");
+    let h = ok(
+        "POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n",
+    );
     assert!(h.expect_continue);
-    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect:  100-continue \r\n\r\n");
+    let h = ok("POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect:  100-continue \r\n\r\n");
     assert!(h.expect_continue);
     let h = ok("POST /v1/send/a HTTP/1.0\r\nExpect: 100-continue\r\n\r\n");
     assert!(!h.expect_continue);
-    let h = ok("POST /v1/send/a HTTP/1.1\r\nExpect: something-else\r\n\r\n");
+    let h = ok("POST /v1/send/a HTTP/1.1\r\nHost: h\r\nExpect: something-else\r\n\r\n");
     assert!(!h.expect_continue);
-    assert!(!ok("POST /v1/send/a HTTP/1.1\r\n\r\n").expect_continue);
+    assert!(!ok("POST /v1/send/a HTTP/1.1\r\nHost: h\r\n\r\n").expect_continue);
 }
 
 #[test]
@@ -830,9 +848,9 @@ fn json_content_type() {
         ("", false),
     ] {
         let h = ok(&format!(
-            "POST /v1/send/a HTTP/1.1\r\nContent-Type: {value}\r\n\r\n"
+            "POST /v1/send/a HTTP/1.1\r\nHost: h\r\nContent-Type: {value}\r\n\r\n"
         ));
         assert_eq!(h.json, json, "{value:?}");
     }
-    assert!(!ok("POST /v1/send/a HTTP/1.1\r\n\r\n").json);
+    assert!(!ok("POST /v1/send/a HTTP/1.1\r\nHost: h\r\n\r\n").json);
 }
