@@ -60,10 +60,14 @@ impl Unauthenticated {
             let Some(c) = conns.get(i as usize).filter(|c| c.gen == g && !c.authed) else {
                 continue; // closed or authenticated: drop the entry
             };
+            // A connection whose request has arrived (read, or still in the
+            // socket: one peek) is a client that talks, not an idle socket.
             if i as usize != except
                 && c.requests == 0
                 && !c.close_after_flush
                 && matches!(c.state, State::Request(_))
+                && c.inbuf.is_empty()
+                && !matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0)
             {
                 found = Some(i as usize);
                 break;
