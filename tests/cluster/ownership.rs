@@ -50,6 +50,22 @@ impl Ledger {
         );
     }
 
+    /// Sends one message from `from` to `to` (whose stream in `epoch` is
+    /// `rx`), waits until it arrived, and returns the id `to` last saw: the
+    /// `Last-Event-ID` it would resume with.
+    fn delivered_one(
+        &mut self,
+        addr: SocketAddr,
+        from: &str,
+        to: &str,
+        epoch: &str,
+        rx: &mut Receiver,
+    ) -> String {
+        self.send_accepted(addr, from, to);
+        self.settle(to, epoch, rx);
+        self.seen[to].last().expect("a message arrived").1.clone()
+    }
+
     /// Records what `rx` (a stream of `client` in `epoch`) says within `within`.
     fn read(&mut self, client: &str, epoch: &str, rx: &mut Receiver, within: Duration) {
         while let Some(ev) = rx.next_event_within(within) {
@@ -189,9 +205,7 @@ fn a_node_that_lost_redis_never_accepts_for_a_client_that_moved() {
     let (mut rx, epoch) = open(n1.addr, "agent-rx", &[]);
     let (mut partner, _) = open(n1.addr, "console-1", &[]);
     let mut led = Ledger::default();
-    led.send_accepted(n1.addr, "console-1", "agent-rx");
-    led.settle("agent-rx", &epoch, &mut rx);
-    let lei = led.seen["agent-rx"][0].1.clone();
+    let lei = led.delivered_one(n1.addr, "console-1", "agent-rx", &epoch, &mut rx);
 
     redis.kill();
     for n in [&n1, &n2] {
@@ -237,9 +251,7 @@ fn a_node_paused_during_a_hand_over_sends_on_what_it_accepts() {
     let (mut rx, epoch) = open(n1.addr, "agent-rx", &[]);
     let (mut partner, _) = open(n1.addr, "console-1", &[]);
     let mut led = Ledger::default();
-    led.send_accepted(n1.addr, "console-1", "agent-rx");
-    led.settle("agent-rx", &epoch, &mut rx);
-    let lei = led.seen["agent-rx"][0].1.clone();
+    let lei = led.delivered_one(n1.addr, "console-1", "agent-rx", &epoch, &mut rx);
 
     signal(&n1, "STOP");
     drop(rx);
@@ -265,9 +277,7 @@ fn a_node_paused_longer_than_the_node_ttl_comes_back_without_losing_messages() {
     let (mut rx, epoch) = open(n1.addr, "agent-rx", &[]);
     let (mut stays, stays_epoch) = open(n1.addr, "agent-stays", &[]);
     let mut led = Ledger::default();
-    led.send_accepted(n1.addr, "console-1", "agent-rx");
-    led.settle("agent-rx", &epoch, &mut rx);
-    let lei = led.seen["agent-rx"][0].1.clone();
+    let lei = led.delivered_one(n1.addr, "console-1", "agent-rx", &epoch, &mut rx);
 
     signal(&n1, "STOP");
     assert!(n2.wait_log("node n1 is gone"));
