@@ -16,5 +16,6 @@ pub mod config;
 pub mod fuzzing;
 pub mod ids;
 pub mod proto;
+pub mod relay;
 pub mod server;
 pub mod timer;

@@ -3,9 +3,6 @@
 //! stream head, `ready`, gap notice and replay.
 
 use super::conn::State;
-use super::retained::import_snapshot;
-use super::session::{session_deadline, Session};
-use super::session_index::make_key;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::ReplyTo;
@@ -14,6 +11,9 @@ use crate::auth::Identity;
 use crate::ids::EventId;
 use crate::proto::stream::Framing;
 use crate::proto::{response, sse};
+use crate::relay::retained::import_snapshot;
+use crate::relay::session::{session_deadline, Session};
+use crate::relay::session_index::make_key;
 
 /// SSE reconnection hint sent at the start of every stream (ms).
 const RETRY_MS: u64 = 2000;
@@ -240,7 +240,7 @@ impl Worker {
 /// were taken as positions in the write's buffer. The last event of a chunk
 /// ends after the chunk's CRLF, which a client's decoder may wait for.
 pub(super) fn fix_wire_ends<'a>(
-    entries: impl Iterator<Item = &'a mut super::retained::Entry>,
+    entries: impl Iterator<Item = &'a mut crate::relay::retained::Entry>,
     start: usize,
     framing: Framing,
 ) {

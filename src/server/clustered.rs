@@ -5,13 +5,13 @@
 
 use super::bridge::{BridgeCmd, Takeover};
 use super::conn::State;
-use super::retained::{export_snapshot, import_snapshot, EntryKind};
-use super::session::Session;
-use super::session_index::make_key;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ReplyTo, SendError};
 use crate::cluster::PresenceState;
+use crate::relay::retained::{export_snapshot, import_snapshot, EntryKind};
+use crate::relay::session::Session;
+use crate::relay::session_index::make_key;
 
 impl Worker {
     /// Delivers to `to` if a session for it is here (`found`, the caller's

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::conn::{send_now, Conn};
-use super::retained::{self, Entry, EntryKind};
-use super::session::{session_deadline, Session, TouchKey};
+use super::session::TouchKey;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{Envelope, SendError};
 use crate::ids::EventId;
 use crate::proto::sse;
 use crate::proto::stream::{self, Framing};
+use crate::relay::retained::{self, Entry, EntryKind};
+use crate::relay::session::{session_deadline, Session};
 
 /// Smallest message body written from the retained log by `sendmsg` instead
 /// of being copied into its event (below it, the copy costs less than the

@@ -22,15 +22,15 @@
 //! one eighth of the limit per asked worker (past it, a worker makes room
 //! itself), usually one loop iteration's worth.
 //!
-//! [`HeldOrder`]: super::held_order::HeldOrder
+//! [`HeldOrder`]: crate::relay::held_order::HeldOrder
 
 use std::sync::atomic::Ordering;
 
 use super::deliver::{drop_entry, warn_budget};
-use super::held_order::is_held;
-use super::retained;
 use super::stats::WorkerStats;
 use super::worker::Worker;
+use crate::relay::held_order::is_held;
+use crate::relay::retained;
 
 impl Worker {
     /// What the other workers retain, as they last published it.

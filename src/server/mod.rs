@@ -16,16 +16,12 @@ mod conn;
 mod deliver;
 mod drain;
 mod evict;
-mod held_order;
 mod http;
 pub mod limits;
-mod pairs;
 mod park;
 mod pipe;
 mod quiet;
-mod retained;
 mod session;
-mod session_index;
 pub mod stats;
 mod sys;
 mod sysbox;
@@ -523,7 +519,7 @@ mod size_tests {
     #[test]
     fn per_connection_structures_stay_small() {
         let conn = std::mem::size_of::<super::conn::Conn>();
-        let sess = std::mem::size_of::<super::session::Session>();
+        let sess = std::mem::size_of::<crate::relay::session::Session>();
         let timer = std::mem::size_of::<(u64, super::worker::TimerRef)>();
         println!("conn slab entry {conn} B, session slab entry {sess} B, timer entry {timer} B");
         assert!(conn <= 192, "Conn grew to {conn} bytes");

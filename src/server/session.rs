@@ -2,22 +2,17 @@
 //! the retained message log used for holding and Last-Event-ID replay, and the
 //! conversation partners that get `peer-gone`.
 
-use hashbrown::HashMap;
 use std::hash::BuildHasher;
 
 use super::conn::{CloseReason, State};
 use super::deliver::drop_entry;
-use super::retained::{EntryKind, Log};
-use super::session_index::AccountLinks;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
-use crate::auth::Role;
-use crate::ids::{EventId, SessionId};
+use crate::ids::EventId;
 use crate::proto::sse;
-
-/// Most conversation partners remembered per client.
-pub(super) const MAX_PARTNERS: usize = 4096;
+use crate::relay::retained::EntryKind;
+use crate::relay::session::{remember_partner, session_deadline, MAX_PARTNERS};
 /// A conversation note for the same pair is passed on at most once per this long.
 const TOUCH_WINDOW_MS: u64 = 5_000;
 
@@ -28,97 +23,6 @@ pub(super) enum TouchKey<'a> {
     Pair(&'a str, &'a str, &'a str, u64),
     /// Passing on to the cluster that `.1` talked to `.2` in account `.0`.
     Forward(&'a str, &'a str, &'a str),
-}
-
-/// A client's session on its owner worker.
-pub(super) struct Session {
-    pub gen: u32,
-    /// Session id of the latest receive connection (for logs).
-    pub sid: SessionId,
-    /// `account/client` (`/` cannot occur in ids).
-    pub(super) key: Box<str>,
-    pub(super) split: u8,
-    pub role: Role,
-    /// Random per session incarnation; part of every event id.
-    pub epoch: u64,
-    /// Sequence number of the newest entry.
-    pub last_seq: u64,
-    /// Sequence number of the newest entry handed to a receive connection.
-    pub delivered: u64,
-    /// The current receive connection was sent the entries after this one.
-    pub attach_from: u64,
-    /// The receive connection (slab index, generation); generation 0 = none.
-    pub conn: (u32, u32),
-    /// Wall-clock ms of the last change between online and held.
-    pub since_ms: u64,
-    /// Monotonic ms when the session became held; 0 while online.
-    pub held_since: u64,
-    pub deadline: u64,
-    pub armed: u64,
-    /// Retained events; no allocation while empty.
-    pub(super) log: Log,
-    /// Conversation partners and when (monotonic ms) a message was last exchanged.
-    pub(super) partners: Option<Box<HashMap<Box<str>, u64>>>,
-    /// Why entries last left the log early: an index into
-    /// [`TRIM_REASONS`](super::retained::TRIM_REASONS), kept here because
-    /// the log is freed when it is empty.
-    pub(super) trim: u8,
-    /// Entries appended in this loop iteration wait in the worker's
-    /// `to_flush` list, to be written in one go (see [`Worker::flush_sessions`]).
-    pub(super) flush_queued: bool,
-    /// Neighbours in this worker's list of the account's sessions (kept by
-    /// [`Sessions`](super::session_index::Sessions)).
-    pub(super) links: AccountLinks,
-}
-
-impl Session {
-    pub fn account(&self) -> &str {
-        &self.key[..self.split as usize]
-    }
-    pub fn client(&self) -> &str {
-        &self.key[self.split as usize + 1..]
-    }
-    pub(super) fn online(&self) -> bool {
-        self.conn.1 != 0
-    }
-    /// Why entries last left the log early, as a `gap` event names it.
-    pub(super) fn trim_reason(&self) -> &'static str {
-        let reasons = &super::retained::TRIM_REASONS;
-        reasons
-            .get(self.trim as usize)
-            .copied()
-            .unwrap_or(reasons[0])
-    }
-    /// Records why entries are leaving the log early.
-    pub(super) fn set_trim_reason(&mut self, reason: &str) {
-        self.trim = super::retained::trim_index(reason);
-    }
-
-    /// A session with key `account/client` (`split` = the account's length) and
-    /// nothing else set yet: no connection, no entries, a fresh epoch.
-    pub(super) fn blank(key: Box<str>, split: usize) -> Session {
-        Session {
-            gen: 0,
-            sid: SessionId(0),
-            split: split as u8,
-            key,
-            role: Role::Agent,
-            epoch: crate::ids::random_u64() >> 12,
-            last_seq: 0,
-            delivered: 0,
-            attach_from: 0,
-            conn: (0, 0),
-            since_ms: 0,
-            held_since: 0,
-            deadline: 0,
-            armed: 0,
-            log: Log::default(),
-            partners: None,
-            trim: 0,
-            flush_queued: false,
-            links: AccountLinks::default(),
-        }
-    }
 }
 
 impl Worker {
@@ -319,7 +223,7 @@ impl Worker {
             .held
             .load(std::sync::atomic::Ordering::Relaxed);
         self.held_order.push(mark, held as usize, |m| {
-            super::held_order::is_held(sessions, m)
+            crate::relay::held_order::is_held(sessions, m)
         });
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Held, false);
@@ -378,7 +282,8 @@ impl Worker {
             let gone = super::bridge::BridgeCmd::Gone {
                 account: account.into(),
                 client: client.into(),
-                snapshot: (pending > 0).then(|| super::retained::export_snapshot(&s, self.now)),
+                snapshot: (pending > 0)
+                    .then(|| crate::relay::retained::export_snapshot(&s, self.now)),
             };
             if b.submit(gone) {
                 return;
@@ -468,23 +373,6 @@ impl Worker {
     }
 }
 
-/// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
-pub(super) fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
-    let hold = cfg.hold.as_millis() as u64;
-    let mut d = 0u64;
-    if s.held_since > 0 {
-        d = s.held_since + hold;
-    }
-    if let Some(e) = s.log.front() {
-        let t = e.at + hold;
-        d = if d == 0 { t } else { d.min(t) };
-    }
-    if d != 0 {
-        d = d.max(now);
-    }
-    d
-}
-
 impl Worker {
     /// This worker's connections matching `f`: how many matched, and the first `f.limit`.
     pub(super) fn inspect(&self, f: &super::InspectFilter) -> (usize, Vec<super::ConnInfo>) {
@@ -531,129 +419,5 @@ impl Worker {
             });
         }
         (matched, out)
-    }
-}
-
-impl Session {
-    /// True if `peer` exchanged a message with this client within `ttl_ms` of `now`.
-    pub fn recent_partner(&self, peer: &str, now: u64, ttl_ms: u64) -> bool {
-        self.partners
-            .as_ref()
-            .and_then(|p| p.get(peer))
-            .is_some_and(|t| now.saturating_sub(*t) <= ttl_ms)
-    }
-
-    /// True while a receive connection is attached.
-    pub fn is_online(&self) -> bool {
-        self.online()
-    }
-}
-
-/// Records that `peer` exchanged a message at `now` in a partner table of at most
-/// `cap` entries. A full table first forgets the partners last seen more than
-/// `ttl` ago; if it is still full, its oldest eighth. So the scan a full table
-/// takes is paid once per `cap / 8` new partners, not on every new one (a console
-/// talking to more than `cap` agents within `ttl` would otherwise scan the whole
-/// table on each message to a new one).
-pub(super) fn remember_partner(
-    p: &mut HashMap<Box<str>, u64>,
-    peer: &str,
-    now: u64,
-    ttl: u64,
-    cap: usize,
-) {
-    if let Some(t) = p.get_mut(peer) {
-        *t = now;
-        return;
-    }
-    if p.len() >= cap {
-        p.retain(|_, t| now.saturating_sub(*t) <= ttl);
-    }
-    if p.len() >= cap {
-        let forget = (cap / 8).max(1).min(p.len());
-        let mut times: Vec<u64> = p.values().copied().collect();
-        let (_, &mut cutoff, _) = times.select_nth_unstable(forget - 1);
-        // Everything older than the cutoff goes, and as many of the entries
-        // seen exactly at the cutoff as it takes to forget `forget` in all.
-        let older = times.iter().filter(|&&t| t < cutoff).count();
-        let mut at_cutoff = forget - older;
-        p.retain(|_, t| {
-            if *t < cutoff {
-                return false;
-            }
-            if *t == cutoff && at_cutoff > 0 {
-                at_cutoff -= 1;
-                return false;
-            }
-            true
-        });
-    }
-    p.insert(peer.into(), now);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(entries: &[(&str, u64)]) -> HashMap<Box<str>, u64> {
-        entries.iter().map(|&(k, t)| (k.into(), t)).collect()
-    }
-
-    #[test]
-    fn a_known_partner_is_refreshed_not_added() {
-        let mut p = table(&[("a", 1), ("b", 2)]);
-        remember_partner(&mut p, "a", 50, 1_000, 2);
-        assert_eq!(p.len(), 2);
-        assert_eq!(p["a"], 50);
-    }
-
-    #[test]
-    fn a_full_table_forgets_expired_partners_first() {
-        let mut p = table(&[("old", 0), ("x", 900), ("y", 950), ("z", 990)]);
-        remember_partner(&mut p, "new", 1_000, 500, 4);
-        let mut keys: Vec<&str> = p.keys().map(|k| &**k).collect();
-        keys.sort();
-        assert_eq!(keys, ["new", "x", "y", "z"]);
-    }
-
-    #[test]
-    fn a_full_table_forgets_its_oldest_eighth_at_once_then_takes_new_ones_without_scanning() {
-        let cap = 64;
-        let mut p: HashMap<Box<str>, u64> = (0..cap as u64)
-            .map(|i| (format!("p{i}").into(), 100 + i))
-            .collect();
-        remember_partner(&mut p, "n0", 1_000, 10_000, cap);
-        // The 8 oldest (p0..p7) are gone, everything newer stays.
-        assert_eq!(p.len(), cap - 8 + 1);
-        for i in 0..cap {
-            assert_eq!(p.contains_key(format!("p{i}").as_str()), i >= 8, "p{i}");
-        }
-        // The next 7 fit without forgetting anyone.
-        for i in 1..8 {
-            remember_partner(&mut p, &format!("n{i}"), 1_000 + i, 10_000, cap);
-        }
-        assert_eq!(p.len(), cap);
-        assert!(p.contains_key("p8"));
-    }
-
-    #[test]
-    fn ties_at_the_cutoff_forget_only_an_eighth() {
-        // Every partner seen in the same millisecond: an eighth goes, not all.
-        let cap = 64;
-        let mut p: HashMap<Box<str>, u64> =
-            (0..cap).map(|i| (format!("p{i}").into(), 500)).collect();
-        remember_partner(&mut p, "new", 600, 10_000, cap);
-        assert_eq!(p.len(), cap - 8 + 1);
-        assert_eq!(p["new"], 600);
-    }
-
-    #[test]
-    fn the_table_never_passes_its_cap() {
-        let cap = 40;
-        let mut p = HashMap::default();
-        for i in 0..1_000u64 {
-            remember_partner(&mut p, &format!("c{}", i * 7 % 97), i, 50, cap);
-            assert!(p.len() <= cap, "{} entries after {i}", p.len());
-        }
     }
 }

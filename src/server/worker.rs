@@ -14,8 +14,8 @@ use slab::Slab;
 
 use super::conn::Conn;
 use super::quiet::QuietClock;
-use super::session_index::Sessions;
 use super::{Envelope, Shared};
+use crate::relay::session_index::Sessions;
 use crate::timer::TimerWheel;
 
 /// Token of the listener.
@@ -139,7 +139,7 @@ pub(super) struct Worker {
     pub to_flush: Vec<(u32, u32)>,
     /// This worker's sessions in the order they became held (who loses
     /// messages first past `--hold-total-bytes`).
-    pub(super) held_order: super::held_order::HeldOrder,
+    pub(super) held_order: crate::relay::held_order::HeldOrder,
     /// The request being handled is the second or a later one of a pipelined
     /// batch read together: the events it appends wait for the end of the
     /// iteration (measured with 8 pipelined messages per sender: 8.0 instead of
@@ -162,7 +162,7 @@ pub(super) struct Worker {
     /// When the worker last went quiet (see `settle`).
     quiet: QuietClock,
     /// Conversation pairs noted recently (see `touch_due`).
-    pub recent_pairs: super::pairs::RecentPairs,
+    pub recent_pairs: crate::relay::pairs::RecentPairs,
     /// Seeded hasher for `recent_pairs` keys.
     pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
@@ -408,7 +408,7 @@ impl Worker {
         }
         let sessions = &self.sessions.slab;
         self.held_order
-            .prune(|m| super::held_order::is_held(sessions, m));
+            .prune(|m| crate::relay::held_order::is_held(sessions, m));
         self.held_order.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
@@ -506,7 +506,7 @@ impl Worker {
     }
 
     /// Takes session `idx` out of the table, with its pending timer entry.
-    pub fn remove_session(&mut self, idx: usize) -> Option<super::session::Session> {
+    pub fn remove_session(&mut self, idx: usize) -> Option<crate::relay::session::Session> {
         let s = self.sessions.remove(idx)?;
         self.disarm(TimerRef::session(idx, s.gen, s.armed));
         Some(s)

@@ -418,7 +418,7 @@ impl Admin {
             "hold_total_bytes": sh.config.hold_total_bytes,
             "struct_bytes": {
                 "connection": std::mem::size_of::<super::conn::Conn>(),
-                "session": std::mem::size_of::<super::session::Session>(),
+                "session": std::mem::size_of::<crate::relay::session::Session>(),
                 "timer_entry": std::mem::size_of::<(u64, super::worker::TimerRef)>(),
             },
             "open_fds": open_fds(),

@@ -11,7 +11,7 @@ use crate::ids::EventId;
 use crate::proto::sse;
 
 /// What a retained log entry carries.
-pub(super) enum EntryKind {
+pub(crate) enum EntryKind {
     Message {
         /// The sender's id, shared by all its retained messages when it
         /// came from a verified token (`Identity::client`).
@@ -25,19 +25,19 @@ pub(super) enum EntryKind {
 }
 
 /// One retained event of a session.
-pub(super) struct Entry {
-    pub(super) seq: u64,
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
     /// Monotonic ms when it was accepted.
-    pub(super) at: u64,
+    pub(crate) at: u64,
     /// Where its frame ended in the byte stream of the receive connection it
     /// was last written to (to tell, when that connection ends, whether the
     /// client's TCP acknowledged it).
-    pub(super) wire_end: u64,
-    pub(super) kind: EntryKind,
+    pub(crate) wire_end: u64,
+    pub(crate) kind: EntryKind,
 }
 
 impl Entry {
-    pub(super) fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         match &self.kind {
             EntryKind::Message { from, body } => from.len() + body.len(),
             EntryKind::PeerGone { peer, .. } => peer.len(),
@@ -46,12 +46,12 @@ impl Entry {
 
     /// What this entry counts for in the tally (and against
     /// `--hold-total-bytes`): its message bytes and [`ENTRY_OVERHEAD`].
-    pub(super) fn retained_bytes(&self) -> usize {
+    pub(crate) fn retained_bytes(&self) -> usize {
         self.size() + ENTRY_OVERHEAD
     }
 
     /// Appends the SSE encoding of this entry.
-    pub(super) fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
         let id = EventId {
             epoch,
             seq: self.seq,
@@ -82,13 +82,13 @@ const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>();
 /// Bytes and entries retained in all the logs of the calling thread (a
 /// worker's sessions): what `--hold-total-bytes` limits. The bytes are the
 /// messages' (body and sender id) plus [`ENTRY_OVERHEAD`] each.
-pub(super) fn thread_tally() -> (usize, usize) {
+pub(crate) fn thread_tally() -> (usize, usize) {
     TALLY.with(|t| t.get())
 }
 
 /// Retained bytes on the node: this thread's tally plus `others`, what the
 /// other workers last published.
-pub(super) fn node_bytes(others: usize) -> usize {
+pub(crate) fn node_bytes(others: usize) -> usize {
     thread_tally().0 + others
 }
 
@@ -109,7 +109,7 @@ fn tally_sub(bytes: usize, n: usize) {
 /// A session's retained events. Boxed, and only while there is something in
 /// it, so an idle session pays one pointer for it.
 #[derive(Default)]
-pub(super) struct Log(Option<Box<LogInner>>);
+pub(crate) struct Log(Option<Box<LogInner>>);
 
 struct LogInner {
     entries: VecDeque<Entry>,
@@ -136,55 +136,55 @@ impl Log {
             })
         })
     }
-    pub(super) fn push(&mut self, e: Entry) {
+    pub(crate) fn push(&mut self, e: Entry) {
         let l = self.inner();
         l.bytes += e.size();
         tally_add(e.retained_bytes(), 1);
         l.entries.push_back(e);
     }
-    pub(super) fn pop_front(&mut self) -> Option<Entry> {
+    pub(crate) fn pop_front(&mut self) -> Option<Entry> {
         let l = self.0.as_mut()?;
         let e = l.entries.pop_front()?;
         l.bytes -= e.size();
         tally_sub(e.retained_bytes(), 1);
         Some(e)
     }
-    pub(super) fn front(&self) -> Option<&Entry> {
+    pub(crate) fn front(&self) -> Option<&Entry> {
         self.0.as_ref()?.entries.front()
     }
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
         self.0.iter_mut().flat_map(|l| l.entries.iter_mut())
     }
     /// The newest `n` entries (all of them if there are fewer), oldest first.
-    pub(super) fn newest_mut(&mut self, n: usize) -> impl Iterator<Item = &mut Entry> {
+    pub(crate) fn newest_mut(&mut self, n: usize) -> impl Iterator<Item = &mut Entry> {
         self.0.iter_mut().flat_map(move |l| {
             let from = l.entries.len().saturating_sub(n);
             l.entries.range_mut(from..)
         })
     }
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.0.iter().flat_map(|l| l.entries.iter())
     }
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |l| l.entries.len())
     }
-    pub(super) fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |l| l.bytes)
     }
-    pub(super) fn lost(&self) -> Option<(u64, &'static str)> {
+    pub(crate) fn lost(&self) -> Option<(u64, &'static str)> {
         self.0.as_ref()?.lost
     }
-    pub(super) fn set_lost(&mut self, after: u64, reason: &'static str) {
+    pub(crate) fn set_lost(&mut self, after: u64, reason: &'static str) {
         self.inner().lost = Some((after, reason));
     }
-    pub(super) fn clear_lost(&mut self) {
+    pub(crate) fn clear_lost(&mut self) {
         if let Some(l) = self.0.as_mut() {
             l.lost = None;
         }
         self.compact();
     }
     /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
-    pub(super) fn compact(&mut self) {
+    pub(crate) fn compact(&mut self) {
         let Some(l) = self.0.as_mut() else { return };
         if l.entries.is_empty() && l.lost.is_none() {
             self.0 = None;
@@ -196,7 +196,7 @@ impl Log {
 
 /// Encodes a session for handing it to another node: epoch, sequence
 /// numbers, retained events (with their ages) and conversation partners.
-pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
+pub(crate) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
     use crate::cluster::wire::Writer;
     let mut w = Writer::default();
     w.u64(s.epoch).u64(s.last_seq).u64(s.delivered);
@@ -231,7 +231,7 @@ pub(super) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
 /// the log (freed when it is empty: a client that resumes from an id whose
 /// entries all went is still told why). 0, `retention_limit`: none recorded
 /// (or one another node named that this one does not know).
-pub(super) const TRIM_REASONS: [&str; 4] = [
+pub(crate) const TRIM_REASONS: [&str; 4] = [
     "retention_limit",
     "hold_limit",
     "memory_limit",
@@ -239,7 +239,7 @@ pub(super) const TRIM_REASONS: [&str; 4] = [
 ];
 
 /// The index of `r` in [`TRIM_REASONS`] (0 if it is not there).
-pub(super) fn trim_index(r: &str) -> u8 {
+pub(crate) fn trim_index(r: &str) -> u8 {
     TRIM_REASONS.iter().position(|&t| t == r).unwrap_or(0) as u8
 }
 
@@ -256,7 +256,7 @@ fn known_reason(r: &str) -> &'static str {
 }
 
 /// Fills a fresh session from a snapshot made by [`export_snapshot`].
-pub(super) fn import_snapshot(
+pub(crate) fn import_snapshot(
     s: &mut Session,
     bytes: &[u8],
     now: u64,

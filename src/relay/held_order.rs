@@ -12,10 +12,10 @@ use super::session::Session;
 /// One session becoming held: its slab index, generation and the monotonic
 /// ms it became held at. An entry is current while the session it names is
 /// still held since that time; otherwise it is stale and skipped.
-pub(super) type HeldMark = (u32, u32, u64);
+pub(crate) type HeldMark = (u32, u32, u64);
 
 /// Whether `mark` still names a held session of `sessions`.
-pub(super) fn is_held(sessions: &Slab<Session>, (sidx, gen, since): HeldMark) -> bool {
+pub(crate) fn is_held(sessions: &Slab<Session>, (sidx, gen, since): HeldMark) -> bool {
     sessions
         .get(sidx as usize)
         .is_some_and(|s| s.gen == gen && s.held_since == since)
@@ -30,7 +30,7 @@ pub(super) fn is_held(sessions: &Slab<Session>, (sidx, gen, since): HeldMark) ->
 /// sweeps them all out (amortised O(1)): clients that drop and come back
 /// again and again cost at most twice the held sessions, plus 64 entries.
 #[derive(Debug, Default)]
-pub(super) struct HeldOrder {
+pub(crate) struct HeldOrder {
     q: VecDeque<HeldMark>,
     /// Entries before this position had nothing left to drop when eviction
     /// passed them in the current episode of memory pressure.

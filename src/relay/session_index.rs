@@ -19,7 +19,7 @@ const NIL: u32 = u32::MAX;
 
 /// A session's neighbours in its account's list (slab indices, [`NIL`] at the ends).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct AccountLinks {
+pub(crate) struct AccountLinks {
     prev: u32,
     next: u32,
 }
@@ -34,8 +34,8 @@ impl Default for AccountLinks {
 }
 
 /// The sessions owned by one worker, indexed by account and client.
-pub(super) struct Sessions {
-    pub(super) slab: Slab<Session>,
+pub(crate) struct Sessions {
+    pub(crate) slab: Slab<Session>,
     /// Slab indices, hashed by `account/client`.
     index: HashTable<u32>,
     /// The first session (slab index) of each account's list, hashed by account.
@@ -44,7 +44,7 @@ pub(super) struct Sessions {
 }
 
 /// `account/client`, the key a session is stored under (`/` cannot occur in ids).
-pub(super) fn make_key(account: &str, client: &str) -> String {
+pub(crate) fn make_key(account: &str, client: &str) -> String {
     let mut k = String::with_capacity(account.len() + 1 + client.len());
     k.push_str(account);
     k.push('/');

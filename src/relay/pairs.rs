@@ -25,7 +25,7 @@ struct Set([u64; 8]);
 
 /// See the module documentation.
 #[derive(Default)]
-pub(super) struct RecentPairs {
+pub(crate) struct RecentPairs {
     sets: Vec<Set>,
 }
 
