@@ -448,3 +448,63 @@ fn no_peer_gone_after_conversation_ttl() {
     );
     assert_eq!(ev.json()["body"], "marker");
 }
+
+/// A client whose stream is replaced by a newer connection without
+/// `Last-Event-ID` (an agent that reconnects before the gateway noticed
+/// its old connection was dead) gets again what the old connection was
+/// written and its TCP never confirmed: nothing is lost in between.
+/// Before the replacement counted only confirmed bytes as delivered, the
+/// new stream started after everything written to the old one, and the
+/// messages stuck in the old socket were lost.
+#[test]
+fn replacement_without_id_gets_what_the_old_connection_never_confirmed() {
+    let node = Node::start(&[]);
+    let p = pair();
+    // The old connection reads its ready event, then nothing: its small
+    // receive window leaves most of what follows unacknowledged.
+    let mut old = Receiver::open_small_rcvbuf(node.addr, &p.agent_tok, 4096);
+    old.ready();
+    let body = "x".repeat(1000);
+    let n = 60;
+    for i in 0..n {
+        send_ok(
+            node.addr,
+            &p.console_tok,
+            "agent-1",
+            &format!("m{i} {body}"),
+        );
+    }
+    let mut new = Receiver::open(node.addr, &p.agent_tok, &[]);
+    new.ready();
+    let mut got = std::collections::BTreeSet::new();
+    let mut last = None;
+    while last != Some(n - 1) {
+        let ev = new
+            .next_event()
+            .expect("the new stream ended before the last message: messages written to the old connection and never confirmed were lost");
+        assert_eq!(ev.event, "message", "{ev:?}");
+        let i: usize = ev.json()["body"]
+            .as_str()
+            .and_then(|b| b.split(' ').next())
+            .and_then(|m| m[1..].parse().ok())
+            .expect("body");
+        assert!(last.is_none_or(|l| i > l), "m{i} after m{last:?}");
+        last = Some(i);
+        got.insert(i);
+    }
+    // What the old connection still delivers, up to its `replaced`.
+    while let Some(ev) = old.next_event() {
+        if ev.event == "replaced" {
+            break;
+        }
+        if let Some(i) = ev.json()["body"]
+            .as_str()
+            .and_then(|b| b.split(' ').next())
+            .and_then(|m| m[1..].parse::<usize>().ok())
+        {
+            got.insert(i);
+        }
+    }
+    let missing: Vec<usize> = (0..n).filter(|i| !got.contains(i)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}

@@ -8,3 +8,6 @@ pub(crate) mod pairs;
 pub(crate) mod retained;
 pub(crate) mod session;
 pub(crate) mod session_index;
+#[cfg(test)]
+pub(crate) mod sim;
+pub(crate) mod stream;

@@ -104,23 +104,6 @@ impl Session {
     }
 }
 
-/// When session `s` next needs attention: hold expiry if held, else log trimming; 0 = never.
-pub(crate) fn session_deadline(s: &Session, cfg: &crate::config::Config, now: u64) -> u64 {
-    let hold = cfg.hold.as_millis() as u64;
-    let mut d = 0u64;
-    if s.held_since > 0 {
-        d = s.held_since + hold;
-    }
-    if let Some(e) = s.log.front() {
-        let t = e.at + hold;
-        d = if d == 0 { t } else { d.min(t) };
-    }
-    if d != 0 {
-        d = d.max(now);
-    }
-    d
-}
-
 impl Session {
     /// True if `peer` exchanged a message with this client within `ttl_ms` of `now`.
     pub fn recent_partner(&self, peer: &str, now: u64, ttl_ms: u64) -> bool {

@@ -8,12 +8,12 @@ use super::worker::Worker;
 use super::ReplyTo;
 use super::StreamReq;
 use crate::auth::Identity;
-use crate::ids::EventId;
 use crate::proto::stream::Framing;
 use crate::proto::{response, sse};
 use crate::relay::retained::import_snapshot;
-use crate::relay::session::{session_deadline, Session};
+use crate::relay::session::Session;
 use crate::relay::session_index::make_key;
+use crate::relay::stream::Resume;
 
 /// SSE reconnection hint sent at the start of every stream (ms).
 const RETRY_MS: u64 = 2000;
@@ -128,37 +128,8 @@ impl Worker {
         let sess_gen = s.gen;
         let epoch = s.epoch;
 
-        // Decide where the replay starts and whether a gap must be reported first.
-        let mut gap: Option<(String, &'static str)> = None;
-        let from = match last_event_id.as_deref() {
-            _ if lost.is_some() => {
-                gap = lost.map(|r| (last_event_id.clone().unwrap_or_default(), r));
-                0
-            }
-            Some(text) => match EventId::parse(text) {
-                Some(id) if id.epoch == epoch => {
-                    let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
-                    if id.seq < s.last_seq && first > id.seq + 1 {
-                        gap = Some((
-                            text.to_string(),
-                            s.log.lost().map_or(s.trim_reason(), |l| l.1),
-                        ));
-                    }
-                    id.seq.min(s.last_seq)
-                }
-                _ => {
-                    gap = Some((text.to_string(), "unknown_epoch"));
-                    0
-                }
-            },
-            None => {
-                if let Some((after, reason)) = s.log.lost() {
-                    gap = Some((EventId { epoch, seq: after }.to_string(), reason));
-                }
-                s.delivered
-            }
-        };
-        s.log.clear_lost();
+        // Where the replay starts and whether a gap must be reported first.
+        let Resume { from, gaps } = s.resume(last_event_id.as_deref(), lost);
 
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
@@ -184,26 +155,25 @@ impl Worker {
         if last_event_id.is_some() {
             WorkerStats::add(&st.resumes, 1);
         }
-        if let Some((after, reason)) = &gap {
+        for (after, reason) in &gaps {
             WorkerStats::add(&st.gaps, 1);
             let data = serde_json::json!({"after": after, "reason": reason}).to_string();
             sse::encode_event(&mut out, None, Some("gap"), &data);
             log::info!("{sid} resume gap after {after}: {reason}");
         }
-        let mut replayed = 0usize;
         // Wire offsets of the replayed frames (exact on plain TCP; TLS adds record overhead).
         let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
-        for e in s.log.iter_mut().filter(|e| e.seq > from) {
-            e.encode(epoch, &mut out);
-            e.wire_end = base + out.len() as u64;
-            replayed += 1;
-        }
+        s.stream_started(from);
+        let replayed = s.write_after(from, base, &mut out);
         let start = framing.finish(&mut out, mark);
         fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
-        s.attach_from = from;
-        s.delivered = s.last_seq;
+        if !gaps.is_empty() {
+            // The loss is forgotten once the client's TCP confirmed this
+            // first write (the gap and the replay: a bound on the gap's end).
+            s.gap_written(base + (out.len() - start) as u64);
+        }
         WorkerStats::add(&st.replayed, replayed as u64);
-        let deadline = session_deadline(s, &self.shared.config, now);
+        let deadline = s.deadline(self.shared.config.hold.as_millis() as u64, now);
         log::info!(
             "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
             ident.account,

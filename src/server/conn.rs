@@ -160,7 +160,7 @@ fn sends_large(c: &Conn) -> bool {
 /// written minus what the kernel still holds unacknowledged (TIOCOUTQ).
 /// `None` on TLS (record overhead makes offsets inexact) or if the kernel
 /// will not say; then only a fully acknowledged stream counts as delivered.
-fn acked_bytes(c: &Conn) -> Option<u64> {
+pub(super) fn acked_bytes(c: &Conn) -> Option<u64> {
     use std::os::fd::AsRawFd;
     let mut outq: libc::c_int = 0;
     // SAFETY: TIOCOUTQ writes one int through the pointer; the fd is open (owned by `c`).

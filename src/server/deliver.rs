@@ -16,8 +16,9 @@ use super::{Envelope, SendError};
 use crate::ids::EventId;
 use crate::proto::sse;
 use crate::proto::stream::{self, Framing};
-use crate::relay::retained::{self, Entry, EntryKind};
-use crate::relay::session::{session_deadline, Session};
+use crate::relay::retained::{self, EntryKind};
+use crate::relay::session::Session;
+use crate::relay::stream::{LogLimits, Pressure};
 
 /// Smallest message body written from the retained log by `sendmsg` instead
 /// of being copied into its event (below it, the copy costs less than the
@@ -110,19 +111,7 @@ impl Worker {
     pub(super) fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
         let now = self.now;
         let s = &mut self.sessions.slab[sidx];
-        s.last_seq += 1;
-        let entry = Entry {
-            seq: s.last_seq,
-            at: now,
-            wire_end: 0,
-            kind,
-        };
-        let id = EventId {
-            epoch: s.epoch,
-            seq: entry.seq,
-        };
-        let grown = entry.retained_bytes();
-        s.log.push(entry);
+        let (id, grown) = s.push_entry(now, kind);
         // The first event a loop iteration appends for an online client is
         // written at once (no added latency). Any further ones wait in the log
         // until the end of the iteration and then go out together, in one
@@ -140,7 +129,7 @@ impl Worker {
         }
         self.trim(sidx, grown);
         let s = &self.sessions.slab[sidx];
-        let deadline = session_deadline(s, &self.shared.config, now);
+        let deadline = s.deadline(self.shared.config.hold.as_millis() as u64, now);
         self.set_session_deadline(sidx, deadline);
         if write_now && !self.pipelined {
             self.write_newest(sidx);
@@ -177,7 +166,7 @@ impl Worker {
         let s = &mut self.sessions.slab[sidx];
         // Retained on the node: this worker's tally, which the steps below
         // change, and the other workers' part as read this iteration.
-        if !over_limits(s, cfg) && retained::node_bytes(self.others_retained) <= soft {
+        if !s.over_limits(log_limits(cfg)) && retained::node_bytes(self.others_retained) <= soft {
             s.log.compact();
             self.budget_dropping = false;
             self.held_order.rewind();
@@ -222,38 +211,15 @@ impl Worker {
         let others = self.others_retained;
         let s = &mut self.sessions.slab[sidx];
         let live = live_conn(&self.conns, s).is_some();
-        let mut lost_for_memory = 0u64;
-        let mut freed = 0;
-        while let Some(front) = s.log.front() {
-            let delivered = front.seq <= s.delivered;
-            let total = retained::node_bytes(others);
-            let (reason, counted) = if over_limits(s, cfg) {
-                ("hold_limit", false)
-            } else if delivered && total > soft {
-                ("memory_limit", false)
-            } else if total > hard && freed < budget {
-                ("memory_limit", true)
-            } else {
-                break;
-            };
-            if live && !delivered {
-                break;
-            }
-            let Some(e) = s.log.pop_front() else { break };
-            if counted {
-                freed += e.retained_bytes();
-            }
-            if reason == "memory_limit" {
-                WorkerStats::add(&st.memory_trims, 1);
-            }
-            if drop_entry(s, e, reason) {
-                WorkerStats::add(&st.dropped, 1);
-                if reason == "memory_limit" {
-                    lost_for_memory += 1;
-                }
-            }
+        let pressure = Pressure { soft, hard, others };
+        let t = s.trim(log_limits(cfg), pressure, live, budget);
+        if t.memory_trims > 0 {
+            WorkerStats::add(&st.memory_trims, t.memory_trims);
         }
-        s.log.compact();
+        if t.lost > 0 {
+            WorkerStats::add(&st.dropped, t.lost);
+        }
+        let (freed, lost_for_memory) = (t.freed, t.lost_for_memory);
         if lost_for_memory > 0 && !self.budget_dropping {
             self.budget_dropping = true;
             warn_budget(s, hard, lost_for_memory);
@@ -325,16 +291,10 @@ impl Worker {
             return;
         }
         let delivered = s.delivered;
-        for e in s.log.newest_mut(n) {
-            if e.seq > delivered {
-                e.encode(epoch, &mut out);
-                e.wire_end = base + out.len() as u64;
-            }
-        }
+        s.write_after(delivered, base, &mut out);
         let start = framing.finish(&mut out, mark);
         let written = s.log.newest_mut(n).filter(|e| e.seq > delivered);
         super::attach::fix_wire_ends(written, start, framing);
-        s.delivered = s.last_seq;
         if out.len() > start {
             WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
             self.write_conn(ci, &out[start..]);
@@ -350,7 +310,7 @@ impl Worker {
         if self
             .sessions
             .get(sidx)
-            .is_some_and(|s| over_budget || over_limits(s, &self.shared.config))
+            .is_some_and(|s| over_budget || s.over_limits(log_limits(&self.shared.config)))
         {
             self.trim(sidx, 0);
         }
@@ -390,9 +350,12 @@ fn live_conn<'a>(conns: &'a Slab<Conn>, s: &Session) -> Option<&'a Conn> {
     conns.get(ci as usize).filter(|c| cg != 0 && c.gen == cg)
 }
 
-/// The session's log holds more than the retention limits allow.
-fn over_limits(s: &Session, cfg: &crate::config::Config) -> bool {
-    s.log.len() > cfg.hold_max_messages || (s.log.bytes() > cfg.hold_max_bytes && s.log.len() > 1)
+/// The retention limits of one session's log, from the configuration.
+pub(super) fn log_limits(cfg: &crate::config::Config) -> LogLimits {
+    LogLimits {
+        max_messages: cfg.hold_max_messages,
+        max_bytes: cfg.hold_max_bytes,
+    }
 }
 
 /// Three quarters of `--hold-total-bytes`: past it, delivered entries make
@@ -413,16 +376,4 @@ pub(super) fn warn_budget(s: &Session, hard: usize, lost: u64) {
         lost,
         s.key
     );
-}
-
-/// Records that entry `e` left the log for `reason`; remembers a loss (and
-/// returns true) if it was never handed out.
-pub(super) fn drop_entry(s: &mut Session, e: Entry, reason: &'static str) -> bool {
-    s.set_trim_reason(reason);
-    if e.seq > s.delivered {
-        let after = s.log.lost().map_or(e.seq - 1, |l| l.0.min(e.seq - 1));
-        s.log.set_lost(after, reason);
-        return true;
-    }
-    false
 }

@@ -26,7 +26,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::deliver::{drop_entry, warn_budget};
+use super::deliver::warn_budget;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use crate::relay::held_order::is_held;
@@ -82,10 +82,12 @@ impl Worker {
             let s = &mut self.sessions.slab[mark.0 as usize];
             let mut lost = 0u64;
             while freed < budget && over() {
-                let Some(e) = s.log.pop_front() else { break };
-                freed += e.retained_bytes();
+                let Some((bytes, undelivered)) = s.drop_front("memory_limit") else {
+                    break;
+                };
+                freed += bytes;
                 WorkerStats::add(&st.memory_trims, 1);
-                if drop_entry(s, e, "memory_limit") {
+                if undelivered {
                     WorkerStats::add(&st.dropped, 1);
                     lost += 1;
                 }

@@ -5,14 +5,14 @@
 use std::hash::BuildHasher;
 
 use super::conn::{CloseReason, State};
-use super::deliver::drop_entry;
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
 use crate::ids::EventId;
 use crate::proto::sse;
 use crate::relay::retained::EntryKind;
-use crate::relay::session::{remember_partner, session_deadline, MAX_PARTNERS};
+use crate::relay::session::{remember_partner, MAX_PARTNERS};
+use crate::relay::stream::StreamEnd;
 /// A conversation note for the same pair is passed on at most once per this long.
 const TOUCH_WINDOW_MS: u64 = 5_000;
 
@@ -168,7 +168,7 @@ impl Worker {
         reason: CloseReason,
     ) {
         let now = self.now;
-        let cfg = &self.shared.config;
+        let hold = self.shared.config.hold.as_millis() as u64;
         let Some(s) = self.sessions.get_mut(sidx) else {
             return;
         };
@@ -177,34 +177,16 @@ impl Worker {
         }
         s.conn = (0, 0);
         self.shared.accounts.release(s.account());
-        let from = s.attach_from;
-        let confirmed = match acked {
-            _ if reason == CloseReason::SlowConsumer => from,
-            Some(acked) => {
-                let mut d = from;
-                for e in s.log.iter().filter(|e| e.seq > from) {
-                    if e.wire_end > acked {
-                        break;
-                    }
-                    d = e.seq;
-                }
-                d
-            }
-            None => s.delivered,
+        let end = match reason {
+            CloseReason::SlowConsumer => StreamEnd::SlowConsumer,
+            _ => StreamEnd::Acked(acked),
         };
-        if confirmed < s.delivered {
+        let back = s.stream_ended(end);
+        if back > 0 {
             log::info!(
-                "{} {} messages written but not confirmed by the client; they will be sent again",
-                s.sid,
-                s.delivered - confirmed
+                "{} {back} messages written but not confirmed by the client; they will be sent again",
+                s.sid
             );
-            s.delivered = confirmed;
-            // Some of them may already have left the log: the next stream must say so.
-            let first = s.log.front().map_or(s.last_seq + 1, |e| e.seq);
-            if first > confirmed + 1 && s.log.lost().is_none() {
-                let reason = s.trim_reason();
-                s.log.set_lost(confirmed, reason);
-            }
         }
         s.held_since = now.max(1);
         s.since_ms = super::epoch_ms();
@@ -217,7 +199,7 @@ impl Worker {
             reason.as_str(),
             s.log.len()
         );
-        let deadline = session_deadline(s, cfg, now);
+        let deadline = s.deadline(hold, now);
         let sessions = &self.sessions.slab;
         let held = self.shared.stats[self.id]
             .held
@@ -239,21 +221,16 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(sidx) else {
             return false;
         };
-        let mut freed = false;
-        while s.log.front().is_some_and(|e| e.at + hold <= now) {
-            if let Some(e) = s.log.pop_front() {
-                freed = true;
-                if drop_entry(s, e, "retention_expired") {
-                    WorkerStats::add(&st.dropped, 1);
-                }
-            }
+        let (gone, lost) = s.expire(now, hold);
+        if lost > 0 {
+            WorkerStats::add(&st.dropped, lost as u64);
         }
-        s.log.compact();
+        let freed = gone > 0;
         if s.held_since > 0 && s.held_since + hold <= now {
             self.expire_session(sidx);
             return true;
         }
-        let deadline = session_deadline(s, cfg, now);
+        let deadline = s.deadline(hold, now);
         self.set_session_deadline(sidx, deadline);
         freed
     }
@@ -267,7 +244,7 @@ impl Worker {
         WorkerStats::sub(&st.sessions, 1);
         WorkerStats::sub(&st.held, 1);
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
-        let pending = s.log.iter().filter(|e| e.seq > s.delivered).count();
+        let pending = s.undelivered();
         log::info!(
             "{} session {} gone after hold; {pending} undelivered messages dropped",
             s.sid,
@@ -349,12 +326,29 @@ impl Worker {
         if old.1 == 0 {
             return;
         }
+        let oi = old.0 as usize;
+        let live = self.conns.get(oi).is_some_and(|c| c.gen == old.1);
+        // What the old connection's client confirmed so far counts as
+        // delivered; the rest is sent again to a stream that resumes without
+        // an id (what the old one still delivers may then come twice).
+        let acked = if live {
+            super::conn::acked_bytes(&self.conns[oi])
+        } else {
+            None
+        };
         if let Some(s) = self.sessions.get_mut(sidx) {
             s.conn = (0, 0);
             self.shared.accounts.release(s.account());
+            let back = s.stream_ended(StreamEnd::Acked(acked));
+            if back > 0 {
+                log::info!(
+                    "{} {back} messages written to the replaced connection but not confirmed; \
+                     they will be sent again",
+                    s.sid
+                );
+            }
         }
-        let oi = old.0 as usize;
-        if self.conns.get(oi).is_none_or(|c| c.gen != old.1) {
+        if !live {
             return;
         }
         let mut out = std::mem::take(&mut self.stage);
@@ -412,9 +406,7 @@ impl Worker {
                 bytes_in: c.bytes_in,
                 bytes_out: c.bytes_out,
                 queued_bytes: c.pending_out(),
-                messages_queued: sess.map_or(0, |s| {
-                    s.log.iter().filter(|e| e.seq > s.delivered).count() as u64
-                }),
+                messages_queued: sess.map_or(0, |s| s.undelivered() as u64),
                 worker: self.id,
             });
         }
