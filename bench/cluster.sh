@@ -20,6 +20,8 @@
 #
 # Environment (defaults): WORKERS="2 1" REPEAT=2 SENDERS=50 THREADS=1 (generator threads)
 #   OUT=bench/results/cluster BUILD=head (see tools/bench-build) BENCH_ARGS="" SERVER_ARGS=""
+#   BIN= (a directory holding `switchboard` and `switchboard-bench`, e.g. target/ab/bin-<commit>;
+#   default: built by tools/bench-build)
 # Everything listens on 127.0.0.1 only and every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,11 @@
 # with openssl in the temp dir, serves TLS (--tls-cert/--tls-key, --admin off)
 # and connects with `switchboard-bench idle --tls --ca` (rustls clients).
 #
+# BIN=DIR: run the server binary DIR/switchboard (e.g. target/ab/bin-<commit>, built by
+# tools/ab, or the directory tools/bench-build prints) instead of the working tree's; the
+# load generator is still the working tree's (built here), so two servers can be compared
+# with the same generator.
+#
 # Extra arguments for the bench can be given in BENCH_ARGS (e.g.
 # BENCH_ARGS="--rate 5000 --hold 10"). Server log: $TMPDIR/switchboard-idle.*/server.log
 set -euo pipefail
@@ -28,7 +33,14 @@ N=${1:?usage: bench/idle.sh N [WORKERS]}
 WORKERS=${2:-0}
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet --bin switchboard --bin switchboard-bench >&2
+if [ -n "${BIN:-}" ]; then
+    [ -x "$BIN/switchboard" ] || { echo "idle.sh: no $BIN/switchboard" >&2; exit 2; }
+    SERVER_BIN=$BIN/switchboard
+    cargo build --release --quiet --bin switchboard-bench >&2
+else
+    SERVER_BIN=target/release/switchboard
+    cargo build --release --quiet --bin switchboard --bin switchboard-bench >&2
+fi
 
 ulimit -n "$(ulimit -Hn)"
 HARD=$(ulimit -Hn)
@@ -64,7 +76,7 @@ if [ "${TLS:-0}" = 1 ]; then
 fi
 
 # Port 0: the kernel picks a free port; the server prints the address it got.
-target/release/switchboard serve --listen 127.0.0.1:0 "${SERVER_ARGS[@]}" --log-level warn --workers "$WORKERS" --heartbeat 60s \
+"$SERVER_BIN" serve --listen 127.0.0.1:0 "${SERVER_ARGS[@]}" --log-level warn --workers "$WORKERS" --heartbeat 60s \
     >"$DIR/server.out" 2>"$DIR/server.log" &
 SERVER_PID=$!
 ADDR=
@@ -75,7 +87,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$ADDR" ] || { echo "idle.sh: server did not report its address" >&2; exit 1; }
-echo "idle.sh: server pid $SERVER_PID on $ADDR (workers=$WORKERS, tls=${TLS:-0}), N=$N sources=$SOURCES procs=$PROCS" >&2
+echo "idle.sh: server pid $SERVER_PID on $ADDR (workers=$WORKERS, tls=${TLS:-0}, server $SERVER_BIN), N=$N sources=$SOURCES procs=$PROCS" >&2
 
 # shellcheck disable=SC2086
 target/release/switchboard-bench idle --server "$ADDR" --connections "$N" --sources "$SOURCES" \

@@ -78,7 +78,7 @@ impl Worker {
     /// once, when the loop ends: removing each request's bytes as it was handled
     /// moved the rest of a pipelined batch down every time, quadratic in the
     /// batch (7,000 small requests written at once cost 2.5 times the CPU;
-    /// PERF.md, session 11).
+    /// docs/perf-history.md, 2026-12-02, 62726b6).
     /// While a request is dispatched, `Worker::consumed` says how much of the
     /// front is done, for `release_conn`, which takes the input along. The
     /// code that clears the input (a receive connection's start, linger) also

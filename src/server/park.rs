@@ -7,7 +7,7 @@
 //! Redis writes its replies at the end of its loop iteration too.
 //!
 //! What this buys, measured on a shared 2-core host against a load generator
-//! (PERF.md, session 9): a batch of requests read in one iteration sends its
+//! (docs/perf-history.md, 2026-12-02, 03d2b58): a batch of requests read in one iteration sends its
 //! events first and its answers after, so the recipients get their messages
 //! sooner (at full load, median latency 29–43 % lower and p99 24–31 % lower)
 //! and the clients are woken once for a batch of answers instead of once per

@@ -331,7 +331,7 @@ impl Worker {
                 // scheduler slice: a busy worker rarely sleeps in `poll`, and
                 // the other one's clients would wait a whole slice (about
                 // 4 ms: p99 4.4 ms against 0.9 ms with this, 2 workers on one
-                // core, PERF.md session 10). Alone on its core, the call
+                // core, docs/perf-history.md, 2026-12-02, e307776). Alone on its core, the call
                 // returns at once.
                 // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
                 unsafe { libc::sched_yield() };
