@@ -116,9 +116,6 @@ struct LogInner {
     bytes: usize,
     /// Entries never handed to the client were dropped after this sequence number, for this reason.
     lost: Option<(u64, &'static str)>,
-    /// Where the `gap` event that reports `lost` ended on the current
-    /// stream: the loss is forgotten only once the client confirmed it.
-    gap_end: Option<u64>,
 }
 
 impl Drop for LogInner {
@@ -136,7 +133,6 @@ impl Log {
                 entries: VecDeque::new(),
                 bytes: 0,
                 lost: None,
-                gap_end: None,
             })
         })
     }
@@ -184,20 +180,8 @@ impl Log {
     pub(crate) fn clear_lost(&mut self) {
         if let Some(l) = self.0.as_mut() {
             l.lost = None;
-            l.gap_end = None;
         }
         self.compact();
-    }
-    /// The loss was reported by a `gap` event that ends at `wire_end` on
-    /// the current stream.
-    pub(crate) fn set_gap_end(&mut self, wire_end: u64) {
-        if let Some(l) = self.0.as_mut().filter(|l| l.lost.is_some()) {
-            l.gap_end = Some(wire_end);
-        }
-    }
-    /// Where the `gap` event reporting the loss ended on the current stream.
-    pub(crate) fn gap_end(&self) -> Option<u64> {
-        self.0.as_ref()?.gap_end
     }
     /// Gives memory back: frees the log when nothing is in it, shrinks it after a burst.
     pub(crate) fn compact(&mut self) {

@@ -263,7 +263,6 @@ impl Sim {
             sse::encode_event(&mut out, None, Some("gap"), &data);
             st.events
                 .push((out.len() as u64, Seen::Gap(after.clone(), reason)));
-            s.gap_written(out.len() as u64);
         }
         s.stream_started(r.from);
         let head = out.len();

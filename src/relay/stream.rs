@@ -184,8 +184,9 @@ impl Session {
     /// first if entries after it already left the log); an id of another
     /// epoch is an unknown session (`unknown_epoch`); no id resumes after
     /// what was last confirmed, with a gap first if the log lost entries
-    /// never handed out. The loss is forgotten once the client confirmed
-    /// the `gap` (see [`Session::gap_written`], [`Session::stream_ended`]).
+    /// never handed out. The loss is then forgotten: if the stream ends
+    /// before its client confirmed the `gap`, [`Session::stream_ended`]
+    /// takes back what it was written and records the loss again.
     pub(crate) fn resume(
         &mut self,
         last_event_id: Option<&str>,
@@ -193,6 +194,8 @@ impl Session {
     ) -> Resume {
         let mut gaps = Vec::new();
         let first = self.log.front().map_or(self.last_seq + 1, |e| e.seq);
+        // The client comes from another session (or one that may be lost).
+        let mut foreign = lost.is_some();
         let from = match last_event_id {
             _ if lost.is_some() => {
                 if let Some(r) = lost {
@@ -210,6 +213,7 @@ impl Session {
                 }
                 _ => {
                     gaps.push((text.to_string(), "unknown_epoch"));
+                    foreign = true;
                     0
                 }
             },
@@ -227,7 +231,7 @@ impl Session {
         // A client that comes from another session starts this one from
         // its beginning: entries of this session that already left the log
         // are a gap of their own.
-        if from == 0 && !gaps.is_empty() && first > 1 {
+        if foreign && first > 1 {
             let reason = self.log.lost().map_or(self.trim_reason(), |l| l.1);
             let id = EventId {
                 epoch: self.epoch,
@@ -235,21 +239,8 @@ impl Session {
             };
             gaps.push((id.to_string(), reason));
         }
-        if gaps.is_empty() {
-            self.log.clear_lost();
-        }
+        self.log.clear_lost();
         Resume { from, gaps }
-    }
-
-    /// The `gap` event of [`Session::resume`] was written to the new stream
-    /// and ends at `wire_end` in its byte stream.
-    pub(crate) fn gap_written(&mut self, wire_end: u64) {
-        if self.log.lost().is_none() {
-            // A gap for an id of another epoch, or one read from the log's
-            // front: the next stream derives it again from its id.
-            return;
-        }
-        self.log.set_gap_end(wire_end);
     }
 
     /// A new receive stream starts after `from` (see [`Session::resume`]);
@@ -285,18 +276,6 @@ impl Session {
     /// Returns how many entries were taken back.
     pub(crate) fn stream_ended(&mut self, end: StreamEnd) -> u64 {
         let from = self.attach_from;
-        // A loss reported at the start of this stream is forgotten only if
-        // the client's TCP confirmed the `gap` event.
-        if let Some(g) = self.log.gap_end() {
-            let told = match end {
-                StreamEnd::SlowConsumer => false,
-                StreamEnd::Acked(Some(acked)) => acked >= g,
-                StreamEnd::Acked(None) => true,
-            };
-            if told {
-                self.log.clear_lost();
-            }
-        }
         let delivered = self.delivered;
         let confirmed = match end {
             StreamEnd::SlowConsumer => from,
@@ -346,5 +325,114 @@ impl Session {
             d = d.max(now);
         }
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u64) -> EntryKind {
+        EntryKind::Message {
+            from: "tx".into(),
+            body: n.to_string().into_bytes().into_boxed_slice(),
+        }
+    }
+
+    fn session() -> Session {
+        let mut s = Session::blank("acme/rx".into(), 4);
+        s.epoch = 0xabc;
+        s
+    }
+
+    /// A gap whose stream ended before its client's TCP confirmed anything
+    /// after it is reported again to a stream that resumes without an id
+    /// (at least once: with nothing after it to confirm, it is told again).
+    #[test]
+    fn an_unconfirmed_gap_is_reported_again() {
+        let mut s = session();
+        for n in 1..=3 {
+            s.push_entry(0, message(n));
+        }
+        // Held: all three leave the log before they were handed out.
+        while s.drop_front("hold_limit").is_some() {}
+        let r = s.resume(None, None);
+        assert_eq!(r.gaps, [("abc-0".to_string(), "hold_limit")]);
+        s.stream_started(r.from);
+        let _ = s.write_after(r.from, 40, &mut Vec::new());
+        s.stream_ended(StreamEnd::Acked(Some(10)));
+        let again = s.resume(None, None);
+        assert_eq!(again.gaps, r.gaps, "the gap the client never got");
+        // Once a message after the gap is confirmed, the loss is not told again.
+        s.stream_started(again.from);
+        s.push_entry(0, message(4));
+        let mut out = Vec::new();
+        s.write_after(again.from, 40, &mut out);
+        s.stream_ended(StreamEnd::Acked(Some(40 + out.len() as u64)));
+        assert!(s.resume(None, None).gaps.is_empty(), "confirmed: told once");
+    }
+
+    /// What a stream was written and its client's TCP did not acknowledge
+    /// counts as undelivered once it ends; a slow-consumer cut takes back
+    /// everything written on it.
+    #[test]
+    fn unacknowledged_entries_are_taken_back() {
+        let mut s = session();
+        let r = s.resume(None, None);
+        s.stream_started(r.from);
+        let mut out = Vec::new();
+        for n in 1..=4 {
+            s.push_entry(0, message(n));
+            let from = s.delivered;
+            s.write_after(from, 0, &mut out);
+        }
+        let ends: Vec<u64> = s.log.iter().map(|e| e.wire_end).collect();
+        assert_eq!(s.stream_ended(StreamEnd::Acked(Some(ends[1]))), 2);
+        assert_eq!(s.delivered, 2);
+        let r = s.resume(None, None);
+        assert_eq!(r.from, 2);
+        s.stream_started(r.from);
+        let mut out = Vec::new();
+        assert_eq!(s.write_after(r.from, 0, &mut out), 2);
+        assert_eq!(s.stream_ended(StreamEnd::SlowConsumer), 2);
+        assert_eq!(s.delivered, 2);
+    }
+
+    /// A client resuming with an id of an older session hears of that one
+    /// (`unknown_epoch`) and of this session's own first entries that left
+    /// the log before it came.
+    #[test]
+    fn a_foreign_id_gets_two_gaps_when_this_session_lost_its_start() {
+        let mut s = session();
+        for n in 1..=3 {
+            s.push_entry(0, message(n));
+        }
+        s.drop_front("retention_expired");
+        let r = s.resume(Some("def-7"), None);
+        assert_eq!(r.from, 0);
+        assert_eq!(
+            r.gaps,
+            [
+                ("def-7".to_string(), "unknown_epoch"),
+                ("abc-0".to_string(), "retention_expired")
+            ]
+        );
+    }
+
+    /// Dropping an entry never handed out records the loss; dropping a
+    /// delivered one does not.
+    #[test]
+    fn only_undelivered_drops_are_losses() {
+        let mut s = session();
+        s.push_entry(0, message(1));
+        s.push_entry(0, message(2));
+        s.stream_started(0);
+        s.write_after(0, 0, &mut Vec::new());
+        s.push_entry(0, message(3));
+        assert_eq!(s.drop_front("memory_limit").map(|d| d.1), Some(false));
+        assert_eq!(s.log.lost(), None);
+        s.drop_front("memory_limit");
+        assert_eq!(s.drop_front("memory_limit").map(|d| d.1), Some(true));
+        assert_eq!(s.log.lost(), Some((2, "memory_limit")));
     }
 }

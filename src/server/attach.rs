@@ -167,11 +167,6 @@ impl Worker {
         let replayed = s.write_after(from, base, &mut out);
         let start = framing.finish(&mut out, mark);
         fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
-        if !gaps.is_empty() {
-            // The loss is forgotten once the client's TCP confirmed this
-            // first write (the gap and the replay: a bound on the gap's end).
-            s.gap_written(base + (out.len() - start) as u64);
-        }
         WorkerStats::add(&st.replayed, replayed as u64);
         let deadline = s.deadline(self.shared.config.hold.as_millis() as u64, now);
         log::info!(
