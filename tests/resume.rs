@@ -508,3 +508,47 @@ fn replacement_without_id_gets_what_the_old_connection_never_confirmed() {
     let missing: Vec<usize> = (0..n).filter(|i| !got.contains(i)).collect();
     assert!(missing.is_empty(), "never delivered: {missing:?}");
 }
+
+/// A client resuming with an id of an older session of its own (another
+/// epoch) hears of it (`unknown_epoch`), and also of the current session's
+/// first messages that left the log before it came: they were never handed
+/// out. Before, it was told only of the old session, and the current one's
+/// lost start went unsaid (found by the relay core's simulation).
+#[test]
+fn a_stale_id_also_hears_of_the_current_sessions_lost_start() {
+    let node = Node::start(&["--workers", "2", "--hold-max-messages", "2"]);
+    let p = pair();
+    // The current session: opened without an id, closed, then four
+    // messages while held, of which the limit keeps the last two.
+    let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
+    let epoch = rx.ready()["epoch"].as_str().unwrap().to_string();
+    drop(rx);
+    assert!(wait_state(
+        node.addr,
+        &p.console_tok,
+        "agent-1",
+        "held",
+        WAIT
+    ));
+    let bodies = ["s1", "s2", "s3", "s4"];
+    let ids: Vec<String> = bodies
+        .iter()
+        .map(|b| send_ok(node.addr, &p.console_tok, "agent-1", b))
+        .collect();
+    let other = if epoch == "1" { "2" } else { "1" };
+    let stale = format!("{other}-9");
+    let mut rx = Receiver::open(node.addr, &p.agent_tok, &[("Last-Event-ID", &stale)]);
+    rx.ready();
+    let first = rx.next_event().expect("gap");
+    assert_eq!(first.event, "gap", "{first:?}");
+    assert_eq!(first.json()["after"], stale.as_str());
+    assert_eq!(first.json()["reason"], "unknown_epoch");
+    let second = rx.next_event().expect("second gap");
+    assert_eq!(
+        second.event, "gap",
+        "the current session's lost start must be told: {second:?}"
+    );
+    assert_eq!(second.json()["after"], format!("{epoch}-0").as_str());
+    assert_eq!(second.json()["reason"], "hold_limit");
+    expect_replay(&mut rx, &bodies[2..], &ids[2..]);
+}
