@@ -104,6 +104,8 @@ pub(super) fn without_line_chars(s: &str) -> String {
 ///   `plain_json_text` holds exactly for the bodies whose JSON string is the
 ///   body in quotes, and for those the head, the body and the tail are that
 ///   event too.
+/// * A body `take_json` takes is a compact, line-break-free JSON message
+///   event (see `json_message`); one it refuses is left as it was.
 /// * A parseable [`EventId`] round-trips.
 pub fn sse(data: &[u8]) {
     let mut inp = Input::new(data);
