@@ -94,6 +94,31 @@ fn httpx_sse_sees_ready_first_then_messages() {
     assert_eq!(data["body"], "hello httpx");
 }
 
+/// httpx-sse gets a JSON send (curl, `Content-Type: application/json`, a
+/// pretty-printed body with line breaks) as one event whose data is
+/// `{"from","json"}` with the value compact, which Python's json and
+/// serde_json both parse to the document sent.
+#[test]
+fn httpx_sse_gets_a_json_body_as_a_value() {
+    let node = Node::start(&[]);
+    let c = PyClient::start("httpx-sse", node.addr, "agent-j", 2);
+    assert_eq!(c.next("httpx-sse ready")["event"], "ready");
+    let console = token(ACCT, "console-j", Role::Console);
+    assert!(wait_state(node.addr, &console, "agent-j", "online", WAIT));
+    let pretty = "{\n  \"cmd\": \"backup\",\n  \"args\": [\"--full\", \"a b\"],\n  \"n\": 2\n}\n";
+    curl_send_json(node.addr, &console, "agent-j", pretty);
+    let msg = c.next("httpx-sse JSON message");
+    assert_eq!(msg["event"], "message", "{msg}");
+    let data = msg["data"].as_str().unwrap_or_default();
+    assert_eq!(
+        data,
+        "{\"from\":\"console-j\",\"json\":{\"cmd\":\"backup\",\"args\":[\"--full\",\"a b\"],\"n\":2}}"
+    );
+    let v: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    let sent: serde_json::Value = serde_json::from_str(pretty).expect("JSON");
+    assert_eq!(v["json"], sent);
+}
+
 /// requests + sseclient-py with default settings: events arrive while the
 /// stream is open (the body is chunked; a body delimited only by the
 /// connection's end is read by `iter_content` until it ends).

@@ -9,7 +9,9 @@
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wire {
-    /// Deliver a message to `to`, which the receiving node holds.
+    /// Deliver a message to `to`, which the receiving node holds. `json`:
+    /// the body is compact JSON, delivered as a value (tag
+    /// [`DELIVER_JSON`] instead of [`DELIVER`], same fields).
     Deliver {
         req: u64,
         reply_node: String,
@@ -17,6 +19,7 @@ pub enum Wire {
         from: String,
         to: String,
         body: Vec<u8>,
+        json: bool,
     },
     /// The answer to `Deliver`: `status` 0 = accepted with event id `id`, 1 = offline, 2 = overloaded.
     Delivered { req: u64, status: u8, id: String },
@@ -79,6 +82,10 @@ const GONE: u8 = 6;
 /// `Snapshot` with the account and client it is for (tag 4, without them, is
 /// what nodes before 2026-12-07 sent; still decoded).
 const SNAPSHOT_FOR: u8 = 7;
+/// `Deliver` of a JSON body (since 2026-12-07; a plain body still goes as
+/// [`DELIVER`], which every node reads). A node older than that answers
+/// neither: the send times out for its sender instead of arriving as text.
+const DELIVER_JSON: u8 = 8;
 
 /// Appends encoded fields to a buffer.
 #[derive(Default)]
@@ -165,8 +172,9 @@ impl Wire {
                 from,
                 to,
                 body,
+                json,
             } => {
-                w.u8(DELIVER)
+                w.u8(if *json { DELIVER_JSON } else { DELIVER })
                     .u64(*req)
                     .str(reply_node)
                     .str(account)
@@ -230,13 +238,14 @@ impl Wire {
     pub fn decode(buf: &[u8]) -> Result<Wire, WireError> {
         let mut r = Reader::new(buf);
         let m = match r.u8()? {
-            DELIVER => Wire::Deliver {
+            tag @ (DELIVER | DELIVER_JSON) => Wire::Deliver {
                 req: r.u64()?,
                 reply_node: r.string()?,
                 account: r.string()?,
                 from: r.string()?,
                 to: r.string()?,
                 body: r.bytes()?.to_vec(),
+                json: tag == DELIVER_JSON,
             },
             DELIVERED => Wire::Delivered {
                 req: r.u64()?,
@@ -299,6 +308,16 @@ mod tests {
                 from: "console-1".into(),
                 to: "agent-1".into(),
                 body: vec![0, 255, 10, 13],
+                json: false,
+            },
+            Wire::Deliver {
+                req: 8,
+                reply_node: "n1".into(),
+                account: "acme".into(),
+                from: "console-1".into(),
+                to: "agent-1".into(),
+                body: b"{\"cmd\":\"backup\"}".to_vec(),
+                json: true,
             },
             Wire::Delivered {
                 req: u64::MAX,
@@ -376,6 +395,44 @@ mod tests {
                 session: None
             })
         );
+    }
+
+    /// A plain `Deliver` is encoded as before 2026-12-07 (tag 1, which
+    /// older nodes read); a JSON one differs only in its tag.
+    #[test]
+    fn deliver_tags_plain_and_json() {
+        let plain = Wire::Deliver {
+            req: 1,
+            reply_node: "n".into(),
+            account: "a".into(),
+            from: "f".into(),
+            to: "t".into(),
+            body: b"[1]".to_vec(),
+            json: false,
+        };
+        let mut b = vec![DELIVER];
+        b.extend_from_slice(&1u64.to_le_bytes());
+        for s in ["n", "a", "f", "t", "[1]"] {
+            b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            b.extend_from_slice(s.as_bytes());
+        }
+        assert_eq!(plain.encode(), b);
+        assert_eq!(Wire::decode(&b), Ok(plain.clone()));
+        b[0] = DELIVER_JSON;
+        let Wire::Deliver { json, .. } = Wire::decode(&b).expect("decodes") else {
+            panic!("not a Deliver");
+        };
+        assert!(json);
+        let json_deliver = Wire::Deliver {
+            req: 1,
+            reply_node: "n".into(),
+            account: "a".into(),
+            from: "f".into(),
+            to: "t".into(),
+            body: b"[1]".to_vec(),
+            json: true,
+        };
+        assert_eq!(json_deliver.encode(), b);
     }
 
     #[test]

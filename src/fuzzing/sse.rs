@@ -104,6 +104,8 @@ pub(super) fn without_line_chars(s: &str) -> String {
 ///   `plain_json_text` holds exactly for the bodies whose JSON string is the
 ///   body in quotes, and for those the head, the body and the tail are that
 ///   event too.
+/// * A body `take_json` takes is a compact, line-break-free JSON message
+///   event (see `json_message`); one it refuses is left as it was.
 /// * A parseable [`EventId`] round-trips.
 pub fn sse(data: &[u8]) {
     let mut inp = Input::new(data);
@@ -189,7 +191,7 @@ pub fn sse(data: &[u8]) {
         seq: from.len() as u64,
     };
     let mut fast = Vec::new();
-    crate::proto::sse::encode_message(&mut fast, id, from, data_raw);
+    crate::proto::sse::encode_message(&mut fast, id, from, data_raw, false);
     let mut slow = Vec::new();
     encode_event(
         &mut slow,
@@ -214,16 +216,72 @@ pub fn sse(data: &[u8]) {
     );
     if plain {
         let mut parts = Vec::new();
-        crate::proto::sse::encode_plain_message_head(&mut parts, id, from);
+        crate::proto::sse::encode_message_head(&mut parts, id, from, false);
         parts.extend_from_slice(data_raw);
-        parts.extend_from_slice(crate::proto::sse::PLAIN_MESSAGE_TAIL);
+        parts.extend_from_slice(crate::proto::sse::message_tail(false));
         assert!(
             parts == fast,
             "sse: head + plain body + tail differs from encode_message"
         );
     }
 
+    json_message(id, from, data_raw);
     event_id_round_trip(&id_text);
+}
+
+/// A body taken as JSON (`take_json`) is the same value compacted, with no
+/// line break; its `message` event is one `data:` line `{"from","json"}`
+/// holding that value, and its head, body and tail are that event too. A
+/// body not taken is left as it was.
+fn json_message(id: crate::ids::EventId, from: &str, data_raw: &[u8]) {
+    use crate::proto::{json_body, sse};
+    let mut body = data_raw.to_vec();
+    if !json_body::take_json(&mut body) {
+        assert!(body == data_raw, "sse: take_json changed a body it refused");
+        return;
+    }
+    assert!(
+        !body.contains(&b'\n') && !body.contains(&b'\r'),
+        "sse: compact JSON has a line break: {body:?}"
+    );
+    // Values serde_json can build (it refuses lone surrogates, which the
+    // JSON grammar allows) must be the same before and after.
+    let before = serde_json::from_slice::<serde_json::Value>(data_raw);
+    if let Ok(before) = &before {
+        let after = serde_json::from_slice::<serde_json::Value>(&body);
+        assert!(
+            after.as_ref().is_ok_and(|a| a == before),
+            "sse: compacting changed the value of {data_raw:?}"
+        );
+    }
+    let mut event = Vec::new();
+    sse::encode_message(&mut event, id, from, &body, true);
+    let mut parts = Vec::new();
+    sse::encode_message_head(&mut parts, id, from, true);
+    parts.extend_from_slice(&body);
+    parts.extend_from_slice(sse::message_tail(true));
+    assert!(parts == event, "sse: JSON head + body + tail differs");
+    let data = format!(
+        "{{\"from\":{},\"json\":{}}}",
+        serde_json::to_string(from).unwrap_or_default(),
+        String::from_utf8_lossy(&body)
+    );
+    let expected = SseEvent {
+        last_event_id: id.to_string(),
+        kind: "message".to_string(),
+        data,
+    };
+    check_stream(&event, &[expected], "JSON message event");
+    if let Ok(before) = before {
+        let value: Result<serde_json::Value, _> = std::str::from_utf8(&event)
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map_or(Ok(serde_json::Value::Null), serde_json::from_str);
+        assert!(
+            value.is_ok_and(|v| v.get("json") == Some(&before)),
+            "sse: the JSON message event does not carry the value"
+        );
+    }
 }
 
 pub(super) fn check_stream(out: &[u8], expected: &[SseEvent], what: &str) {

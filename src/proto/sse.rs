@@ -130,9 +130,23 @@ pub fn message_json(from: &str, body: &[u8]) -> String {
 /// Appends a `message` event with event id `id`: the same bytes as
 /// `encode_event(out, Some(&id.to_string()), Some("message"), &message_json(from, body))`,
 /// written in place without the intermediate strings (this is the per-message
-/// hot path of the relay).
-pub fn encode_message(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, body: &[u8]) {
+/// hot path of the relay). With `json` (a body [`super::json_body::take_json`]
+/// took: valid, compact JSON), the body is the value of a `json` field,
+/// written as it is: `{"from":..,"json":<body>}`.
+pub fn encode_message(
+    out: &mut Vec<u8>,
+    id: crate::ids::EventId,
+    from: &str,
+    body: &[u8],
+    json: bool,
+) {
     encode_message_start(out, id, from);
+    if json {
+        out.extend_from_slice(b",\"json\":");
+        out.extend_from_slice(body);
+        out.extend_from_slice(JSON_MESSAGE_TAIL);
+        return;
+    }
     let mark = out.len();
     out.extend_from_slice(b",\"body\":");
     if !push_json_text(out, body) {
@@ -155,17 +169,30 @@ fn encode_message_start(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str) 
 }
 
 /// What follows the body of a `message` event whose body is plain text
-/// (see [`encode_plain_message_head`]).
-pub const PLAIN_MESSAGE_TAIL: &[u8] = b"\"}\n\n";
+/// (see [`encode_message_head`]).
+const PLAIN_MESSAGE_TAIL: &[u8] = b"\"}\n\n";
 
-/// Appends the start of the `message` event of a body for which
-/// [`plain_json_text`] holds, up to the body's opening quote: the event is
-/// then exactly these bytes, the body's own bytes, and [`PLAIN_MESSAGE_TAIL`]
-/// (the same bytes as [`encode_message`]), so the body can be written from
-/// where it is kept instead of being copied into the event.
-pub fn encode_plain_message_head(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str) {
+/// What follows the body of a `message` event whose body is JSON.
+const JSON_MESSAGE_TAIL: &[u8] = b"}\n\n";
+
+/// What follows the body in the event [`encode_message_head`] starts.
+pub fn message_tail(json: bool) -> &'static [u8] {
+    if json {
+        JSON_MESSAGE_TAIL
+    } else {
+        PLAIN_MESSAGE_TAIL
+    }
+}
+
+/// Appends the start of the `message` event of a body that is written as it
+/// is kept: a JSON body (`json`), or one for which [`plain_json_text`] holds
+/// (up to its opening quote). The event is then exactly these bytes, the
+/// body's own bytes, and [`message_tail`] (the same bytes as
+/// [`encode_message`]), so the body can be written from where it is kept
+/// instead of being copied into the event.
+pub fn encode_message_head(out: &mut Vec<u8>, id: crate::ids::EventId, from: &str, json: bool) {
     encode_message_start(out, id, from);
-    out.extend_from_slice(b",\"body\":\"");
+    out.extend_from_slice(if json { b",\"json\":" } else { b",\"body\":\"" });
 }
 
 /// True if `s` is UTF-8 text that a JSON string holds as it is: no byte
@@ -684,7 +711,7 @@ mod tests {
         for body in bodies {
             for from in ["a", "agent-1", "x\"y"] {
                 let mut fast = Vec::new();
-                encode_message(&mut fast, id, from, body);
+                encode_message(&mut fast, id, from, body, false);
                 let mut slow = Vec::new();
                 encode_event(
                     &mut slow,
@@ -734,7 +761,7 @@ mod tests {
         bodies.push(vec![b'a'; 70_000]);
         for body in &bodies {
             let mut fast = Vec::new();
-            encode_message(&mut fast, id, "a", body);
+            encode_message(&mut fast, id, "a", body, false);
             let mut slow = Vec::new();
             encode_event(
                 &mut slow,
@@ -904,11 +931,11 @@ mod tests {
             if as_is {
                 plain += 1;
                 let mut parts = Vec::new();
-                encode_plain_message_head(&mut parts, id, "agent-\"1\"");
+                encode_message_head(&mut parts, id, "agent-\"1\"", false);
                 parts.extend_from_slice(body);
-                parts.extend_from_slice(PLAIN_MESSAGE_TAIL);
+                parts.extend_from_slice(message_tail(false));
                 let mut whole = Vec::new();
-                encode_message(&mut whole, id, "agent-\"1\"", body);
+                encode_message(&mut whole, id, "agent-\"1\"", body, false);
                 assert_eq!(parts, whole, "{body:?}");
             }
         }

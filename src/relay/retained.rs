@@ -17,6 +17,11 @@ pub(crate) enum EntryKind {
         /// came from a verified token (`Identity::client`).
         from: std::sync::Arc<str>,
         body: Box<[u8]>,
+        /// The body is compact JSON, delivered as a value (`"json"`), not
+        /// as a string (see `proto::json_body`). In the padding after the
+        /// enum's tag: entries are no larger for it (see the test
+        /// `an_entry_is_64_bytes`).
+        json: bool,
     },
     PeerGone {
         peer: Box<str>,
@@ -39,7 +44,7 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn size(&self) -> usize {
         match &self.kind {
-            EntryKind::Message { from, body } => from.len() + body.len(),
+            EntryKind::Message { from, body, .. } => from.len() + body.len(),
             EntryKind::PeerGone { peer, .. } => peer.len(),
         }
     }
@@ -57,7 +62,9 @@ impl Entry {
             seq: self.seq,
         };
         match &self.kind {
-            EntryKind::Message { from, body } => sse::encode_message(out, id, from, body),
+            EntryKind::Message { from, body, json } => {
+                sse::encode_message(out, id, from, body, *json)
+            }
             EntryKind::PeerGone { peer, reason } => {
                 let id = id.to_string();
                 let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
@@ -195,7 +202,12 @@ impl Log {
 }
 
 /// Encodes a session for handing it to another node: epoch, sequence
-/// numbers, retained events (with their ages) and conversation partners.
+/// numbers, retained events (with their ages) and conversation partners;
+/// then, only if some retained messages are JSON (`EntryKind::Message`'s
+/// `json`), their positions in the log (a count, then each). A snapshot
+/// without JSON messages is byte for byte what nodes before 2026-12-07 made;
+/// one with them is refused whole by such a node (bytes after the partners),
+/// rather than read as something else.
 pub(crate) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
     use crate::cluster::wire::Writer;
     let mut w = Writer::default();
@@ -209,7 +221,7 @@ pub(crate) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
     for e in s.log.iter() {
         w.u64(e.seq).u64(now.saturating_sub(e.at));
         match &e.kind {
-            EntryKind::Message { from, body } => w.u8(0).str(from).bytes(body),
+            EntryKind::Message { from, body, .. } => w.u8(0).str(from).bytes(body),
             EntryKind::PeerGone { peer, reason } => w.u8(1).str(peer).str(reason),
         };
     }
@@ -222,6 +234,20 @@ pub(crate) fn export_snapshot(s: &Session, now: u64) -> Vec<u8> {
     w.u64(partners.len() as u64);
     for (k, age) in partners {
         w.str(k).u64(age);
+    }
+    let json = || {
+        s.log
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::Message { json: true, .. }))
+            .map(|(i, _)| i as u64)
+    };
+    let n = json().count();
+    if n > 0 {
+        w.u64(n as u64);
+        for i in json() {
+            w.u64(i);
+        }
     }
     w.0
 }
@@ -280,6 +306,7 @@ pub(crate) fn import_snapshot(
             0 => EntryKind::Message {
                 from: r.string()?.into(),
                 body: r.bytes()?.into(),
+                json: false,
             },
             _ => EntryKind::PeerGone {
                 peer: r.string()?.into(),
@@ -300,6 +327,21 @@ pub(crate) fn import_snapshot(
         let age = r.u64()?;
         if partners.len() < MAX_PARTNERS {
             partners.insert(k.into(), now.saturating_sub(age));
+        }
+    }
+    if !r.is_empty() {
+        // The positions of the JSON messages, in increasing order.
+        let n = r.u64()?;
+        let mut entries = log.iter_mut().enumerate();
+        for _ in 0..n {
+            let at = r.u64()?;
+            match entries.find(|(i, _)| *i as u64 == at) {
+                Some((_, e)) => match &mut e.kind {
+                    EntryKind::Message { json, .. } => *json = true,
+                    EntryKind::PeerGone { .. } => return Err(WireError::TrailingBytes),
+                },
+                None => return Err(WireError::TrailingBytes),
+            }
         }
     }
     r.finish()?;
@@ -331,7 +373,106 @@ mod tests {
             kind: EntryKind::Message {
                 from: "console-1".into(),
                 body: vec![b'x'; len].into_boxed_slice(),
+                json: false,
             },
+        }
+    }
+
+    fn json_message(seq: u64, body: &str) -> Entry {
+        Entry {
+            seq,
+            at: 0,
+            wire_end: 0,
+            kind: EntryKind::Message {
+                from: "console-1".into(),
+                body: body.as_bytes().into(),
+                json: true,
+            },
+        }
+    }
+
+    /// The JSON flag of a message lives in the padding after the enum's tag:
+    /// an entry is as large as it was without it (what the density and the
+    /// `--hold-total-bytes` tally count per entry).
+    #[test]
+    fn an_entry_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<EntryKind>(), 40);
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    /// What a session's log says of its messages: (seq, json, body).
+    fn messages(s: &Session) -> Vec<(u64, bool, Vec<u8>)> {
+        s.log
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Message { body, json, .. } => Some((e.seq, *json, body.to_vec())),
+                EntryKind::PeerGone { .. } => None,
+            })
+            .collect()
+    }
+
+    /// JSON messages keep their flag through a hand-over, among plain
+    /// messages and a peer-gone; a snapshot without any is exactly the
+    /// layout of nodes before 2026-12-07 (no trailing section), and such a
+    /// snapshot still imports, its messages plain.
+    #[test]
+    fn json_messages_survive_a_handoff_and_old_snapshots_still_import() {
+        let mut s = Session::blank("acme/agent-1".into(), 4);
+        s.last_seq = 4;
+        s.log.push(message(1, 3));
+        s.log.push(json_message(2, "{\"cmd\":\"backup\"}"));
+        s.log.push(Entry {
+            seq: 3,
+            at: 0,
+            wire_end: 0,
+            kind: EntryKind::PeerGone {
+                peer: "x".into(),
+                reason: "offline",
+            },
+        });
+        s.log.push(json_message(4, "[1,2]"));
+        let bytes = export_snapshot(&s, 0);
+        let mut t = Session::blank("acme/agent-1".into(), 4);
+        import_snapshot(&mut t, &bytes, 0).expect("import");
+        assert_eq!(messages(&t), messages(&s));
+        assert_eq!(
+            messages(&t).iter().map(|m| (m.0, m.1)).collect::<Vec<_>>(),
+            [(1, false), (2, true), (4, true)]
+        );
+        // Encoded in the trailing section: count 2, positions 1 and 3.
+        let mut tail = Vec::new();
+        for v in [2u64, 1, 3] {
+            tail.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(bytes.ends_with(&tail));
+        let old_layout = &bytes[..bytes.len() - tail.len()];
+        let mut u = Session::blank("acme/agent-1".into(), 4);
+        import_snapshot(&mut u, old_layout, 0).expect("old layout imports");
+        assert_eq!(
+            messages(&u).iter().map(|m| (m.0, m.1)).collect::<Vec<_>>(),
+            [(1, false), (2, false), (4, false)]
+        );
+        // Without JSON messages, nothing is added.
+        let mut v = Session::blank("acme/agent-1".into(), 4);
+        v.last_seq = 1;
+        v.log.push(message(1, 3));
+        let plain = export_snapshot(&v, 0);
+        let mut w = Session::blank("acme/agent-1".into(), 4);
+        import_snapshot(&mut w, &plain, 0).expect("import");
+        assert_eq!(messages(&w), messages(&v));
+        assert!(plain.ends_with(&0u64.to_le_bytes()), "ends with 0 partners");
+        // A position that is not a message, or past the log, is refused.
+        for bad in [[1u64, 2], [1, 4]] {
+            let mut b = old_layout.to_vec();
+            for x in bad {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            let mut x = Session::blank("acme/agent-1".into(), 4);
+            assert!(import_snapshot(&mut x, &b, 0).is_err(), "{bad:?}");
+        }
+        for n in 1..tail.len() {
+            let mut x = Session::blank("acme/agent-1".into(), 4);
+            assert!(import_snapshot(&mut x, &bytes[..bytes.len() - n], 0).is_err());
         }
     }
 

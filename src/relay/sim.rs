@@ -195,7 +195,9 @@ impl Sim {
         };
         let kind = EntryKind::Message {
             from: "sender".into(),
+            // A number is JSON too: every other message is sent as JSON.
             body: n.to_string().into_bytes().into_boxed_slice(),
+            json: n.is_multiple_of(2),
         };
         let (id, grown) = s.push_entry(now, kind);
         self.accepted.push((n, id));

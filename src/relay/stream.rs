@@ -336,6 +336,7 @@ mod tests {
         EntryKind::Message {
             from: "tx".into(),
             body: n.to_string().into_bytes().into_boxed_slice(),
+            json: false,
         }
     }
 

@@ -28,7 +28,7 @@ impl Worker {
         account: &str,
         from: &std::sync::Arc<str>,
         to: &str,
-        body: Box<[u8]>,
+        (body, json): (Box<[u8]>, bool),
         reply: ReplyTo,
         checked: bool,
     ) {
@@ -41,12 +41,12 @@ impl Worker {
             _ => None,
         };
         if let (Some(sidx), None) = (found, held) {
-            let r = self.deliver_to(sidx, account, from, to, body);
+            let r = self.deliver_to(sidx, account, from, to, body, json);
             self.reply_delivered(reply, r);
             return;
         }
         let Some(b) = cluster else {
-            let r = self.deliver(account, from, to, body); // counts the offline answer
+            let r = self.deliver(account, from, to, body, json); // counts the offline answer
             self.reply_delivered(reply, r);
             return;
         };
@@ -55,6 +55,7 @@ impl Worker {
             from: from[..].into(),
             to: to.into(),
             body,
+            json,
             reply,
             fresh: checked,
             held,
@@ -201,12 +202,13 @@ impl Worker {
             self.takeover_req(account, client, node, 0);
         }
         let Some(r) = resend else { return };
-        let (from, body, reply) = *r;
+        let (from, (body, json), reply) = *r;
         let cmd = BridgeCmd::Send {
             account: account.into(),
             from: from[..].into(),
             to: client.into(),
             body,
+            json,
             reply,
             fresh: true,
             held: None,
@@ -249,8 +251,11 @@ impl Worker {
         let mut refused = 0usize;
         for kind in undelivered {
             match kind {
-                EntryKind::Message { from, body } => {
-                    if self.deliver_to(sidx, account, &from, client, body).is_err() {
+                EntryKind::Message { from, body, json } => {
+                    if self
+                        .deliver_to(sidx, account, &from, client, body, json)
+                        .is_err()
+                    {
                         refused += 1;
                     }
                 }

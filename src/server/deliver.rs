@@ -27,19 +27,21 @@ const DIRECT_BODY_MIN: usize = 4096;
 
 impl Worker {
     /// Accepts a message for `to` (owned by this worker): retains it and writes
-    /// it to the receive connection if there is one.
+    /// it to the receive connection if there is one. `json`: the body is
+    /// compact JSON, delivered as a value (see `proto::json_body`).
     pub fn deliver(
         &mut self,
         account: &str,
         from: &Arc<str>,
         to: &str,
         body: Box<[u8]>,
+        json: bool,
     ) -> Result<EventId, SendError> {
         let Some(sidx) = self.sessions.find(account, to) else {
             WorkerStats::add(&self.shared.stats[self.id].offline, 1);
             return Err(SendError::Offline);
         };
-        self.deliver_to(sidx, account, from, to, body)
+        self.deliver_to(sidx, account, from, to, body, json)
     }
 
     /// [`Worker::deliver`] to the session at `sidx` (already looked up).
@@ -50,6 +52,7 @@ impl Worker {
         from: &Arc<str>,
         to: &str,
         body: Box<[u8]>,
+        json: bool,
     ) -> Result<EventId, SendError> {
         let st = &self.shared.stats[self.id];
         if !self.sessions.slab[sidx].online()
@@ -75,6 +78,7 @@ impl Worker {
             EntryKind::Message {
                 from: from.clone(),
                 body,
+                json,
             },
         );
         // Conversation tracking, at most once per pair per few seconds (a busy
@@ -249,8 +253,9 @@ impl Worker {
         out.clear();
         let mark = framing.begin(&mut out);
         let n = (s.last_seq - s.delivered) as usize;
-        // One large message whose body JSON holds as it is goes out from where
-        // it is kept: the event's head, the body and the tail in one sendmsg,
+        // One large message whose body JSON holds as it is (compact JSON
+        // delivered as a value, or text a JSON string holds unescaped) goes
+        // out from where it is kept: the event's head, the body and the tail in one sendmsg,
         // instead of copying the body into the event first (on a chunked
         // stream the chunk's size line leads the head, its CRLF follows the tail).
         let sent = 'direct: {
@@ -260,15 +265,17 @@ impl Worker {
             let Some(e) = s.log.newest_mut(1).next() else {
                 break 'direct None;
             };
-            let EntryKind::Message { from, body } = &e.kind else {
+            let EntryKind::Message { from, body, json } = &e.kind else {
                 break 'direct None;
             };
-            if body.len() < DIRECT_BODY_MIN || !sse::plain_json_text(body) {
+            let json = *json;
+            if body.len() < DIRECT_BODY_MIN || !(json || sse::plain_json_text(body)) {
                 break 'direct None;
             }
             let id = EventId { epoch, seq: e.seq };
-            sse::encode_plain_message_head(&mut out, id, from);
-            let more = body.len() + sse::PLAIN_MESSAGE_TAIL.len();
+            sse::encode_message_head(&mut out, id, from, json);
+            let tail = sse::message_tail(json);
+            let more = body.len() + tail.len();
             let start = framing.finish_around(&mut out, mark, more);
             let end: &[u8] = match framing {
                 Framing::Chunked => stream::CHUNK_END,
@@ -281,7 +288,7 @@ impl Worker {
             let c = &mut self.conns[ci];
             c.last_write = self.now;
             let head = &out[start..];
-            Some(send_now(c, st, &[head, body, sse::PLAIN_MESSAGE_TAIL, end]))
+            Some(send_now(c, st, &[head, body, tail, end]))
         };
         if let Some(r) = sent {
             s.delivered = s.last_seq;

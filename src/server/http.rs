@@ -338,7 +338,13 @@ impl Worker {
                 }
                 self.start_receive(idx, ident, req)
             }
-            Route::Send { to } => self.start_send(idx, &ident, &to, body, close),
+            Route::Send { to } => {
+                // A JSON body goes on compact, flagged to be delivered as a
+                // value; anything else (and any other content type) as it is.
+                let mut body = body;
+                let json = head.json && crate::proto::json_body::take_json(&mut body);
+                self.start_send(idx, &ident, &to, (body, json), close)
+            }
             Route::Clients => self.start_list(idx, &ident, close),
             Route::Preflight => {} // answered above
         }
@@ -420,18 +426,20 @@ impl Worker {
         self.respond_error(idx, 503, "overloaded", msg, true);
     }
 
+    /// Starts the send of `body` (and whether it is JSON, delivered as a
+    /// value) from `ident` to `to`, read on connection `idx`.
     fn start_send(
         &mut self,
         idx: usize,
         ident: &Arc<Identity>,
         to: &str,
-        body: Vec<u8>,
+        (body, json): (Vec<u8>, bool),
         close: bool,
     ) {
         // `to` is a valid client id (checked by the router).
         let owner = self.shared.owner(&ident.account, to);
         if owner != self.id && !close && self.may_hand_over(idx) {
-            self.hand_over_send(idx, owner, ident.clone(), to, body);
+            self.hand_over_send(idx, owner, ident.clone(), to, (body, json));
             return;
         }
         let token = self.token_of(idx);
@@ -454,7 +462,7 @@ impl Worker {
                 &ident.account,
                 &ident.client,
                 to,
-                body.into_boxed_slice(),
+                (body.into_boxed_slice(), json),
                 reply,
                 false,
             );
@@ -471,6 +479,7 @@ impl Worker {
             from: ident.client.clone(),
             to: to.into(),
             body: body.into_boxed_slice(),
+            json,
             reply,
             checked: false,
         };
@@ -508,7 +517,7 @@ impl Worker {
         owner: usize,
         ident: Arc<Identity>,
         to: &str,
-        body: Vec<u8>,
+        (body, json): (Vec<u8>, bool),
     ) {
         // Answers to requests read before this one go out (or are queued) first.
         if !self.uncork(idx) {
@@ -528,6 +537,7 @@ impl Worker {
             ident,
             to: to.into(),
             body,
+            json,
         }));
         if let Err(Envelope::Handoff(h)) = self.post(owner, env) {
             // Input read after the send is dropped with the connection.
@@ -549,7 +559,7 @@ impl Worker {
             h.ident.account,
             h.ident.client
         );
-        let (ident, to, body) = (h.ident, h.to, h.body);
+        let (ident, to, body) = (h.ident, h.to, (h.body, h.json));
         let token = self.token_of(idx);
         self.guarded(token, move |me| {
             // Its answer is held back like one read here (see `process`).

@@ -220,6 +220,8 @@ enum Envelope {
         from: Arc<str>,
         to: Box<str>,
         body: Box<[u8]>,
+        /// The body is compact JSON, delivered as a value (`proto::json_body`).
+        json: bool,
         reply: ReplyTo,
         /// The presence table confirmed that this node owns the recipient
         /// (on a cluster, a held recipient is accepted only then).
@@ -245,6 +247,7 @@ enum Envelope {
         from: Box<str>,
         to: Box<str>,
         body: Box<[u8]>,
+        json: bool,
         node: String,
         req: u64,
     },
@@ -313,8 +316,9 @@ enum Envelope {
     },
 }
 
-/// A send to pass on after a yield: sender, body, where the answer goes.
-type Resend = (Arc<str>, Box<[u8]>, ReplyTo);
+/// A send to pass on after a yield: sender, body and whether it is JSON,
+/// where the answer goes.
+type Resend = (Arc<str>, (Box<[u8]>, bool), ReplyTo);
 
 /// Which connections `/connections` asks for.
 #[derive(Debug, Clone)]
@@ -386,6 +390,8 @@ struct Handoff {
     ident: Arc<Identity>,
     to: Box<str>,
     body: Vec<u8>,
+    /// The body is compact JSON, delivered as a value.
+    json: bool,
 }
 
 /// A running node: its workers and the address they listen on.

@@ -627,10 +627,12 @@ impl Worker {
                 from,
                 to,
                 body,
+                json,
                 reply,
                 checked,
             } => {
                 let found = self.sessions.find(&account, &to);
+                let body = (body, json);
                 self.deliver_or_forward(found, &account, &from, &to, body, reply, checked);
             }
             Envelope::RemoteDeliver {
@@ -638,10 +640,11 @@ impl Worker {
                 from,
                 to,
                 body,
+                json,
                 node,
                 req,
             } => {
-                let result = self.deliver(&account, &from.into(), &to, body);
+                let result = self.deliver(&account, &from.into(), &to, body, json);
                 if let Some(b) = &self.shared.cluster {
                     b.submit(super::bridge::BridgeCmd::DeliverReply { node, req, result });
                 }

@@ -252,6 +252,42 @@ fn client_list_spans_the_cluster() {
 // 3. Hand-over to another node
 // ---------------------------------------------------------------------------
 
+/// A JSON body keeps its form across nodes: sent to a client on another
+/// node (`Wire::Deliver`), and held there, then handed over to the node the
+/// client comes back to (the session snapshot) and replayed.
+#[test]
+fn json_bodies_stay_json_across_nodes() {
+    let redis = Redis::start();
+    let a = cluster_node(&redis, "a", &[]);
+    let b = cluster_node(&redis, "b", &[]);
+    let pretty = "{\n  \"cmd\": \"backup\",\n  \"paths\": [\"/etc\", \"/a b\"]\n}\n";
+    let compact = "{\"cmd\":\"backup\",\"paths\":[\"/etc\",\"/a b\"]}";
+    let value: serde_json::Value = serde_json::from_str(pretty).expect("JSON");
+
+    let (mut rx, _) = open(a.addr, "agent-1", &[]);
+    wait_state_all(&[&a, &b], "agent-1", "online");
+    let id1 = curl_send_json(b.addr, &tok("console-1"), "agent-1", pretty);
+    let ev = rx.expect_json_message("console-1", &value, compact);
+    assert_eq!(ev.id.as_deref(), Some(id1.as_str()));
+    drop(rx);
+    wait_state_all(&[&a, &b], "agent-1", "held");
+
+    // Held on A, sent through B and through A.
+    let id2 = curl_send_json(b.addr, &tok("console-1"), "agent-1", pretty);
+    let id3 = curl_send_json(a.addr, &tok("console-1"), "agent-1", "[1,\n2]");
+    let mut rx = Receiver::open(b.addr, &tok("agent-1"), &[("Last-Event-ID", &id1)]);
+    assert_eq!(rx.ready()["node"], "b");
+    let ev = rx.expect_json_message("console-1", &value, compact);
+    assert_eq!(ev.id.as_deref(), Some(id2.as_str()));
+    let two: serde_json::Value = serde_json::from_str("[1,2]").expect("JSON");
+    let ev = rx.expect_json_message("console-1", &two, "[1,2]");
+    assert_eq!(ev.id.as_deref(), Some(id3.as_str()));
+    // Now live on B, sent through A.
+    wait_state_all(&[&a, &b], "agent-1", "online");
+    curl_send_json(a.addr, &tok("console-1"), "agent-1", pretty);
+    rx.expect_json_message("console-1", &value, compact);
+}
+
 #[test]
 fn resume_on_another_node_gets_exactly_the_held_messages() {
     let redis = Redis::start();

@@ -845,3 +845,92 @@ fn dechunk_is_a_real_parser() {
     d.read_to_end(&mut got).expect("ends");
     assert_eq!((got.as_slice(), d.ended()), (&b"hel"[..], false));
 }
+
+/// POST /v1/send/<to> as `token` with `Content-Type: <content_type>` and `body`.
+pub fn send_typed(
+    addr: SocketAddr,
+    token: &str,
+    to: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Response {
+    let mut req = format!(
+        "POST /v1/send/{to} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut http = Http::connect(addr);
+    http.send_raw(&req);
+    http.read_response().expect("response")
+}
+
+/// Sends `json` with `curl --json`-like headers (`Content-Type:
+/// application/json`, the body from a file, byte for byte) as `token` to
+/// `to`; returns the id of the 202 answer.
+pub fn curl_send_json(addr: SocketAddr, token: &str, to: &str, json: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-json-{}-{}",
+        std::process::id(),
+        switchboard::ids::random_u64()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("body.json");
+    std::fs::write(&file, json).expect("write body");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .args(["-H", "Content-Type: application/json; charset=utf-8"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{addr}/v1/send/{to}"))
+        .output()
+        .expect("run curl");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "curl failed: {text}");
+    let (answer, code) = text.rsplit_once('\n').expect("status line");
+    assert_eq!(code, "202", "curl send: {answer}");
+    let v: serde_json::Value = serde_json::from_str(answer).expect("JSON answer");
+    v["id"].as_str().expect("id").to_string()
+}
+
+impl Receiver {
+    /// Reads the next event and asserts it is a message from `from` whose
+    /// JSON body arrived as the value `json` (under `"json"`, no `body`), in
+    /// one `data:` line whose text is `compact` exactly; returns it.
+    pub fn expect_json_message(
+        &mut self,
+        from: &str,
+        json: &serde_json::Value,
+        compact: &str,
+    ) -> Event {
+        let ev = self
+            .next_event()
+            .unwrap_or_else(|| panic!("stream ended while waiting for JSON message {json}"));
+        assert_eq!(ev.event, "message", "expected a JSON message, got {ev:?}");
+        assert!(!ev.data.contains('\n'), "more than one data line: {ev:?}");
+        let j = ev.json();
+        assert_eq!(j["from"], from, "sender of {ev:?}");
+        assert_eq!(&j["json"], json, "value of {ev:?}");
+        assert!(
+            j.get("body").is_none() && j.get("body_b64").is_none(),
+            "{ev:?}"
+        );
+        let want = format!(
+            "{{\"from\":{},\"json\":{compact}}}",
+            serde_json::to_string(from).expect("JSON string")
+        );
+        assert_eq!(ev.data, want, "not the compact form");
+        assert!(ev.id.is_some(), "message without id: {ev:?}");
+        ev
+    }
+}

@@ -1,13 +1,15 @@
 //! End-to-end relay tests: messages between clients of one account, encoding,
 //! offline recipients, account isolation, keep-alive, chunked bodies,
 //! `Connection: close` and the client list here; pipelined requests and
-//! half-closed connections in `pipelining`; large bodies in `bodies`.
+//! half-closed connections in `pipelining`; large bodies in `bodies`; JSON
+//! bodies in `json`.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod bodies;
 mod handoff;
+mod json;
 mod pipelining;
 
 use std::io::Write;

@@ -122,6 +122,7 @@ pub(super) enum AfterClaim {
         from: Box<str>,
         to: Box<str>,
         body: Box<[u8]>,
+        json: bool,
         reply: ReplyTo,
     },
 }
@@ -234,6 +235,7 @@ impl AfterClaim {
                 from,
                 to,
                 body,
+                json,
                 reply,
             } => {
                 let w = shared.owner(&account, &to);
@@ -242,7 +244,7 @@ impl AfterClaim {
                         account,
                         client: to,
                         node: owner,
-                        resend: Some(Box::new((from.into(), body, reply))),
+                        resend: Some(Box::new((from.into(), (body, json), reply))),
                     }
                 } else {
                     Envelope::Deliver {
@@ -250,6 +252,7 @@ impl AfterClaim {
                         from: from.into(),
                         to,
                         body,
+                        json,
                         reply,
                         checked: true,
                     }

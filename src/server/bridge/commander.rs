@@ -569,6 +569,7 @@ fn run_batch(
                 from,
                 to,
                 body,
+                json,
                 reply,
                 held: Some((role, since_ms)),
                 ..
@@ -592,6 +593,7 @@ fn run_batch(
                     from,
                     to,
                     body,
+                    json,
                     reply,
                 });
             }
@@ -600,6 +602,7 @@ fn run_batch(
                 from,
                 to,
                 body,
+                json,
                 reply,
                 ..
             } => match found.node() {
@@ -610,6 +613,7 @@ fn run_batch(
                             from: from.clone(),
                             to: to.clone(),
                             body: body.clone(),
+                            json,
                         })
                     });
                     let req = add_pending(b, Pending::Send(reply, retry));
@@ -620,6 +624,7 @@ fn run_batch(
                         from: from.into(),
                         to: to.into(),
                         body: body.into(),
+                        json,
                     };
                     pipe.cmd("PUBLISH")
                         .arg(format!("sb:n:{node}"))

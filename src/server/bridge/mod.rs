@@ -56,6 +56,8 @@ pub(super) enum BridgeCmd {
         from: Box<str>,
         to: Box<str>,
         body: Box<[u8]>,
+        /// The body is compact JSON, delivered as a value.
+        json: bool,
         reply: ReplyTo,
         /// Look the recipient up in Redis even if its node is in the route
         /// cache (a retry after the cached node answered "not here").
@@ -143,6 +145,7 @@ struct Retry {
     from: Box<str>,
     to: Box<str>,
     body: Box<[u8]>,
+    json: bool,
 }
 
 /// The bridge's state shared by its two threads and the node.
@@ -356,6 +359,7 @@ fn incoming(shared: &Shared, w: Wire) {
             from,
             to,
             body,
+            json,
         } => {
             let owner = shared.owner(&account, &to);
             let env = Envelope::RemoteDeliver {
@@ -363,6 +367,7 @@ fn incoming(shared: &Shared, w: Wire) {
                 from: from.into(),
                 to: to.into(),
                 body: body.into(),
+                json,
                 node: reply_node,
                 req,
             };
@@ -379,6 +384,7 @@ fn incoming(shared: &Shared, w: Wire) {
                     from: r.from,
                     to: r.to,
                     body: r.body,
+                    json: r.json,
                     reply,
                     fresh: true,
                     held: None,
