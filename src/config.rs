@@ -120,7 +120,8 @@ pub struct ServeArgs {
     /// Most open client connections on this node; past it new connections get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
-    /// Most open receive connections per account on this node (0 = no limit); past it new ones get 503.
+    /// Most open connections per account on this node, receive streams and keep-alive send
+    /// connections alike (0 = no limit); past it new ones get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_ACCOUNT_CONNECTIONS", default_value_t = 0)]
     pub max_account_connections: usize,
     /// Most connections without a valid-token request yet, on this node (each worker

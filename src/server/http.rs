@@ -338,6 +338,8 @@ impl Worker {
                 }
                 self.start_receive(idx, ident, req)
             }
+            // A keep-alive send connection counts against its account's cap.
+            Route::Send { .. } | Route::Clients if !self.count_sender(idx, &ident.account) => {}
             Route::Send { to } => self.start_send(idx, &ident, &to, body, close),
             Route::Clients => self.start_list(idx, &ident, close),
             Route::Preflight => {} // answered above
@@ -352,6 +354,8 @@ impl Worker {
         if !self.uncork(idx) {
             return;
         }
+        // A stream counts for its account by itself (`attach_with`).
+        self.uncount_sender(idx);
         let owner = self.shared.owner(&ident.account, &ident.client);
         if owner == self.id {
             self.attach_receive(idx, ident, req);
@@ -378,6 +382,8 @@ impl Worker {
         // Only the input not handled yet moves with the connection.
         self.settle_consumed(idx);
         let cors = self.cors_of(idx);
+        // Its count against its account moves with it.
+        let sender = self.senders.remove(&idx);
         let mut c = self.remove_conn(idx)?;
         let _ = self.poll.registry().deregister(&mut c.stream);
         super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
@@ -391,6 +397,7 @@ impl Worker {
             sid: c.sid,
             since_ms: c.since_ms,
             cors,
+            sender,
         })
     }
 
@@ -407,6 +414,9 @@ impl Worker {
         c.authed = true;
         (c.bytes_in, c.bytes_out) = m.bytes;
         self.set_cors(idx, m.cors);
+        if let Some(account) = m.sender {
+            self.senders.insert(idx, account);
+        }
         Some(idx)
     }
 

@@ -24,6 +24,7 @@ mod park;
 mod pipe;
 mod quiet;
 mod retained;
+mod senders;
 mod session;
 mod session_index;
 pub mod stats;
@@ -75,7 +76,7 @@ pub struct Shared {
     pub cluster: Option<Arc<bridge::Bridge>>,
     /// Certificate and key, when the client port speaks TLS.
     pub tls: Option<tls::TlsFiles>,
-    /// Open receive connections per account.
+    /// Open receive and keep-alive send connections per account.
     pub accounts: limits::AccountCounts,
 }
 
@@ -364,6 +365,8 @@ struct Moving {
     since_ms: u64,
     /// CORS headers of the request that moves it (its answer is written there).
     cors: crate::proto::cors::Allow,
+    /// The account it counts for as a send connection (`Worker::senders`).
+    sender: Option<Box<str>>,
 }
 
 /// A receive connection on its way to its owner worker.

@@ -16,7 +16,7 @@
 pub(super) enum Noisy {
     /// A connection refused past `--max-connections`.
     Overloaded = 0,
-    /// A receive connection refused past `--max-account-connections`.
+    /// A connection refused past `--max-account-connections`.
     AccountLimit = 1,
     /// A request whose answer (from another worker or the cluster) did not come in time.
     NoAnswer = 2,
@@ -37,7 +37,7 @@ impl Noisy {
     pub fn what(self) -> &'static str {
         match self {
             Noisy::Overloaded => "connections refused past --max-connections",
-            Noisy::AccountLimit => "receive connections refused past --max-account-connections",
+            Noisy::AccountLimit => "connections refused past --max-account-connections",
             Noisy::NoAnswer => "requests answered 503 for want of an answer in time",
             Noisy::Evicted => "connections closed before their first request to make room",
         }
