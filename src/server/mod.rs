@@ -9,6 +9,7 @@
 
 mod accept;
 pub mod admin;
+mod admission;
 mod attach;
 pub mod bridge;
 mod clustered;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub tls: Option<tls::TlsFiles>,
     /// Open receive and keep-alive send connections per account.
     pub accounts: limits::AccountCounts,
+    /// New connections per source address (`--max-new-connections-per-address`).
+    address_rate: admission::AddressRate,
 }
 
 struct Peer {
@@ -412,6 +415,7 @@ impl Server {
             .clone()
             .map(|c| bridge::new(c, config.node_id.clone()));
         let accounts = limits::AccountCounts::new(config.max_account_connections);
+        let address_rate = admission::AddressRate::new(config.max_new_connections_per_address);
         let tls = match &config.tls {
             Some((cert, key)) => Some(tls::TlsFiles::load(cert, key)?),
             None => None,
@@ -448,6 +452,7 @@ impl Server {
             stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
             cluster: cluster.as_ref().map(|c| c.0.clone()),
             accounts,
+            address_rate,
             tls,
         });
         let bridge_thread = match cluster {

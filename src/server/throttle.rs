@@ -22,15 +22,18 @@ pub(super) enum Noisy {
     NoAnswer = 2,
     /// A connection closed before its first request to make room.
     Evicted = 3,
+    /// A connection refused past `--max-new-connections-per-address`.
+    RateLimited = 4,
 }
 
 impl Noisy {
     /// Every kind, in index order.
-    pub const ALL: [Noisy; 4] = [
+    pub const ALL: [Noisy; 5] = [
         Noisy::Overloaded,
         Noisy::AccountLimit,
         Noisy::NoAnswer,
         Noisy::Evicted,
+        Noisy::RateLimited,
     ];
 
     /// What the suppressed lines were about, for the summary line.
@@ -40,6 +43,7 @@ impl Noisy {
             Noisy::AccountLimit => "connections refused past --max-account-connections",
             Noisy::NoAnswer => "requests answered 503 for want of an answer in time",
             Noisy::Evicted => "connections closed before their first request to make room",
+            Noisy::RateLimited => "connections refused past --max-new-connections-per-address",
         }
     }
 }
