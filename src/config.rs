@@ -120,7 +120,8 @@ pub struct ServeArgs {
     /// Most open client connections on this node; past it new connections get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
-    /// Most open receive connections per account on this node (0 = no limit); past it new ones get 503.
+    /// Most open connections per account on this node, receive streams and keep-alive send
+    /// connections alike (0 = no limit); past it new ones get 503.
     #[arg(long, env = "SWITCHBOARD_MAX_ACCOUNT_CONNECTIONS", default_value_t = 0)]
     pub max_account_connections: usize,
     /// Most connections without a valid-token request yet, on this node (each worker
@@ -128,6 +129,16 @@ pub struct ServeArgs {
     /// connection closes the oldest one still waiting for its first request.
     #[arg(long, env = "SWITCHBOARD_MAX_UNAUTHENTICATED", default_value_t = 0)]
     pub max_unauthenticated: usize,
+    /// Most new connections per second from one source address (an IPv6 one by its /64),
+    /// with a burst of one second's worth (0 = no limit). Past it a new connection gets
+    /// 429 with Retry-After; far past it, it is closed at once. Leave 0 behind a load
+    /// balancer (every connection then comes from its address).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_NEW_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 0
+    )]
+    pub max_new_connections_per_address: u32,
     /// Close a connection whose first request head is not complete within this time.
     #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "ser_duration")]
@@ -253,6 +264,8 @@ pub struct Config {
     pub max_account_connections: usize,
     /// Most connections without a valid-token request yet (0 = no separate limit).
     pub max_unauthenticated: usize,
+    /// New connections per second per source address (0 = no limit).
+    pub max_new_connections_per_address: u32,
     pub handshake_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -299,6 +312,7 @@ impl Config {
             max_connections: 1_000_000,
             max_account_connections: 0,
             max_unauthenticated: 0,
+            max_new_connections_per_address: 0,
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -368,6 +382,7 @@ impl Config {
         c.max_connections = a.max_connections;
         c.max_account_connections = a.max_account_connections;
         c.max_unauthenticated = a.max_unauthenticated;
+        c.max_new_connections_per_address = a.max_new_connections_per_address;
         c.handshake_timeout = nonzero("handshake-timeout", a.handshake_timeout)?;
         c.body_timeout = nonzero("body-timeout", a.body_timeout)?;
         c.idle_timeout = nonzero("idle-timeout", a.idle_timeout)?;

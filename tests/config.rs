@@ -399,6 +399,7 @@ fn help_lists_every_option_and_exits_0() {
         "--send-buffer",
         "--max-connections",
         "--max-unauthenticated",
+        "--max-new-connections-per-address",
         "--handshake-timeout",
         "--body-timeout",
         "--idle-timeout",

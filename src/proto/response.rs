@@ -121,6 +121,17 @@ pub fn write_response(
     out.extend_from_slice(body);
 }
 
+/// Adds `Retry-After: secs` to the answer whose head starts `out` (after its status line).
+pub fn insert_retry_after(out: &mut Vec<u8>, secs: u64) {
+    let Some(at) = out.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let mut h = b"Retry-After: ".to_vec();
+    push_decimal(&mut h, secs);
+    h.extend_from_slice(b"\r\n");
+    out.splice(at + 2..at + 2, h);
+}
+
 /// Body of a JSON error response.
 #[derive(Serialize)]
 struct ErrorBody<'a> {

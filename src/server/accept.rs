@@ -125,6 +125,16 @@ impl Worker {
         if !c.user_timeout.is_zero() {
             let _ = sock.set_tcp_user_timeout(Some(c.user_timeout));
         }
+        let verdict = self
+            .shared
+            .address_rate
+            .check(peer.ip(), self.now.saturating_mul(1000));
+        if verdict == super::admission::Admit::Flood {
+            // Far over its rate: closed at once (dropping the stream), no answer.
+            WorkerStats::add(&self.shared.stats[self.id].rate_flood, 1);
+            self.note_rate_limited(peer, "closed at once");
+            return;
+        }
         let _ = sock.set_tcp_nodelay(true);
         if c.send_buffer > 0 {
             let _ = sock.set_send_buffer_size(c.send_buffer);
@@ -173,6 +183,20 @@ impl Worker {
         self.set_conn_deadline(idx, deadline);
         let sid = self.conns[idx].sid;
         log::debug!("{sid} accepted from {peer}");
+        if let super::admission::Admit::Limited { retry_after_s } = verdict {
+            WorkerStats::add(&self.shared.stats[self.id].rate_limited, 1);
+            self.note_rate_limited(peer, "answered 429");
+            self.shared.stats[self.id].error(429, "rate_limited");
+            let mut out = std::mem::take(&mut self.stage);
+            out.clear();
+            let msg =
+                "too many new connections from this address; retry after the time in Retry-After";
+            crate::proto::response::write_json_error(&mut out, 429, "rate_limited", msg, true);
+            crate::proto::response::insert_retry_after(&mut out, retry_after_s);
+            self.answer(idx, &out, true);
+            self.stage = out;
+            return;
+        }
         if over {
             if let Some(more) = self.noisy(super::throttle::Noisy::Overloaded) {
                 log::warn!("{sid} refused: {open} connections open, limit {limit}{more}");
@@ -183,6 +207,20 @@ impl Worker {
                 "overloaded",
                 "too many connections on this node; try another node or later",
                 true,
+            );
+        }
+    }
+}
+
+impl Worker {
+    /// The (throttled) log line of a connection refused for its address's rate.
+    fn note_rate_limited(&mut self, peer: SocketAddr, what: &str) {
+        if let Some(more) = self.noisy(super::throttle::Noisy::RateLimited) {
+            log::warn!(
+                "worker {}: new connection from {} {what}: over --max-new-connections-per-address {}{more}",
+                self.id,
+                peer.ip(),
+                self.shared.config.max_new_connections_per_address
             );
         }
     }

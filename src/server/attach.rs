@@ -67,7 +67,8 @@ impl Worker {
         let now = self.now;
         let conn_gen = self.conns[idx].gen;
         let sid = self.conns[idx].sid;
-        // Per-account cap on receive connections; replacing one's own is always allowed.
+        // Per-account cap on connections (send connections count too: `senders`);
+        // replacing one's own receive connection is always allowed.
         let replacing = self
             .sessions
             .find(&ident.account, &ident.client)
@@ -75,14 +76,14 @@ impl Worker {
         if !self.shared.accounts.acquire(&ident.account, replacing) {
             if let Some(more) = self.noisy(super::throttle::Noisy::AccountLimit) {
                 log::warn!(
-                    "{sid} refused: account {} has {} receive connections (limit {}){more}",
+                    "{sid} refused: account {} has {} connections (limit {}){more}",
                     ident.account,
                     self.shared.accounts.get(&ident.account),
                     self.shared.config.max_account_connections
                 );
             }
             self.conns[idx].state = State::Request(crate::proto::request::RequestReader::new());
-            let msg = "too many receive connections for this account on this node; try another node or later";
+            let msg = super::senders::OVER_CAP;
             self.respond_error(idx, 503, "account_connection_limit", msg, true);
             return;
         }

@@ -338,6 +338,8 @@ impl Worker {
                 }
                 self.start_receive(idx, ident, req)
             }
+            // A keep-alive send connection counts against its account's cap.
+            Route::Send { .. } | Route::Clients if !self.count_sender(idx, &ident.account) => {}
             Route::Send { to } => {
                 // A JSON body goes on compact, flagged to be delivered as a
                 // value; anything else (and any other content type) as it is.
@@ -358,6 +360,8 @@ impl Worker {
         if !self.uncork(idx) {
             return;
         }
+        // A stream counts for its account by itself (`attach_with`).
+        self.uncount_sender(idx);
         let owner = self.shared.owner(&ident.account, &ident.client);
         if owner == self.id {
             self.attach_receive(idx, ident, req);
@@ -384,6 +388,8 @@ impl Worker {
         // Only the input not handled yet moves with the connection.
         self.settle_consumed(idx);
         let cors = self.cors_of(idx);
+        // Its count against its account moves with it.
+        let sender = self.senders.remove(&idx);
         let mut c = self.remove_conn(idx)?;
         let _ = self.poll.registry().deregister(&mut c.stream);
         super::stats::WorkerStats::sub(&self.shared.stats[self.id].open, 1);
@@ -397,6 +403,7 @@ impl Worker {
             sid: c.sid,
             since_ms: c.since_ms,
             cors,
+            sender,
         })
     }
 
@@ -413,6 +420,9 @@ impl Worker {
         c.authed = true;
         (c.bytes_in, c.bytes_out) = m.bytes;
         self.set_cors(idx, m.cors);
+        if let Some(account) = m.sender {
+            self.senders.insert(idx, account);
+        }
         Some(idx)
     }
 

@@ -1,20 +1,21 @@
-//! Per-account limits shared by all workers: how many receive connections
-//! each account has open. Touched only when a receive connection attaches or
-//! ends, never on the message path; sharded so workers rarely meet on a lock.
+//! Per-account limits shared by all workers: how many connections each
+//! account has open (receive streams, and send connections from their first
+//! request: `senders`). Touched only when a connection starts or stops
+//! counting, not per message; sharded so workers rarely meet on a lock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
 
-/// Open receive connections per account, with a cap.
+/// Open connections per account, with a cap.
 pub struct AccountCounts {
     max: usize,
     shards: Vec<Mutex<HashMap<Box<str>, u32>>>,
 }
 
 impl AccountCounts {
-    /// Counts with at most `max` receive connections per account (0 = no limit).
+    /// Counts with at most `max` connections per account (0 = no limit).
     pub fn new(max: usize) -> AccountCounts {
         AccountCounts {
             max,
@@ -56,7 +57,7 @@ impl AccountCounts {
         }
     }
 
-    /// Open receive connections of `account`.
+    /// Open connections of `account`.
     pub fn get(&self, account: &str) -> u32 {
         self.shard(account)
             .lock()

@@ -9,6 +9,7 @@
 
 mod accept;
 pub mod admin;
+mod admission;
 mod attach;
 pub mod bridge;
 mod clustered;
@@ -21,6 +22,7 @@ pub mod limits;
 mod park;
 mod pipe;
 mod quiet;
+mod senders;
 mod session;
 pub mod stats;
 mod sys;
@@ -71,8 +73,10 @@ pub struct Shared {
     pub cluster: Option<Arc<bridge::Bridge>>,
     /// Certificate and key, when the client port speaks TLS.
     pub tls: Option<tls::TlsFiles>,
-    /// Open receive connections per account.
+    /// Open receive and keep-alive send connections per account.
     pub accounts: limits::AccountCounts,
+    /// New connections per source address (`--max-new-connections-per-address`).
+    address_rate: admission::AddressRate,
 }
 
 struct Peer {
@@ -364,6 +368,8 @@ struct Moving {
     since_ms: u64,
     /// CORS headers of the request that moves it (its answer is written there).
     cors: crate::proto::cors::Allow,
+    /// The account it counts for as a send connection (`Worker::senders`).
+    sender: Option<Box<str>>,
 }
 
 /// A receive connection on its way to its owner worker.
@@ -411,6 +417,7 @@ impl Server {
             .clone()
             .map(|c| bridge::new(c, config.node_id.clone()));
         let accounts = limits::AccountCounts::new(config.max_account_connections);
+        let address_rate = admission::AddressRate::new(config.max_new_connections_per_address);
         let tls = match &config.tls {
             Some((cert, key)) => Some(tls::TlsFiles::load(cert, key)?),
             None => None,
@@ -447,6 +454,7 @@ impl Server {
             stats: (0..n).map(|_| stats::WorkerStats::default()).collect(),
             cluster: cluster.as_ref().map(|c| c.0.clone()),
             accounts,
+            address_rate,
             tls,
         });
         let bridge_thread = match cluster {

@@ -15,6 +15,10 @@ pub struct WorkerStats {
     /// Accepts on the client listener that failed for want of a resource
     /// (descriptors, memory); each is followed by a pause (`server::accept`).
     pub accept_failures: AtomicU64,
+    /// New connections refused past `--max-new-connections-per-address`:
+    /// answered 429, and closed at once (far over the rate).
+    pub rate_limited: AtomicU64,
+    pub rate_flood: AtomicU64,
     /// Closed connections, indexed by [`CloseReason::index`].
     pub closed: [AtomicU64; CloseReason::COUNT],
     /// Open receive connections on this worker.

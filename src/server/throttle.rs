@@ -16,30 +16,34 @@
 pub(super) enum Noisy {
     /// A connection refused past `--max-connections`.
     Overloaded = 0,
-    /// A receive connection refused past `--max-account-connections`.
+    /// A connection refused past `--max-account-connections`.
     AccountLimit = 1,
     /// A request whose answer (from another worker or the cluster) did not come in time.
     NoAnswer = 2,
     /// A connection closed before its first request to make room.
     Evicted = 3,
+    /// A connection refused past `--max-new-connections-per-address`.
+    RateLimited = 4,
 }
 
 impl Noisy {
     /// Every kind, in index order.
-    pub const ALL: [Noisy; 4] = [
+    pub const ALL: [Noisy; 5] = [
         Noisy::Overloaded,
         Noisy::AccountLimit,
         Noisy::NoAnswer,
         Noisy::Evicted,
+        Noisy::RateLimited,
     ];
 
     /// What the suppressed lines were about, for the summary line.
     pub fn what(self) -> &'static str {
         match self {
             Noisy::Overloaded => "connections refused past --max-connections",
-            Noisy::AccountLimit => "receive connections refused past --max-account-connections",
+            Noisy::AccountLimit => "connections refused past --max-account-connections",
             Noisy::NoAnswer => "requests answered 503 for want of an answer in time",
             Noisy::Evicted => "connections closed before their first request to make room",
+            Noisy::RateLimited => "connections refused past --max-new-connections-per-address",
         }
     }
 }

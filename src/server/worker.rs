@@ -122,6 +122,9 @@ pub(super) struct Worker {
     /// CORS kind of the current request of connections whose request is an
     /// allowed cross-origin one, by slab index (`Worker::cors_of`).
     pub cors: std::collections::HashMap<usize, crate::proto::cors::Allow>,
+    /// Account that each send connection counts for against
+    /// `--max-account-connections`, by slab index (see `senders`).
+    pub senders: std::collections::HashMap<usize, Box<str>>,
     /// Last sequence number given to a pipe slot.
     pub pipe_seq: u64,
     /// Monotonic milliseconds, refreshed once per loop iteration.
@@ -219,6 +222,7 @@ impl Worker {
             parked_at: Vec::new(),
             pipes: Default::default(),
             cors: Default::default(),
+            senders: Default::default(),
             pipe_seq: 0,
             now,
             wall_ms: super::epoch_ms(),
@@ -406,6 +410,7 @@ impl Worker {
         if self.cors.capacity() > 64 && self.cors.len() < self.cors.capacity() / 4 {
             self.cors.shrink_to_fit();
         }
+        self.shrink_senders();
         let sessions = &self.sessions.slab;
         self.held_order
             .prune(|m| crate::relay::held_order::is_held(sessions, m));
@@ -501,6 +506,7 @@ impl Worker {
         let c = self.conns.try_remove(idx)?;
         self.pipes.remove(idx);
         self.set_cors(idx, Default::default());
+        self.uncount_sender(idx);
         self.disarm(TimerRef::conn(idx, c.gen, c.armed));
         Some(c)
     }

@@ -532,6 +532,20 @@ impl Http {
         Http { stream, reader }
     }
 
+    /// Connects from the local address `src` (another loopback address, say
+    /// 127.0.0.2, to be a second client machine).
+    pub fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> Http {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        sock.bind(&SocketAddr::new(src, 0).into())
+            .expect("bind the source address");
+        sock.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Http { stream, reader }
+    }
+
     /// Connects with a small receive buffer (`bytes`), so that the server's
     /// answers back up in its own buffers while the client does not read.
     pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> Http {

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admission;
 mod requests;
 mod resources;
 mod slow_receivers;

@@ -96,16 +96,36 @@ fn global_connection_cap_refuses_only_the_excess() {
 #[test]
 fn per_account_receive_cap() {
     let _g = serial();
-    let node = Node::start(&["--workers", "2", "--max-account-connections", "2"]);
+    // Each account's console sends over one keep-alive connection, which
+    // counts too: the cap of 3 leaves room for 2 receive connections.
+    let node = Node::start(&["--workers", "2", "--max-account-connections", "3"]);
     let a = |c: &str| token("acct-a", c, Role::Agent);
     let b = |c: &str| token("acct-b", c, Role::Agent);
     let a_console = token("acct-a", "console", Role::Console);
     let b_console = token("acct-b", "console", Role::Console);
-    let msg = |to: &str, tokn: &str, body: &str, rx: &mut Receiver| {
-        let r = send(node.addr, tokn, to, body);
+    let mut a_con = Http::connect(node.addr);
+    let mut b_con = Http::connect(node.addr);
+    let msg = |con: &mut Http, to: &str, tokn: &str, body: &str, rx: &mut Receiver| {
+        let r = con.request(
+            "POST",
+            &format!("/v1/send/{to}"),
+            Some(tokn),
+            body.as_bytes(),
+        );
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         rx.expect_message("console", body);
     };
+    let listed = |con: &mut Http, tokn: &str, client: &str| {
+        let r = con.request("GET", "/v1/clients", Some(tokn), b"");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .any(|c| c["client"] == client)
+    };
+    assert!(!listed(&mut a_con, &a_console, "c1"));
+    assert!(!listed(&mut b_con, &b_console, "c1"));
 
     let mut a1 = Receiver::open(node.addr, &a("c1"), &[]);
     a1.ready();
@@ -123,14 +143,14 @@ fn per_account_receive_cap() {
     let r = r.expect("no answer for the receive connection over the account cap");
     assert_closing_error(&r, &mut h, 503, "account_connection_limit");
     // The refused client does not exist for its account.
-    assert_eq!(client_state(node.addr, &a_console, "c3"), None);
+    assert!(!listed(&mut a_con, &a_console, "c3"));
     // Account B is not affected.
     let mut b1 = Receiver::open(node.addr, &b("c1"), &[]);
     b1.ready();
     let mut b2 = Receiver::open(node.addr, &b("c2"), &[]);
     b2.ready();
-    msg("c1", &b_console, "b1 ok", &mut b1);
-    msg("c2", &b_console, "b2 ok", &mut b2);
+    msg(&mut b_con, "c1", &b_console, "b1 ok", &mut b1);
+    msg(&mut b_con, "c2", &b_console, "b2 ok", &mut b2);
     // A's client c1 replacing its own connection at the cap is allowed.
     let mut a1b = Receiver::open(node.addr, &a("c1"), &[]);
     a1b.ready();
@@ -139,8 +159,8 @@ fn per_account_receive_cap() {
         a1.closed_within(Duration::from_secs(3)),
         "replaced connection not closed"
     );
-    msg("c1", &a_console, "a1 replaced ok", &mut a1b);
-    msg("c2", &a_console, "a2 ok", &mut a2);
+    msg(&mut a_con, "c1", &a_console, "a1 replaced ok", &mut a1b);
+    msg(&mut a_con, "c2", &a_console, "a2 ok", &mut a2);
     // Still at the cap (the replacement did not leak a count).
     let (_r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("c3")), &[]);
     assert_eq!(status, 503, "cap not enforced after a replacement");
@@ -161,12 +181,116 @@ fn per_account_receive_cap() {
         "no receive connection admitted after one of account A closed"
     );
     let mut a3 = a3.unwrap();
-    msg("c3", &a_console, "a3 ok", &mut a3);
+    msg(&mut a_con, "c3", &a_console, "a3 ok", &mut a3);
     // And A is at the cap again.
     let (_r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("c4")), &[]);
     assert_eq!(status, 503, "cap not enforced after a close");
-    msg("c1", &a_console, "a1 still ok", &mut a1b);
-    msg("c1", &b_console, "b1 still ok", &mut b1);
+    msg(&mut a_con, "c1", &a_console, "a1 still ok", &mut a1b);
+    msg(&mut b_con, "c1", &b_console, "b1 still ok", &mut b1);
+    assert_no_error_log(&node);
+}
+
+#[test]
+fn keep_alive_send_connections_count_against_the_account_cap() {
+    let _g = serial();
+    let node = Node::start(&["--workers", "2", "--max-account-connections", "3"]);
+    let a = |c: &str| token("acct-a", c, Role::Agent);
+    let b = |c: &str| token("acct-b", c, Role::Agent);
+    // Account A: one receive connection and two keep-alive send connections
+    // (each sending several times: a connection counts once).
+    let mut rx = Receiver::open(node.addr, &a("rx"), &[]);
+    rx.ready();
+    let mut senders: Vec<Http> = (0..2).map(|_| Http::connect(node.addr)).collect();
+    for round in 0..3 {
+        for (i, h) in senders.iter_mut().enumerate() {
+            let body = format!("s{i} r{round}");
+            let r = h.request(
+                "POST",
+                "/v1/send/rx",
+                Some(&a(&format!("s{i}"))),
+                body.as_bytes(),
+            );
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            rx.expect_message(&format!("s{i}"), &body);
+        }
+    }
+    // At the cap: a third send connection of A is refused and closed ...
+    let mut h = Http::connect(node.addr);
+    let r = h.request("POST", "/v1/send/rx", Some(&a("s9")), b"over");
+    assert_closing_error(&r, &mut h, 503, "account_connection_limit");
+    // ... and so is a listing and a second receive connection.
+    let mut h = Http::connect(node.addr);
+    let r = h.request("GET", "/v1/clients", Some(&a("s9")), b"");
+    assert_closing_error(&r, &mut h, 503, "account_connection_limit");
+    let (_r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("rx2")), &[]);
+    assert_eq!(
+        status, 503,
+        "a receive connection passed the cap filled by send connections"
+    );
+    // Account B is not affected, for sends and receives alike.
+    let mut rb = Receiver::open(node.addr, &b("rx"), &[]);
+    rb.ready();
+    let mut hb: Vec<Http> = (0..2).map(|_| Http::connect(node.addr)).collect();
+    for (i, h) in hb.iter_mut().enumerate() {
+        let body = format!("b{i}");
+        let r = h.request("POST", "/v1/send/rx", Some(&b("s")), body.as_bytes());
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        rb.expect_message("s", &body);
+    }
+    // A's open send connections keep working.
+    let r = senders[0].request("POST", "/v1/send/rx", Some(&a("s0")), b"still");
+    assert_eq!(r.status, 202);
+    rx.expect_message("s0", "still");
+    // One closes: its slot is free again, for one connection only.
+    drop(senders.pop());
+    let mut admitted = None;
+    assert!(
+        wait_until(WAIT, || {
+            let mut h = Http::connect(node.addr);
+            let r = h.request("POST", "/v1/send/rx", Some(&a("s7")), b"freed");
+            (r.status == 202).then(|| admitted = Some(h)).is_some()
+        }),
+        "no send connection of account A admitted after one closed"
+    );
+    rx.expect_message("s7", "freed");
+    let mut h = Http::connect(node.addr);
+    let r = h.request("POST", "/v1/send/rx", Some(&a("s8")), b"over again");
+    assert_closing_error(&r, &mut h, 503, "account_connection_limit");
+    // A send connection that becomes a receive stream counts once, as a stream:
+    // close the stream, then turn the admitted send connection into one.
+    drop(rx);
+    let mut h = admitted.take().unwrap();
+    let mut rx = None;
+    assert!(
+        wait_until(WAIT, || {
+            let (mut r, status) = Receiver::try_open(node.addr, "/v1/receive", Some(&a("rx")), &[]);
+            (status == 200)
+                .then(|| {
+                    r.ready();
+                    rx = Some(r);
+                })
+                .is_some()
+        }),
+        "the receive connection's slot was not freed"
+    );
+    let mut rx = rx.unwrap();
+    h.send_raw(
+        format!(
+            "GET /v1/receive HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+            a("rx3")
+        )
+        .as_bytes(),
+    );
+    let head = h.read_response().expect("stream head");
+    assert_eq!(head.status, 200, "{}", head.head);
+    // Two receive streams and one send connection: at the cap.
+    let mut h = Http::connect(node.addr);
+    let r = h.request("POST", "/v1/send/rx", Some(&a("s6")), b"over once more");
+    assert_closing_error(&r, &mut h, 503, "account_connection_limit");
+    let r = senders[0].request("POST", "/v1/send/rx", Some(&a("s0")), b"last");
+    assert_eq!(r.status, 202);
+    rx.expect_message("s0", "last");
+    assert!(node.wait_log("refused: account acct-a has 3 connections (limit 3)"));
     assert_no_error_log(&node);
 }
 

@@ -62,6 +62,22 @@ impl Admin {
         );
         g(
             &mut m,
+            "connections_rate_limited_total",
+            "New client connections refused past --max-new-connections-per-address: answered 429 (answered), or closed at once, far over the rate (closed).",
+            "counter",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_connections_rate_limited_total{{action=\"answered\"}} {}",
+            sum(&|s| s.rate_limited.load(Relaxed))
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_connections_rate_limited_total{{action=\"closed\"}} {}",
+            sum(&|s| s.rate_flood.load(Relaxed))
+        );
+        g(
+            &mut m,
             "admin_refused_total",
             "Admin requests refused: overloaded (every slot busy, 503), timeout (head not complete within its deadline, 408), host (Host does not name the listener, 421).",
             "counter",
