@@ -67,6 +67,47 @@ fn still_receives(node: &Node, rx: &mut Receiver, body: &str) {
     rx.expect_message("console-1", body);
 }
 
+/// A request head whose lines end in a bare LF is refused (400
+/// malformed_request, connection closed) wherever the bare LF is; the same
+/// request with CRLF line endings is delivered.
+#[test]
+fn bare_lf_line_endings_are_refused() {
+    let node = Node::start(&["--workers", "2"]);
+    let mut rx = open_agent(&node);
+    let tok = console_tok();
+    let send_with = |eol: &str, blank: &str, body: &str| {
+        format!(
+            "POST /v1/send/agent-1 HTTP/1.1{eol}Host: t{eol}Authorization: Bearer {tok}{eol}Content-Length: {}{eol}{blank}{body}",
+            body.len()
+        )
+    };
+    for (what, request) in [
+        ("every line", send_with("\n", "\n", "lf-1")),
+        ("the blank line only", send_with("\r\n", "\n", "lf-2")),
+        (
+            "the request line only",
+            send_with("\r\n", "\r\n", "lf-3").replacen("HTTP/1.1\r\n", "HTTP/1.1\n", 1),
+        ),
+    ] {
+        let r = expect_error(
+            node.addr,
+            request.as_bytes(),
+            400,
+            "malformed_request",
+            true,
+        );
+        let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            message.contains("line endings must be CRLF"),
+            "{what}: {message}"
+        );
+    }
+    // Nothing of the refused requests was delivered; the CRLF one is.
+    let (r, _h) = raw_exchange(node.addr, send_with("\r\n", "\r\n", "crlf").as_bytes());
+    assert_eq!(r.map(|r| r.status), Some(202));
+    rx.expect_message("console-1", "crlf");
+}
+
 #[test]
 fn bad_requests_are_400() {
     let node = Node::start(&["--workers", "2"]);

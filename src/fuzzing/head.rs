@@ -18,8 +18,9 @@ use super::*;
 ///   whole input's answer; so an error, once it appears, stays the same error
 ///   for every longer buffer, and a `Complete` never changes.
 /// * Bytes appended after a decided (complete or erroneous) input change nothing.
-/// * A `Complete` head: `head_len <= input len`, `head_len <= max_head`, the
-///   request line (after skipped empty lines, without its terminator) is at most
+/// * A `Complete` head: every line ends in CRLF, `head_len <= input len`,
+///   `head_len <= max_head`, the request line (after skipped empty lines,
+///   without its terminator) is at most
 ///   `max_request_line` bytes, at most `max_headers` field lines, HTTP/1.0 or
 ///   1.1, the target is origin-form and equals `path[?query]`, a chunked
 ///   request has no Content-Length and is HTTP/1.1.
@@ -90,16 +91,18 @@ pub(super) fn check_head_result(
         limits.max_head
     );
     let head = &buf[..h.head_len];
-    // Independently skip leading empty lines (CRLF or LF).
+    // Every line of an accepted head ends in CRLF (a bare LF is refused).
+    assert!(
+        head.iter()
+            .enumerate()
+            .all(|(i, &b)| b != b'\n' || (i > 0 && head[i - 1] == b'\r')),
+        "head: accepted a head with a bare LF: {}",
+        show(head)
+    );
+    // Independently skip leading empty lines (CRLF).
     let mut start = 0;
-    loop {
-        if head[start..].starts_with(b"\r\n") {
-            start += 2;
-        } else if head[start..].starts_with(b"\n") {
-            start += 1;
-        } else {
-            break;
-        }
+    while head[start..].starts_with(b"\r\n") {
+        start += 2;
     }
     let lines: Vec<&[u8]> = head[start..].split(|&b| b == b'\n').collect();
     // A complete head ends with LF, so the last element is empty and the one

@@ -149,6 +149,10 @@ pub enum HeadError {
     UnsupportedTransferEncoding,
     /// HTTP version other than 1.0 / 1.1 (505).
     UnsupportedVersion,
+    /// A line of the head (leading empty lines, request line, header lines,
+    /// the blank line) ends in a bare LF instead of CRLF (400). RFC 9112 §2.2
+    /// lets a recipient accept it; the gateway does not (see docs/limits.md).
+    BareLf,
 }
 
 impl HeadError {
@@ -158,6 +162,7 @@ impl HeadError {
             HeadError::UriTooLong => 414,
             HeadError::HeadTooLarge => 431,
             HeadError::Malformed(_)
+            | HeadError::BareLf
             | HeadError::BadContentLength
             | HeadError::ConflictingLength => 400,
             HeadError::UnsupportedTransferEncoding => 501,
@@ -169,7 +174,7 @@ impl HeadError {
         match self {
             HeadError::UriTooLong => "uri_too_long",
             HeadError::HeadTooLarge => "headers_too_large",
-            HeadError::Malformed(_) => "malformed_request",
+            HeadError::Malformed(_) | HeadError::BareLf => "malformed_request",
             HeadError::BadContentLength => "bad_content_length",
             HeadError::ConflictingLength => "conflicting_length",
             HeadError::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
@@ -184,6 +189,9 @@ impl HeadError {
                 "The request head is too large or has too many header fields.".to_string()
             }
             HeadError::Malformed(detail) => format!("Malformed request: {detail}."),
+            HeadError::BareLf => {
+                "Malformed request: line endings must be CRLF (the head has a bare LF).".to_string()
+            }
             HeadError::BadContentLength => "The Content-Length header is invalid.".to_string(),
             HeadError::ConflictingLength => {
                 "The request has both Content-Length and Transfer-Encoding.".to_string()
@@ -208,12 +216,14 @@ const STACK_HEADERS: usize = 128;
 ///
 /// Behaviour details:
 ///
-/// * Empty lines (CRLF or bare LF) before the request line are skipped, as
-///   RFC 9112 §2.2 allows (and as `httparse` does). They count towards
-///   [`Limits::max_head`] and towards `head_len`, but not towards
-///   [`Limits::max_request_line`].
-/// * Lines may end in CRLF or in a bare LF (RFC 9112 §2.2 leniency, as in
-///   `httparse`); a CR not followed by LF is malformed.
+/// * Empty lines (CRLF) before the request line are skipped, as RFC 9112
+///   §2.2 allows. They count towards [`Limits::max_head`] and towards
+///   `head_len`, but not towards [`Limits::max_request_line`].
+/// * Every line of the head must end in CRLF. A bare LF (an LF not preceded
+///   by CR; RFC 9112 §2.2 lets a recipient accept it, `httparse` does) is
+///   [`HeadError::BareLf`], unless a syntax error or a limit is evident at an
+///   earlier byte; a CR not followed by LF is malformed. A CR at the end of
+///   the buffer may be followed by its LF in the next read: it is not judged.
 /// * The request line length is counted without its line terminator.
 /// * The effective limit on header fields is `max_headers`; the array handed
 ///   to `httparse` has exactly that many slots.
@@ -250,8 +260,16 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, Hea
         Some((at, _)) => at.saturating_sub(1).min(buf.len()),
         None => buf.len(),
     };
-    let view = &buf[..view_len];
-    let limit = limit.map(|(_, e)| e);
+    let mut view = &buf[..view_len];
+    let mut limit = limit.map(|(_, e)| e);
+    // Likewise the bytes from the first bare LF on: if the head is still
+    // incomplete before it, the bare LF is the error. A bare LF after the end
+    // of the head (in a body or the next request) does not matter, since
+    // `httparse` then completes on the bytes before it.
+    if let Some(at) = first_bare_lf(view) {
+        view = &view[..at];
+        limit = Some(HeadError::BareLf);
+    }
     // Uninitialised slots: `httparse` writes only the ones it fills, so a
     // request with five headers does not pay for clearing 128 (4 KiB).
     if limits.max_headers <= STACK_HEADERS {
@@ -263,16 +281,29 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parse<RequestHead>, Hea
     }
 }
 
-/// Offset of the request line: leading CRLF / LF lines skipped the way `httparse` does.
+/// Offset of the request line: leading CRLF lines skipped (a leading bare LF
+/// is refused by [`first_bare_lf`]).
 fn skip_empty_lines(buf: &[u8]) -> usize {
     let mut i = 0;
-    loop {
-        match buf.get(i..) {
-            Some([b'\r', b'\n', ..]) => i += 2,
-            Some([b'\n', ..]) => i += 1,
-            _ => return i,
-        }
+    while let Some([b'\r', b'\n', ..]) = buf.get(i..) {
+        i += 2;
     }
+    i
+}
+
+/// Offset of the first LF in `buf` not preceded by CR. Only bytes within the
+/// buffer are looked at, so a CR ending one read and the LF starting the next
+/// make a CRLF like any other.
+fn first_bare_lf(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + p;
+        if at == 0 || buf[at - 1] != b'\r' {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The smallest prefix length of `buf` at which the request line (starting at

@@ -265,7 +265,7 @@ fn connection_tokens() {
 
 #[test]
 fn leading_empty_lines_are_skipped() {
-    let input = "\r\n\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    let input = "\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
     let h = ok(input);
     assert_eq!(h.head_len, input.len());
     // They count towards max_head but not towards max_request_line.
@@ -285,16 +285,73 @@ fn leading_empty_lines_are_skipped() {
     );
 }
 
+/// The heads of `bare_lf_is_refused_wherever_it_is`, each with one or more
+/// bare LFs; `check_prefixes` tries every split point.
+const BARE_LF_HEADS: &[&[u8]] = &[
+    // In the request line.
+    b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+    // In a header line.
+    b"GET / HTTP/1.1\r\nHost: a\nAuthorization: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: x\n\r\n",
+    // As the blank line ending the head.
+    b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+    // Everything bare LF.
+    b"GET / HTTP/1.1\nHost: a\nAuthorization: x\n\n",
+    // Mixed: CRLF lines, then one bare LF.
+    b"POST /v1/send/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\nX: y\r\n\r\nhi",
+    // A leading empty line.
+    b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    // CR LF LF: the second LF is bare.
+    b"GET / HTTP/1.1\r\n\nHost: a\r\n\r\n",
+];
+
 #[test]
-fn bare_lf_line_endings_are_accepted() {
-    let input = "GET / HTTP/1.1\nHost: a\nAuthorization: x\n\n";
-    let h = ok(input);
-    assert_eq!(h.head_len, input.len());
-    assert_eq!(h.authorization(), Some("x"));
+fn bare_lf_is_refused_wherever_it_is() {
+    for input in BARE_LF_HEADS {
+        assert_eq!(
+            err(input),
+            HeadError::BareLf,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    let e = HeadError::BareLf;
+    assert_eq!((e.status(), e.code()), (400, "malformed_request"));
+    assert!(
+        e.message().contains("line endings must be CRLF"),
+        "{}",
+        e.message()
+    );
+    // A syntax error before the bare LF is reported as such.
     assert_eq!(
-        err(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"),
+        err(b"G@T / HTTP/1.1\nHost: a\n\n"),
+        HeadError::Malformed("invalid method token")
+    );
+    assert_eq!(
+        err(b"GET / HTTP/1.1\r\nHost: a\rb\n\n"),
         HeadError::Malformed("invalid header field value")
     );
+    // A bare LF after the head (in the body, or the next request) is not the head's.
+    let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\na\nb\n\n");
+    assert_eq!(h.head_len, 47);
+}
+
+#[test]
+fn crlf_split_between_cr_and_lf_is_not_a_bare_lf() {
+    let input: &[u8] = b"\r\nGET /a HTTP/1.1\r\nHost: a\r\nAuthorization: x\r\n\r\n";
+    // Every prefix (in particular those ending in the CR of a CRLF) is
+    // Partial and the whole head parses: check_prefixes asserts both.
+    let h = ok(std::str::from_utf8(input).unwrap_or_default());
+    assert_eq!(h.head_len, input.len());
+    for n in 0..input.len() {
+        if input[..n].ends_with(b"\r") {
+            assert_eq!(
+                parse_head(&input[..n], &Limits::default()),
+                Ok(Parse::Partial)
+            );
+        }
+    }
 }
 
 #[test]
@@ -306,11 +363,10 @@ fn request_line_limit() {
         Ok(Parse::Complete(_))
     ));
     assert_eq!(err_with(input, &lim(17, 1000, 8)), HeadError::UriTooLong);
+    // A bare LF right after the longest allowed line is the error; one byte
+    // earlier the line is already too long.
     let lf_input = b"GET /aaaa HTTP/1.1\nHost: x\n\n";
-    assert!(matches!(
-        check_prefixes(lf_input, &lim(18, 1000, 8)),
-        Ok(Parse::Complete(_))
-    ));
+    assert_eq!(err_with(lf_input, &lim(18, 1000, 8)), HeadError::BareLf);
     assert_eq!(err_with(lf_input, &lim(17, 1000, 8)), HeadError::UriTooLong);
     // Incomplete request line: decided as soon as it is too long.
     let long = b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -784,7 +840,7 @@ fn query_params() {
 fn mutated_heads_are_split_independent() {
     let seeds: [&[u8]; 4] = [
         b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-        b"\r\nPOST / HTTP/1.0\nTransfer-Encoding: chunked\nConnection: close\n\n",
+        b"\r\nPOST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         b"HEAD /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nLast-Event-ID: 9\r\n\r\n",
         b"GET / HTTP/2.0\r\n\r\n",
     ];
