@@ -291,15 +291,22 @@ fn skip_empty_lines(buf: &[u8]) -> usize {
     i
 }
 
-/// Offset of the first LF in `buf` not preceded by CR. Only bytes within the
-/// buffer are looked at, so a CR ending one read and the LF starting the next
-/// make a CRLF like any other.
+/// Offset of the first LF in `buf` not preceded by CR, looking no further
+/// than the end of the head (the first CRLF CRLF after the request line
+/// starts): bytes after it are a body or the next request, and scanning them
+/// on every parse would make a buffer of pipelined requests cost quadratic
+/// time. Only bytes within the buffer are looked at, so a CR ending one read
+/// and the LF starting the next make a CRLF like any other.
 fn first_bare_lf(buf: &[u8]) -> Option<usize> {
+    let start = skip_empty_lines(buf);
     let mut from = 0;
-    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+    while let Some(p) = memchr::memchr(b'\n', &buf[from..]) {
         let at = from + p;
         if at == 0 || buf[at - 1] != b'\r' {
             return Some(at);
+        }
+        if at >= start + 3 && &buf[at - 3..=at] == b"\r\n\r\n" {
+            return None;
         }
         from = at + 1;
     }
