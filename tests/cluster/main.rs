@@ -203,6 +203,11 @@ impl Drop for Redis {
 /// Starts a clustered node named `id` on `redis` with short timers, plus `extra`
 /// flags, and waits until it is ready (joined the cluster).
 fn cluster_node(redis: &Redis, id: &str, extra: &[&str]) -> Node {
+    cluster_node_env(redis, id, extra, &[])
+}
+
+/// [`cluster_node`] with extra environment variables for the node.
+fn cluster_node_env(redis: &Redis, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
     let url = redis.url();
     // Defaults for the tests; a flag given in `extra` replaces its default.
     let defaults = [
@@ -217,7 +222,7 @@ fn cluster_node(redis: &Redis, id: &str, extra: &[&str]) -> Node {
         }
     }
     args.extend_from_slice(extra);
-    let node = Node::start(&args);
+    let node = Node::start_env(&args, env);
     assert!(
         wait_until(WAIT, || readyz(&node).0 == 200),
         "node {id} never became ready: {:?}\nlog:\n{}",

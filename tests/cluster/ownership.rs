@@ -523,3 +523,52 @@ fn a_draining_node_waits_until_its_clients_were_taken_over() {
     assert!(!log.contains("were not taken over"), "{log}");
     assert!(log.contains("drained"), "{log}");
 }
+
+/// A session handed over whose publication is lost (the new owner drops the
+/// first hand-over it receives, unconfirmed: `fault-injection`) is published
+/// again until the owner confirms it, and its held message reaches the
+/// client once. Without the republication the message would be lost with
+/// the snapshot.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_hand_over_whose_publication_was_lost_is_published_again() {
+    let redis = Redis::start();
+    let n1 = cluster_node(&redis, "n1", &["--hold", "30s"]);
+    let n2 = cluster_node_env(
+        &redis,
+        "n2",
+        &[],
+        &[("SWITCHBOARD_FAULT_DROP_HANDOVERS", "1")],
+    );
+    let (rx, _) = open(n1.addr, "agent-ho", &[]);
+    drop(rx);
+    assert!(n1.wait_log("agent-ho held"));
+    let r = send(n1.addr, &tok("console-1"), "agent-ho", "kept");
+    assert_eq!(r.status, 202, "{r:?}");
+    let (mut rx, _) = open(n2.addr, "agent-ho", &[]);
+    assert!(n2.wait_log("dropped unread"), "the fault was not injected");
+    assert!(
+        n1.wait_log("publishing it again"),
+        "n1 did not publish the hand-over again:\n{}",
+        n1.log.lock().unwrap()
+    );
+    // Then a marker: everything before it has arrived once it does.
+    let r = send(n2.addr, &tok("console-1"), "agent-ho", "marker");
+    assert_eq!(r.status, 202, "{r:?}");
+    let mut kept = 0;
+    loop {
+        let ev = rx
+            .next_event()
+            .expect("stream ended before the marker: the held message was lost");
+        if ev.event != "message" {
+            continue;
+        }
+        match ev.json()["body"].as_str() {
+            Some("kept") => kept += 1,
+            Some("marker") => break,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+    assert_eq!(kept, 1, "the held message arrived {kept} times");
+    assert!(!n1.log.lock().unwrap().contains("never confirmed"));
+}

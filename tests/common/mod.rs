@@ -31,7 +31,13 @@ pub struct Node {
 impl Node {
     /// Starts the binary on an ephemeral port with `extra` flags.
     pub fn start(extra: &[&str]) -> Node {
+        Node::start_env(extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables for the node.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
         let own_admin = extra
             .iter()

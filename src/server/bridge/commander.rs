@@ -87,6 +87,7 @@ pub(super) fn commander(shared: Arc<Shared>, rx: Receiver<BridgeCmd>) {
                 next_reap = Instant::now() + b.cfg.node_ttl / 2;
             }
             for (node, msg) in expire_pending(&shared) {
+                log::info!("cluster: node {node} has not confirmed a session handed to it; publishing it again");
                 redis::cmd("PUBLISH")
                     .arg(format!("sb:n:{node}"))
                     .arg(msg)

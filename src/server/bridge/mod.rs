@@ -434,6 +434,13 @@ fn incoming(shared: &Shared, w: Wire) {
             client,
             session,
         } => {
+            #[cfg(feature = "fault-injection")]
+            if ack != 0 && fault_drop_handover() {
+                log::warn!(
+                    "fault injection: hand-over {ack} from node {reply_node} dropped unread"
+                );
+                return;
+            }
             if ack != 0 {
                 // Confirm it (the sender publishes it again until then), and take it once.
                 b.submit(BridgeCmd::DeliverReply {
@@ -520,3 +527,22 @@ fn take_pending(b: &Bridge, req: u64) -> Option<Pending> {
 mod claims;
 mod commander;
 use commander::commander;
+
+/// Test-only: `SWITCHBOARD_FAULT_DROP_HANDOVERS=N` makes the node drop the
+/// first N session hand-overs it receives, unconfirmed, as if their
+/// publication was lost (the sender must publish them again).
+#[cfg(feature = "fault-injection")]
+fn fault_drop_handover() -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static LEFT: OnceLock<AtomicU32> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var("SWITCHBOARD_FAULT_DROP_HANDOVERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        AtomicU32::new(n)
+    });
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
