@@ -45,6 +45,24 @@ fn receive_one_then_hold(node: &Node, p: &Pair, bodies: &[&str]) -> (String, Vec
     (id1, ids)
 }
 
+/// Closes `rx` (the agent's stream) and waits until the agent is held.
+fn drop_until_held(node: &Node, p: &Pair, rx: Receiver) {
+    drop(rx);
+    assert!(
+        wait_state(node.addr, &p.console_tok, "agent-1", "held", WAIT),
+        "agent not held after its stream closed"
+    );
+}
+
+/// The number `i` of a message whose body starts with `m<i> `.
+fn numbered(ev: &Event) -> Option<usize> {
+    ev.json()["body"]
+        .as_str()
+        .and_then(|b| b.split(' ').next())
+        .and_then(|m| m.strip_prefix('m'))
+        .and_then(|i| i.parse().ok())
+}
+
 /// Reads the resumed stream: ready, then exactly the messages `bodies` with `ids`.
 fn expect_replay(rx: &mut Receiver, bodies: &[&str], ids: &[String]) {
     for (b, id) in bodies.iter().zip(ids) {
@@ -146,14 +164,7 @@ fn resume_with_last_event_id_query_parameter() {
     rx.expect_message("console-1", "q4");
 
     // Both the token and the resume point in the query string.
-    drop(rx);
-    assert!(wait_state(
-        node.addr,
-        &p.console_tok,
-        "agent-1",
-        "held",
-        WAIT
-    ));
+    drop_until_held(&node, &p, rx);
     let path = format!(
         "/v1/receive?access_token={}&last_event_id={}",
         p.agent_tok, ids[1]
@@ -221,14 +232,7 @@ fn unknown_epoch_reports_gap() {
     let epoch = rx.ready()["epoch"].as_str().unwrap().to_string();
     let id1 = send_ok(node.addr, &p.console_tok, "agent-1", "u1");
     rx.expect_message("console-1", "u1");
-    drop(rx);
-    assert!(wait_state(
-        node.addr,
-        &p.console_tok,
-        "agent-1",
-        "held",
-        WAIT
-    ));
+    drop_until_held(&node, &p, rx);
 
     // An id from another incarnation of the session (different epoch).
     let other = if epoch == "1" {
@@ -246,14 +250,7 @@ fn unknown_epoch_reports_gap() {
     // Everything still retained is replayed after the gap.
     let ev = rx.expect_message("console-1", "u1");
     assert_eq!(ev.id.as_deref(), Some(id1.as_str()));
-    drop(rx);
-    assert!(wait_state(
-        node.addr,
-        &p.console_tok,
-        "agent-1",
-        "held",
-        WAIT
-    ));
+    drop_until_held(&node, &p, rx);
 
     // A Last-Event-ID that is not an id at all is treated the same way.
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[("Last-Event-ID", "garbage")]);
@@ -483,11 +480,7 @@ fn replacement_without_id_gets_what_the_old_connection_never_confirmed() {
             .next_event()
             .expect("the new stream ended before the last message: messages written to the old connection and never confirmed were lost");
         assert_eq!(ev.event, "message", "{ev:?}");
-        let i: usize = ev.json()["body"]
-            .as_str()
-            .and_then(|b| b.split(' ').next())
-            .and_then(|m| m[1..].parse().ok())
-            .expect("body");
+        let i = numbered(&ev).expect("body");
         assert!(last.is_none_or(|l| i > l), "m{i} after m{last:?}");
         last = Some(i);
         got.insert(i);
@@ -497,11 +490,7 @@ fn replacement_without_id_gets_what_the_old_connection_never_confirmed() {
         if ev.event == "replaced" {
             break;
         }
-        if let Some(i) = ev.json()["body"]
-            .as_str()
-            .and_then(|b| b.split(' ').next())
-            .and_then(|m| m[1..].parse::<usize>().ok())
-        {
+        if let Some(i) = numbered(&ev) {
             got.insert(i);
         }
     }
@@ -522,14 +511,7 @@ fn a_stale_id_also_hears_of_the_current_sessions_lost_start() {
     // messages while held, of which the limit keeps the last two.
     let mut rx = Receiver::open(node.addr, &p.agent_tok, &[]);
     let epoch = rx.ready()["epoch"].as_str().unwrap().to_string();
-    drop(rx);
-    assert!(wait_state(
-        node.addr,
-        &p.console_tok,
-        "agent-1",
-        "held",
-        WAIT
-    ));
+    drop_until_held(&node, &p, rx);
     let bodies = ["s1", "s2", "s3", "s4"];
     let ids: Vec<String> = bodies
         .iter()
