@@ -3,6 +3,7 @@
 //! notes, and the hand-over snapshot. Time is passed in; the worker in
 //! [`crate::server`] owns the state and moves the bytes.
 
+pub(crate) mod core;
 pub(crate) mod held_order;
 pub(crate) mod pairs;
 pub(crate) mod retained;

@@ -23,7 +23,7 @@ impl Worker {
     /// (creating it if needed), then writes the stream head, the `ready` event,
     /// any gap notice and the replay.
     pub fn attach_receive(&mut self, idx: usize, ident: Identity, req: StreamReq) {
-        if self.sessions.find(&ident.account, &ident.client).is_none() {
+        if self.relay.find(&ident.account, &ident.client).is_none() {
             if let Some(b) = self.shared.cluster.clone() {
                 // Another node may hold this client's session: ask for it first.
                 let token = self.token_of(idx);
@@ -70,9 +70,9 @@ impl Worker {
         // Per-account cap on connections (send connections count too: `senders`);
         // replacing one's own receive connection is always allowed.
         let replacing = self
-            .sessions
+            .relay
             .find(&ident.account, &ident.client)
-            .is_some_and(|i| self.sessions.get(i).is_some_and(|s| s.is_online()));
+            .is_some_and(|i| self.relay.get(i).is_some_and(|s| s.is_online()));
         if !self.shared.accounts.acquire(&ident.account, replacing) {
             if let Some(more) = self.noisy(super::throttle::Noisy::AccountLimit) {
                 log::warn!(
@@ -87,12 +87,11 @@ impl Worker {
             self.respond_error(idx, 503, "account_connection_limit", msg, true);
             return;
         }
-        let sidx = match self.sessions.find(&ident.account, &ident.client) {
+        let sidx = match self.relay.find(&ident.account, &ident.client) {
             Some(s) => s,
             None => {
                 let key = make_key(&ident.account, &ident.client).into_boxed_str();
                 let gen = self.next_gen();
-                WorkerStats::add(&self.shared.stats[self.id].sessions, 1);
                 let mut s = Session::blank(key, ident.account.len());
                 s.gen = gen;
                 s.sid = sid;
@@ -105,7 +104,7 @@ impl Worker {
                         );
                     }
                 }
-                self.sessions.insert(s)
+                self.relay.insert(s)
             }
         };
         // Replace an older receive connection of the same client.
@@ -114,17 +113,15 @@ impl Worker {
                 .to_string();
         self.evict_conn(sidx, &data);
         let st = &self.shared.stats[self.id];
-        let Some(s) = self.sessions.get_mut(sidx) else {
+        self.relay.resumed(sidx);
+        self.publish_sessions();
+        let Some(s) = self.relay.get_mut(sidx) else {
             return;
         };
-        if s.held_since > 0 {
-            WorkerStats::sub(&st.held, 1);
-        }
         WorkerStats::add(&st.receive_open, 1);
         s.role = ident.role;
         s.sid = sid;
         s.conn = (idx as u32, conn_gen);
-        s.held_since = 0;
         s.since_ms = super::epoch_ms();
         let sess_gen = s.gen;
         let epoch = s.epoch;

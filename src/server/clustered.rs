@@ -5,7 +5,6 @@
 
 use super::bridge::{BridgeCmd, Takeover};
 use super::conn::State;
-use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ReplyTo, SendError};
 use crate::cluster::PresenceState;
@@ -35,7 +34,7 @@ impl Worker {
         let cluster = self.shared.cluster.clone();
         let held = match (found, &cluster) {
             (Some(sidx), Some(_)) if !checked => {
-                let s = &self.sessions.slab[sidx];
+                let s = self.relay.session(sidx);
                 (!s.online()).then_some((s.role, s.since_ms))
             }
             _ => None,
@@ -75,7 +74,7 @@ impl Worker {
     /// unless another node owns the client now (then the session is yielded
     /// to that node).
     pub fn announce(&self, sidx: usize, state: PresenceState, take: bool) {
-        let (Some(b), Some(s)) = (&self.shared.cluster, self.sessions.get(sidx)) else {
+        let (Some(b), Some(s)) = (&self.shared.cluster, self.relay.get(sidx)) else {
             return;
         };
         b.submit(BridgeCmd::Presence {
@@ -93,7 +92,7 @@ impl Worker {
         let Some(b) = self.shared.cluster.clone() else {
             return;
         };
-        let Some(sidx) = self.sessions.find(account, client) else {
+        let Some(sidx) = self.relay.find(account, client) else {
             if req != 0 {
                 b.submit(BridgeCmd::SnapshotReply {
                     node,
@@ -110,11 +109,7 @@ impl Worker {
         let Some(s) = self.remove_session(sidx) else {
             return;
         };
-        let st = &self.shared.stats[self.id];
-        WorkerStats::sub(&st.sessions, 1);
-        if s.held_since > 0 {
-            WorkerStats::sub(&st.held, 1);
-        }
+        self.publish_sessions();
         log::info!(
             "{} session {account}/{client} handed over to node {node}",
             s.sid
@@ -156,7 +151,7 @@ impl Worker {
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let now = self.now;
         let to: Vec<String> = self
-            .sessions
+            .relay
             .of_account(account)
             .filter(|(_, s)| s.client() != client && s.recent_partner(client, now, ttl))
             .map(|(_, s)| s.client().to_string())
@@ -168,11 +163,7 @@ impl Worker {
 
     /// Announces every session again (Redis lost what happened while it was away).
     pub fn reannounce(&mut self) {
-        let all: Vec<(usize, bool)> = self
-            .sessions
-            .iter()
-            .map(|(i, s)| (i, s.is_online()))
-            .collect();
+        let all: Vec<(usize, bool)> = self.relay.iter().map(|(i, s)| (i, s.is_online())).collect();
         for (i, online) in all {
             let state = if online {
                 PresenceState::Online
@@ -194,10 +185,10 @@ impl Worker {
         node: String,
         resend: Option<Box<super::Resend>>,
     ) {
-        if let Some(sidx) = self.sessions.find(account, client) {
+        if let Some(sidx) = self.relay.find(account, client) {
             log::info!(
                 "{} session {account}/{client} is owned by node {node} now; handing it over",
-                self.sessions.slab[sidx].sid
+                self.relay.session(sidx).sid
             );
             self.takeover_req(account, client, node, 0);
         }
@@ -237,7 +228,7 @@ impl Worker {
         if undelivered.is_empty() {
             return;
         }
-        let Some(sidx) = self.sessions.find(account, client) else {
+        let Some(sidx) = self.relay.find(account, client) else {
             // The client's session ended here too (its hold ran out): its
             // partners were told it is gone.
             log::warn!(
@@ -264,7 +255,7 @@ impl Worker {
                 }
             }
         }
-        let sid = self.sessions.slab[sidx].sid;
+        let sid = self.relay.session(sidx).sid;
         if refused > 0 {
             log::warn!(
                 "{sid} session {account}/{client}: {refused} of {n} messages handed over late could not be taken"

@@ -102,7 +102,7 @@ impl Worker {
         // On a cluster, the sessions of clients told to reconnect elsewhere
         // stay until another node took them over (or `until`).
         let waiting = if self.shared.cluster.is_some() {
-            self.sessions.len()
+            self.relay.len()
         } else {
             0
         };

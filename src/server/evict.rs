@@ -2,7 +2,8 @@
 //! iteration) and, past `--hold-total-bytes`, which held clients lose their
 //! messages. The
 //! client held the longest goes first, node-wide: each worker evicts from its
-//! own held sessions in the order they became held ([`HeldOrder`]), and when
+//! own held sessions in the order they became held ([`HeldOrder`]; the
+//! rules are [`Relay`]'s), and when
 //! another worker holds a client that has been gone longer, it asks that
 //! worker to make the room instead.
 //!
@@ -23,14 +24,71 @@
 //! itself), usually one loop iteration's worth.
 //!
 //! [`HeldOrder`]: crate::relay::held_order::HeldOrder
+//! [`Relay`]: crate::relay::core::Relay
 
 use std::sync::atomic::Ordering;
 
-use super::deliver::warn_budget;
-use super::stats::WorkerStats;
 use super::worker::Worker;
-use crate::relay::held_order::is_held;
+use super::Shared;
+use crate::relay::core::Board;
 use crate::relay::retained;
+
+/// The other workers as worker `id` sees them: their published atomics, and
+/// the wake-ups it owes at the end of its iteration.
+pub(super) struct WorkerBoard<'a> {
+    shared: &'a Shared,
+    id: usize,
+    wakes: &'a mut [bool],
+}
+
+impl<'a> WorkerBoard<'a> {
+    pub fn new(shared: &'a Shared, id: usize, wakes: &'a mut [bool]) -> WorkerBoard<'a> {
+        WorkerBoard { shared, id, wakes }
+    }
+}
+
+impl Board for WorkerBoard<'_> {
+    fn shared(&self) -> bool {
+        self.shared.stats.len() > 1
+    }
+
+    fn oldest_other(&self, before: u64) -> Option<usize> {
+        self.shared
+            .stats
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != self.id)
+            .map(|(i, st)| (st.oldest_held.load(Ordering::Relaxed), i))
+            .filter(|&(since, _)| since != 0 && since < before)
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn asked_of(&self, w: usize) -> u64 {
+        self.shared.stats[w].evict_asked.load(Ordering::Relaxed)
+    }
+
+    fn ask(&mut self, w: usize, bytes: usize) {
+        // The asked worker drops only while the node is past the limit, so it
+        // must see the bytes that made this worker ask: publish the tally
+        // before the ask (the ask's Release pairs with its Acquire).
+        publish_retained(self.shared, self.id);
+        self.shared.stats[w]
+            .evict_asked
+            .fetch_add(bytes as u64, Ordering::Release);
+        self.wakes[w] = true;
+    }
+}
+
+/// Publishes worker `id`'s retained bytes and messages (its thread-local
+/// tally) for the other workers and the admin thread.
+fn publish_retained(shared: &Shared, id: usize) {
+    let (bytes, entries) = retained::thread_tally();
+    let st = &shared.stats[id];
+    st.retained_bytes.store(bytes as u64, Ordering::Relaxed);
+    st.retained_messages
+        .store(entries as u64, Ordering::Relaxed);
+}
 
 impl Worker {
     /// What the other workers retain, as they last published it.
@@ -44,172 +102,51 @@ impl Worker {
             .sum()
     }
 
-    /// Publishes this worker's retained bytes and messages (its thread-local
-    /// tally) for the other workers and the admin thread.
-    pub(super) fn publish_retained(&self) {
-        let (bytes, entries) = retained::thread_tally();
+    /// Publishes this worker's retained bytes and messages, and what its
+    /// relay counted, for the other workers and the admin thread.
+    pub(super) fn publish_retained(&mut self) {
+        publish_retained(&self.shared, self.id);
+        let c = self.relay.take_counters();
         let st = &self.shared.stats[self.id];
-        st.retained_bytes.store(bytes as u64, Ordering::Relaxed);
-        st.retained_messages
-            .store(entries as u64, Ordering::Relaxed);
+        if c.dropped > 0 {
+            super::stats::WorkerStats::add(&st.dropped, c.dropped);
+        }
+        if c.memory_trims > 0 {
+            super::stats::WorkerStats::add(&st.memory_trims, c.memory_trims);
+        }
     }
 
-    /// Message bytes retained on the node: this worker's own tally and what
-    /// the others last published.
-    pub fn node_retained(&self) -> usize {
-        retained::node_bytes(self.others_retained)
-    }
-
-    /// Past `--hold-total-bytes`: drops up to `budget` bytes of the retained
-    /// entries of this worker's held sessions, oldest first, starting with
-    /// the session held the longest (the least likely to come back), while
-    /// the node is past the limit. Returns the bytes freed. Amortised O(1):
-    /// within one episode of memory pressure, sessions found empty are not
-    /// visited again.
-    pub(super) fn evict_held(&mut self, hard: usize, budget: usize) -> usize {
-        let others = self.others_retained;
-        let over = || retained::node_bytes(others) > hard;
+    /// Publishes how many sessions this worker has and how many are held:
+    /// called where they change, before anything is written about it.
+    pub(super) fn publish_sessions(&self) {
         let st = &self.shared.stats[self.id];
-        let mut freed = 0;
-        while over() && freed < budget {
-            let Some(mark) = self.held_order.at_cursor() else {
-                break;
-            };
-            if !is_held(&self.sessions.slab, mark) {
-                self.held_order.advance();
-                continue;
-            }
-            let s = &mut self.sessions.slab[mark.0 as usize];
-            let mut lost = 0u64;
-            while freed < budget && over() {
-                let Some((bytes, undelivered)) = s.drop_front("memory_limit") else {
-                    break;
-                };
-                freed += bytes;
-                WorkerStats::add(&st.memory_trims, 1);
-                if undelivered {
-                    WorkerStats::add(&st.dropped, 1);
-                    lost += 1;
-                }
-            }
-            s.log.compact();
-            if lost > 0 && !self.budget_dropping {
-                self.budget_dropping = true;
-                warn_budget(s, hard, lost);
-            }
-            if s.log.len() == 0 {
-                self.held_order.advance();
-            }
-        }
-        freed
-    }
-
-    /// A held session of this worker, held since `mine` (monotonic ms), is to
-    /// make room for `bytes` it just received: if another worker holds a
-    /// client gone longer, asks that worker to drop `bytes` of its held
-    /// clients' messages instead, and returns true. Returns false (this
-    /// worker makes the room itself) when no worker holds an older client,
-    /// or when the one that does has not yet done an eighth of the limit
-    /// asked of it.
-    pub(super) fn ask_older_worker(&mut self, mine: u64, bytes: usize) -> bool {
-        if self.shared.stats.len() < 2 || bytes == 0 {
-            return false;
-        }
-        let Some(w) = self.oldest_other(mine) else {
-            return false;
-        };
-        let cap = (self.shared.config.hold_total_bytes / 8) as u64;
-        let pending = self.shared.stats[w].evict_asked.load(Ordering::Relaxed);
-        if pending != 0 && pending.saturating_add(bytes as u64) > cap {
-            return false;
-        }
-        self.ask(w, bytes);
-        true
-    }
-
-    /// The other worker whose longest-held client became held the earliest,
-    /// before `before` (monotonic ms), as the workers last published it.
-    fn oldest_other(&self, before: u64) -> Option<usize> {
-        self.shared
-            .stats
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != self.id)
-            .map(|(i, st)| (st.oldest_held.load(Ordering::Relaxed), i))
-            .filter(|&(since, _)| since != 0 && since < before)
-            .min()
-            .map(|(_, i)| i)
-    }
-
-    /// Asks worker `w` to drop `bytes` of its held clients' messages, and
-    /// wakes it at the end of this iteration.
-    fn ask(&mut self, w: usize, bytes: usize) {
-        // The asked worker drops only while the node is past the limit, so it
-        // must see the bytes that made this worker ask: publish the tally
-        // before the ask (the ask's Release pairs with its Acquire).
-        self.publish_retained();
-        self.shared.stats[w]
-            .evict_asked
-            .fetch_add(bytes as u64, Ordering::Release);
-        self.wakes[w] = true;
+        st.sessions
+            .store(self.relay.len() as u64, Ordering::Relaxed);
+        st.held.store(self.relay.held() as u64, Ordering::Relaxed);
     }
 
     /// End of a loop iteration: drops what other workers asked of this one
-    /// (see [`Worker::ask_older_worker`]), then publishes when this worker's
-    /// longest-held client became held. What it could not drop (its held
-    /// clients had less than asked) is asked of the worker with the next
-    /// longest-held client, if the node is still past the limit.
+    /// (see [`Relay::serve_evictions`](crate::relay::core::Relay::serve_evictions)),
+    /// then publishes when this worker's longest-held client became held.
     pub(super) fn serve_evictions(&mut self) {
         if self.shared.stats.len() < 2 {
             return;
         }
-        let hard = self.shared.config.hold_total_bytes;
         let slot = &self.shared.stats[self.id].evict_asked;
         // A load first: a swap on every iteration would be a locked
         // instruction per iteration for nothing.
+        let mut asked = 0;
         if slot.load(Ordering::Relaxed) != 0 {
-            let asked = slot.swap(0, Ordering::Acquire);
-            self.others_retained = self.published_by_others();
-            let asked = usize::try_from(asked).unwrap_or(usize::MAX);
-            let short = asked.saturating_sub(self.evict_held(hard, asked));
-            if short > 0 && self.node_retained() > hard {
-                if let Some(w) = self.oldest_other(u64::MAX) {
-                    self.ask(w, short);
-                }
-            }
+            let a = slot.swap(0, Ordering::Acquire);
+            let others = self.published_by_others();
+            self.relay.set_others_retained(others);
+            asked = usize::try_from(a).unwrap_or(usize::MAX);
         }
-        let sessions = &self.sessions.slab;
-        self.held_order.prune(|m| is_held(sessions, m));
-        // Near the limit, the longest-held client that still has messages;
-        // otherwise the longest-held one (kept O(1) while nothing is evicted),
-        // and the next episode of pressure starts from it and warns again (as
-        // in `trim`, for a worker whose clients receive nothing).
-        let oldest = if self.node_retained() > super::deliver::soft_limit(&self.shared.config) {
-            self.oldest_with_messages()
-        } else {
-            self.held_order.rewind();
-            self.budget_dropping = false;
-            self.held_order.at_cursor().map_or(0, |(_, _, since)| since)
-        };
+        let mut board = WorkerBoard::new(&self.shared, self.id, &mut self.wakes);
+        let oldest = self.relay.serve_evictions(asked, &mut board);
         let slot = &self.shared.stats[self.id].oldest_held;
         if slot.load(Ordering::Relaxed) != oldest {
             slot.store(oldest, Ordering::Relaxed);
         }
-    }
-
-    /// When the session at the eviction cursor became held, after moving the
-    /// cursor past sessions that are no longer held or retain nothing (they
-    /// have nothing to give in this episode of memory pressure, as in
-    /// [`Worker::evict_held`]); 0 if there is none.
-    fn oldest_with_messages(&mut self) -> u64 {
-        while let Some(mark) = self.held_order.at_cursor() {
-            let has = is_held(&self.sessions.slab, mark)
-                && self.sessions.slab[mark.0 as usize].log.len() > 0;
-            if has {
-                return mark.2;
-            }
-            self.held_order.advance();
-        }
-        0
     }
 }

@@ -457,11 +457,11 @@ impl Worker {
             // In a cluster, a recipient with no session here may be on another
             // node: its answer comes back from the bridge, and like an answer
             // from another worker it need not stop the connection's reading.
-            let found = self.sessions.find(&ident.account, to);
+            let found = self.relay.find(&ident.account, to);
             // A held recipient is accepted only once the cluster confirmed
             // that this node still owns it (`deliver_or_forward`).
             let remote = self.shared.cluster.is_some()
-                && found.is_none_or(|i| !self.sessions.slab[i].online());
+                && found.is_none_or(|i| !self.relay.session(i).online());
             let reply = ReplyTo {
                 worker: self.id,
                 token,

@@ -2,52 +2,28 @@
 //! the retained message log used for holding and Last-Event-ID replay, and the
 //! conversation partners that get `peer-gone`.
 
-use std::hash::BuildHasher;
-
 use super::conn::{CloseReason, State};
 use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
 use crate::ids::EventId;
 use crate::proto::sse;
+use crate::relay::core::{Timer, TouchKey};
 use crate::relay::retained::EntryKind;
-use crate::relay::session::{remember_partner, MAX_PARTNERS};
+use crate::relay::session::Session;
 use crate::relay::stream::StreamEnd;
-/// A conversation note for the same pair is passed on at most once per this long.
-const TOUCH_WINDOW_MS: u64 = 5_000;
-
-/// What a throttled conversation note is about (see [`Worker::touch_due`]).
-#[derive(Hash)]
-pub(super) enum TouchKey<'a> {
-    /// A message from `.1` to `.2` in account `.0`, whose session has epoch `.3`.
-    Pair(&'a str, &'a str, &'a str, u64),
-    /// Passing on to the cluster that `.1` talked to `.2` in account `.0`.
-    Forward(&'a str, &'a str, &'a str),
-}
 
 impl Worker {
-    pub(super) fn note_partner(&mut self, sidx: usize, peer: &str) {
-        let now = self.now;
-        let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
-        let Some(s) = self.sessions.get_mut(sidx) else {
-            return;
-        };
-        if peer == s.client() {
-            return;
-        }
-        let p = s.partners.get_or_insert_with(Default::default);
-        remember_partner(p, peer, now, ttl, MAX_PARTNERS);
-    }
-
     /// `client` (owned here) exchanged a message with `peer`.
     /// On a cluster, a `client` not held here may be held by another node:
     /// the touch is forwarded there (unless it came from there).
     pub fn touch(&mut self, account: &str, client: &str, peer: &str, remote: bool) {
-        if let Some(sidx) = self.sessions.find(account, client) {
-            self.note_partner(sidx, peer);
+        if let Some(sidx) = self.relay.find(account, client) {
+            self.relay.note_partner(sidx, peer, self.now);
         } else if let (false, Some(b)) = (remote, self.shared.cluster.clone()) {
             // Forwarding costs the cluster a look-up: the same pair goes at most once per few seconds.
-            if !self.touch_due(TouchKey::Forward(account, client, peer)) {
+            let key = TouchKey::Forward(account, client, peer);
+            if !self.relay.touch_due(key, self.now) {
                 return;
             }
             b.submit(super::bridge::BridgeCmd::Touch {
@@ -58,39 +34,20 @@ impl Worker {
         }
     }
 
-    /// True if the conversation note `key` is due now: the same note was not
-    /// passed on within the last few seconds (at most half the
-    /// `--conversation-ttl`, at most 5 s). Conversation times are then at most
-    /// that much stale, against a `--conversation-ttl` of minutes. The memory
-    /// of recent notes is lossy in the safe direction (`pairs::RecentPairs`).
-    pub fn touch_due(&mut self, key: TouchKey<'_>) -> bool {
-        let window =
-            (self.shared.config.conversation_ttl.as_millis() as u64 / 2).min(TOUCH_WINDOW_MS);
-        let h = self.touch_hasher.hash_one(key);
-        self.recent_pairs.due(h, self.now, window)
-    }
-
-    /// Forgets the conversation note `key`: the next one is due at once.
-    fn touch_forget(&mut self, key: TouchKey<'_>) {
-        let h = self.touch_hasher.hash_one(key);
-        self.recent_pairs.forget(h);
-    }
-
     /// Tells `to` (owned here) that `peer` went offline.
     pub fn peer_gone(&mut self, account: &str, to: &str, peer: &str, reason: &'static str) {
-        let Some(sidx) = self.sessions.find(account, to) else {
+        let Some(sidx) = self.relay.find(account, to) else {
             return;
         };
-        if let Some(p) = self.sessions.slab[sidx].partners.as_mut() {
+        let s = self.relay.session_mut(sidx);
+        if let Some(p) = s.partners.as_mut() {
             p.remove(peer);
         }
+        let (epoch, sid) = (s.epoch, s.sid);
         // A new conversation with `peer` (a new session of it) must be noted at once.
-        let epoch = self.sessions.slab[sidx].epoch;
-        self.touch_forget(TouchKey::Pair(account, peer, to, epoch));
-        log::debug!(
-            "{} peer-gone {account}/{peer} -> {to}: {reason}",
-            self.sessions.slab[sidx].sid
-        );
+        self.relay
+            .touch_forget(TouchKey::Pair(account, peer, to, epoch));
+        log::debug!("{sid} peer-gone {account}/{peer} -> {to}: {reason}");
         WorkerStats::add(&self.shared.stats[self.id].peer_gone, 1);
         self.append(
             sidx,
@@ -103,7 +60,7 @@ impl Worker {
 
     /// The clients of `account` owned by this worker.
     pub fn list_clients(&self, account: &str) -> Vec<ClientInfo> {
-        self.sessions
+        self.relay
             .of_account(account)
             .map(|(_, s)| ClientInfo {
                 client: s.client().to_string(),
@@ -167,31 +124,27 @@ impl Worker {
         acked: Option<u64>,
         reason: CloseReason,
     ) {
-        let now = self.now;
-        let hold = self.shared.config.hold.as_millis() as u64;
-        let Some(s) = self.sessions.get_mut(sidx) else {
-            return;
-        };
-        if s.gen != sess_gen || s.conn != (conn_idx as u32, conn_gen) {
-            return; // replaced by a newer connection
-        }
-        s.conn = (0, 0);
-        self.shared.accounts.release(s.account());
         let end = match reason {
             CloseReason::SlowConsumer => StreamEnd::SlowConsumer,
             _ => StreamEnd::Acked(acked),
         };
-        let back = s.stream_ended(end);
-        if back > 0 {
+        let conn = (conn_idx as u32, conn_gen);
+        let wall = super::epoch_ms();
+        let Some(held) = self
+            .relay
+            .stream_closed(sidx, sess_gen, conn, end, self.now, wall)
+        else {
+            return; // replaced by a newer connection
+        };
+        let s = self.relay.session(sidx);
+        self.shared.accounts.release(s.account());
+        if held.rewound > 0 {
             log::info!(
-                "{} {back} messages written but not confirmed by the client; they will be sent again",
-                s.sid
+                "{} {} messages written but not confirmed by the client; they will be sent again",
+                s.sid,
+                held.rewound
             );
         }
-        s.held_since = now.max(1);
-        s.since_ms = super::epoch_ms();
-        let mark = (sidx as u32, s.gen, s.held_since);
-        WorkerStats::add(&self.shared.stats[self.id].held, 1);
         log::info!(
             "{} session {} held ({}), {} retained",
             s.sid,
@@ -199,50 +152,30 @@ impl Worker {
             reason.as_str(),
             s.log.len()
         );
-        let deadline = s.deadline(hold, now);
-        let sessions = &self.sessions.slab;
-        let held = self.shared.stats[self.id]
-            .held
-            .load(std::sync::atomic::Ordering::Relaxed);
-        self.held_order.push(mark, held as usize, |m| {
-            crate::relay::held_order::is_held(sessions, m)
-        });
-        self.set_session_deadline(sidx, deadline);
+        self.publish_sessions();
+        self.set_session_deadline(sidx, held.deadline);
         self.announce(sidx, crate::cluster::PresenceState::Held, false);
     }
 
     /// A session timer fired: trim expired log entries, and end a held session
     /// whose hold ran out. True if anything was freed (entries or the session).
     pub fn session_timeout(&mut self, sidx: usize) -> bool {
-        let now = self.now;
-        let cfg = &self.shared.config;
-        let hold = cfg.hold.as_millis() as u64;
-        let st = &self.shared.stats[self.id];
-        let Some(s) = self.sessions.get_mut(sidx) else {
-            return false;
-        };
-        let (gone, lost) = s.expire(now, hold);
-        if lost > 0 {
-            WorkerStats::add(&st.dropped, lost as u64);
+        match self.relay.timer(sidx, self.now) {
+            Timer::Rearm { deadline, freed } => {
+                self.set_session_deadline(sidx, deadline);
+                freed
+            }
+            Timer::Expired(s) => {
+                self.disarm_session(sidx, &s);
+                self.publish_sessions();
+                self.expire_session(*s);
+                true
+            }
         }
-        let freed = gone > 0;
-        if s.held_since > 0 && s.held_since + hold <= now {
-            self.expire_session(sidx);
-            return true;
-        }
-        let deadline = s.deadline(hold, now);
-        self.set_session_deadline(sidx, deadline);
-        freed
     }
 
     /// Removes a session whose client did not come back, telling its recent partners.
-    fn expire_session(&mut self, sidx: usize) {
-        let Some(s) = self.remove_session(sidx) else {
-            return;
-        };
-        let st = &self.shared.stats[self.id];
-        WorkerStats::sub(&st.sessions, 1);
-        WorkerStats::sub(&st.held, 1);
+    fn expire_session(&mut self, s: Session) {
         let ttl = self.shared.config.conversation_ttl.as_millis() as u64;
         let pending = s.undelivered();
         log::info!(
@@ -322,7 +255,7 @@ impl Worker {
     /// replaced (`data` says by what) and closes it after that; the session
     /// keeps going without it.
     pub fn evict_conn(&mut self, sidx: usize, data: &str) {
-        let old = self.sessions.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
+        let old = self.relay.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
         if old.1 == 0 {
             return;
         }
@@ -336,7 +269,7 @@ impl Worker {
         } else {
             None
         };
-        if let Some(s) = self.sessions.get_mut(sidx) {
+        if let Some(s) = self.relay.get_mut(sidx) {
             s.conn = (0, 0);
             self.shared.accounts.release(s.account());
             let back = s.stream_ended(StreamEnd::Acked(acked));
@@ -374,10 +307,9 @@ impl Worker {
         let mut out = Vec::new();
         for (_, c) in self.conns.iter() {
             let sess = match c.state {
-                State::Receive { sess, sess_gen, .. } => self
-                    .sessions
-                    .get(sess as usize)
-                    .filter(|s| s.gen == sess_gen),
+                State::Receive { sess, sess_gen, .. } => {
+                    self.relay.get(sess as usize).filter(|s| s.gen == sess_gen)
+                }
                 _ => None,
             };
             let account = sess.map(|s| s.account());

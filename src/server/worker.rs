@@ -15,7 +15,7 @@ use slab::Slab;
 use super::conn::Conn;
 use super::quiet::QuietClock;
 use super::{Envelope, Shared};
-use crate::relay::session_index::Sessions;
+use crate::relay::core::Relay;
 use crate::timer::TimerWheel;
 
 /// Token of the listener.
@@ -95,7 +95,8 @@ pub(super) struct Worker {
     /// The client listener; `None` once draining.
     pub listener: Option<TcpListener>,
     pub conns: Slab<Conn>,
-    pub sessions: Sessions,
+    /// The relay's state and rules for this worker's sessions (no I/O).
+    pub relay: Relay,
     pub wheel: TimerWheel<TimerRef>,
     pub rx: Receiver<Envelope>,
     pub shared: Arc<Shared>,
@@ -136,13 +137,6 @@ pub(super) struct Worker {
     next_gen: u32,
     /// Workers to wake at the end of this iteration.
     pub(super) wakes: Vec<bool>,
-    /// Sessions that had an entry appended in this iteration (slab index,
-    /// generation); whatever followed their first entry is written at its end
-    /// (see `flush_sessions`).
-    pub to_flush: Vec<(u32, u32)>,
-    /// This worker's sessions in the order they became held (who loses
-    /// messages first past `--hold-total-bytes`).
-    pub(super) held_order: crate::relay::held_order::HeldOrder,
     /// The request being handled is the second or a later one of a pipelined
     /// batch read together: the events it appends wait for the end of the
     /// iteration (measured with 8 pipelined messages per sender: 8.0 instead of
@@ -164,24 +158,12 @@ pub(super) struct Worker {
     next_housekeeping: u64,
     /// When the worker last went quiet (see `settle`).
     quiet: QuietClock,
-    /// Conversation pairs noted recently (see `touch_due`).
-    pub recent_pairs: crate::relay::pairs::RecentPairs,
-    /// Seeded hasher for `recent_pairs` keys.
-    pub touch_hasher: hashbrown::DefaultHashBuilder,
     /// Recently verified tokens (see `verify_cached`).
     pub token_cache: hashbrown::HashMap<Box<str>, std::sync::Arc<crate::auth::Identity>>,
     /// Connections without a verified token yet, oldest first (see `unauth`).
     pub unauth: super::unauth::Unauthenticated,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
-    /// Message bytes the other workers retain, as they last published them
-    /// (read once per loop iteration): with this worker's own tally, what
-    /// `--hold-total-bytes` limits (see `Worker::trim`).
-    pub others_retained: usize,
-    /// Undelivered messages were dropped for the limit since retained
-    /// messages were last under three quarters of it (so that is logged
-    /// once, not per message).
-    pub budget_dropping: bool,
 }
 
 impl Worker {
@@ -204,12 +186,10 @@ impl Worker {
             drain: None,
             token_cache: hashbrown::HashMap::default(),
             unauth: Default::default(),
-            recent_pairs: Default::default(),
-            touch_hasher: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
             quiet: QuietClock::new(now, QUIET_RELEASE_MS),
             conns: Slab::new(),
-            sessions: Sessions::new(),
+            relay: Relay::new(super::deliver::rules(&shared.config)),
             wheel: TimerWheel::new(now, TICK_MS, WHEEL_SLOTS),
             rx,
             scratch: prefaulted(SCRATCH),
@@ -228,16 +208,12 @@ impl Worker {
             wall_ms: super::epoch_ms(),
             next_gen: 1,
             wakes: vec![false; n],
-            to_flush: Vec::new(),
-            held_order: Default::default(),
             pipelined: false,
             consumed: None,
             accept_paused_until: 0,
             accept_streak: Default::default(),
             log_throttle: Default::default(),
             fired: Vec::new(),
-            others_retained: 0,
-            budget_dropping: false,
             shared,
         })
     }
@@ -286,7 +262,8 @@ impl Worker {
             let busy_from = std::time::Instant::now();
             self.now = self.shared.ms_at(busy_from);
             self.wall_ms = super::epoch_ms();
-            self.others_retained = self.published_by_others();
+            let others = self.published_by_others();
+            self.relay.set_others_retained(others);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER_TOKEN => self.accept_all(),
@@ -352,7 +329,7 @@ impl Worker {
             "worker {} stopping: {} connections, {} sessions",
             self.id,
             self.conns.len(),
-            self.sessions.len()
+            self.relay.len()
         );
         self.close_all();
     }
@@ -404,17 +381,13 @@ impl Worker {
         if self.conns.capacity() > 1024 && self.conns.len() < self.conns.capacity() / 4 {
             self.conns.shrink_to_fit();
         }
-        self.sessions.shrink();
+        self.relay.shrink();
         self.wheel.shrink();
         self.pipes.shrink();
         if self.cors.capacity() > 64 && self.cors.len() < self.cors.capacity() / 4 {
             self.cors.shrink_to_fit();
         }
         self.shrink_senders();
-        let sessions = &self.sessions.slab;
-        self.held_order
-            .prune(|m| crate::relay::held_order::is_held(sessions, m));
-        self.held_order.shrink();
         // A cache: keep-alive senders verify their token again once per period.
         self.token_cache = hashbrown::HashMap::default();
         self.flush_noisy();
@@ -513,9 +486,14 @@ impl Worker {
 
     /// Takes session `idx` out of the table, with its pending timer entry.
     pub fn remove_session(&mut self, idx: usize) -> Option<crate::relay::session::Session> {
-        let s = self.sessions.remove(idx)?;
+        let s = self.relay.remove(idx)?;
         self.disarm(TimerRef::session(idx, s.gen, s.armed));
         Some(s)
+    }
+
+    /// Removes the wheel entry of session `idx`, taken out of the table as `s`.
+    pub fn disarm_session(&mut self, idx: usize, s: &crate::relay::session::Session) {
+        self.disarm(TimerRef::session(idx, s.gen, s.armed));
     }
 
     /// Removes the wheel entry `r` (armed for `r`'s deadline; 0 = not armed).
@@ -544,7 +522,7 @@ impl Worker {
 
     /// Arms (or moves) the single timer of session `idx`; 0 disarms.
     pub fn set_session_deadline(&mut self, idx: usize, deadline: u64) {
-        let Some(s) = self.sessions.get_mut(idx) else {
+        let Some(s) = self.relay.get_mut(idx) else {
             return;
         };
         s.deadline = deadline;
@@ -583,7 +561,7 @@ impl Worker {
                 }
                 TimerRef::Session { idx, gen, at } => {
                     let idx = idx as usize;
-                    let Some(s) = self.sessions.get_mut(idx) else {
+                    let Some(s) = self.relay.get_mut(idx) else {
                         continue;
                     };
                     if s.gen != gen || s.armed != at {
@@ -637,7 +615,7 @@ impl Worker {
                 reply,
                 checked,
             } => {
-                let found = self.sessions.find(&account, &to);
+                let found = self.relay.find(&account, &to);
                 let body = (body, json);
                 self.deliver_or_forward(found, &account, &from, &to, body, reply, checked);
             }
