@@ -11,4 +11,6 @@ pub(crate) mod session;
 pub(crate) mod session_index;
 #[cfg(test)]
 pub(crate) mod sim;
+#[cfg(test)]
+pub(crate) mod sim_node;
 pub(crate) mod stream;

@@ -35,10 +35,10 @@ pub const SEEDS: u64 = 4_000;
 const STEPS: usize = 300;
 
 /// splitmix64: small, fast and the same everywhere.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -46,21 +46,21 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in `0..n` (`n` > 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
     /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(super) fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(super) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
 
 /// An event as the client parses it.
 #[derive(Debug, Clone)]
-enum Seen {
+pub(super) enum Seen {
     /// Message number `.0` with event id `.1`.
     Message(u64, EventId),
     /// A `gap` event: after which id (as sent), and why.
@@ -69,32 +69,105 @@ enum Seen {
 
 /// The receive stream, as both ends see it.
 #[derive(Default)]
-struct Stream {
+pub(super) struct Stream {
     /// Bytes the server wrote.
-    written: u64,
+    pub(super) written: u64,
     /// Each event and where it ends in the byte stream, in order.
-    events: Vec<(u64, Seen)>,
+    pub(super) events: Vec<(u64, Seen)>,
     /// Bytes the client read (and parsed).
-    read: u64,
+    pub(super) read: u64,
     /// Events the client has taken.
-    taken: usize,
+    pub(super) taken: usize,
 }
 
 /// What the client received, and what the model allows it.
 #[derive(Default)]
-struct Client {
+pub(super) struct Client {
     /// Message numbers in the order they arrived (repeats included).
-    got: Vec<u64>,
-    received: HashSet<u64>,
+    pub(super) got: Vec<u64>,
+    pub(super) received: HashSet<u64>,
     /// The id of the last message received (what an EventSource resumes with).
-    last_id: Option<String>,
+    pub(super) last_id: Option<String>,
     /// Gaps received and not closed by a later message: (epoch, after seq,
     /// to the end of the epoch).
-    open_gaps: Vec<(u64, u64, bool)>,
+    pub(super) open_gaps: Vec<(u64, u64, bool)>,
     /// Messages covered by a gap the client was told.
-    covered: HashSet<u64>,
+    pub(super) covered: HashSet<u64>,
     /// Messages the client may receive again (at-least-once after a resume without id).
-    may_repeat: HashSet<u64>,
+    pub(super) may_repeat: HashSet<u64>,
+}
+
+impl Client {
+    /// The client parses event `ev`; `accepted` are the messages accepted
+    /// for it so far. Returns a line for the trace.
+    pub(super) fn receive(&mut self, ev: Seen, accepted: &[(u64, EventId)]) -> Option<String> {
+        match ev {
+            Seen::Gap(after, reason) => {
+                let line = format!("client: gap after {after} ({reason})");
+                let to_end = reason == "unknown_epoch";
+                if let Some(id) = EventId::parse(&after) {
+                    self.open_gaps.push((id.epoch, id.seq, to_end));
+                }
+                Some(line)
+            }
+            Seen::Message(n, id) => {
+                let line = format!("client: #{n} ({id})");
+                // A gap covers what follows its id up to the next event
+                // with a higher id of the same session (or, for an unknown
+                // epoch, the rest of that session).
+                let open = std::mem::take(&mut self.open_gaps);
+                for (epoch, after, to_end) in open {
+                    if id.epoch == epoch && id.seq <= after {
+                        self.open_gaps.push((epoch, after, to_end));
+                        continue;
+                    }
+                    for &(m, mid) in accepted {
+                        let before_this = to_end || mid.epoch != id.epoch || mid.seq < id.seq;
+                        if mid.epoch == epoch && mid.seq > after && before_this {
+                            self.covered.insert(m);
+                        }
+                    }
+                }
+                self.got.push(n);
+                self.received.insert(n);
+                self.last_id = Some(id.to_string());
+                Some(line)
+            }
+        }
+    }
+
+    /// Every message of `accepted` arrived once and in order, or was
+    /// covered by a gap, or went with a session whose hold ran out (`gone`);
+    /// it arrived twice only if it may (at-least-once without an id).
+    pub(super) fn check(
+        &self,
+        accepted: &[(u64, EventId)],
+        gone: &HashSet<u64>,
+    ) -> Result<(), String> {
+        let c = self;
+        let mut seen = HashSet::new();
+        let mut newest = 0;
+        for &n in &c.got {
+            if !seen.insert(n) {
+                if !c.may_repeat.contains(&n) {
+                    return Err(format!("message #{n} arrived twice"));
+                }
+                continue;
+            }
+            if n < newest {
+                return Err(format!("message #{n} arrived after #{newest}"));
+            }
+            newest = n;
+        }
+        for &(n, id) in accepted {
+            if !c.received.contains(&n) && !c.covered.contains(&n) && !gone.contains(&n) {
+                return Err(format!(
+                    "message #{n} ({id}) was accepted, never arrived and no gap covered it"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A schedule's failure: what went wrong and the trace that led there.
@@ -301,36 +374,8 @@ impl Sim {
     }
 
     fn receive(&mut self, ev: Seen) {
-        match ev {
-            Seen::Gap(after, reason) => {
-                self.note(format!("client: gap after {after} ({reason})"));
-                let to_end = reason == "unknown_epoch";
-                if let Some(id) = EventId::parse(&after) {
-                    self.client.open_gaps.push((id.epoch, id.seq, to_end));
-                }
-            }
-            Seen::Message(n, id) => {
-                self.note(format!("client: #{n} ({id})"));
-                // A gap covers what follows its id up to the next event
-                // with a higher id of the same session (or, for an unknown
-                // epoch, the rest of that session).
-                let open = std::mem::take(&mut self.client.open_gaps);
-                for (epoch, after, to_end) in open {
-                    if id.epoch == epoch && id.seq <= after {
-                        self.client.open_gaps.push((epoch, after, to_end));
-                        continue;
-                    }
-                    for &(m, mid) in &self.accepted {
-                        let before_this = to_end || mid.epoch != id.epoch || mid.seq < id.seq;
-                        if mid.epoch == epoch && mid.seq > after && before_this {
-                            self.client.covered.insert(m);
-                        }
-                    }
-                }
-                self.client.got.push(n);
-                self.client.received.insert(n);
-                self.client.last_id = Some(id.to_string());
-            }
+        if let Some(line) = self.client.receive(ev, &self.accepted) {
+            self.note(line);
         }
     }
 
@@ -498,37 +543,12 @@ impl Sim {
     }
 
     fn check(&self) -> Result<(), String> {
-        let c = &self.client;
-        let mut seen = HashSet::new();
-        let mut newest = 0;
-        for &n in &c.got {
-            if !seen.insert(n) {
-                if !c.may_repeat.contains(&n) {
-                    return Err(format!("message #{n} arrived twice"));
-                }
-                continue;
-            }
-            if n < newest {
-                return Err(format!("message #{n} arrived after #{newest}"));
-            }
-            newest = n;
-        }
-        for &(n, id) in &self.accepted {
-            if !c.received.contains(&n)
-                && !c.covered.contains(&n)
-                && !self.gone_with_session.contains(&n)
-            {
-                return Err(format!(
-                    "message #{n} ({id}) was accepted, never arrived and no gap covered it"
-                ));
-            }
-        }
-        Ok(())
+        self.client.check(&self.accepted, &self.gone_with_session)
     }
 }
 
 /// Records the events `write_after(from, ..)` just wrote (`len` bytes).
-fn record(st: &mut Stream, s: &Session, from: u64, len: usize) {
+pub(super) fn record(st: &mut Stream, s: &Session, from: u64, len: usize) {
     let base = st.written;
     for e in s.log.iter().filter(|e| e.seq > from) {
         if let EntryKind::Message { body, .. } = &e.kind {
