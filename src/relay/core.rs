@@ -17,7 +17,7 @@ use super::pairs::RecentPairs;
 use super::retained::{self, EntryKind};
 use super::session::{remember_partner, Session, MAX_PARTNERS};
 use super::session_index::Sessions;
-use super::stream::{LogLimits, Pressure, StreamEnd};
+use super::stream::{LogLimits, Pressure, Resume, StreamEnd};
 use crate::ids::EventId;
 
 /// A conversation note for the same pair is passed on at most once per this long.
@@ -114,6 +114,20 @@ pub(crate) struct Appended {
 pub(crate) struct Held {
     /// Entries written but not confirmed, to be sent again.
     pub rewound: u64,
+    /// The session's timer deadline (monotonic ms; 0 = none).
+    pub deadline: u64,
+}
+
+/// What [`Relay::attach`] did.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    /// The session's generation and epoch.
+    pub sess_gen: u32,
+    pub epoch: u64,
+    /// The stream is written the entries after this sequence number.
+    pub from: u64,
+    /// `gap` events to write first: after which event id, and why.
+    pub gaps: Vec<(String, &'static str)>,
     /// The session's timer deadline (monotonic ms; 0 = none).
     pub deadline: u64,
 }
@@ -550,13 +564,61 @@ impl Relay {
     }
 
     /// Session `sidx`, held, got a receive connection again: it is online.
-    pub fn resumed(&mut self, sidx: usize) {
+    fn resumed(&mut self, sidx: usize) {
         if let Some(s) = self.sessions.get_mut(sidx) {
             if s.held_since > 0 {
                 s.held_since = 0;
                 self.held = self.held.saturating_sub(1);
             }
         }
+    }
+
+    /// A newer receive connection of session `sidx`'s client arrived: its
+    /// current stream stops being the session's (the caller tells it so and
+    /// closes it). What its client's TCP did not confirm (`end`) is taken
+    /// back, so a stream that resumes without an id is sent it again.
+    /// Returns the connection it had and how many entries were taken back;
+    /// `None` if it had no stream.
+    pub fn replace_stream(&mut self, sidx: usize, end: StreamEnd) -> Option<((u32, u32), u64)> {
+        let s = self.sessions.get_mut(sidx)?;
+        if s.conn.1 == 0 {
+            return None;
+        }
+        let old = std::mem::take(&mut s.conn);
+        Some((old, s.stream_ended(end)))
+    }
+
+    /// Attaches receive connection `conn` to session `sidx` at `now`
+    /// (`wall_ms` on the wall clock): the session is online, and the new
+    /// stream starts where `last_event_id` (or, without one, what was
+    /// confirmed) says, after the gaps it must be told first; `lost` says
+    /// why an earlier session may be lost (see [`Session::resume`]). The
+    /// session's previous stream must have been replaced first
+    /// ([`Relay::replace_stream`]). The caller writes the stream's head, the
+    /// gaps, then [`Session::write_after`]`(from)`.
+    pub fn attach(
+        &mut self,
+        sidx: usize,
+        conn: (u32, u32),
+        last_event_id: Option<&str>,
+        lost: Option<&'static str>,
+        now: u64,
+        wall_ms: u64,
+    ) -> Option<Attached> {
+        self.resumed(sidx);
+        let s = self.sessions.get_mut(sidx)?;
+        debug_assert_eq!(s.conn.1, 0, "the previous stream was not replaced");
+        s.conn = conn;
+        s.since_ms = wall_ms;
+        let Resume { from, gaps } = s.resume(last_event_id, lost);
+        s.stream_started(from);
+        Some(Attached {
+            sess_gen: s.gen,
+            epoch: s.epoch,
+            from,
+            gaps,
+            deadline: s.deadline(self.rules.hold_ms, now),
+        })
     }
 
     /// Session `sidx`'s timer fired at `now`: expired log entries go, and a

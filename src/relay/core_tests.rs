@@ -101,10 +101,20 @@ fn a_session_that_resumes_is_no_longer_held() {
     r.stream_closed(s, 3, (5, 1), StreamEnd::Acked(None), 20, 0)
         .expect("held");
     assert_eq!(r.held(), 1);
-    r.resumed(s);
-    r.resumed(s);
+    let a = r.attach(s, (9, 1), None, None, 25, 0).expect("attached");
+    assert_eq!((a.sess_gen, a.from), (3, 0));
     assert_eq!(r.held(), 0);
     assert_eq!(r.session(s).held_since, 0);
+    assert_eq!(r.session(s).conn, (9, 1));
+    // Replaced by a newer connection: not held, and the old one is handed back.
+    assert_eq!(
+        r.replace_stream(s, StreamEnd::Acked(None)),
+        Some(((9, 1), 0))
+    );
+    assert_eq!(r.replace_stream(s, StreamEnd::Acked(None)), None);
+    assert_eq!(r.held(), 0);
+    r.attach(s, (10, 1), None, None, 26, 0).expect("attached");
+    assert_eq!(r.held(), 0);
     // A session without a connection has no stream to close.
     assert!(r
         .stream_closed(s, 3, (0, 0), StreamEnd::Acked(None), 30, 0)

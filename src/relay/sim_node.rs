@@ -285,12 +285,13 @@ impl NodeSim {
                 }
             }
         }
-        self.relays[w].resumed(sidx);
         let conn = (self.next_gen, 1);
         self.next_gen += 1;
+        let now = self.now;
+        let Some(r) = self.relays[w].attach(sidx, conn, leid.as_deref(), None, now, 0) else {
+            panic!("client {c}: its session vanished");
+        };
         let s = self.relays[w].session_mut(sidx);
-        s.conn = conn;
-        let r = s.resume(leid.as_deref(), None);
         let mut st = Stream::default();
         let mut out = Vec::new();
         for (after, reason) in &r.gaps {
@@ -299,7 +300,6 @@ impl NodeSim {
             st.events
                 .push((out.len() as u64, Seen::Gap(after.clone(), reason)));
         }
-        s.stream_started(r.from);
         let head = out.len();
         s.write_after(r.from, 0, &mut out);
         st.written = head as u64;
@@ -372,10 +372,10 @@ impl NodeSim {
         if replaced {
             // `Worker::evict_conn`: the old stream's unconfirmed entries are
             // taken back; the new connection attaches at once.
-            let s = self.relays[w].session_mut(sidx);
-            s.conn = (0, 0);
-            let back = s.stream_ended(end);
-            self.note(format!("client {c}: replaced acked={acked:?} back={back}"));
+            let back = self.relays[w].replace_stream(sidx, end).map(|r| r.1);
+            self.note(format!(
+                "client {c}: replaced acked={acked:?} back={back:?}"
+            ));
             return;
         }
         let gen = self.relays[w].session(sidx).gen;

@@ -10,10 +10,10 @@ use super::StreamReq;
 use crate::auth::Identity;
 use crate::proto::stream::Framing;
 use crate::proto::{response, sse};
+use crate::relay::core::Attached;
 use crate::relay::retained::import_snapshot;
 use crate::relay::session::Session;
 use crate::relay::session_index::make_key;
-use crate::relay::stream::Resume;
 
 /// SSE reconnection hint sent at the start of every stream (ms).
 const RETRY_MS: u64 = 2000;
@@ -113,21 +113,25 @@ impl Worker {
                 .to_string();
         self.evict_conn(sidx, &data);
         let st = &self.shared.stats[self.id];
-        self.relay.resumed(sidx);
-        self.publish_sessions();
-        let Some(s) = self.relay.get_mut(sidx) else {
+        // Where the replay starts and whether a gap must be reported first.
+        let conn = (idx as u32, conn_gen);
+        let leid = last_event_id.as_deref();
+        let wall = super::epoch_ms();
+        let Some(a) = self.relay.attach(sidx, conn, leid, lost, now, wall) else {
             return;
         };
+        self.publish_sessions();
         WorkerStats::add(&st.receive_open, 1);
+        let s = self.relay.session_mut(sidx);
         s.role = ident.role;
         s.sid = sid;
-        s.conn = (idx as u32, conn_gen);
-        s.since_ms = super::epoch_ms();
-        let sess_gen = s.gen;
-        let epoch = s.epoch;
-
-        // Where the replay starts and whether a gap must be reported first.
-        let Resume { from, gaps } = s.resume(last_event_id.as_deref(), lost);
+        let Attached {
+            sess_gen,
+            epoch,
+            from,
+            gaps,
+            deadline,
+        } = a;
 
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
@@ -161,12 +165,10 @@ impl Worker {
         }
         // Wire offsets of the replayed frames (exact on plain TCP; TLS adds record overhead).
         let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
-        s.stream_started(from);
         let replayed = s.write_after(from, base, &mut out);
         let start = framing.finish(&mut out, mark);
         fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
         WorkerStats::add(&st.replayed, replayed as u64);
-        let deadline = s.deadline(self.shared.config.hold.as_millis() as u64, now);
         log::info!(
             "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
             ident.account,

@@ -269,10 +269,9 @@ impl Worker {
         } else {
             None
         };
-        if let Some(s) = self.relay.get_mut(sidx) {
-            s.conn = (0, 0);
+        if let Some((_, back)) = self.relay.replace_stream(sidx, StreamEnd::Acked(acked)) {
+            let s = self.relay.session(sidx);
             self.shared.accounts.release(s.account());
-            let back = s.stream_ended(StreamEnd::Acked(acked));
             if back > 0 {
                 log::info!(
                     "{} {back} messages written to the replaced connection but not confirmed; \
