@@ -351,6 +351,13 @@ impl FrameDecoder {
                             event,
                         });
                     }
+                    if avail == 0 && remaining > 0 {
+                        // Only the header so far: nothing to buffer yet.
+                        return Ok(Decoded {
+                            consumed: pos,
+                            event: None,
+                        });
+                    }
                     let text = !kind.is_control() && self.message == Some(Message::Text);
                     let b = buf.get_or_insert_with(|| {
                         Vec::with_capacity(

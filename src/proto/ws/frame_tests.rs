@@ -197,10 +197,18 @@ fn a_whole_frame_is_borrowed_and_a_split_one_owned() {
     let d = dec.decode(&mut input[8..], &mut buf, 100).expect("ok");
     assert!(matches!(d.event, Some(Event::Text(Cow::Owned(ref v))) if v == b"hello"));
     assert!(dec.is_idle() && buf.is_none());
-    // A partial header alone holds no buffer.
+    // A partial header, or a whole one without payload, holds no buffer.
     let d = dec.decode(&mut input[..5], &mut buf, 100).expect("ok");
     assert_eq!((d.consumed, d.event), (5, None));
     assert!(buf.is_none());
+    let d = dec.decode(&mut input[5..6], &mut buf, 100).expect("ok");
+    assert_eq!((d.consumed, d.event), (1, None));
+    assert!(buf.is_none());
+    let d = dec.decode(&mut input[6..], &mut buf, 100).expect("ok");
+    assert!(matches!(
+        d.event,
+        Some(Event::Text(Cow::Borrowed(b"hello")))
+    ));
     // Empty input: nothing.
     assert_eq!(
         dec.decode(&mut [], &mut buf, 100),
