@@ -260,8 +260,8 @@ mod tests {
         assert_eq!(statuses, vec![404, 405, 401, 401, 200], "{d:?}");
     }
 
-    /// The `ws` seeds named `err-*` end in an error, the others decode
-    /// without one (so the seeds reach both sides of every rule).
+    /// The hand-written `ws` seeds named `err-*` end in an error, the others
+    /// decode without one (so the seeds reach both sides of every rule).
     #[test]
     fn ws_seeds_are_what_they_say() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ws");
@@ -273,6 +273,10 @@ mod tests {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
+            // Fuzzer-found inputs (named by their SHA-1) may do anything.
+            if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
             let data = std::fs::read(&path).expect("seed");
             let (limit, mode, k) = (data[0], data[1], usize::from(data[2] % 8));
             let payload = &data[3 + k..];

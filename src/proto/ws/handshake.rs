@@ -62,7 +62,8 @@ enum KeyField {
 /// The handshake's header fields, as collected by the head parser (which
 /// hands every `Sec-WebSocket-*` field and the `Connection` options to
 /// [`HandshakeHeaders::field`] and [`HandshakeHeaders::connection_option`]).
-/// 32 bytes, boxed in [`RequestHead`] only for upgrade requests.
+/// At most 32 bytes (asserted in a test), boxed in [`RequestHead`] only for
+/// upgrade requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HandshakeHeaders {
     key: KeyField,
@@ -309,6 +310,11 @@ mod tests {
         let mut out = Vec::new();
         a.write_response(&mut out);
         String::from_utf8(out).expect("ASCII")
+    }
+
+    #[test]
+    fn headers_are_small() {
+        assert!(std::mem::size_of::<HandshakeHeaders>() <= 32);
     }
 
     /// RFC 6455 §1.3 and §4.2.2's example (the value as printed in the RFC;
