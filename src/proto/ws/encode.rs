@@ -23,23 +23,36 @@ pub fn header_len(payload_len: usize) -> usize {
     }
 }
 
+/// The header of an unmasked, final frame with `payload_len` bytes, in the
+/// first `n` bytes of the array (`n` is [`header_len`]).
+fn header(opcode: Opcode, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
+    let mut h = [0u8; MAX_SERVER_HEADER];
+    h[0] = 0x80 | opcode as u8;
+    match payload_len {
+        // Fits in 7 bits.
+        0..=125 => {
+            h[1] = payload_len as u8;
+            (h, 2)
+        }
+        // Fits in 16 bits.
+        126..=0xFFFF => {
+            h[1] = 126;
+            h[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            (h, 4)
+        }
+        _ => {
+            h[1] = 127;
+            h[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            (h, 10)
+        }
+    }
+}
+
 /// Appends the header of an unmasked, final frame with `payload_len` bytes;
 /// the payload follows (in the same buffer or the next `iovec`).
 pub fn push_header(out: &mut Vec<u8>, opcode: Opcode, payload_len: usize) {
-    let b0 = 0x80 | opcode as u8;
-    match payload_len {
-        // Fits in 7 bits.
-        0..=125 => out.extend_from_slice(&[b0, payload_len as u8]),
-        // Fits in 16 bits.
-        126..=0xFFFF => {
-            let n = (payload_len as u16).to_be_bytes();
-            out.extend_from_slice(&[b0, 126, n[0], n[1]]);
-        }
-        _ => {
-            out.extend_from_slice(&[b0, 127]);
-            out.extend_from_slice(&(payload_len as u64).to_be_bytes());
-        }
-    }
+    let (h, n) = header(opcode, payload_len);
+    out.extend_from_slice(&h[..n]);
 }
 
 /// Appends a text frame (`payload` must be UTF-8: the caller's JSON).
@@ -131,9 +144,8 @@ impl InPlace {
                 out.drain(self.start + need..payload_at);
             }
         }
-        let mut header = Vec::with_capacity(MAX_SERVER_HEADER);
-        push_header(&mut header, self.opcode, len);
-        out[self.start..self.start + need].copy_from_slice(&header);
+        let (h, n) = header(self.opcode, len);
+        out[self.start..self.start + n].copy_from_slice(&h[..n]);
         need + len
     }
 }
