@@ -125,6 +125,7 @@ mod head;
 mod request;
 mod sse;
 mod token;
+mod ws;
 pub use chunked::chunked;
 #[allow(unused_imports)]
 use chunked::*;
@@ -143,6 +144,9 @@ use sse::*;
 pub use token::token;
 #[allow(unused_imports)]
 use token::*;
+pub use ws::ws;
+#[allow(unused_imports)]
+use ws::*;
 
 // ---------------------------------------------------------------------------
 
@@ -152,13 +156,14 @@ mod tests {
 
     type Harness = fn(&[u8]);
 
-    const TARGETS: [(&str, Harness); 6] = [
+    const TARGETS: [(&str, Harness); 7] = [
         ("connection", super::connection),
         ("head", super::head),
         ("chunked", super::chunked),
         ("request", super::request),
         ("token", super::token),
         ("sse", super::sse),
+        ("ws", super::ws),
     ];
 
     /// Runs `harness` on every file in `dir`; returns how many there were.
@@ -221,6 +226,11 @@ mod tests {
     }
 
     #[test]
+    fn replay_ws() {
+        replay("ws");
+    }
+
+    #[test]
     fn replay_connection() {
         replay("connection");
     }
@@ -248,6 +258,44 @@ mod tests {
             })
             .collect();
         assert_eq!(statuses, vec![404, 405, 401, 401, 200], "{d:?}");
+    }
+
+    /// The hand-written `ws` seeds named `err-*` end in an error, the others
+    /// decode without one (so the seeds reach both sides of every rule).
+    #[test]
+    fn ws_seeds_are_what_they_say() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ws");
+        let mut seen = (0, 0);
+        for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/ws") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            // Fuzzer-found inputs (named by their SHA-1) may do anything.
+            if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let data = std::fs::read(&path).expect("seed");
+            let (limit, mode, k) = (data[0], data[1], usize::from(data[2] % 8));
+            let payload = &data[3 + k..];
+            let max = super::WS_LIMITS[usize::from(limit) % super::WS_LIMITS.len()];
+            let stream = if mode & 1 != 0 {
+                super::ws_script(payload, [0; 4])
+            } else {
+                payload.to_vec()
+            };
+            let failed = super::ws_decode(&[&stream], max).error.is_some();
+            if name.starts_with("err-") {
+                assert!(failed, "{name} decodes without an error");
+                seen.0 += 1;
+            } else if !name.starts_with("round-trip") && !name.starts_with("script-rsv") {
+                assert!(!failed, "{name} fails");
+                seen.1 += 1;
+            }
+        }
+        assert!(seen.0 >= 20 && seen.1 >= 15, "{seen:?}");
     }
 
     #[test]

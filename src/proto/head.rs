@@ -6,6 +6,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::ws::handshake::HandshakeHeaders;
 use super::Parse;
 
 /// Size limits for a request head.
@@ -60,6 +61,9 @@ pub struct RequestHead {
     pub head_len: usize,
     /// The request asks to switch to WebSocket (`Upgrade: websocket`).
     pub websocket: bool,
+    /// The WebSocket handshake's header fields, only when `websocket`
+    /// (boxed, so other requests pay one pointer; see [`Self::handshake`]).
+    handshake: Option<Box<HandshakeHeaders>>,
     /// `Expect: 100-continue` in an HTTP/1.1 request (an HTTP/1.0 one's is
     /// ignored, RFC 9110 10.1.1): the client waits for `100 Continue` before
     /// it sends the body.
@@ -129,6 +133,13 @@ impl RequestHead {
     /// if the Origin header names the host and port of the request.
     pub fn same_origin(&self) -> bool {
         self.same_origin
+    }
+
+    /// The WebSocket handshake's header fields (`Connection: upgrade`,
+    /// `Sec-WebSocket-*`), present exactly when [`Self::websocket`] is; checked by
+    /// [`super::ws::handshake::accept`].
+    pub fn handshake(&self) -> Option<&HandshakeHeaders> {
+        self.handshake.as_deref()
     }
 }
 
@@ -435,6 +446,9 @@ fn classify_version_error(view: &[u8]) -> HeadError {
     }
 }
 
+/// Prefix of the WebSocket handshake's header field names.
+const WS_PREFIX: &[u8] = b"sec-websocket-";
+
 /// Applies the semantic rules to a head `httparse` accepted.
 fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<RequestHead, HeadError> {
     let version_minor = match req.version {
@@ -464,6 +478,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
     let mut host: Option<&str> = None;
     let mut fetch_same_origin = false;
     let mut websocket = false;
+    let mut handshake = HandshakeHeaders::default();
     let mut expect_continue = false;
     let mut json = false;
 
@@ -499,6 +514,8 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                         conn_close = true;
                     } else if item.eq_ignore_ascii_case(b"keep-alive") {
                         conn_keep_alive = true;
+                    } else {
+                        handshake.connection_option(item);
                     }
                 }
             }
@@ -547,6 +564,9 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
                     return Err(HeadError::Malformed("duplicate Host header"));
                 }
                 host = Some(utf8_value(h.value, "Host header is not valid UTF-8")?);
+            }
+            n if n > WS_PREFIX.len() && name[..WS_PREFIX.len()].eq_ignore_ascii_case(WS_PREFIX) => {
+                handshake.field(&name[WS_PREFIX.len()..], h.value);
             }
             _ => {}
         }
@@ -620,6 +640,7 @@ fn build_head(req: &httparse::Request<'_, '_>, head_len: usize) -> Result<Reques
         has_origin: origin.is_some(),
         same_origin,
         websocket,
+        handshake: websocket.then(|| Box::new(handshake)),
         text,
     })
 }

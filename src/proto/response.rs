@@ -44,6 +44,7 @@ statuses! {
     414 => "URI Too Long",
     415 => "Unsupported Media Type",
     421 => "Misdirected Request",
+    426 => "Upgrade Required",
     429 => "Too Many Requests",
     431 => "Request Header Fields Too Large",
     500 => "Internal Server Error",
