@@ -1,5 +1,5 @@
-//! Sans-IO protocol code: HTTP/1.1 request heads, chunked bodies, responses
-//! and Server-Sent Events. Nothing in here touches a socket or a clock.
+//! Sans-IO protocol code: HTTP/1.1 request heads, chunked bodies, responses,
+//! Server-Sent Events and the WebSocket transport's JSON messages. Nothing in here touches a socket or a clock.
 
 pub mod chunked;
 pub mod cors;
@@ -10,6 +10,7 @@ pub mod response;
 pub mod route;
 pub mod sse;
 pub mod stream;
+pub mod ws_msg;
 
 /// Outcome of feeding bytes to an incremental parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
