@@ -26,11 +26,13 @@ pub fn parse(msg: &[u8], max_body: usize) -> Result<Command<'_>, CommandError<'_
     let read = (&mut de)
         .deserialize_map(Collect(&mut fields))
         .and_then(|()| de.end());
-    if let Err(e) = read {
+    if read.is_err() {
         // The ref, if it was read before the fault, says which command failed.
         let ref_ = fields.ref_.and_then(|r| usable_ref(r).ok());
-        let not_object = e.classify() == serde_json::error::Category::Data
-            && serde_json::from_str::<IgnoredAny>(text).is_ok();
+        let object = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{');
+        let not_object = !object && serde_json::from_str::<IgnoredAny>(text).is_ok();
         let kind = match not_object {
             true => ErrorKind::NotAnObject,
             false => ErrorKind::Malformed,

@@ -283,7 +283,9 @@ fn malformed() {
 
 #[test]
 fn not_an_object() {
+    // A number beyond a double is valid JSON, and not an object either.
     for c in [
+        "\n-1e999 ",
         "[]",
         "[{\"type\":\"clients\"}]",
         "\"send\"",
