@@ -29,6 +29,8 @@ use crate::proto::ws_msg::{
 ///   client id, its body at most the limit, and its `message` event carries
 ///   the input's body: the same string (`body`), the same bytes (`body_b64`;
 ///   as `body` if they are UTF-8), the same value (`json`).
+/// * A `json` body is what `json_body::take_json` keeps of the same bytes
+///   sent over HTTP (taken, unchanged).
 /// * A body written as it is kept (JSON, or text that needs no escaping):
 ///   the event's head, the body and the tail are the event encoded whole.
 pub fn ws_msg(data: &[u8]) {
@@ -109,6 +111,16 @@ pub fn ws_msg(data: &[u8]) {
     assert_eq!(event["event"], "message");
     assert_eq!(event["id"], "f-7");
     assert_eq!(event["from"], "from-1");
+    if body.json {
+        // What an HTTP send of these bytes with `Content-Type: application/json` keeps.
+        let mut http = body.bytes.to_vec();
+        let taken = crate::proto::json_body::take_json(&mut http);
+        assert!(
+            taken && http == *body.bytes,
+            "ws_msg: json body is not HTTP's: {}",
+            show(msg)
+        );
+    }
     if let Some(v) = input.get("json") {
         assert!(body.json, "ws_msg: json body not flagged");
         assert_eq!(&event["json"], v, "ws_msg: json value of {}", show(msg));

@@ -425,6 +425,10 @@ fn accepted_commands_arrive_as_sent() {
                 let event = message("from-1", &body.bytes, body.json);
                 if let Some(v) = input.get("json") {
                     assert_eq!(&event["json"], v, "{}", what());
+                    // Exactly the bytes HTTP keeps of that JSON body.
+                    let mut http = body.bytes.to_vec();
+                    assert!(crate::proto::json_body::take_json(&mut http), "{}", what());
+                    assert_eq!(http, &*body.bytes, "{}", what());
                 } else if let Some(text) = input.get("body") {
                     assert_eq!(&event["body"], text, "{}", what());
                 } else {
