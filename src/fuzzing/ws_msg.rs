@@ -20,8 +20,8 @@ use crate::proto::ws_msg::{
 /// Layout: a body-limit byte ([`body_limit`]), then one message. Properties:
 /// * Never a panic; the refusal's error event is valid JSON with its code,
 ///   and a ref it echoes is at most [`MAX_REF_LEN`] bytes.
-/// * Input that is not one JSON text (as `serde_json` checks it, without
-///   recursion) is refused as `malformed_json`; valid JSON that is not an
+/// * Input that is not one JSON text (UTF-8, and as `serde_json` checks it
+///   without recursion) is refused as `malformed_json`; valid JSON that is not an
 ///   object as `not_an_object`.
 /// * An accepted command is a JSON object whose `type` is the command; its
 ///   `ref` is the input's. Where `serde_json` can build the input as a
@@ -37,7 +37,9 @@ pub fn ws_msg(data: &[u8]) {
     let mut inp = Input::new(data);
     let max = body_limit(inp.byte());
     let msg = inp.rest();
-    let valid_json = serde_json::from_slice::<IgnoredAny>(msg).is_ok();
+    // serde_json does not check UTF-8 inside the strings it skips.
+    let valid_json =
+        std::str::from_utf8(msg).is_ok_and(|t| serde_json::from_str::<IgnoredAny>(t).is_ok());
     let cmd = match parse(msg, max) {
         Err(e) => {
             let mut out = Vec::new();
