@@ -308,3 +308,7 @@ mod tests {
         }
     }
 }
+
+// The WebSocket transport's messages (issue 26); its replay test is in the module.
+mod ws_msg;
+pub use ws_msg::ws_msg;

@@ -1,5 +1,6 @@
 //! Sans-IO protocol code: HTTP/1.1 request heads, chunked bodies, responses,
-//! Server-Sent Events and WebSocket. Nothing in here touches a socket or a clock.
+//! Server-Sent Events, the WebSocket framing and the WebSocket transport's JSON
+//! messages. Nothing in here touches a socket or a clock.
 
 pub mod chunked;
 pub mod cors;
@@ -11,6 +12,7 @@ pub mod route;
 pub mod sse;
 pub mod stream;
 pub mod ws;
+pub mod ws_msg;
 
 /// Outcome of feeding bytes to an incremental parser.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -133,7 +133,8 @@ fn probes_are_answered_while_slow_clients_hold_every_slot() {
     // scrape's slot is released when its connection's close is read, which
     // a loaded machine may not have done yet).
     assert!(
-        wait_until(Duration::from_secs(5), || general_slots_busy(admin) == Some(1)),
+        wait_until(Duration::from_secs(5), || general_slots_busy(admin)
+            == Some(1)),
         "general slots still busy: {:?}",
         general_slots_busy(admin)
     );

@@ -185,7 +185,7 @@ fn flagged64(chunk: &[u8], high: bool) -> bool {
 /// Appends `s` (valid UTF-8) as a JSON string, escaped exactly as
 /// `serde_json` does: `"` and `\`, the short forms `\b \t \n \f \r`, and
 /// `\u00XX` for the other control characters; everything else as is.
-pub(super) fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
     escape_json(out, s, true);
 }
 
@@ -194,7 +194,7 @@ pub(super) fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
 /// pass that escapes it; from its first byte of 0x80 or above on, the rest is
 /// checked once with `std::str::from_utf8` (the bytes before it were ASCII,
 /// so no character starts earlier).
-pub(super) fn push_json_text(out: &mut Vec<u8>, s: &[u8]) -> bool {
+pub(crate) fn push_json_text(out: &mut Vec<u8>, s: &[u8]) -> bool {
     escape_json(out, s, false)
 }
 

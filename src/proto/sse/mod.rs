@@ -7,7 +7,7 @@ mod json_text;
 mod tests;
 
 pub use json_text::plain_json_text;
-use json_text::{push_json_str, push_json_text};
+pub(crate) use json_text::{push_json_str, push_json_text};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
