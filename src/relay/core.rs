@@ -277,7 +277,7 @@ impl Relay {
         sidx: usize,
         kind: EntryKind,
         now: u64,
-        live: bool,
+        live: impl Fn(&Session) -> bool,
         board: &mut impl Board,
     ) -> Appended {
         let s = &mut self.sessions.slab[sidx];
@@ -296,19 +296,25 @@ impl Relay {
         }
     }
 
-    /// The sessions owed a write at the end of the iteration: each `(slab
-    /// index, generation)` once, whose `flush_queued` is cleared. Give the
-    /// list back with [`Relay::flushed`].
+    /// The sessions owed a write at the end of the iteration, as `(slab
+    /// index, generation)`: write each for which [`Relay::flush_due`] says
+    /// so, then give the list back with [`Relay::flushed`].
     pub fn take_flush(&mut self) -> Vec<(u32, u32)> {
-        let mut list = std::mem::take(&mut self.to_flush);
-        list.retain(|&(sidx, gen)| match self.sessions.get_mut(sidx as usize) {
+        std::mem::take(&mut self.to_flush)
+    }
+
+    /// Whether an entry of [`Relay::take_flush`]'s list is still owed its
+    /// write (the session is the same and was not written since); it then
+    /// no longer is.
+    #[inline]
+    pub fn flush_due(&mut self, (sidx, gen): (u32, u32)) -> bool {
+        match self.sessions.get_mut(sidx as usize) {
             Some(s) if s.gen == gen && s.flush_queued => {
                 s.flush_queued = false;
                 true
             }
             _ => false,
-        });
-        list
+        }
     }
 
     /// The list [`Relay::take_flush`] handed out, written.
@@ -322,7 +328,13 @@ impl Relay {
 
     /// Trims session `sidx`'s log if it is over the limits: entries held back
     /// from trimming until they were written (see [`Relay::trim`]).
-    pub fn trim_if_over(&mut self, sidx: usize, live: bool, board: &mut impl Board) {
+    #[inline]
+    pub fn trim_if_over(
+        &mut self,
+        sidx: usize,
+        live: impl Fn(&Session) -> bool,
+        board: &mut impl Board,
+    ) {
         let over_budget = self.node_retained() > self.rules.soft();
         if self
             .sessions
@@ -356,7 +368,13 @@ impl Relay {
     /// worker's sessions. Retained memory so passes the limit by no more than
     /// one iteration's burst per worker (the other workers' part is read once
     /// per iteration).
-    fn trim(&mut self, sidx: usize, grown: usize, live: bool, board: &mut impl Board) {
+    fn trim(
+        &mut self,
+        sidx: usize,
+        grown: usize,
+        live: impl Fn(&Session) -> bool,
+        board: &mut impl Board,
+    ) {
         let (hard, soft) = (self.rules.hard, self.rules.soft());
         // Retained on the node: this worker's tally, which the steps below
         // change, and the other workers' part as read this iteration.
@@ -369,7 +387,7 @@ impl Relay {
             return;
         }
         let held_since = s.held_since;
-        self.trim_own(sidx, 0, live);
+        self.trim_own(sidx, 0, &live);
         if held_since > 0 && self.node_retained() > hard {
             let mut budget = grown;
             // Eviction went past this session earlier in this episode (it
@@ -383,10 +401,10 @@ impl Relay {
                 // Another worker holds a client gone longer: it makes the room.
                 budget = 0;
             } else if passed {
-                budget = budget.saturating_sub(self.trim_own(sidx, budget, live));
+                budget = budget.saturating_sub(self.trim_own(sidx, budget, &live));
             }
             budget = budget.saturating_sub(self.evict_held(budget));
-            self.trim_own(sidx, budget, live);
+            self.trim_own(sidx, budget, &live);
         }
         if self.node_retained() <= soft {
             self.budget_dropping = false;
@@ -399,7 +417,7 @@ impl Relay {
     /// three quarters of `--hold-total-bytes`; then, if its client is not
     /// connected, up to `budget` bytes of its other entries while the node is
     /// past the whole limit. Returns the bytes freed against `budget`.
-    fn trim_own(&mut self, sidx: usize, budget: usize, live: bool) -> usize {
+    fn trim_own(&mut self, sidx: usize, budget: usize, live: impl Fn(&Session) -> bool) -> usize {
         let rules = self.rules;
         let pressure = Pressure {
             soft: rules.soft(),
@@ -407,6 +425,7 @@ impl Relay {
             others: self.others_retained,
         };
         let s = &mut self.sessions.slab[sidx];
+        let live = live(s);
         let t = s.trim(rules.log, pressure, live, budget);
         self.counters.memory_trims += t.memory_trims;
         self.counters.dropped += t.lost;

@@ -42,31 +42,46 @@ fn the_first_event_of_an_iteration_is_written_now_and_the_rest_at_its_end() {
     let mut r = Relay::new(rules(1 << 30));
     let online = add(&mut r, "agent-1", 1, Some(7));
     let held = add(&mut r, "agent-2", 2, None);
-    let a = r.append(online, message(b"one"), 100, true, &mut Alone);
-    let b = r.append(online, message(b"two"), 100, true, &mut Alone);
-    let c = r.append(held, message(b"three"), 100, false, &mut Alone);
+    let a = r.append(online, message(b"one"), 100, |_: &Session| true, &mut Alone);
+    let b = r.append(online, message(b"two"), 100, |_: &Session| true, &mut Alone);
+    let c = r.append(
+        held,
+        message(b"three"),
+        100,
+        |_: &Session| false,
+        &mut Alone,
+    );
     assert!(a.write_now && !b.write_now && !c.write_now);
     assert_eq!((a.id.seq, b.id.seq, c.id.seq), (1, 2, 1));
     // Only the online session is owed a write, once, with its flag cleared.
     let list = r.take_flush();
     assert_eq!(list, vec![(online as u32, 1)]);
+    assert!(r.flush_due(list[0]));
+    assert!(!r.flush_due(list[0]), "written once");
     assert!(!r.session(online).flush_queued);
     r.flushed(list);
     assert!(r.take_flush().is_empty());
     // A session replaced in the slab after it was queued is not written.
-    let d = r.append(online, message(b"four"), 101, true, &mut Alone);
+    let d = r.append(
+        online,
+        message(b"four"),
+        101,
+        |_: &Session| true,
+        &mut Alone,
+    );
     assert!(d.write_now);
     r.remove(online);
     let again = add(&mut r, "agent-3", 9, Some(8));
     assert_eq!(again, online, "the slab reuses the slot");
-    assert!(r.take_flush().is_empty());
+    let list = r.take_flush();
+    assert!(list.iter().all(|&e| !r.flush_due(e)));
 }
 
 #[test]
 fn a_closed_stream_holds_its_session_until_the_hold_runs_out() {
     let mut r = Relay::new(rules(1 << 30));
     let s = add(&mut r, "agent-1", 3, Some(5));
-    r.append(s, message(b"kept"), 10, true, &mut Alone);
+    r.append(s, message(b"kept"), 10, |_: &Session| true, &mut Alone);
     // A connection that is no longer the session's changes nothing.
     let end = StreamEnd::Acked(None);
     assert!(r.stream_closed(s, 3, (6, 1), end, 20, 0).is_none());
@@ -159,7 +174,7 @@ fn past_the_limit_the_client_held_longest_loses_first_across_workers() {
         let mut r = Relay::new(rules(1 << 30));
         let s = add(&mut r, "probe", 1, None);
         let before = crate::relay::retained::thread_tally().0;
-        r.append(s, message(&[b'x'; 100]), 0, false, &mut Alone);
+        r.append(s, message(&[b'x'; 100]), 0, |_: &Session| false, &mut Alone);
         crate::relay::retained::thread_tally().0 - before
     };
     let hard = size * 10;
@@ -178,14 +193,26 @@ fn past_the_limit_the_client_held_longest_loses_first_across_workers() {
         asked: [0, 0],
     };
     for i in 0..6 {
-        w0.append(old, message(&[b'o'; 100]), 60 + i, false, &mut board);
+        w0.append(
+            old,
+            message(&[b'o'; 100]),
+            60 + i,
+            |_: &Session| false,
+            &mut board,
+        );
     }
     board.oldest[0] = w0.serve_evictions(0, &mut board);
     assert_eq!(board.oldest[0], 5);
     let mut asks = 0;
     for i in 0..8 {
         board.me = 1;
-        w1.append(new, message(&[b'n'; 100]), 70 + i, false, &mut board);
+        w1.append(
+            new,
+            message(&[b'n'; 100]),
+            70 + i,
+            |_: &Session| false,
+            &mut board,
+        );
         // Past the limit, worker 1 asks worker 0, whose client has been
         // gone longer, to make the room; worker 0 does at the end of its
         // next iteration.

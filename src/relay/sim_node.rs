@@ -176,7 +176,7 @@ impl NodeSim {
             me: w,
             cells: &mut self.cells,
         };
-        let a = self.relays[w].append(sidx, kind, self.now, live, &mut board);
+        let a = self.relays[w].append(sidx, kind, self.now, |_| live, &mut board);
         self.lanes[c].accepted.push((n, a.id));
         self.note(format!("send #{n} -> client {c} on w{w} ({})", a.id));
         if a.write_now && write_now {
@@ -207,7 +207,7 @@ impl NodeSim {
             me: w,
             cells: &mut self.cells,
         };
-        self.relays[w].trim_if_over(sidx, true, &mut board);
+        self.relays[w].trim_if_over(sidx, |_| true, &mut board);
     }
 
     /// The end of worker `w`'s loop iteration: what its sessions are owed is
@@ -216,6 +216,9 @@ impl NodeSim {
     fn end_iteration(&mut self, w: usize) {
         let list = self.relays[w].take_flush();
         for &(sidx, gen) in &list {
+            if !self.relays[w].flush_due((sidx, gen)) {
+                continue;
+            }
             let c = self
                 .lanes
                 .iter()
@@ -317,7 +320,7 @@ impl NodeSim {
             me: w,
             cells: &mut self.cells,
         };
-        self.relays[w].trim_if_over(sidx, true, &mut board);
+        self.relays[w].trim_if_over(sidx, |_| true, &mut board);
     }
 
     /// Client `c` reads up to `upto` bytes of its stream.

@@ -123,7 +123,8 @@ impl Worker {
     /// requests, and whatever else the batch brings for the same clients
     /// joins them in one write.
     pub(super) fn append(&mut self, sidx: usize, kind: EntryKind) -> EventId {
-        let live = live_conn(&self.conns, self.relay.session(sidx)).is_some();
+        let conns = &self.conns;
+        let live = |s: &Session| live_conn(conns, s).is_some();
         let mut board = WorkerBoard::new(&self.shared, self.id, &mut self.wakes);
         let a = self.relay.append(sidx, kind, self.now, live, &mut board);
         self.set_session_deadline(sidx, a.deadline);
@@ -215,10 +216,8 @@ impl Worker {
     /// Trims session `sidx`'s log after a write if it is over the limits
     /// (see [`Relay::trim_if_over`]).
     fn trim_if_over(&mut self, sidx: usize) {
-        let Some(s) = self.relay.get(sidx) else {
-            return;
-        };
-        let live = live_conn(&self.conns, s).is_some();
+        let conns = &self.conns;
+        let live = |s: &Session| live_conn(conns, s).is_some();
         let mut board = WorkerBoard::new(&self.shared, self.id, &mut self.wakes);
         self.relay.trim_if_over(sidx, live, &mut board);
     }
@@ -229,8 +228,10 @@ impl Worker {
     /// new receive connection replays them).
     pub fn flush_sessions(&mut self) {
         let list = self.relay.take_flush();
-        for &(sidx, _) in &list {
-            self.write_newest(sidx as usize);
+        for &entry in &list {
+            if self.relay.flush_due(entry) {
+                self.write_newest(entry.0 as usize);
+            }
         }
         self.relay.flushed(list);
     }
