@@ -552,7 +552,14 @@ fn a_hand_over_whose_publication_was_lost_is_published_again() {
         "n1 did not publish the hand-over again:\n{}",
         n1.log.lock().unwrap()
     );
-    // Then a marker: everything before it has arrived once it does.
+    // The republished snapshot reaches n2 and is merged (messages handed
+    // over late follow what n2 accepted meanwhile, docs/cluster.md); then a
+    // marker: everything before it has arrived once it does.
+    assert!(
+        n2.wait_log("handed over late"),
+        "n2 did not take the republished hand-over:\n{}",
+        n2.log.lock().unwrap()
+    );
     let r = send(n2.addr, &tok("console-1"), "agent-ho", "marker");
     assert_eq!(r.status, 202, "{r:?}");
     let mut kept = 0;
