@@ -80,6 +80,23 @@ pub(super) struct Stream {
     pub(super) taken: usize,
 }
 
+impl Stream {
+    /// The client reads up to `upto` bytes (at most what was written);
+    /// returns the events that became complete.
+    pub(super) fn read_to(&mut self, upto: u64) -> Vec<Seen> {
+        self.read = self.read.max(upto.min(self.written));
+        let mut got = Vec::new();
+        while let Some((end, ev)) = self.events.get(self.taken) {
+            if *end > self.read {
+                break;
+            }
+            got.push(ev.clone());
+            self.taken += 1;
+        }
+        got
+    }
+}
+
 /// What the client received, and what the model allows it.
 #[derive(Default)]
 pub(super) struct Client {
@@ -359,15 +376,7 @@ impl Sim {
         let Some(st) = self.stream.as_mut() else {
             return;
         };
-        st.read = st.read.max(upto.min(st.written));
-        let mut got = Vec::new();
-        while let Some((end, ev)) = st.events.get(st.taken) {
-            if *end > st.read {
-                break;
-            }
-            got.push(ev.clone());
-            st.taken += 1;
-        }
+        let got = st.read_to(upto);
         for ev in got {
             self.receive(ev);
         }

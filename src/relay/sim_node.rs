@@ -329,15 +329,7 @@ impl NodeSim {
         let Some(st) = lane.stream.as_mut() else {
             return;
         };
-        st.read = st.read.max(upto.min(st.written));
-        let mut got = Vec::new();
-        while let Some((end, ev)) = st.events.get(st.taken) {
-            if *end > st.read {
-                break;
-            }
-            got.push(ev.clone());
-            st.taken += 1;
-        }
+        let got = st.read_to(upto);
         for ev in got {
             let lane = &mut self.lanes[c];
             if let Some(line) = lane.client.receive(ev, &lane.accepted) {
@@ -546,34 +538,12 @@ impl NodeSim {
 
 /// Runs the schedule of `seed`; `Err` with the trace if the model disagrees.
 pub fn run(seed: u64) -> Result<(), Failure> {
-    let mut sim = NodeSim::new(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        for _ in 0..STEPS {
-            sim.step();
-        }
-        let r = sim.finish();
-        sim.clear();
-        r
-    }));
-    let what = match outcome {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(what)) => what,
-        Err(p) => p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into()),
-    };
-    // Whatever the failed schedule left retained stays out of the next one's tally.
-    drop(sim);
-    Err(Failure {
-        seed,
-        what,
-        trace: Vec::new(),
-    })
+    let (r, trace) = trace(seed);
+    r.map_err(|what| Failure { seed, what, trace })
 }
 
-/// Runs the schedule of `seed` and returns its trace, whatever the outcome.
+/// Runs the schedule of `seed` and returns its trace, whatever the outcome
+/// (a panic's message as the error).
 fn trace(seed: u64) -> (Result<(), String>, Vec<String>) {
     let mut sim = NodeSim::new(seed);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -584,10 +554,13 @@ fn trace(seed: u64) -> (Result<(), String>, Vec<String>) {
         sim.clear();
         r
     }));
-    let r = match outcome {
-        Ok(r) => r,
-        Err(_) => Err("panic".into()),
-    };
+    let r = outcome.unwrap_or_else(|p| {
+        Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into()))
+    });
     (r, std::mem::take(&mut sim.trace))
 }
 
