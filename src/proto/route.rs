@@ -301,6 +301,44 @@ mod tests {
         }
         let h = head("GET /v1/clients HTTP/1.1\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
+        // WebSocket on /v1/connect: the handshake, then the token.
+        const HS: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let h = head(&format!(
+            "GET /v1/connect?access_token=tok&last_event_id=5-3 HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\n\r\n"
+        ));
+        match route(&h) {
+            Ok((
+                Route::Connect {
+                    last_event_id,
+                    accept,
+                },
+                token,
+            )) => {
+                assert_eq!(token, "tok");
+                assert_eq!(last_event_id.as_deref(), Some("5-3"));
+                assert_eq!(accept.accept_key(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (raw, status, code) in [
+            // No upgrade at all: 426 naming websocket.
+            ("GET /v1/connect?access_token=t HTTP/1.1\r\nHost: h\r\n\r\n".to_string(), 426, "websocket_required"),
+            (format!("GET /v1/connect?access_token=t HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 12\r\n\r\n"), 426, "unsupported_websocket_version"),
+            (format!("POST /v1/connect?access_token=t HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"), 405, "method_not_allowed"),
+            // The handshake is checked before the token.
+            (format!("GET /v1/connect HTTP/1.1\r\n{HS}\r\n"), 426, "unsupported_websocket_version"),
+            (format!("GET /v1/connect HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\n\r\n"), 401, "missing_token"),
+        ] {
+            let h = head(&raw);
+            let r = route(&h);
+            assert_eq!(r.as_ref().map_err(|e| (e.status(), e.code())), Err((status, code)), "{raw:?}");
+        }
+        // A preflight of /v1/connect is a preflight.
+        let h = head("OPTIONS /v1/connect HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Preflight, "".into())));
+        let h = head("GET /v1/clients HTTP/1.1\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
         assert_eq!(
             route(&head(
                 "GET /v1/clients HTTP/1.1\r\nHost: h\r\nAuthorization: Basic x\r\n\r\n"
