@@ -45,6 +45,9 @@ struct Partial {
     dec: FrameDecoder,
     /// The bytes of an incomplete message (see `FrameDecoder::decode`).
     buf: Option<Vec<u8>>,
+    /// When the frame or message began (monotonic ms): it must be
+    /// complete within `--body-timeout`, as a request body must.
+    since: u64,
 }
 
 /// Incomplete frames and messages of a worker's WebSocket connections, by
@@ -53,21 +56,49 @@ struct Partial {
 pub(super) struct Partials(HashMap<usize, Box<Partial>>);
 
 impl Partials {
-    fn take(&mut self, idx: usize, gen: u32) -> (FrameDecoder, Option<Vec<u8>>) {
+    /// The state of connection `idx` (fresh if it has none): the decoder,
+    /// the incomplete message and when it began (0: nothing began).
+    fn take(&mut self, idx: usize, gen: u32) -> (FrameDecoder, Option<Vec<u8>>, u64) {
         if self.0.is_empty() {
-            return (FrameDecoder::new(), None);
+            return (FrameDecoder::new(), None, 0);
         }
         match self.0.remove(&idx) {
-            Some(p) if p.gen == gen => (p.dec, p.buf),
-            _ => (FrameDecoder::new(), None),
+            Some(p) if p.gen == gen => (p.dec, p.buf, p.since),
+            _ => (FrameDecoder::new(), None, 0),
         }
     }
 
-    fn keep(&mut self, idx: usize, gen: u32, dec: FrameDecoder, buf: Option<Vec<u8>>) {
+    /// Keeps the state of connection `idx` if a frame or message is
+    /// incomplete; returns when it began (0 if nothing is kept).
+    fn keep(
+        &mut self,
+        idx: usize,
+        gen: u32,
+        dec: FrameDecoder,
+        buf: Option<Vec<u8>>,
+        since: u64,
+    ) -> u64 {
         if dec.is_idle() && buf.is_none() {
-            return;
+            return 0;
         }
-        self.0.insert(idx, Box::new(Partial { gen, dec, buf }));
+        self.0.insert(
+            idx,
+            Box::new(Partial {
+                gen,
+                dec,
+                buf,
+                since,
+            }),
+        );
+        since
+    }
+
+    /// When connection `idx`'s incomplete frame or message began, if it has one.
+    pub fn began(&self, idx: usize, gen: u32) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&idx).filter(|p| p.gen == gen).map(|p| p.since)
     }
 
     /// Forgets connection `idx` (it closed or moved).
@@ -162,7 +193,7 @@ impl Worker {
             return;
         }
         let mut input = std::mem::take(&mut c.inbuf);
-        let (mut dec, mut buf) = self.ws.take(idx, gen);
+        let (mut dec, mut buf, since) = self.ws.take(idx, gen);
         let limit = message_limit(self.shared.config.max_message);
         let mut out = std::mem::take(&mut self.ws_out);
         out.clear();
@@ -233,7 +264,16 @@ impl Worker {
             c.inbuf = input;
         }
         if matches!(stop, Stop::Done) {
-            self.ws.keep(idx, gen, dec, buf);
+            // An incomplete frame or message gets --body-timeout from its start.
+            let since = if since == 0 { self.now } else { since };
+            if self.ws.keep(idx, gen, dec, buf, since) != 0 {
+                let d = since + self.shared.config.body_timeout.as_millis() as u64;
+                let d = match self.conns[idx].deadline {
+                    0 => d,
+                    hb => hb.min(d),
+                };
+                self.set_conn_deadline(idx, d);
+            }
         }
         let ok = self.ws_answer(idx, &out);
         out.clear();
@@ -274,6 +314,28 @@ impl Worker {
             }
         }
         self.drain_pipe(idx) && self.conns.contains(idx)
+    }
+
+    /// The timer of WebSocket connection `idx` fired: a message not
+    /// completed within `--body-timeout` ends the connection (1008);
+    /// otherwise it is the heartbeat's.
+    pub(super) fn ws_timeout(&mut self, idx: usize) {
+        let gen = self.conns[idx].gen;
+        let limit = self.shared.config.body_timeout.as_millis() as u64;
+        match self.ws.began(idx, gen) {
+            Some(since) if self.now >= since + limit => {
+                let reason = "message not completed in time";
+                self.ws_close(idx, close::POLICY_VIOLATION, reason);
+            }
+            Some(since) => {
+                self.heartbeat(idx);
+                if let Some(c) = self.conns.get(idx) {
+                    let d = c.deadline.min(since + limit);
+                    self.set_conn_deadline(idx, d);
+                }
+            }
+            None => self.heartbeat(idx),
+        }
     }
 
     /// Ends WebSocket connection `idx` with a Close frame (`code`, `reason`),

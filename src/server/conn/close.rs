@@ -40,6 +40,7 @@ impl Worker {
         }
         let c = &self.conns[idx];
         match c.state {
+            State::Receive { framing, .. } if framing.is_websocket() => self.ws_timeout(idx),
             State::Receive { .. } => self.heartbeat(idx),
             State::Request(ref r) if r.in_body() => {
                 log::info!("{} body timeout", c.sid);
