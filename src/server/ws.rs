@@ -28,7 +28,7 @@ use crate::proto::ws_msg::{self, Command};
 
 /// Room for the JSON around a body of `--max-message` bytes: the whole
 /// message may be `2 x --max-message` plus this (escapes and base64 take
-/// more than the body's bytes; docs/websocket-draft.md, "Limits").
+/// more than the body's bytes; docs/websocket.md, "Limits").
 const ENVELOPE_ALLOWANCE: usize = 4096;
 
 /// The largest WebSocket message a client may send, for `max_message`.
