@@ -168,9 +168,9 @@ pub(super) struct Worker {
     pub(super) ws: super::ws::Partials,
     /// Answers to the WebSocket commands of one read (`ws_input`).
     pub(super) ws_out: Vec<u8>,
-    /// The sender id of the WebSocket connection that sent last
-    /// (slab index, generation), shared by its messages.
-    pub(super) ws_from: Option<(usize, u32, Arc<str>)>,
+    /// The account and client id of the WebSocket connection that sent last
+    /// (by slab index and generation), shared by its messages (`ws_sender`).
+    pub(super) ws_from: Option<(usize, u32, Arc<str>, Arc<str>)>,
 }
 
 impl Worker {

@@ -374,13 +374,11 @@ impl Worker {
                 return self.ws_push(idx, out, &answer);
             }
         };
-        let Some(s) = self.relay.get(sidx) else {
+        let Some((account, from)) = self.ws_sender(idx, sidx) else {
             return true;
         };
-        let account: Box<str> = s.account().into();
         match cmd {
             Command::Send { to, body, ref_ } => {
-                let from = self.ws_sender(idx, sidx);
                 let body = (body.bytes.into_owned().into_boxed_slice(), body.json);
                 self.ws_send(idx, (&account, &from), &to, body, ref_.as_deref(), out)
             }
@@ -398,18 +396,20 @@ impl Worker {
         self.conns.contains(idx)
     }
 
-    /// The sender id of WebSocket connection `idx` (session `sidx`), shared by
-    /// its messages: one allocation per connection and loop, not per send.
-    fn ws_sender(&mut self, idx: usize, sidx: usize) -> Arc<str> {
+    /// The account and client id of WebSocket connection `idx` (session
+    /// `sidx`), the sender of its commands; kept for the connection that
+    /// sent last, so a batch of commands allocates them once.
+    fn ws_sender(&mut self, idx: usize, sidx: usize) -> Option<(Arc<str>, Arc<str>)> {
         let gen = self.conns[idx].gen;
-        if let Some((i, g, from)) = &self.ws_from {
-            if *i == idx && *g == gen {
-                return from.clone();
+        if let Some(w) = &self.ws_from {
+            if w.0 == idx && w.1 == gen {
+                return Some((w.2.clone(), w.3.clone()));
             }
         }
-        let from: Arc<str> = self.relay.session(sidx).client().into();
-        self.ws_from = Some((idx, gen, from.clone()));
-        from
+        let s = self.relay.get(sidx)?;
+        let (account, from): (Arc<str>, Arc<str>) = (s.account().into(), s.client().into());
+        self.ws_from = Some((idx, gen, account.clone(), from.clone()));
+        Some((account, from))
     }
 
     /// A `send` command: delivered here at once when this worker holds the
