@@ -250,7 +250,9 @@ impl Worker {
 
     /// Routes one complete request.
     fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
-        let close = head.close;
+        // A refused WebSocket handshake ends the connection: its client
+        // would not know what to send on it next.
+        let close = head.close || head.websocket;
         #[cfg(feature = "fault-injection")]
         match head.path() {
             // Test-only: a panic inside one connection's handling.
