@@ -15,46 +15,159 @@ pub(crate) const MAX_PARTNERS: usize = 4096;
 
 /// A client's session on its owner worker.
 pub(crate) struct Session {
-    pub gen: u32,
+    pub(in crate::relay) gen: u32,
     /// Session id of the latest receive connection (for logs).
-    pub sid: SessionId,
+    pub(in crate::relay) sid: SessionId,
     /// `account/client` (`/` cannot occur in ids).
-    pub(crate) key: Box<str>,
-    pub(crate) split: u8,
-    pub role: Role,
+    pub(in crate::relay) key: Box<str>,
+    pub(in crate::relay) split: u8,
+    pub(in crate::relay) role: Role,
     /// Random per session incarnation; part of every event id.
-    pub epoch: u64,
+    pub(in crate::relay) epoch: u64,
     /// Sequence number of the newest entry.
-    pub last_seq: u64,
+    pub(in crate::relay) last_seq: u64,
     /// Sequence number of the newest entry handed to a receive connection.
-    pub delivered: u64,
+    pub(in crate::relay) delivered: u64,
     /// The current receive connection was sent the entries after this one.
-    pub attach_from: u64,
+    pub(in crate::relay) attach_from: u64,
     /// The receive connection (slab index, generation); generation 0 = none.
-    pub conn: (u32, u32),
+    pub(in crate::relay) conn: (u32, u32),
     /// Wall-clock ms of the last change between online and held.
-    pub since_ms: u64,
+    pub(in crate::relay) since_ms: u64,
     /// Monotonic ms when the session became held; 0 while online.
-    pub held_since: u64,
-    pub deadline: u64,
-    pub armed: u64,
+    pub(in crate::relay) held_since: u64,
+    pub(in crate::relay) deadline: u64,
+    pub(in crate::relay) armed: u64,
     /// Retained events; no allocation while empty.
-    pub(crate) log: Log,
+    pub(in crate::relay) log: Log,
     /// Conversation partners and when (monotonic ms) a message was last exchanged.
-    pub(crate) partners: Option<Box<HashMap<Box<str>, u64>>>,
+    pub(in crate::relay) partners: Option<Box<HashMap<Box<str>, u64>>>,
     /// Why entries last left the log early: an index into
     /// [`TRIM_REASONS`](super::retained::TRIM_REASONS), kept here because
     /// the log is freed when it is empty.
-    pub(crate) trim: u8,
+    pub(in crate::relay) trim: u8,
     /// Entries appended in this loop iteration wait in the worker's
     /// `to_flush` list, to be written in one go (see [`Worker::flush_sessions`]).
-    pub(crate) flush_queued: bool,
+    pub(in crate::relay) flush_queued: bool,
     /// Neighbours in this worker's list of the account's sessions (kept by
     /// [`Sessions`](super::session_index::Sessions)).
-    pub(crate) links: AccountLinks,
+    pub(in crate::relay) links: AccountLinks,
 }
 
+/// What the worker reads and sets of a session: its identity for logs and
+/// listings, where its stream stands, and its entry in the worker's timer
+/// wheel (the wheel is the worker's; the relay says the deadlines). The rest
+/// of a session is the relay's (`Relay`).
 impl Session {
+    pub(crate) fn gen(&self) -> u32 {
+        self.gen
+    }
+
+    pub(crate) fn sid(&self) -> SessionId {
+        self.sid
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session's incarnation, part of every event id.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Wall-clock ms of the last change between online and held.
+    pub(crate) fn since_ms(&self) -> u64 {
+        self.since_ms
+    }
+
+    /// `account/client`.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The receive connection (slab index, generation); generation 0 = none.
+    pub(crate) fn conn(&self) -> (u32, u32) {
+        self.conn
+    }
+
+    /// Sequence numbers of the newest entry handed to the receive
+    /// connection and of the newest entry.
+    pub(crate) fn written(&self) -> (u64, u64) {
+        (self.delivered, self.last_seq)
+    }
+
+    /// Entries retained.
+    pub(crate) fn retained(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The newest `n` entries, oldest first, for the writer that notes
+    /// where each ends on the wire.
+    pub(crate) fn newest_mut(
+        &mut self,
+        n: usize,
+    ) -> impl Iterator<Item = &mut super::retained::Entry> {
+        self.log.newest_mut(n)
+    }
+
+    /// The newest entry was written to the receive connection by the
+    /// caller (from where it is kept, `Worker::write_newest`).
+    pub(crate) fn newest_written(&mut self) {
+        self.delivered = self.last_seq;
+    }
+
+    /// Who the latest receive connection is (for logs and listings).
+    pub(crate) fn set_identity(&mut self, sid: SessionId, role: Role) {
+        self.sid = sid;
+        self.role = role;
+    }
+
+    /// A new session's generation (its slot's timer entries name it).
+    pub(crate) fn set_gen(&mut self, gen: u32) {
+        self.gen = gen;
+    }
+
+    /// Forgets `peer` as a conversation partner (it is gone).
+    pub(crate) fn forget_partner(&mut self, peer: &str) {
+        if let Some(p) = self.partners.as_mut() {
+            p.remove(peer);
+        }
+    }
+
+    /// The conversation partners and when (monotonic ms) a message was last exchanged.
+    pub(crate) fn partners(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.partners
+            .iter()
+            .flat_map(|p| p.iter().map(|(k, t)| (&**k, *t)))
+    }
+
+    /// The undelivered entries of a session that is taken apart (one
+    /// handed over late, merged into this node's), oldest first.
+    pub(crate) fn take_undelivered(&mut self) -> Vec<super::retained::EntryKind> {
+        let mut out = Vec::new();
+        while let Some(e) = self.log.pop_front() {
+            if e.seq > self.delivered {
+                out.push(e.kind);
+            }
+        }
+        out
+    }
+
+    /// The timer wheel entry: the deadline the session's timer should act
+    /// at, and the deadline its live wheel entry was armed for (0: none).
+    pub(crate) fn timer(&self) -> (u64, u64) {
+        (self.deadline, self.armed)
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: u64) {
+        self.deadline = deadline;
+    }
+
+    pub(crate) fn set_armed(&mut self, armed: u64) {
+        self.armed = armed;
+    }
+
     pub fn account(&self) -> &str {
         &self.key[..self.split as usize]
     }

@@ -98,14 +98,13 @@ impl Worker {
                 let key = make_key(&ident.account, &ident.client).into_boxed_str();
                 let gen = self.next_gen();
                 let mut s = Session::blank(key, ident.account.len());
-                s.gen = gen;
-                s.sid = sid;
-                s.role = ident.role;
+                s.set_gen(gen);
+                s.set_identity(sid, ident.role);
                 if let Some(bytes) = &import {
                     if let Err(e) = import_snapshot(&mut s, bytes, now) {
                         log::warn!(
                             "{sid} session handed over for {} is corrupt ({e:?}); starting afresh",
-                            s.key
+                            s.key()
                         );
                     }
                 }
@@ -128,8 +127,7 @@ impl Worker {
         self.publish_sessions();
         WorkerStats::add(&st.receive_open, 1);
         let s = self.relay.session_mut(sidx);
-        s.role = ident.role;
-        s.sid = sid;
+        s.set_identity(sid, ident.role);
         let Attached {
             sess_gen,
             epoch,
@@ -180,7 +178,8 @@ impl Worker {
         let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
         let replayed = s.write_after(from, base, framing, &mut out);
         let start = framing.finish(&mut out, mark);
-        fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
+        let n = s.retained();
+        fix_wire_ends(s.newest_mut(n).filter(|e| e.seq > from), start, framing);
         WorkerStats::add(&st.replayed, replayed as u64);
         log::info!(
             "{sid} {} {}/{} role={} epoch={epoch:x} replayed={replayed}{}",

@@ -35,7 +35,7 @@ impl Worker {
         let held = match (found, &cluster) {
             (Some(sidx), Some(_)) if !checked => {
                 let s = self.relay.session(sidx);
-                (!s.online()).then_some((s.role, s.since_ms))
+                (!s.online()).then_some((s.role(), s.since_ms()))
             }
             _ => None,
         };
@@ -80,9 +80,9 @@ impl Worker {
         b.submit(BridgeCmd::Presence {
             account: s.account().into(),
             client: s.client().into(),
-            role: s.role,
+            role: s.role(),
             state,
-            since_ms: s.since_ms,
+            since_ms: s.since_ms(),
             take,
         });
     }
@@ -112,7 +112,7 @@ impl Worker {
         self.publish_sessions();
         log::info!(
             "{} session {account}/{client} handed over to node {node}",
-            s.sid
+            s.sid()
         );
         let snapshot = export_snapshot(&s, self.now);
         if !b.submit(BridgeCmd::SnapshotReply {
@@ -124,7 +124,7 @@ impl Worker {
         }) {
             log::warn!(
                 "{} session {account}/{client}: hand-over could not be sent; its messages are lost",
-                s.sid
+                s.sid()
             );
         }
     }
@@ -188,7 +188,7 @@ impl Worker {
         if let Some(sidx) = self.relay.find(account, client) {
             log::info!(
                 "{} session {account}/{client} is owned by node {node} now; handing it over",
-                self.relay.session(sidx).sid
+                self.relay.session(sidx).sid()
             );
             self.takeover_req(account, client, node, 0);
         }
@@ -219,12 +219,7 @@ impl Worker {
             log::warn!("session {account}/{client} handed over late is corrupt ({e:?}); dropped");
             return;
         }
-        let mut undelivered: Vec<EntryKind> = Vec::new();
-        while let Some(e) = old.log.pop_front() {
-            if e.seq > old.delivered {
-                undelivered.push(e.kind);
-            }
-        }
+        let undelivered: Vec<EntryKind> = old.take_undelivered();
         if undelivered.is_empty() {
             return;
         }
@@ -255,7 +250,7 @@ impl Worker {
                 }
             }
         }
-        let sid = self.relay.session(sidx).sid;
+        let sid = self.relay.session(sidx).sid();
         if refused > 0 {
             log::warn!(
                 "{sid} session {account}/{client}: {refused} of {n} messages handed over late could not be taken"

@@ -89,7 +89,7 @@ impl Worker {
         // here, and the sender remembers the recipient on whichever worker
         // owns it. The recipient's epoch is part of the key, so a new session
         // of the recipient is told about its partners at once.
-        let epoch = self.relay.session(sidx).epoch;
+        let epoch = self.relay.session(sidx).epoch();
         if !self
             .relay
             .touch_due(TouchKey::Pair(account, from, to, epoch), self.now)
@@ -141,21 +141,22 @@ impl Worker {
         let Some(s) = self.relay.get_mut(sidx) else {
             return;
         };
-        let ci = s.conn.0 as usize;
+        let ci = s.conn().0 as usize;
         let Some(c) = live_conn(&self.conns, s) else {
             return;
         };
-        if s.delivered >= s.last_seq {
+        let (delivered, last) = s.written();
+        if delivered >= last {
             return;
         }
         let base = c.bytes_out + c.pending_out() as u64;
         let direct = c.tls.is_none() && c.pending_out() == 0 && !c.parked && self.cork != Some(ci);
         let framing = c.framing();
-        let epoch = s.epoch;
+        let epoch = s.epoch();
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         let mark = framing.begin(&mut out);
-        let n = (s.last_seq - s.delivered) as usize;
+        let n = (last - delivered) as usize;
         // One large message whose body JSON holds as it is (compact JSON
         // delivered as a value, or text a JSON string holds unescaped) goes
         // out from where it is kept: the event's head, the body and the tail in one sendmsg,
@@ -165,7 +166,7 @@ impl Worker {
             if n != 1 || !direct {
                 break 'direct None;
             }
-            let Some(e) = s.log.newest_mut(1).next() else {
+            let Some(e) = s.newest_mut(1).next() else {
                 break 'direct None;
             };
             let EntryKind::Message { from, body, json } = &e.kind else {
@@ -193,16 +194,15 @@ impl Worker {
             Some(send_now(c, st, &[head, body, tail, end]))
         };
         if let Some(r) = sent {
-            s.delivered = s.last_seq;
+            s.newest_written();
             self.stage = out;
             self.after_send(ci, r);
             self.trim_if_over(sidx);
             return;
         }
-        let delivered = s.delivered;
         s.write_after(delivered, base, framing, &mut out);
         let start = framing.finish(&mut out, mark);
-        let written = s.log.newest_mut(n).filter(|e| e.seq > delivered);
+        let written = s.newest_mut(n).filter(|e| e.seq > delivered);
         super::attach::fix_wire_ends(written, start, framing);
         if out.len() > start {
             WorkerStats::add(&self.shared.stats[self.id].stream_writes, 1);
@@ -238,7 +238,7 @@ impl Worker {
 
 /// The receive connection session `s` is attached to, if it is still open.
 fn live_conn<'a>(conns: &'a Slab<Conn>, s: &Session) -> Option<&'a Conn> {
-    let (ci, cg) = s.conn;
+    let (ci, cg) = s.conn();
     conns.get(ci as usize).filter(|c| cg != 0 && c.gen == cg)
 }
 

@@ -40,10 +40,8 @@ impl Worker {
             return;
         };
         let s = self.relay.session_mut(sidx);
-        if let Some(p) = s.partners.as_mut() {
-            p.remove(peer);
-        }
-        let (epoch, sid) = (s.epoch, s.sid);
+        s.forget_partner(peer);
+        let (epoch, sid) = (s.epoch(), s.sid());
         // A new conversation with `peer` (a new session of it) must be noted at once.
         self.relay
             .touch_forget(TouchKey::Pair(account, peer, to, epoch));
@@ -64,9 +62,9 @@ impl Worker {
             .of_account(account)
             .map(|(_, s)| ClientInfo {
                 client: s.client().to_string(),
-                role: s.role,
+                role: s.role(),
                 online: s.online(),
-                since_ms: s.since_ms,
+                since_ms: s.since_ms(),
             })
             .collect()
     }
@@ -142,16 +140,16 @@ impl Worker {
         if held.rewound > 0 {
             log::info!(
                 "{} {} messages written but not confirmed by the client; they will be sent again",
-                s.sid,
+                s.sid(),
                 held.rewound
             );
         }
         log::info!(
             "{} session {} held ({}), {} retained",
-            s.sid,
-            s.key,
+            s.sid(),
+            s.key(),
             reason.as_str(),
-            s.log.len()
+            s.retained()
         );
         self.publish_sessions();
         self.set_session_deadline(sidx, held.deadline);
@@ -181,8 +179,8 @@ impl Worker {
         let pending = s.undelivered();
         log::info!(
             "{} session {} gone after hold; {pending} undelivered messages dropped",
-            s.sid,
-            s.key
+            s.sid(),
+            s.key()
         );
         let account = s.account();
         let client = s.client();
@@ -200,26 +198,24 @@ impl Worker {
                 return;
             }
         }
-        if let Some(p) = &s.partners {
-            for (peer, t) in p.iter() {
-                if self.now.saturating_sub(*t) > ttl {
-                    continue;
-                }
-                let owner = self.shared.owner(account, peer);
-                if owner == self.id {
-                    self.peer_gone(account, peer, client, "offline");
-                } else {
-                    let env = Envelope::PeerGone {
-                        account: account.into(),
-                        to: peer.clone(),
-                        peer: client.into(),
-                        reason: "offline",
-                    };
-                    if self.post(owner, env).is_err() {
-                        log::warn!(
-                            "peer-gone for {account}/{peer} dropped: worker {owner} channel full"
-                        );
-                    }
+        for (peer, t) in s.partners() {
+            if self.now.saturating_sub(t) > ttl {
+                continue;
+            }
+            let owner = self.shared.owner(account, peer);
+            if owner == self.id {
+                self.peer_gone(account, peer, client, "offline");
+            } else {
+                let env = Envelope::PeerGone {
+                    account: account.into(),
+                    to: peer.into(),
+                    peer: client.into(),
+                    reason: "offline",
+                };
+                if self.post(owner, env).is_err() {
+                    log::warn!(
+                        "peer-gone for {account}/{peer} dropped: worker {owner} channel full"
+                    );
                 }
             }
         }
@@ -256,7 +252,7 @@ impl Worker {
     /// replaced (`data` says by what) and closes it after that; the session
     /// keeps going without it.
     pub fn evict_conn(&mut self, sidx: usize, data: &str) {
-        let old = self.relay.get(sidx).map(|s| s.conn).unwrap_or((0, 0));
+        let old = self.relay.get(sidx).map(|s| s.conn()).unwrap_or((0, 0));
         if old.1 == 0 {
             return;
         }
@@ -277,7 +273,7 @@ impl Worker {
                 log::info!(
                     "{} {back} messages written to the replaced connection but not confirmed; \
                      they will be sent again",
-                    s.sid
+                    s.sid()
                 );
             }
         }
@@ -312,9 +308,10 @@ impl Worker {
         let mut out = Vec::new();
         for (_, c) in self.conns.iter() {
             let sess = match c.state {
-                State::Receive { sess, sess_gen, .. } => {
-                    self.relay.get(sess as usize).filter(|s| s.gen == sess_gen)
-                }
+                State::Receive { sess, sess_gen, .. } => self
+                    .relay
+                    .get(sess as usize)
+                    .filter(|s| s.gen() == sess_gen),
                 _ => None,
             };
             let account = sess.map(|s| s.account());
@@ -332,7 +329,7 @@ impl Worker {
                 sid: c.sid,
                 account: account.map(str::to_string),
                 client: client.map(str::to_string),
-                role: sess.map(|s| s.role),
+                role: sess.map(|s| s.role()),
                 kind: match c.state {
                     State::Receive { .. } => "receive",
                     State::Linger => "closing",

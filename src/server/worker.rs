@@ -499,13 +499,13 @@ impl Worker {
     /// Takes session `idx` out of the table, with its pending timer entry.
     pub fn remove_session(&mut self, idx: usize) -> Option<crate::relay::session::Session> {
         let s = self.relay.remove(idx)?;
-        self.disarm(TimerRef::session(idx, s.gen, s.armed));
+        self.disarm(TimerRef::session(idx, s.gen(), s.timer().1));
         Some(s)
     }
 
     /// Removes the wheel entry of session `idx`, taken out of the table as `s`.
     pub fn disarm_session(&mut self, idx: usize, s: &crate::relay::session::Session) {
-        self.disarm(TimerRef::session(idx, s.gen, s.armed));
+        self.disarm(TimerRef::session(idx, s.gen(), s.timer().1));
     }
 
     /// Removes the wheel entry `r` (armed for `r`'s deadline; 0 = not armed).
@@ -537,9 +537,11 @@ impl Worker {
         let Some(s) = self.relay.get_mut(idx) else {
             return;
         };
-        s.deadline = deadline;
-        if deadline != 0 && (s.armed == 0 || deadline < s.armed) {
-            let (gen, old) = (s.gen, std::mem::replace(&mut s.armed, deadline));
+        s.set_deadline(deadline);
+        let armed = s.timer().1;
+        if deadline != 0 && (armed == 0 || deadline < armed) {
+            s.set_armed(deadline);
+            let (gen, old) = (s.gen(), armed);
             self.disarm(TimerRef::session(idx, gen, old));
             self.wheel
                 .insert(deadline, TimerRef::session(idx, gen, deadline));
@@ -576,16 +578,16 @@ impl Worker {
                     let Some(s) = self.relay.get_mut(idx) else {
                         continue;
                     };
-                    if s.gen != gen || s.armed != at {
+                    let (deadline, armed) = s.timer();
+                    if s.gen() != gen || armed != at {
                         continue;
                     }
-                    s.armed = 0;
-                    if s.deadline == 0 {
+                    s.set_armed(0);
+                    if deadline == 0 {
                         continue;
                     }
-                    if s.deadline > self.now {
-                        let d = s.deadline;
-                        self.set_session_deadline(idx, d);
+                    if deadline > self.now {
+                        self.set_session_deadline(idx, deadline);
                     } else {
                         reaped |= self.session_timeout(idx);
                     }
