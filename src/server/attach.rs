@@ -202,7 +202,9 @@ impl Worker {
                 framing,
             };
             c.requests += 1;
-            if ws.is_none() {
+            // An idle stream holds no buffer: a WebSocket connection keeps
+            // only frames that followed its handshake.
+            if ws.is_none() || c.inbuf.is_empty() {
                 c.inbuf = Vec::new();
             }
         }
