@@ -14,6 +14,7 @@ mod mem;
 mod mqtt;
 mod proto;
 mod relay;
+mod ws;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,8 @@
 //! Wire shapes of the systems the bench drives: Switchboard, nginx + nchan,
-//! Redis pub/sub and Mosquitto (MQTT 3.1.1). Request builders and incremental stream parsers, shared by
-//! the `idle`, `relay`, `churn` and `detect` scenarios.
+//! Redis pub/sub and Mosquitto (MQTT 3.1.1), over HTTP/SSE or their own
+//! protocol and over WebSocket (the framing is in `crate::ws`). Request
+//! builders and incremental stream parsers, shared by the `idle`, `relay`,
+//! `churn` and `detect` scenarios.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -11,7 +13,7 @@ use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use switchboard::auth::{self, Role};
 
-use crate::mqtt;
+use crate::{mqtt, ws};
 
 /// The system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -27,6 +29,32 @@ pub enum Target {
     /// receiver; senders `PUBLISH` at QoS 1, so each message gets a `PUBACK`
     /// (the counterpart of a 202 or of Redis's reply), and it is delivered at QoS 0.
     Mosquitto,
+    /// Switchboard over WebSocket: `GET /v1/connect` upgraded, events as text
+    /// frames, `send` commands answered `accepted` (what `--target switchboard
+    /// --transport ws` selects).
+    #[serde(rename = "switchboard-ws")]
+    SwitchboardWs,
+    /// nginx + nchan's WebSocket subscribers (`GET /ws/<id>` upgraded on a
+    /// `nchan_subscriber websocket` location, each message one text frame);
+    /// senders publish as for `nchan`, `POST /pub/<id>`.
+    #[serde(rename = "nchan-ws")]
+    NchanWs,
+    /// Mosquitto's `websockets` listener: MQTT 3.1.1 in binary frames
+    /// (subprotocol `mqtt`), the same CONNECT + SUBSCRIBE as `mosquitto`
+    /// (`idle` only).
+    #[serde(rename = "mosquitto-ws")]
+    MosquittoWs,
+}
+
+/// The transport of a scenario's clients (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Each system's own: SSE receive streams and HTTP sends (Switchboard, nchan),
+    /// RESP (Redis), MQTT over TCP (Mosquitto).
+    Sse,
+    /// WebSocket: Switchboard's `/v1/connect`, nchan's WebSocket subscribers,
+    /// Mosquitto's `websockets` listener (the `*-ws` targets).
+    Ws,
 }
 
 impl Target {
@@ -36,6 +64,45 @@ impl Target {
             Target::Nchan => "nchan",
             Target::Redis => "redis",
             Target::Mosquitto => "mosquitto",
+            Target::SwitchboardWs => "switchboard-ws",
+            Target::NchanWs => "nchan-ws",
+            Target::MosquittoWs => "mosquitto-ws",
+        }
+    }
+
+    /// Whether the clients speak WebSocket.
+    pub fn is_ws(self) -> bool {
+        matches!(
+            self,
+            Target::SwitchboardWs | Target::NchanWs | Target::MosquittoWs
+        )
+    }
+
+    /// Whether clients need tokens (`--secret`).
+    pub fn is_switchboard(self) -> bool {
+        matches!(self, Target::Switchboard | Target::SwitchboardWs)
+    }
+
+    /// The target `--transport` makes of this one: `ws` selects the
+    /// WebSocket form of a system (Redis has none); `sse` keeps the target.
+    pub fn with_transport(self, t: Transport) -> Result<Target, String> {
+        Ok(match (t, self) {
+            (Transport::Sse, t) => t,
+            (Transport::Ws, Target::Switchboard | Target::SwitchboardWs) => Target::SwitchboardWs,
+            (Transport::Ws, Target::Nchan | Target::NchanWs) => Target::NchanWs,
+            (Transport::Ws, Target::Mosquitto | Target::MosquittoWs) => Target::MosquittoWs,
+            (Transport::Ws, Target::Redis) => {
+                return Err("--transport ws: Redis has no WebSocket transport".into())
+            }
+        })
+    }
+
+    /// `sse` or `ws`, for the JSON summaries.
+    pub fn transport_name(self) -> &'static str {
+        if self.is_ws() {
+            "ws"
+        } else {
+            "sse"
         }
     }
 }
@@ -89,14 +156,40 @@ pub fn receive_request(
             mqtt::subscribe(&mut out, 1, name);
             out
         }
+        Target::SwitchboardWs => ws::upgrade_request(
+            "/v1/connect",
+            &server.to_string(),
+            &format!(
+                "Authorization: Bearer {}\r\n",
+                token(secret, account, name)
+            ),
+        ),
+        Target::NchanWs => ws::upgrade_request(&format!("/ws/{name}"), &server.to_string(), ""),
+        Target::MosquittoWs => {
+            // CONNECT and SUBSCRIBE follow the upgrade request at once, one
+            // binary frame each (Mosquitto reads what follows the request as
+            // frames), as the TCP form writes them at once.
+            let mut out = ws::upgrade_request(
+                "/mqtt",
+                &server.to_string(),
+                "Sec-WebSocket-Protocol: mqtt\r\n",
+            );
+            ws::push_frame(&mut out, ws::OP_BINARY, &mqtt::connect(name), ws::mask_key(0));
+            let mut sub = Vec::new();
+            mqtt::subscribe(&mut sub, 1, name);
+            ws::push_frame(&mut out, ws::OP_BINARY, &sub, ws::mask_key(1));
+            out
+        }
     }
 }
 
 /// What a sender writes first on a new connection: MQTT's `CONNECT` (client
-/// id `name`); nothing for the others.
-pub fn sender_hello(t: Target, name: &str) -> Vec<u8> {
+/// id `name`); Switchboard's WebSocket upgrade (to `host`, with the sender's
+/// `Authorization` header line `auth`); nothing for the others.
+pub fn sender_hello(t: Target, name: &str, host: &str, auth: &str) -> Vec<u8> {
     match t {
         Target::Mosquitto => mqtt::connect(name),
+        Target::SwitchboardWs => ws::upgrade_request("/v1/connect", host, auth),
         _ => Vec::new(),
     }
 }
@@ -114,12 +207,22 @@ pub fn push_send(
     seq: u64,
 ) {
     match t {
+        Target::SwitchboardWs => {
+            // The sequence number is the command's `ref`.
+            ws::push_send(out, to.as_bytes(), body, seq);
+            return;
+        }
+        Target::MosquittoWs => {
+            // `relay` refuses this target before anything is sent.
+            debug_assert!(false, "no relay over Mosquitto's websockets listener");
+            return;
+        }
         Target::Mosquitto => {
             // Packet ids are 1..=65535; the window is far smaller than that.
             mqtt::publish_qos1(out, (seq % 65535) as u16 + 1, to, body);
             return;
         }
-        Target::Switchboard | Target::Nchan => {
+        Target::Switchboard | Target::Nchan | Target::NchanWs => {
             let path: &[u8] = if t == Target::Switchboard {
                 b"POST /v1/send/"
             } else {
@@ -230,6 +333,7 @@ pub fn check_ready(t: Target, buf: &[u8]) -> HeadCheck {
             }
         }
         Target::Mosquitto => mqtt::check_subscribed(buf),
+        Target::SwitchboardWs | Target::NchanWs | Target::MosquittoWs => ws::check_ready(t, buf),
         Target::Redis => {
             let mut p = RespParser;
             match p.next(buf) {
@@ -693,6 +797,9 @@ impl StreamParser {
                     }
                     pos += n;
                 }
+            }
+            Target::SwitchboardWs | Target::NchanWs | Target::MosquittoWs => {
+                pos = ws::drain(self.target, &self.buf, &mut f)?;
             }
             Target::Mosquitto => {
                 while let Some((n, kind, body)) = mqtt::packet(&self.buf[pos..])? {
