@@ -32,11 +32,25 @@ fn bench(args: &[&str]) -> serde_json::Value {
 
 /// `idle` with `n` connections after `warmup` ones, no hold, short settling.
 fn small_idle(target: &str, addr: &str, pid: &str, n: usize, warmup: usize) -> serde_json::Value {
+    small_idle_over(target, "sse", addr, pid, n, warmup)
+}
+
+/// [`small_idle`] over `--transport`.
+fn small_idle_over(
+    target: &str,
+    transport: &str,
+    addr: &str,
+    pid: &str,
+    n: usize,
+    warmup: usize,
+) -> serde_json::Value {
     let (n, warmup) = (n.to_string(), warmup.to_string());
     bench(&[
         "idle",
         "--target",
         target,
+        "--transport",
+        transport,
         "--server",
         addr,
         "--pid",
@@ -58,7 +72,12 @@ fn small_idle(target: &str, addr: &str, pid: &str, n: usize, warmup: usize) -> s
 /// that messages flowed, every acknowledged one arrived exactly once, and
 /// none was refused.
 fn short_relay(target: &str, addr: &str, pid: &str) -> serde_json::Value {
-    let j = bench(&[
+    short_relay_with(target, addr, pid, &[])
+}
+
+/// [`short_relay`] with more flags (`--transport ws`, `--in-flight 8`).
+fn short_relay_with(target: &str, addr: &str, pid: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "relay",
         "--target",
         target,
@@ -74,7 +93,9 @@ fn short_relay(target: &str, addr: &str, pid: &str) -> serde_json::Value {
         "100",
         "--duration",
         "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let j = bench(&args);
     assert!(j["delivered"].as_u64().unwrap_or(0) > 0, "{j}");
     assert_eq!(j["exactly_once"]["ok"], true, "{j}");
     assert_eq!(j["rejected"], 0, "{j}");
@@ -97,6 +118,76 @@ fn idle_scenario_measures_the_server_after_a_warm_up() {
     ] {
         assert!(j[k].is_number(), "{k} in {j}");
     }
+}
+
+/// `relay --transport ws`: every sender and receiver is a WebSocket
+/// connection to `/v1/connect`, sends are `send` commands answered
+/// `accepted`, with one and with 8 unanswered per sender; every accepted
+/// message arrives once, and the CPU per message is reported as for HTTP.
+#[test]
+fn relay_scenario_over_websocket_delivers_every_message_exactly_once() {
+    let node = Node::start(&["--workers", "2"]);
+    let addr = node.addr.to_string();
+    let pid = node.child.id().to_string();
+    for in_flight in ["1", "8"] {
+        let j = short_relay_with(
+            "switchboard",
+            &addr,
+            &pid,
+            &["--transport", "ws", "--in-flight", in_flight],
+        );
+        assert_eq!(j["target"], "switchboard-ws", "{j}");
+        assert_eq!(j["transport"], "ws", "{j}");
+        assert_eq!(j["window"].to_string(), in_flight, "{j}");
+        assert_eq!(j["errors"], serde_json::json!({}), "{j}");
+        for k in [
+            "server_cpu_us_per_msg",
+            "server_cpu_user_us_per_msg",
+            "server_cpu_sys_us_per_msg",
+        ] {
+            assert!(j[k].is_number(), "{k} in {j}");
+        }
+    }
+}
+
+/// `idle --transport ws`: WebSocket connections held at their `ready`
+/// event, memory per connection measured as for SSE.
+#[test]
+fn idle_scenario_over_websocket_measures_the_server() {
+    let node = Node::start(&["--workers", "2"]);
+    let addr = node.addr.to_string();
+    let pid = node.child.id().to_string();
+    let j = small_idle_over("switchboard", "ws", &addr, &pid, 60, 10);
+    assert_eq!(j["target"], "switchboard-ws", "{j}");
+    assert_eq!(j["established"], 60, "{j}");
+    assert_eq!(j["failed"], 0, "{j}");
+    assert!(j["pss_bytes_per_conn"].is_number(), "{j}");
+}
+
+/// `floor`: one read and two writes per message, of the sizes each
+/// transport's message has, with the server side's CPU time per message.
+#[test]
+fn floor_measures_one_read_and_two_writes_per_message() {
+    let mut sizes = Vec::new();
+    for (transport, mode) in [("sse", "inline"), ("ws", "inline"), ("ws", "threads")] {
+        let j = bench(&[
+            "floor",
+            "--transport",
+            transport,
+            "--mode",
+            mode,
+            "--messages",
+            "2000",
+            "--window",
+            "8",
+        ]);
+        assert_eq!(j["reads_per_msg"], 1.0, "{j}");
+        assert_eq!(j["writes_per_msg"], 2, "{j}");
+        assert!(j["server_cpu_sys_us_per_msg"].as_f64() > Some(0.0), "{j}");
+        sizes.push(j["read_bytes"].as_u64().unwrap_or(0));
+    }
+    // An HTTP send carries a request line, headers and a token; a `send` frame does not.
+    assert!(sizes[0] > sizes[1] + 150 && sizes[1] > 100, "{sizes:?}");
 }
 
 /// `churn`: every cycle (connect, receive until `ready`, close) completes, and
@@ -392,6 +483,17 @@ fn relay_scenario_against_mosquitto() {
 fn idle_scenario_against_mosquitto() {
     let peer = Peer::start("mosquitto");
     let j = small_idle("mosquitto", &peer.addr, &peer.pid, 50, 5);
+    assert_eq!(j["established"], 50, "{j}");
+    assert!(j["rss_anon_bytes_per_conn"].is_number(), "{j}");
+}
+
+/// Mosquitto's `websockets` listener (`tools/peers start mosquitto-ws`): MQTT's
+/// CONNECT and SUBSCRIBE in binary frames, every connection subscribed.
+#[test]
+fn idle_scenario_against_mosquitto_websockets() {
+    let peer = Peer::start("mosquitto-ws");
+    let j = small_idle_over("mosquitto", "ws", &peer.addr, &peer.pid, 50, 5);
+    assert_eq!(j["target"], "mosquitto-ws", "{j}");
     assert_eq!(j["established"], 50, "{j}");
     assert!(j["rss_anon_bytes_per_conn"].is_number(), "{j}");
 }
