@@ -3,7 +3,7 @@
 //! (Switchboard's `send` command written straight into a connection's output,
 //! MQTT packets for Mosquitto's `websockets` listener), a splitter of server
 //! frames, and the few fields of Switchboard's JSON events the bench reads
-//! (docs/websocket-draft.md).
+//! (docs/websocket.md).
 //!
 //! Server frames are expected whole: a fragmented data message is an error
 //! ([`WsError::Fragmented`]); Switchboard never fragments its events, and

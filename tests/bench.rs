@@ -594,3 +594,85 @@ fn pool_compare_pools_the_pairs_of_several_series() {
     assert_eq!(one["msgs_per_sec_ratio_median"], 1.025, "{clean}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `tools/compare_ws_summary.py` (the end of `tools/compare-ws`): medians per
+/// point, the ws/sse and ws/nchan-ws ratios of the server CPU per message at
+/// the fixed rate against issue 26's goals (at most 0.85 with 8 in flight, at
+/// most 1 with one, below nchan-ws at both), idle memory ratios, the floor.
+#[test]
+fn compare_ws_summary_checks_the_goals() {
+    let dir = std::env::temp_dir().join(format!("compare-ws-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let write = |name: &str, v: serde_json::Value| {
+        std::fs::write(dir.join(name), v.to_string()).expect("write");
+    };
+    let relay = |sys: &str, w: u32, cpu: f64| {
+        serde_json::json!({
+            "system": sys, "window": w, "msgs_per_sec": 1000.0, "exactly_once": {"ok": true},
+            "latency_us": {"p99": 100.0}, "server_cpu_us_per_msg": cpu,
+            "server_cpu_user_us_per_msg": cpu / 2.0, "server_cpu_sys_us_per_msg": cpu / 2.0,
+        })
+    };
+    // With 8 in flight ws is 0.8 x sse (goal met); with one, 1.1 x (not met).
+    for (sys, w1, w8) in [
+        ("sse", 10.0, 10.0),
+        ("ws", 11.0, 8.0),
+        ("nchan-ws", 30.0, 20.0),
+    ] {
+        write(&format!("relay-fixed-{sys}-w1-1.json"), relay(sys, 1, w1));
+        write(&format!("relay-fixed-{sys}-w8-1.json"), relay(sys, 8, w8));
+        write(&format!("relay-{sys}-w8-1.json"), relay(sys, 8, w8 / 2.0));
+    }
+    // A run that failed its exactly-once check is left out.
+    let mut bad = relay("ws", 8, 1.0);
+    bad["exactly_once"]["ok"] = serde_json::json!(false);
+    write("relay-fixed-ws-w8-2.json", bad);
+    for (sys, pss) in [("sse", 400.0), ("ws", 300.0), ("mosquitto-ws", 6000.0)] {
+        write(
+            &format!("idle-{sys}-1000-1.json"),
+            serde_json::json!({"system": sys, "connections": 1000, "established": 1000,
+                               "pss_bytes_per_conn": pss}),
+        );
+    }
+    write(
+        "floor-ws-inline.json",
+        serde_json::json!({"transport": "ws", "mode": "inline", "window": 1,
+            "server_cpu_us_per_msg": 4.0, "server_cpu_user_us_per_msg": 0.0,
+            "server_cpu_sys_us_per_msg": 4.0, "read_bytes": 123, "delivery_bytes": 142,
+            "answer_bytes": 70}),
+    );
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/compare_ws_summary.py"
+        ))
+        .arg(&dir)
+        .output()
+        .expect("run tools/compare_ws_summary.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("compare-ws.json")).expect("read"))
+            .expect("JSON");
+    let g = &j["goals"];
+    assert_eq!(g["w8"]["ws_over_sse"], 0.8, "{j}");
+    assert_eq!(g["w8"]["ws_over_sse_met"], true, "{j}");
+    assert_eq!(g["w8"]["ws_over_nchan_ws"], 0.4, "{j}");
+    assert_eq!(g["w8"]["ws_below_nchan_ws"], true, "{j}");
+    assert_eq!(g["w1"]["ws_over_sse"], 1.1, "{j}");
+    assert_eq!(g["w1"]["ws_over_sse_met"], false, "{j}");
+    assert_eq!(j["fixed"]["8"]["ws"]["runs"], 1, "{j}");
+    assert_eq!(j["relay"]["8"]["ws"]["server_cpu_us_per_msg"], 4.0, "{j}");
+    assert_eq!(j["idle"]["1000"]["ws"], 300.0, "{j}");
+    assert!(text.contains("ws/sse 0.75"), "{text}");
+    assert!(
+        text.contains("50 % of ws's server CPU per message at the fixed rate, w8"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
