@@ -98,16 +98,7 @@ impl RouteError {
 /// from the head when it came in the Authorization header; empty for
 /// [`Route::Preflight`], which needs none).
 pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
-    if head.path() == "/v1/connect" && head.method != Method::Options {
-        let accept = handshake::accept(head).map_err(RouteError::Handshake)?;
-        let token = token_of(head).map_err(RouteError::Token)?;
-        let route = Route::Connect {
-            last_event_id: resume_point(head),
-            accept: Box::new(accept),
-        };
-        return Ok((route, token));
-    }
-    if head.websocket {
+    if head.websocket && head.path() != "/v1/connect" {
         return Err(RouteError::WebSocketUnsupported);
     }
     if head.method == Method::Options && head.path().starts_with("/v1/") {
@@ -121,6 +112,7 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
             Method::Get,
         ),
         "/v1/clients" => (Route::Clients, Method::Get),
+        "/v1/connect" => return connect(head),
         p => match p.strip_prefix("/v1/send/") {
             Some(to) => (Route::Send { to: recipient(to) }, Method::Post),
             None => return Err(RouteError::NotFound),
@@ -139,6 +131,18 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
         }
     }
     let token = token_of(head).map_err(RouteError::Token)?;
+    Ok((route, token))
+}
+
+/// Routes `GET /v1/connect`: the WebSocket handshake is checked first (its
+/// refusals name the method and version it needs), then the token.
+fn connect(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
+    let accept = handshake::accept(head).map_err(RouteError::Handshake)?;
+    let token = token_of(head).map_err(RouteError::Token)?;
+    let route = Route::Connect {
+        last_event_id: resume_point(head),
+        accept: Box::new(accept),
+    };
     Ok((route, token))
 }
 

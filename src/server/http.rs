@@ -28,14 +28,6 @@ impl Worker {
     /// except that those of the second and later requests wait for the end of
     /// the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
-        if self
-            .conns
-            .get(idx)
-            .is_some_and(|c| c.framing().is_websocket())
-        {
-            self.ws_input(idx);
-            return;
-        }
         // Only one connection is held back at a time: should this run inside
         // another connection's processing, that one's output goes out first.
         if let Some(other) = self.cork.filter(|&o| o != idx) {

@@ -715,6 +715,16 @@ impl Worker {
     /// Continues with pipelined input of a connection that got its answer.
     fn resume(&mut self, token: usize) {
         if let Some(idx) = self.conn_by_token(token) {
+            self.process_any(idx);
+        }
+    }
+
+    /// Goes on with connection `idx`'s input: its requests, or the frames
+    /// of a WebSocket connection.
+    pub fn process_any(&mut self, idx: usize) {
+        if self.conns[idx].framing().is_websocket() {
+            self.ws_input(idx);
+        } else {
             self.process(idx);
         }
     }

@@ -249,6 +249,7 @@ impl Worker {
                 }
             }
         }
+        let input_len = input.len();
         if matches!(stop, Stop::Gone) {
             out.clear();
             self.ws_out = out;
@@ -284,8 +285,20 @@ impl Worker {
         match stop {
             Stop::Done | Stop::Gone => {
                 let c = &mut self.conns[idx];
-                if c.read_paused && c.inbuf.is_empty() {
-                    self.read_ready(idx);
+                if c.inbuf.is_empty() {
+                    if c.read_paused {
+                        self.read_ready(idx);
+                    }
+                    return;
+                }
+                // Input that came while this ran (a TLS record decrypted
+                // while writing), unless it waits for answers.
+                let full = self
+                    .pipes
+                    .get(idx)
+                    .is_some_and(|p| p.len() >= super::pipe::MAX_IN_FLIGHT);
+                if pos >= input_len && !full {
+                    self.ws_input(idx);
                 }
             }
             Stop::Close(code, reason) => self.ws_close(idx, code, reason),

@@ -35,7 +35,7 @@ impl Worker {
             // Pipelined sends whose answers did not come in time get 503; what
             // waited behind them goes on.
             self.fail_pipe(idx);
-            self.process(idx);
+            self.process_any(idx);
             return;
         }
         let c = &self.conns[idx];
