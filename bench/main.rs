@@ -16,6 +16,7 @@ mod mem;
 mod mqtt;
 mod proto;
 mod relay;
+mod target;
 mod ws;
 
 use std::process::ExitCode;
