@@ -94,9 +94,13 @@ for kind, title in (("relay", "relay, as fast as answered"), ("fixed", "relay at
             if r is None:
                 continue
             summary[kind].setdefault(str(w), {})[s] = r
-            print("  w%-2d %-9s %8.0f msg/s  p99 %8.1f  cpu %s (%s + %s)" % (
+            cap = med(d.get("rate_cap") for d in relay[(kind, s, w)])
+            short = cap and r["msgs_per_sec"] < 0.97 * cap
+            r["below_offered_rate"] = bool(short)
+            print("  w%-2d %-9s %8.0f msg/s  p99 %8.1f  cpu %s (%s + %s)%s" % (
                 w, s, r["msgs_per_sec"], r["p99_us"], r["server_cpu_us_per_msg"],
-                r["server_cpu_user_us_per_msg"], r["server_cpu_sys_us_per_msg"]))
+                r["server_cpu_user_us_per_msg"], r["server_cpu_sys_us_per_msg"],
+                "  BELOW THE OFFERED RATE %.0f: not an equal-load point" % cap if short else ""))
         rows = summary[kind].get(str(w), {})
         ws = rows.get("ws")
         for peer in ("sse", "nchan-ws"):
