@@ -3,17 +3,21 @@
 //! `switchboard-bench idle` opens many idle `/v1/receive` (SSE) connections
 //! from one single-threaded mio event loop and measures how much memory the
 //! server spends per idle connection. See `bench/idle.sh` and `PERF.md`.
-//! `relay`, `churn` and `detect` are the other scenarios; `--target` picks
+//! `relay`, `churn` and `detect` are the other scenarios, `floor` the
+//! kernel's share of a relayed message; `--target` picks
 //! Switchboard or a peer (nginx + nchan, Redis pub/sub, Mosquitto) where it applies.
 
 mod admin;
 mod churn;
 mod detect;
+mod floor;
 mod idle;
 mod mem;
 mod mqtt;
 mod proto;
 mod relay;
+mod target;
+mod ws;
 
 use std::process::ExitCode;
 
@@ -39,6 +43,8 @@ enum Command {
     Churn(churn::ChurnArgs),
     /// Time until the server notices receive clients that vanished (clean close, silent loss).
     Detect(detect::DetectArgs),
+    /// The kernel's share of a relayed message: one read and two writes of its sizes on loopback TCP.
+    Floor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +54,6 @@ fn main() -> ExitCode {
         Command::Relay(a) => relay::run(a),
         Command::Churn(a) => churn::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Floor(a) => floor::run(a),
     }
 }

@@ -1,44 +1,20 @@
 //! Wire shapes of the systems the bench drives: Switchboard, nginx + nchan,
-//! Redis pub/sub and Mosquitto (MQTT 3.1.1). Request builders and incremental stream parsers, shared by
-//! the `idle`, `relay`, `churn` and `detect` scenarios.
+//! Redis pub/sub and Mosquitto (MQTT 3.1.1), over HTTP/SSE or their own
+//! protocol and over WebSocket (the framing is in `crate::ws`). Request
+//! builders and incremental stream parsers, shared by the `idle`, `relay`,
+//! `churn` and `detect` scenarios.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::ValueEnum;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use switchboard::auth::{self, Role};
 
-use crate::mqtt;
+use crate::{mqtt, ws};
 
-/// The system under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// Switchboard: SSE `GET /v1/receive` + `POST /v1/send/<client>`.
-    Switchboard,
-    /// nginx + nchan: SSE `GET /sub/<id>` + `POST /pub/<id>`.
-    Nchan,
-    /// Redis pub/sub: `SUBSCRIBE <ch>` + `PUBLISH <ch> <msg>`.
-    Redis,
-    /// Mosquitto (MQTT 3.1.1): `CONNECT` + `SUBSCRIBE <topic>` at QoS 0 per
-    /// receiver; senders `PUBLISH` at QoS 1, so each message gets a `PUBACK`
-    /// (the counterpart of a 202 or of Redis's reply), and it is delivered at QoS 0.
-    Mosquitto,
-}
-
-impl Target {
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Switchboard => "switchboard",
-            Target::Nchan => "nchan",
-            Target::Redis => "redis",
-            Target::Mosquitto => "mosquitto",
-        }
-    }
-}
+pub use crate::target::{Target, Transport};
 
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -89,14 +65,40 @@ pub fn receive_request(
             mqtt::subscribe(&mut out, 1, name);
             out
         }
+        Target::SwitchboardWs => ws::upgrade_request(
+            "/v1/connect",
+            &server.to_string(),
+            &format!(
+                "Authorization: Bearer {}\r\n",
+                token(secret, account, name)
+            ),
+        ),
+        Target::NchanWs => ws::upgrade_request(&format!("/ws/{name}"), &server.to_string(), ""),
+        Target::MosquittoWs => {
+            // CONNECT and SUBSCRIBE follow the upgrade request at once, one
+            // binary frame each (Mosquitto reads what follows the request as
+            // frames), as the TCP form writes them at once.
+            let mut out = ws::upgrade_request(
+                "/mqtt",
+                &server.to_string(),
+                "Sec-WebSocket-Protocol: mqtt\r\n",
+            );
+            ws::push_frame(&mut out, ws::OP_BINARY, &mqtt::connect(name), ws::mask_key(0));
+            let mut sub = Vec::new();
+            mqtt::subscribe(&mut sub, 1, name);
+            ws::push_frame(&mut out, ws::OP_BINARY, &sub, ws::mask_key(1));
+            out
+        }
     }
 }
 
 /// What a sender writes first on a new connection: MQTT's `CONNECT` (client
-/// id `name`); nothing for the others.
-pub fn sender_hello(t: Target, name: &str) -> Vec<u8> {
+/// id `name`); Switchboard's WebSocket upgrade (to `host`, with the sender's
+/// `Authorization` header line `auth`); nothing for the others.
+pub fn sender_hello(t: Target, name: &str, host: &str, auth: &str) -> Vec<u8> {
     match t {
         Target::Mosquitto => mqtt::connect(name),
+        Target::SwitchboardWs => ws::upgrade_request("/v1/connect", host, auth),
         _ => Vec::new(),
     }
 }
@@ -114,12 +116,22 @@ pub fn push_send(
     seq: u64,
 ) {
     match t {
+        Target::SwitchboardWs => {
+            // The sequence number is the command's `ref`.
+            ws::push_send(out, to.as_bytes(), body, seq);
+            return;
+        }
+        Target::MosquittoWs => {
+            // `relay` refuses this target before anything is sent.
+            debug_assert!(false, "no relay over Mosquitto's websockets listener");
+            return;
+        }
         Target::Mosquitto => {
             // Packet ids are 1..=65535; the window is far smaller than that.
             mqtt::publish_qos1(out, (seq % 65535) as u16 + 1, to, body);
             return;
         }
-        Target::Switchboard | Target::Nchan => {
+        Target::Switchboard | Target::Nchan | Target::NchanWs => {
             let path: &[u8] = if t == Target::Switchboard {
                 b"POST /v1/send/"
             } else {
@@ -230,6 +242,7 @@ pub fn check_ready(t: Target, buf: &[u8]) -> HeadCheck {
             }
         }
         Target::Mosquitto => mqtt::check_subscribed(buf),
+        Target::SwitchboardWs | Target::NchanWs | Target::MosquittoWs => ws::check_ready(t, buf),
         Target::Redis => {
             let mut p = RespParser;
             match p.next(buf) {
@@ -694,6 +707,9 @@ impl StreamParser {
                     pos += n;
                 }
             }
+            Target::SwitchboardWs | Target::NchanWs | Target::MosquittoWs => {
+                pos = ws::drain(self.target, &self.buf, &mut f)?;
+            }
             Target::Mosquitto => {
                 while let Some((n, kind, body)) = mqtt::packet(&self.buf[pos..])? {
                     match (kind >> 4, mqtt::publish_payload(kind, body)) {
@@ -716,165 +732,5 @@ impl StreamParser {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_are_the_marker_then_letters_by_position() {
-        let mut out = Vec::new();
-        for size in [40, 64, 1024, 1700, 65000] {
-            make_body(&mut out, size, 1234567, 3, 99);
-            assert_eq!(out.len(), size);
-            assert!(out.starts_with(b"@@1234567,3,99,"));
-            for (k, &b) in out.iter().enumerate().skip(15) {
-                assert_eq!(b, b'a' + (k % 26) as u8, "size {size}, byte {k}");
-            }
-            assert_eq!(parse_marker(&out), Some((1234567, 3, 99)));
-        }
-    }
-
-    #[test]
-    fn sse_stream() {
-        let mut p = StreamParser::new(Target::Switchboard);
-        let mut got = vec![];
-        p.push(b"id: 1\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@12,3,4,abc\"}\n");
-        p.drain(|g| got.push(g)).unwrap();
-        assert!(got.is_empty());
-        p.push(b"\n: hb\n\nid: 2\nda");
-        p.drain(|g| got.push(g)).unwrap();
-        assert_eq!(got.len(), 2);
-        assert!(matches!(got[0], Got::Msg(12, 3, 4)));
-        assert_eq!(p.buffered(), 8);
-    }
-
-    /// A chunked stream (the ready event, events split over chunks and
-    /// reads at every byte, a heartbeat chunk) gives the same items as the
-    /// plain one.
-    #[test]
-    fn chunked_sse_stream() {
-        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let ready = b"retry: 2000\nevent: ready\ndata: {}\n\n";
-        let ev1 = b"id: 1\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@12,3,4,abc\"}\n\n";
-        let ev2 = b"id: 2\nevent: message\ndata: {\"from\":\"s0\",\"body\":\"@@13,3,5,abc\"}\n\n";
-        let mut wire = head.to_vec();
-        let mut first = ready.to_vec();
-        first.extend_from_slice(ev1);
-        for chunk in [&first[..], b":\n\n", ev2] {
-            wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-            wire.extend_from_slice(chunk);
-            wire.extend_from_slice(b"\r\n");
-        }
-        let HeadCheck::Ready(at) = check_ready(Target::Switchboard, &wire) else {
-            panic!("not ready");
-        };
-        for cut in at..=wire.len() {
-            let mut p = StreamParser::new(Target::Switchboard);
-            p.set_chunking(chunking_at(&wire, at));
-            let mut got = vec![];
-            p.push(&wire[at..cut]);
-            p.drain(|g| got.push(g)).unwrap();
-            p.push(&wire[cut..]);
-            p.drain(|g| got.push(g)).unwrap();
-            assert_eq!(got.len(), 3, "cut {cut}");
-            assert!(matches!(got[0], Got::Msg(12, 3, 4)));
-            assert!(matches!(got[1], Got::Other));
-            assert!(matches!(got[2], Got::Msg(13, 3, 5)));
-            assert_eq!(p.buffered(), 0);
-        }
-        // A plain stream gets no decoder; bad framing is an error.
-        assert!(chunking_at(b"HTTP/1.1 200 OK\r\n\r\nx", 19).is_none());
-        let mut p = StreamParser::new(Target::Switchboard);
-        p.set_chunking(Some(Dechunk::default()));
-        p.push(b"zz\r\n");
-        assert!(p.drain(|_| {}).is_err());
-    }
-
-    #[test]
-    fn resp_stream() {
-        let mut p = StreamParser::new(Target::Redis);
-        let mut got = vec![];
-        let msg = b"*3\r\n$7\r\nmessage\r\n$2\r\nr1\r\n$12\r\n@@5,6,7,abcd\r\n";
-        p.push(&msg[..20]);
-        p.drain(|g| got.push(g)).unwrap();
-        assert!(got.is_empty());
-        p.push(&msg[20..]);
-        p.drain(|g| got.push(g)).unwrap();
-        assert!(matches!(got[0], Got::Msg(5, 6, 7)));
-        let sub = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nr1\r\n:1\r\n";
-        assert!(matches!(check_ready(Target::Redis, sub), HeadCheck::Ready(n) if n == sub.len()));
-    }
-
-    #[test]
-    fn http_responses() {
-        let mut r = HttpResponses::default();
-        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 201 Created\r\ncontent-length:0\r\n\r\n");
-        assert_eq!(r.next().unwrap(), Some(202));
-        assert_eq!(r.next().unwrap(), Some(201));
-        assert_eq!(r.next().unwrap(), None);
-        // Chunked, split at every byte: one response, then nothing left over.
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        for cut in 0..chunked.len() {
-            let mut r = HttpResponses::default();
-            r.push(&chunked[..cut]);
-            assert_eq!(r.next().unwrap(), None, "cut {cut}");
-            r.push(&chunked[cut..]);
-            assert_eq!(r.next().unwrap(), Some(200), "cut {cut}");
-            assert_eq!(r.next().unwrap(), None);
-        }
-        let mut r = HttpResponses::default();
-        r.push(b"HTTP/1.1 202 Accepted\r\nContent-Length: x\r\n\r\n");
-        assert!(r.next().is_err());
-    }
-
-    #[test]
-    fn sends_have_the_exact_wire_shape_of_each_system() {
-        let body = b"@@1,2,3,abc";
-        let mut out = Vec::new();
-        push_send(
-            Target::Switchboard,
-            &mut out,
-            "h:1",
-            "Authorization: Bearer t\r\n",
-            "r7",
-            body,
-            0,
-        );
-        assert_eq!(
-            out,
-            b"POST /v1/send/r7 HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer t\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\n@@1,2,3,abc"
-        );
-        out.clear();
-        push_send(Target::Nchan, &mut out, "h:1", "ignored", "r7", body, 0);
-        assert_eq!(
-            out,
-            b"POST /pub/r7 HTTP/1.1\r\nHost: h:1\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\n@@1,2,3,abc"
-        );
-        out.clear();
-        push_send(Target::Redis, &mut out, "h:1", "", "r1234567890", body, 0);
-        assert_eq!(
-            out,
-            b"*3\r\n$7\r\nPUBLISH\r\n$11\r\nr1234567890\r\n$11\r\n@@1,2,3,abc\r\n"
-        );
-        for n in [0, 7, 10, 99, 100, 65000, u64::MAX] {
-            let mut d = Vec::new();
-            push_decimal(&mut d, n);
-            assert_eq!(d, n.to_string().as_bytes());
-        }
-    }
-
-    #[test]
-    fn find_agrees_with_a_naive_search() {
-        let hay = b"a\r\n\r\nb\n\n@@c\n\n0\r\n\r\n";
-        for needle in [&b"\n\n"[..], b"\r\n\r\n", b"@@", b"0\r\n\r\n", b"zz", b""] {
-            for from in 0..hay.len() {
-                let h = &hay[from..];
-                let naive = if needle.is_empty() {
-                    None
-                } else {
-                    h.windows(needle.len()).position(|w| w == needle)
-                };
-                assert_eq!(find(h, needle), naive, "{needle:?} from {from}");
-            }
-        }
-    }
-}
+#[path = "proto_tests.rs"]
+mod tests;

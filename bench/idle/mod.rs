@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::proto::{raise_nofile, Target};
+use crate::proto::{raise_nofile, Target, Transport};
 use clap::Args;
 use conn::Gen;
 use memory::{read_mem, settle, Reading};
@@ -54,6 +54,10 @@ pub struct IdleArgs {
     /// System under test: its receive/subscribe request shape.
     #[arg(long, value_enum, default_value = "switchboard")]
     pub target: Target,
+    /// The connections' transport: `ws` opens WebSocket connections (Switchboard's
+    /// `/v1/connect` held at `ready`; the `*-ws` form of a peer target).
+    #[arg(long, value_enum, default_value = "sse")]
+    pub transport: Transport,
     /// Number of idle receive connections to open.
     #[arg(long)]
     pub connections: usize,
@@ -174,6 +178,13 @@ pub fn run(mut a: IdleArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     a.inflight = a.inflight.max(1);
+    a.target = match a.target.with_transport(a.transport) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchboard-bench idle: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if a.child {
         return run_child(a);
     }

@@ -50,6 +50,7 @@ fn summary(
     let mut v = serde_json::json!({
         "scenario": "idle",
         "target": a.target.name(),
+        "transport": a.target.transport_name(),
         "server": a.server.to_string(),
         "connections": a.connections,
         "loadavg_1m": mem::loadavg(),

@@ -12,8 +12,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::RelayArgs;
-use crate::mqtt;
 use crate::proto::{self, Got, HeadCheck, HttpResponses, RespParser, StreamParser, Target};
+use crate::{mqtt, ws};
 
 /// State shared by the generator threads and the controller.
 pub(super) struct Shared {
@@ -181,7 +181,8 @@ impl Gen {
                 self.err(format!("sender reconnected after: {why}"));
                 let mut again: VecDeque<u64> = inflight.iter().map(|&kk| seq_of(kk)).collect();
                 again.append(&mut resend);
-                let hello = proto::sender_hello(self.a.target, &format!("s{s}"));
+                let hello =
+                    proto::sender_hello(self.a.target, &format!("s{s}"), &self.send_host, &auth);
                 self.open(
                     Role::Send {
                         s,
@@ -247,9 +248,12 @@ impl Gen {
                     return;
                 }
             }
+            // A WebSocket sender is up at its `ready` event (see `sender_ws_up`).
             if let Role::Send { up, .. } = &mut c.role {
-                *up = true;
-                self.sh.send_up.fetch_add(1, Relaxed);
+                if self.a.target != Target::SwitchboardWs {
+                    *up = true;
+                    self.sh.send_up.fetch_add(1, Relaxed);
+                }
             }
         }
         if (writable || !self.conns[k].out.is_empty()) && !self.flush(k) {
@@ -326,13 +330,43 @@ impl Gen {
                     inflight,
                     http,
                     resp,
+                    up,
                     ..
                 } => {
-                    let mut results: Vec<Result<(), String>> = Vec::new();
-                    if target == Target::Mosquitto {
+                    let mut results: Vec<Result<Option<u64>, String>> = Vec::new();
+                    if target == Target::SwitchboardWs {
+                        // Before `ready`, `data` goes into `resp` with the head.
+                        let mut data = data;
+                        if !*up {
+                            resp.extend_from_slice(data);
+                            match proto::check_ready(target, resp) {
+                                HeadCheck::More if drained => return,
+                                HeadCheck::More => continue,
+                                HeadCheck::Ready(at) => {
+                                    resp.drain(..at);
+                                    data = &[];
+                                    *up = true;
+                                    self.sh.send_up.fetch_add(1, Relaxed);
+                                }
+                                HeadCheck::Bad(r) => {
+                                    self.close(k, r);
+                                    return;
+                                }
+                            }
+                        }
                         drain_answers(resp, data, &mut results, |b| {
-                            Ok(mqtt::packet(b)?
-                                .map(|(m, first, body)| (m, mqtt::sender_answer(first, body))))
+                            Ok(ws::frame(b)
+                                .map_err(|e| e.to_string())?
+                                .map(|(m, f)| (m, ws_answer(f))))
+                        });
+                    } else if target == Target::Mosquitto {
+                        drain_answers(resp, data, &mut results, |b| {
+                            Ok(mqtt::packet(b)?.map(|(m, first, body)| {
+                                (
+                                    m,
+                                    mqtt::sender_answer(first, body).map(|r| r.map(|()| None)),
+                                )
+                            }))
                         });
                     } else if target == Target::Redis {
                         drain_answers(resp, data, &mut results, |b| {
@@ -343,7 +377,7 @@ impl Gen {
                                     .and_then(|s| s.parse().ok())
                                     .unwrap_or(-1);
                                 let r = if n >= 1 {
-                                    Ok(())
+                                    Ok(None)
                                 } else {
                                     Err(format!("publish reached {n} subscribers"))
                                 };
@@ -354,7 +388,7 @@ impl Gen {
                         http.push(data);
                         loop {
                             match http.next() {
-                                Ok(Some(st)) if (200..300).contains(&st) => results.push(Ok(())),
+                                Ok(Some(st)) if (200..300).contains(&st) => results.push(Ok(None)),
                                 Ok(Some(st)) => results.push(Err(format!("status {st}"))),
                                 Ok(None) => break,
                                 Err(e) => {
@@ -374,7 +408,16 @@ impl Gen {
                             continue;
                         };
                         match r {
-                            Ok(()) => {
+                            // A WebSocket answer names its command: answers come in order.
+                            Ok(Some(r)) if r != seq_of(kk) => {
+                                self.local_rejected += 1;
+                                *self
+                                    .out
+                                    .errors
+                                    .entry("answer out of order".into())
+                                    .or_default() += 1;
+                            }
+                            Ok(_) => {
                                 self.local_acked += 1;
                                 if check {
                                     self.out.acked_keys.push(kk);
@@ -491,8 +534,30 @@ impl Gen {
 }
 
 /// One answer parsed from a sender's buffer: bytes used, and the result for the
-/// oldest message in flight (`None`: the packet answers no message).
-type Answer = (usize, Option<Result<(), String>>);
+/// oldest message in flight (`None`: the packet answers no message); a
+/// WebSocket answer's result holds the `ref` it echoes.
+type Answer = (usize, Option<Result<Option<u64>, String>>);
+
+/// What a frame on a Switchboard WebSocket sender answers: `accepted` (with
+/// its `ref`) and `error` answer the oldest command; the rest (pings, events
+/// of the sender's own stream, a Close, after which the server ends the
+/// connection and `Gen::close` sends again what was unanswered) answer none.
+fn ws_answer(f: ws::Frame<'_>) -> Option<Result<Option<u64>, String>> {
+    if f.opcode != ws::OP_TEXT {
+        return None;
+    }
+    match ws::event(f.payload)? {
+        ws::Event::Accepted(r) => Some(
+            std::str::from_utf8(r)
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .map(Some)
+                .ok_or_else(|| format!("accepted with ref {:?}", String::from_utf8_lossy(r))),
+        ),
+        ws::Event::Error(_, code) => Some(Err(format!("error {}", String::from_utf8_lossy(code)))),
+        _ => None,
+    }
+}
 
 /// Appends `data` to a sender's answer buffer and moves every complete
 /// answer's result to `results` (RESP and MQTT senders). `next` parses one
@@ -502,7 +567,7 @@ type Answer = (usize, Option<Result<(), String>>);
 fn drain_answers(
     buf: &mut Vec<u8>,
     data: &[u8],
-    results: &mut Vec<Result<(), String>>,
+    results: &mut Vec<Result<Option<u64>, String>>,
     next: impl Fn(&[u8]) -> Result<Option<Answer>, String>,
 ) {
     buf.extend_from_slice(data);
@@ -586,7 +651,7 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                         req,
                     );
                 } else {
-                    let auth = if g.a.target == Target::Switchboard {
+                    let auth = if g.a.target.is_switchboard() {
                         format!(
                             "Authorization: Bearer {}\r\n",
                             proto::token(&g.a.secret, &g.a.account_of(i), &format!("s{i}"))
@@ -594,7 +659,8 @@ pub(super) fn run_thread(a: RelayArgs, sh: Arc<Shared>, t: usize, n_threads: usi
                     } else {
                         String::new()
                     };
-                    let hello = proto::sender_hello(g.a.target, &format!("s{i}"));
+                    let hello =
+                        proto::sender_hello(g.a.target, &format!("s{i}"), &g.send_host, &auth);
                     g.open(
                         Role::Send {
                             s: i,

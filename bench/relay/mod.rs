@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::mem;
-use crate::proto::{self, Target};
+use crate::proto::{self, Target, Transport};
 
 /// How a sender picks the receiver of its next message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +105,12 @@ pub struct RelayArgs {
     /// System under test.
     #[arg(long, value_enum, default_value = "switchboard")]
     pub target: Target,
+    /// The clients' transport: `ws` makes every sender and receiver a WebSocket
+    /// connection to Switchboard's `/v1/connect` (sends are `send` commands with a
+    /// `ref`, answered `accepted`); with `--target nchan`, nchan's WebSocket
+    /// subscribers (`nchan-ws`).
+    #[arg(long, value_enum, default_value = "sse")]
+    pub transport: Transport,
     /// Receive connections (SSE streams / SUBSCRIBE connections).
     #[arg(long, default_value_t = 1000)]
     pub receivers: usize,
@@ -120,8 +126,9 @@ pub struct RelayArgs {
     /// How each message's receiver is chosen.
     #[arg(long, value_enum, default_value = "random")]
     pub pick: Pick,
-    /// Messages in flight per sender (1 = wait for each answer; more = HTTP/RESP pipelining).
-    #[arg(long, default_value_t = 1)]
+    /// Messages in flight per sender (1 = wait for each answer; more = HTTP/RESP pipelining,
+    /// or unanswered WebSocket `send` commands).
+    #[arg(long, visible_alias = "in-flight", default_value_t = 1)]
     pub window: usize,
     /// Total send rate cap in messages/s (default: as fast as the answers come).
     #[arg(long)]
@@ -194,8 +201,19 @@ fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-pub fn run(a: RelayArgs) -> ExitCode {
+pub fn run(mut a: RelayArgs) -> ExitCode {
     let nofile = proto::raise_nofile();
+    a.target = match a.target.with_transport(a.transport) {
+        Ok(Target::MosquittoWs) => {
+            eprintln!("switchboard-bench relay: Mosquitto over WebSocket is measured idle only");
+            return ExitCode::from(2);
+        }
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchboard-bench relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if a.size < 40 {
         eprintln!("switchboard-bench relay: --size must be at least 40");
         return ExitCode::from(2);
@@ -207,7 +225,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if a.target == Target::Switchboard && a.secret.is_empty() {
+    if a.target.is_switchboard() && a.secret.is_empty() {
         eprintln!(
             "switchboard-bench relay: --secret / SWITCHBOARD_SECRET is required for switchboard"
         );
@@ -412,6 +430,7 @@ pub fn run(a: RelayArgs) -> ExitCode {
     let mut v = serde_json::json!({
         "scenario": "relay",
         "target": a.target.name(),
+        "transport": a.target.transport_name(),
         "server": a.server.to_string(),
         "send_server": a.send_server.unwrap_or(a.server).to_string(),
         "receivers": a.receivers,
