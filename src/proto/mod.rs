@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod cors;
+pub mod events;
 pub mod head;
 pub mod json_body;
 pub mod request;

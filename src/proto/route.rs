@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::head::{query_param, Method, RequestHead};
+use super::ws::handshake::{self, Accept, HandshakeError};
 use crate::auth::AuthError;
 
 /// A routed request; borrows from the [`RequestHead`] it came from.
@@ -18,6 +19,12 @@ pub enum Route<'h> {
     Clients,
     /// `OPTIONS` on any `/v1/` path: a CORS preflight, answered without a token.
     Preflight,
+    /// `GET /v1/connect` upgraded to WebSocket (the handshake checked),
+    /// resuming after `last_event_id` (header, else query) if given.
+    Connect {
+        last_event_id: Option<String>,
+        accept: Box<Accept>,
+    },
 }
 
 /// Why a request was refused before its token was checked, or why its token is unusable.
@@ -27,9 +34,13 @@ pub enum RouteError {
     NotFound,
     /// The endpoint takes another method (405); names it.
     MethodNotAllowed(&'static str),
-    /// A WebSocket handshake (`Upgrade: websocket`); not served (yet): 400,
-    /// so the client's handshake fails at once instead of hanging.
+    /// A WebSocket handshake (`Upgrade: websocket`) on a path other than
+    /// `/v1/connect`: 400, so the client's handshake fails at once instead
+    /// of hanging.
     WebSocketUnsupported,
+    /// `/v1/connect` without a valid WebSocket handshake (its status: 426
+    /// without `Upgrade: websocket` or with another version, else 400 or 405).
+    Handshake(HandshakeError),
     /// No token, or not a bearer token (401).
     Token(AuthError),
     /// `POST /v1/send/<to>` where `to` (percent-decoded) can never be a
@@ -44,6 +55,7 @@ impl RouteError {
             RouteError::NotFound => 404,
             RouteError::MethodNotAllowed(_) => 405,
             RouteError::WebSocketUnsupported => 400,
+            RouteError::Handshake(e) => e.status(),
             RouteError::Token(_) => 401,
             RouteError::InvalidRecipient => 400,
         }
@@ -55,6 +67,8 @@ impl RouteError {
             RouteError::NotFound => "not_found",
             RouteError::MethodNotAllowed(_) => "method_not_allowed",
             RouteError::WebSocketUnsupported => "websocket_unsupported",
+            RouteError::Handshake(HandshakeError::NotUpgrade) => "websocket_required",
+            RouteError::Handshake(e) => e.code(),
             RouteError::Token(e) => e.code(),
             RouteError::InvalidRecipient => "invalid_recipient",
         }
@@ -64,13 +78,14 @@ impl RouteError {
     pub fn message(&self, path: &str) -> String {
         match self {
             RouteError::NotFound => {
-                "no such endpoint; use /v1/receive, /v1/send/<client> or /v1/clients".into()
+                "no such endpoint; use /v1/receive, /v1/connect, /v1/send/<client> or /v1/clients"
+                    .into()
             }
             RouteError::MethodNotAllowed(m) => format!("{path} takes {m}"),
             RouteError::WebSocketUnsupported => {
-                "WebSocket is not supported; receive with GET /v1/receive (Server-Sent Events)"
-                    .into()
+                "WebSocket connections are served on GET /v1/connect".into()
             }
+            RouteError::Handshake(e) => e.message().into(),
             RouteError::Token(e) => e.message(),
             RouteError::InvalidRecipient => {
                 "the recipient must be a client id: 1-64 characters of [A-Za-z0-9._-]".into()
@@ -83,6 +98,15 @@ impl RouteError {
 /// from the head when it came in the Authorization header; empty for
 /// [`Route::Preflight`], which needs none).
 pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
+    if head.path() == "/v1/connect" && head.method != Method::Options {
+        let accept = handshake::accept(head).map_err(RouteError::Handshake)?;
+        let token = token_of(head).map_err(RouteError::Token)?;
+        let route = Route::Connect {
+            last_event_id: resume_point(head),
+            accept: Box::new(accept),
+        };
+        return Ok((route, token));
+    }
     if head.websocket {
         return Err(RouteError::WebSocketUnsupported);
     }
@@ -90,13 +114,12 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
         return Ok((Route::Preflight, Cow::Borrowed("")));
     }
     let (route, method) = match head.path() {
-        "/v1/receive" => {
-            let lei = match head.last_event_id() {
-                Some(l) => Some(l.to_string()),
-                None => head.query().and_then(|q| query_param(q, "last_event_id")),
-            };
-            (Route::Receive { last_event_id: lei }, Method::Get)
-        }
+        "/v1/receive" => (
+            Route::Receive {
+                last_event_id: resume_point(head),
+            },
+            Method::Get,
+        ),
         "/v1/clients" => (Route::Clients, Method::Get),
         p => match p.strip_prefix("/v1/send/") {
             Some(to) => (Route::Send { to: recipient(to) }, Method::Post),
@@ -117,6 +140,15 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
     }
     let token = token_of(head).map_err(RouteError::Token)?;
     Ok((route, token))
+}
+
+/// Where a stream resumes: the `Last-Event-ID` header, else the
+/// `last_event_id` query parameter.
+fn resume_point(head: &RequestHead) -> Option<String> {
+    match head.last_event_id() {
+        Some(l) => Some(l.to_string()),
+        None => head.query().and_then(|q| query_param(q, "last_event_id")),
+    }
 }
 
 /// The recipient named by the path after `/v1/send/`, percent-decoded

@@ -28,6 +28,10 @@ pub enum Framing {
     Plain,
     /// `Transfer-Encoding: chunked`, one chunk per write (HTTP/1.1).
     Chunked,
+    /// A WebSocket connection (`GET /v1/connect`): each event is a text
+    /// frame of its own (`crate::proto::events`), so a write needs no framing
+    /// around it.
+    WebSocket,
 }
 
 impl Framing {
@@ -69,7 +73,7 @@ impl Framing {
     /// holds, with `more` bytes kept elsewhere (sent from where they are,
     /// then [`CHUNK_END`], which this does not append).
     pub fn finish_around(self, out: &mut Vec<u8>, mark: usize, more: usize) -> usize {
-        if self == Framing::Plain {
+        if self != Framing::Chunked {
             return 0;
         }
         let data = mark + SIZE_LINE_MAX;
@@ -88,21 +92,29 @@ impl Framing {
         skip
     }
 
-    /// A heartbeat comment (`:` and a blank line), framed.
+    /// A heartbeat: an SSE comment (`:` and a blank line), framed; a Ping
+    /// with no payload on a WebSocket connection.
     pub fn heartbeat(self) -> &'static [u8] {
         match self {
             Framing::Plain => b":\n\n",
             Framing::Chunked => b"3\r\n:\n\n\r\n",
+            Framing::WebSocket => &[0x89, 0x00],
         }
     }
 
     /// What ends the stream when the server closes it cleanly (the last
-    /// chunk; nothing for a plain stream).
+    /// chunk; nothing for a plain stream; a WebSocket connection ends with a
+    /// Close frame, [`crate::proto::events::end`]).
     pub fn end(self) -> &'static [u8] {
         match self {
-            Framing::Plain => b"",
+            Framing::Plain | Framing::WebSocket => b"",
             Framing::Chunked => LAST_CHUNK,
         }
+    }
+
+    /// True if events are written as WebSocket frames.
+    pub fn is_websocket(self) -> bool {
+        self == Framing::WebSocket
     }
 }
 

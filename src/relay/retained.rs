@@ -8,7 +8,8 @@ use hashbrown::HashMap;
 
 use super::session::{Session, MAX_PARTNERS};
 use crate::ids::EventId;
-use crate::proto::sse;
+use crate::proto::events;
+use crate::proto::stream::Framing;
 
 /// What a retained log entry carries.
 pub(crate) enum EntryKind {
@@ -55,20 +56,20 @@ impl Entry {
         self.size() + ENTRY_OVERHEAD
     }
 
-    /// Appends the SSE encoding of this entry.
-    pub(crate) fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
+    /// Appends this entry's event, encoded for the stream's transport.
+    pub(crate) fn encode(&self, epoch: u64, framing: Framing, out: &mut Vec<u8>) {
         let id = EventId {
             epoch,
             seq: self.seq,
         };
         match &self.kind {
             EntryKind::Message { from, body, json } => {
-                sse::encode_message(out, id, from, body, *json)
+                events::message(out, framing, id, from, body, *json)
             }
             EntryKind::PeerGone { peer, reason } => {
                 let id = id.to_string();
                 let data = serde_json::json!({"peer": peer, "reason": reason}).to_string();
-                sse::encode_event(out, Some(&id), Some("peer-gone"), &data);
+                events::encode(out, framing, Some(&id), "peer-gone", &data);
             }
         }
     }

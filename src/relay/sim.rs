@@ -312,7 +312,12 @@ impl Sim {
         }
         let from = s.delivered;
         let mut out = Vec::new();
-        s.write_after(from, st.written, &mut out);
+        s.write_after(
+            from,
+            st.written,
+            crate::proto::stream::Framing::Plain,
+            &mut out,
+        );
         record(st, s, from, out.len());
         // Entries held back from trimming until written are trimmed now.
         self.trim(0);
@@ -358,7 +363,7 @@ impl Sim {
         }
         s.stream_started(r.from);
         let head = out.len();
-        s.write_after(r.from, 0, &mut out);
+        s.write_after(r.from, 0, crate::proto::stream::Framing::Plain, &mut out);
         st.written = head as u64;
         record(&mut st, s, r.from, out.len() - head);
         self.note(format!(

@@ -201,7 +201,12 @@ impl NodeSim {
         }
         let from = s.delivered;
         let mut out = Vec::new();
-        s.write_after(from, st.written, &mut out);
+        s.write_after(
+            from,
+            st.written,
+            crate::proto::stream::Framing::Plain,
+            &mut out,
+        );
         record(st, s, from, out.len());
         let mut board = SimBoard {
             me: w,
@@ -304,7 +309,7 @@ impl NodeSim {
                 .push((out.len() as u64, Seen::Gap(after.clone(), reason)));
         }
         let head = out.len();
-        s.write_after(r.from, 0, &mut out);
+        s.write_after(r.from, 0, crate::proto::stream::Framing::Plain, &mut out);
         st.written = head as u64;
         record(&mut st, s, r.from, out.len() - head);
         let lane = &mut self.lanes[c];

@@ -12,6 +12,7 @@
 use super::retained::{Entry, EntryKind};
 use super::session::Session;
 use crate::ids::EventId;
+use crate::proto::stream::Framing;
 
 /// Where a new receive stream starts, and what it must be told first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,13 +255,19 @@ impl Session {
     /// noting where each ends on the wire (`base` plus its end in `out`; the
     /// caller corrects that for framing it adds), and counts them as
     /// delivered. Returns how many were written.
-    pub(crate) fn write_after(&mut self, from: u64, base: u64, out: &mut Vec<u8>) -> usize {
+    pub(crate) fn write_after(
+        &mut self,
+        from: u64,
+        base: u64,
+        framing: Framing,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let n = self.last_seq.saturating_sub(from) as usize;
         let epoch = self.epoch;
         let mut written = 0;
         for e in self.log.newest_mut(n) {
             if e.seq > from {
-                e.encode(epoch, out);
+                e.encode(epoch, framing, out);
                 e.wire_end = base + out.len() as u64;
                 written += 1;
             }
@@ -360,7 +367,7 @@ mod tests {
         let r = s.resume(None, None);
         assert_eq!(r.gaps, [("abc-0".to_string(), "hold_limit")]);
         s.stream_started(r.from);
-        let _ = s.write_after(r.from, 40, &mut Vec::new());
+        let _ = s.write_after(r.from, 40, Framing::Plain, &mut Vec::new());
         s.stream_ended(StreamEnd::Acked(Some(10)));
         let again = s.resume(None, None);
         assert_eq!(again.gaps, r.gaps, "the gap the client never got");
@@ -368,7 +375,7 @@ mod tests {
         s.stream_started(again.from);
         s.push_entry(0, message(4));
         let mut out = Vec::new();
-        s.write_after(again.from, 40, &mut out);
+        s.write_after(again.from, 40, Framing::Plain, &mut out);
         s.stream_ended(StreamEnd::Acked(Some(40 + out.len() as u64)));
         assert!(s.resume(None, None).gaps.is_empty(), "confirmed: told once");
     }
@@ -385,7 +392,7 @@ mod tests {
         for n in 1..=4 {
             s.push_entry(0, message(n));
             let from = s.delivered;
-            s.write_after(from, 0, &mut out);
+            s.write_after(from, 0, Framing::Plain, &mut out);
         }
         let ends: Vec<u64> = s.log.iter().map(|e| e.wire_end).collect();
         assert_eq!(s.stream_ended(StreamEnd::Acked(Some(ends[1]))), 2);
@@ -394,7 +401,7 @@ mod tests {
         assert_eq!(r.from, 2);
         s.stream_started(r.from);
         let mut out = Vec::new();
-        assert_eq!(s.write_after(r.from, 0, &mut out), 2);
+        assert_eq!(s.write_after(r.from, 0, Framing::Plain, &mut out), 2);
         assert_eq!(s.stream_ended(StreamEnd::SlowConsumer), 2);
         assert_eq!(s.delivered, 2);
     }
@@ -428,7 +435,7 @@ mod tests {
         s.push_entry(0, message(1));
         s.push_entry(0, message(2));
         s.stream_started(0);
-        s.write_after(0, 0, &mut Vec::new());
+        s.write_after(0, 0, Framing::Plain, &mut Vec::new());
         s.push_entry(0, message(3));
         assert_eq!(s.drop_front("memory_limit").map(|d| d.1), Some(false));
         assert_eq!(s.log.lost(), None);

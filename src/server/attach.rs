@@ -9,7 +9,7 @@ use super::ReplyTo;
 use super::StreamReq;
 use crate::auth::Identity;
 use crate::proto::stream::Framing;
-use crate::proto::{response, sse};
+use crate::proto::{events, response};
 use crate::relay::core::Attached;
 use crate::relay::retained::import_snapshot;
 use crate::relay::session::Session;
@@ -63,7 +63,12 @@ impl Worker {
         let StreamReq {
             last_event_id,
             framing,
+            ws,
         } = req;
+        if ws.is_some() {
+            // What follows the handshake in the input is the client's first frames.
+            self.settle_consumed(idx);
+        }
         let now = self.now;
         let conn_gen = self.conns[idx].gen;
         let sid = self.conns[idx].sid;
@@ -135,15 +140,23 @@ impl Worker {
 
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
-        response::write_sse_head(&mut out, framing == Framing::Chunked);
         let cors = match self.cors.is_empty() {
             true => Default::default(),
             false => self.cors.remove(&idx).unwrap_or_default(), // a stream answers nothing more
         };
-        crate::proto::cors::insert_headers(&mut out, 0, cors, &self.shared.config.allowed_origins);
+        match &ws {
+            // A browser checks no CORS headers on a WebSocket handshake (the
+            // origin was checked against --allowed-origins before the token).
+            Some(accept) => accept.write_response(&mut out),
+            None => {
+                response::write_sse_head(&mut out, framing == Framing::Chunked);
+                let origins = &self.shared.config.allowed_origins;
+                crate::proto::cors::insert_headers(&mut out, 0, cors, origins);
+            }
+        }
         // The ready event, any gap notice and the replay: the first chunk.
         let mark = framing.begin(&mut out);
-        sse::encode_retry(&mut out, RETRY_MS);
+        events::retry(&mut out, framing, RETRY_MS);
         let ready = serde_json::json!({
             "session": sid.to_string(),
             "account": ident.account,
@@ -153,24 +166,25 @@ impl Worker {
             "epoch": format!("{epoch:x}"),
         })
         .to_string();
-        sse::encode_event(&mut out, None, Some("ready"), &ready);
+        events::encode(&mut out, framing, None, "ready", &ready);
         if last_event_id.is_some() {
             WorkerStats::add(&st.resumes, 1);
         }
         for (after, reason) in &gaps {
             WorkerStats::add(&st.gaps, 1);
             let data = serde_json::json!({"after": after, "reason": reason}).to_string();
-            sse::encode_event(&mut out, None, Some("gap"), &data);
+            events::encode(&mut out, framing, None, "gap", &data);
             log::info!("{sid} resume gap after {after}: {reason}");
         }
         // Wire offsets of the replayed frames (exact on plain TCP; TLS adds record overhead).
         let base = self.conns[idx].bytes_out + self.conns[idx].pending_out() as u64;
-        let replayed = s.write_after(from, base, &mut out);
+        let replayed = s.write_after(from, base, framing, &mut out);
         let start = framing.finish(&mut out, mark);
         fix_wire_ends(s.log.iter_mut().filter(|e| e.seq > from), start, framing);
         WorkerStats::add(&st.replayed, replayed as u64);
         log::info!(
-            "{sid} receive {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
+            "{sid} {} {}/{} role={} epoch={epoch:x} replayed={replayed}{}",
+            if ws.is_some() { "websocket" } else { "receive" },
             ident.account,
             ident.client,
             ident.role.as_str(),
@@ -189,14 +203,23 @@ impl Worker {
                 framing,
             };
             c.requests += 1;
-            c.inbuf = Vec::new();
+            if ws.is_none() {
+                c.inbuf = Vec::new();
+            }
         }
         let hb = self.now + self.shared.config.heartbeat.as_millis() as u64;
         self.set_conn_deadline(idx, hb);
         self.set_session_deadline(sidx, deadline);
         self.announce(sidx, crate::cluster::PresenceState::Online, true);
-        self.write_conn(idx, &out[start..]);
+        let live = self.write_conn(idx, &out[start..]);
         self.stage = out;
+        if live && ws.is_some() {
+            WorkerStats::add(&self.shared.stats[self.id].ws_open, 1);
+            // Frames the client sent right behind its handshake.
+            if !self.conns[idx].inbuf.is_empty() {
+                self.ws_input(idx);
+            }
+        }
     }
 }
 
@@ -209,7 +232,7 @@ pub(super) fn fix_wire_ends<'a>(
     start: usize,
     framing: Framing,
 ) {
-    if framing == Framing::Plain {
+    if framing != Framing::Chunked {
         return;
     }
     let mut last = None;

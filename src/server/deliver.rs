@@ -14,8 +14,8 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{Envelope, SendError};
 use crate::ids::EventId;
-use crate::proto::sse;
 use crate::proto::stream::{self, Framing};
+use crate::proto::{events, sse};
 use crate::relay::core::{Rules, TouchKey};
 use crate::relay::retained::EntryKind;
 use crate::relay::session::Session;
@@ -176,13 +176,12 @@ impl Worker {
                 break 'direct None;
             }
             let id = EventId { epoch, seq: e.seq };
-            sse::encode_message_head(&mut out, id, from, json);
-            let tail = sse::message_tail(json);
+            let tail = events::message_head(&mut out, framing, id, from, body.len(), json);
             let more = body.len() + tail.len();
             let start = framing.finish_around(&mut out, mark, more);
             let end: &[u8] = match framing {
                 Framing::Chunked => stream::CHUNK_END,
-                Framing::Plain => b"",
+                Framing::Plain | Framing::WebSocket => b"",
             };
             let len = out.len() - start + more + end.len();
             e.wire_end = base + len as u64;
@@ -201,7 +200,7 @@ impl Worker {
             return;
         }
         let delivered = s.delivered;
-        s.write_after(delivered, base, &mut out);
+        s.write_after(delivered, base, framing, &mut out);
         let start = framing.finish(&mut out, mark);
         let written = s.log.newest_mut(n).filter(|e| e.seq > delivered);
         super::attach::fix_wire_ends(written, start, framing);

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use super::conn::{CloseReason, State};
 use super::worker::Worker;
-use crate::proto::sse;
+use crate::proto::events;
 
 /// Longest `retry_ms` a `reconnect` notice names.
 const RETRY_MAX_MS: u64 = 3000;
@@ -142,12 +142,13 @@ impl Worker {
         out.clear();
         let framing = self.conns[idx].framing();
         let mark = framing.begin(&mut out);
-        sse::encode_retry(&mut out, retry);
+        events::retry(&mut out, framing, retry);
         let data = serde_json::json!({"reason": "draining", "retry_ms": retry}).to_string();
-        sse::encode_event(&mut out, None, Some("reconnect"), &data);
+        events::encode(&mut out, framing, None, "reconnect", &data);
         let start = framing.finish(&mut out, mark);
         // The stream ends here, cleanly.
-        out.extend_from_slice(framing.end());
+        let restart = crate::proto::ws::close::SERVICE_RESTART;
+        events::end(&mut out, framing, restart, "draining");
         out.drain(..start);
         self.conns[idx].close_after_flush = true;
         log::info!(

@@ -28,6 +28,14 @@ impl Worker {
     /// except that those of the second and later requests wait for the end of
     /// the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
+        if self
+            .conns
+            .get(idx)
+            .is_some_and(|c| c.framing().is_websocket())
+        {
+            self.ws_input(idx);
+            return;
+        }
         // Only one connection is held back at a time: should this run inside
         // another connection's processing, that one's output goes out first.
         if let Some(other) = self.cork.filter(|&o| o != idx) {
@@ -175,7 +183,10 @@ impl Worker {
     fn answer_expect(&mut self, idx: usize, head: &RequestHead) -> bool {
         let checked = match crate::proto::route::route(head) {
             Ok((route, token)) => self
-                .verify_cached(&token, !matches!(route, Route::Receive { .. }))
+                .verify_cached(
+                    &token,
+                    !matches!(route, Route::Receive { .. } | Route::Connect { .. }),
+                )
                 .map(|_| ())
                 .map_err(|e| (401, e.code(), e.message())),
             Err(e) => Err((e.status(), e.code(), e.message(head.path()))),
@@ -293,8 +304,13 @@ impl Worker {
                     log::info!("{} unauthorized: {}", self.conns[idx].sid, t.code());
                 }
                 // A WebSocket client would not know what to do with the connection next.
-                let close = close || e == RouteError::WebSocketUnsupported;
-                self.respond_error(idx, e.status(), e.code(), &e.message(head.path()), close);
+                let (close, extra) = match &e {
+                    RouteError::WebSocketUnsupported => (true, ""),
+                    RouteError::Handshake(h) => (true, h.extra_headers()),
+                    _ => (close, ""),
+                };
+                let answer = (e.status(), e.code(), &*e.message(head.path()));
+                self.respond_error_with(idx, answer, close, extra);
                 return;
             }
         };
@@ -309,7 +325,7 @@ impl Worker {
             self.stage = out;
             return;
         }
-        let remember = !matches!(route, Route::Receive { .. });
+        let remember = !matches!(route, Route::Receive { .. } | Route::Connect { .. });
         let ident = match self.verify_cached(&token, remember) {
             Ok(i) => {
                 if !self.conns[idx].authed {
@@ -325,10 +341,22 @@ impl Worker {
             }
         };
         match route {
-            Route::Receive { last_event_id } => {
-                let req = super::StreamReq {
-                    last_event_id,
-                    framing: crate::proto::stream::Framing::for_version(head.version_minor),
+            Route::Receive { .. } | Route::Connect { .. } => {
+                let req = match route {
+                    Route::Connect {
+                        last_event_id,
+                        accept,
+                    } => super::StreamReq {
+                        last_event_id,
+                        framing: crate::proto::stream::Framing::WebSocket,
+                        ws: Some(accept),
+                    },
+                    Route::Receive { last_event_id } => super::StreamReq {
+                        last_event_id,
+                        framing: crate::proto::stream::Framing::for_version(head.version_minor),
+                        ws: None,
+                    },
+                    _ => return, // matched above
                 };
                 let ident = std::sync::Arc::unwrap_or_clone(ident);
                 if self.pipes.contains(idx) {
@@ -692,10 +720,14 @@ impl Worker {
     }
 
     /// Adds one worker's part of a `/v1/clients` answer; answers when all are in.
-    pub fn list_done(&mut self, token: usize, more: Option<Vec<super::ClientInfo>>) {
+    pub fn list_done(&mut self, token: usize, seq: u64, more: Option<Vec<super::ClientInfo>>) {
         let Some(idx) = self.conn_by_token(token) else {
             return;
         };
+        if seq != 0 {
+            self.ws_list_part(idx, seq, more);
+            return;
+        }
         let State::Listing(l) = &mut self.conns[idx].state else {
             return;
         };

@@ -31,6 +31,7 @@ mod throttle;
 pub mod tls;
 mod unauth;
 mod worker;
+mod ws;
 
 use std::io;
 use std::net::SocketAddr;
@@ -303,6 +304,8 @@ enum Envelope {
     /// The answer to a `List`.
     Listed {
         token: usize,
+        /// The answer's slot in a WebSocket connection's pipe (0: an HTTP listing).
+        seq: u64,
         /// `None`: the cluster could not be asked.
         clients: Option<Vec<ClientInfo>>,
     },
@@ -384,6 +387,8 @@ struct Attach {
 pub(super) struct StreamReq {
     pub last_event_id: Option<String>,
     pub framing: crate::proto::stream::Framing,
+    /// A WebSocket handshake to answer (`GET /v1/connect`) instead of the SSE head.
+    pub ws: Option<Box<crate::proto::ws::handshake::Accept>>,
 }
 
 /// A keep-alive send connection on its way to the worker that owns its

@@ -45,6 +45,30 @@ enum Slot {
     Answered(Result<EventId, SendError>, Allow),
     /// An answer ready to write; `close` ends the connection after it.
     Ready { bytes: Vec<u8>, close: bool },
+    /// A WebSocket `send` handed to another worker or node, with the
+    /// command's `ref` for its answer (`ws`).
+    WsWaiting { seq: u64, ref_: Option<Box<str>> },
+    /// A WebSocket `clients` command: the parts gathered so far, and how
+    /// many are still to come (`None` once one part could not be had).
+    WsList(Box<WsList>),
+}
+
+/// The answer to a WebSocket `clients` command being gathered.
+struct WsList {
+    seq: u64,
+    ref_: Option<Box<str>>,
+    pending: usize,
+    clients: Option<Vec<super::ClientInfo>>,
+}
+
+impl Slot {
+    /// True while the answer is awaited.
+    fn waiting(&self) -> bool {
+        matches!(
+            self,
+            Slot::Waiting { .. } | Slot::WsWaiting { .. } | Slot::WsList(_)
+        )
+    }
 }
 
 impl Pipe {
@@ -136,21 +160,100 @@ impl Worker {
         seq
     }
 
+    /// Reserves the next answer slot of WebSocket connection `idx` for a
+    /// send with `ref_`; returns its sequence number.
+    pub fn reserve_ws_slot(&mut self, idx: usize, ref_: Option<&str>) -> u64 {
+        self.pipe_seq += 1;
+        let seq = self.pipe_seq;
+        let ref_ = ref_.map(Box::from);
+        self.push_awaited(idx, Slot::WsWaiting { seq, ref_ });
+        seq
+    }
+
+    /// Reserves the next answer slot of WebSocket connection `idx` for a
+    /// `clients` command whose answer comes in `parts` parts.
+    pub fn reserve_ws_list(&mut self, idx: usize, ref_: Option<&str>, parts: usize) -> u64 {
+        self.pipe_seq += 1;
+        let seq = self.pipe_seq;
+        let list = WsList {
+            seq,
+            ref_: ref_.map(Box::from),
+            pending: parts,
+            clients: Some(Vec::new()),
+        };
+        self.push_awaited(idx, Slot::WsList(Box::new(list)));
+        seq
+    }
+
+    fn push_awaited(&mut self, idx: usize, slot: Slot) {
+        let fresh = !self.pipes.contains(idx);
+        self.pipes.entry(idx).slots.push_back(slot);
+        if fresh {
+            self.await_answer(idx);
+        }
+    }
+
+    /// Adds a part of the answer to `clients` command `seq` of WebSocket
+    /// connection `idx` (`None`: that part could not be had); once all are
+    /// in, the answer is ready.
+    pub fn ws_list_part(&mut self, idx: usize, seq: u64, part: Option<Vec<super::ClientInfo>>) {
+        let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
+            p.slots
+                .iter_mut()
+                .find(|s| matches!(s, Slot::WsList(l) if l.seq == seq))
+        }) else {
+            return;
+        };
+        let Slot::WsList(l) = slot else {
+            return; // just matched
+        };
+        match (part, &mut l.clients) {
+            (Some(mut more), Some(all)) => all.append(&mut more),
+            _ => l.clients = None,
+        }
+        l.pending = l.pending.saturating_sub(1);
+        if l.pending > 0 {
+            return;
+        }
+        let mut bytes = Vec::new();
+        super::ws::render_clients(&mut bytes, l.ref_.as_deref(), l.clients.as_mut());
+        *slot = Slot::Ready {
+            bytes,
+            close: false,
+        };
+    }
+
     /// Fills slot `seq` of connection `idx` with the answer to its send (a
     /// late answer to a slot that timed out is dropped). The caller then
     /// runs [`Worker::process`], which writes what is ready.
     pub fn fill_slot(&mut self, idx: usize, seq: u64, result: Result<EventId, SendError>) {
         let Some(slot) = self.pipes.get_mut(idx).and_then(|p| {
-            p.slots
-                .iter_mut()
-                .find(|s| matches!(s, Slot::Waiting { seq: s, .. } if *s == seq))
+            p.slots.iter_mut().find(|s| match s {
+                Slot::Waiting { seq: s, .. } | Slot::WsWaiting { seq: s, .. } => *s == seq,
+                _ => false,
+            })
         }) else {
             return;
         };
-        let Slot::Waiting { cors, .. } = *slot else {
-            return; // just matched
-        };
-        *slot = Slot::Answered(result, cors);
+        match slot {
+            Slot::Waiting { cors, .. } => {
+                let cors = *cors;
+                *slot = Slot::Answered(result, cors);
+            }
+            Slot::WsWaiting { ref_, .. } => {
+                if let Err(e) = result {
+                    let (status, code, _) = e.answer();
+                    self.shared.stats[self.id].error(status, code);
+                }
+                let mut bytes = Vec::new();
+                super::ws::render_send(&mut bytes, ref_.as_deref(), result);
+                *slot = Slot::Ready {
+                    bytes,
+                    close: false,
+                };
+            }
+            _ => return, // just matched
+        }
         self.conns[idx].requests += 1;
     }
 
@@ -162,10 +265,25 @@ impl Worker {
         };
         let mut failed = 0;
         for slot in pipe.slots.iter_mut() {
-            if let Slot::Waiting { cors, .. } = *slot {
-                *slot = Slot::Answered(Err(SendError::Timeout), cors);
-                failed += 1;
+            let mut bytes = Vec::new();
+            match slot {
+                Slot::Waiting { cors, .. } => {
+                    let cors = *cors;
+                    *slot = Slot::Answered(Err(SendError::Timeout), cors);
+                    failed += 1;
+                    continue;
+                }
+                Slot::WsWaiting { ref_, .. } => {
+                    super::ws::render_send(&mut bytes, ref_.as_deref(), Err(SendError::Timeout))
+                }
+                Slot::WsList(l) => super::ws::render_clients(&mut bytes, l.ref_.as_deref(), None),
+                _ => continue,
             }
+            *slot = Slot::Ready {
+                bytes,
+                close: false,
+            };
+            failed += 1;
         }
         self.conns[idx].requests += failed;
         if let Some(more) = self.noisy(super::throttle::Noisy::NoAnswer) {
@@ -181,7 +299,7 @@ impl Worker {
         self.pipes
             .get(idx)
             .and_then(|p| p.slots.front())
-            .is_some_and(|s| !matches!(s, Slot::Waiting { .. }))
+            .is_some_and(|s| !s.waiting())
     }
 
     /// Writes the ready answers at the front of connection `idx`'s pipe; when
@@ -198,7 +316,7 @@ impl Worker {
                     self.pipes.remove(idx);
                     return self.pipe_emptied(idx);
                 }
-                Some(waiting @ Slot::Waiting { .. }) => {
+                Some(waiting) if waiting.waiting() => {
                     pipe.slots.push_front(waiting);
                     return true;
                 }
@@ -222,16 +340,18 @@ impl Worker {
                     self.stage = out;
                     ok
                 }
-                Slot::Waiting { .. } => true, // put back above
+                Slot::Waiting { .. } | Slot::WsWaiting { .. } | Slot::WsList(_) => true, // put back above
             };
             if !ok || !self.conns.contains(idx) {
                 return false;
             }
             // The next answer waits: give it its own time limit.
-            if matches!(
-                self.pipes.get(idx).and_then(|p| p.slots.front()),
-                Some(Slot::Waiting { .. })
-            ) {
+            if self
+                .pipes
+                .get(idx)
+                .and_then(|p| p.slots.front())
+                .is_some_and(Slot::waiting)
+            {
                 self.await_answer(idx);
             }
         }
@@ -241,6 +361,11 @@ impl Worker {
     fn pipe_emptied(&mut self, idx: usize) -> bool {
         if self.conns[idx].close_after_flush {
             return true;
+        }
+        if matches!(self.conns[idx].state, State::Receive { .. }) {
+            // A WebSocket connection: its timer is the heartbeat's again.
+            self.heartbeat(idx);
+            return self.conns.contains(idx);
         }
         if matches!(self.conns[idx].state, State::Request(_)) && self.must_close(idx, false) {
             // The last answer was written before the connection had to end

@@ -7,7 +7,7 @@ use super::stats::WorkerStats;
 use super::worker::Worker;
 use super::{ClientInfo, Envelope, ReplyTo, SendError};
 use crate::ids::EventId;
-use crate::proto::sse;
+use crate::proto::events;
 use crate::relay::core::{Timer, TouchKey};
 use crate::relay::retained::EntryKind;
 use crate::relay::session::Session;
@@ -74,12 +74,13 @@ impl Worker {
     /// Sends a `List` answer back to the asking worker.
     pub fn reply_listed(&mut self, reply: ReplyTo, clients: Vec<ClientInfo>) {
         if reply.worker == self.id {
-            self.list_done(reply.token, Some(clients));
+            self.list_done(reply.token, reply.seq, Some(clients));
         } else if self
             .post(
                 reply.worker,
                 Envelope::Listed {
                     token: reply.token,
+                    seq: reply.seq,
                     clients: Some(clients),
                 },
             )
@@ -287,10 +288,15 @@ impl Worker {
         out.clear();
         let framing = self.conns[oi].framing();
         let mark = framing.begin(&mut out);
-        sse::encode_event(&mut out, None, Some("replaced"), data);
+        events::encode(&mut out, framing, None, "replaced", data);
         let start = framing.finish(&mut out, mark);
         // The stream ends here, cleanly.
-        out.extend_from_slice(framing.end());
+        events::end(
+            &mut out,
+            framing,
+            crate::proto::ws::close::NORMAL,
+            "replaced",
+        );
         log::info!("{} replaced: {data}", self.conns[oi].sid);
         // Still a receive connection (so a slow one is cut, not buffered), but no longer the session's.
         self.conns[oi].close_after_flush = true;

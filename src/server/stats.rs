@@ -21,8 +21,14 @@ pub struct WorkerStats {
     pub rate_flood: AtomicU64,
     /// Closed connections, indexed by [`CloseReason::index`].
     pub closed: [AtomicU64; CloseReason::COUNT],
-    /// Open receive connections on this worker.
+    /// Open receive connections on this worker (both transports).
     pub receive_open: AtomicU64,
+    /// Of those, WebSocket connections (`GET /v1/connect`).
+    pub ws_open: AtomicU64,
+    /// Commands read on WebSocket connections (answered or refused).
+    pub ws_commands: AtomicU64,
+    /// WebSocket connections closed for breaking RFC 6455 (or sending binary).
+    pub ws_protocol_errors: AtomicU64,
     /// Open connections of any kind on this worker.
     pub open: AtomicU64,
     /// Sessions owned by this worker (online + held) and how many are held.

@@ -164,6 +164,13 @@ pub(super) struct Worker {
     pub unauth: super::unauth::Unauthenticated,
     /// Draining state, once the node started draining.
     pub drain: Option<super::drain::Drain>,
+    /// Incomplete frames of WebSocket connections (`ws`).
+    pub(super) ws: super::ws::Partials,
+    /// Answers to the WebSocket commands of one read (`ws_input`).
+    pub(super) ws_out: Vec<u8>,
+    /// The sender id of the WebSocket connection that sent last
+    /// (slab index, generation), shared by its messages.
+    pub(super) ws_from: Option<(usize, u32, Arc<str>)>,
 }
 
 impl Worker {
@@ -184,6 +191,9 @@ impl Worker {
             poll,
             listener: Some(listener),
             drain: None,
+            ws: Default::default(),
+            ws_out: Vec::new(),
+            ws_from: None,
             token_cache: hashbrown::HashMap::default(),
             unauth: Default::default(),
             next_housekeeping: now + HOUSEKEEPING_MS,
@@ -384,6 +394,7 @@ impl Worker {
         self.relay.shrink();
         self.wheel.shrink();
         self.pipes.shrink();
+        self.ws.shrink();
         if self.cors.capacity() > 64 && self.cors.len() < self.cors.capacity() / 4 {
             self.cors.shrink_to_fit();
         }
@@ -478,6 +489,7 @@ impl Worker {
     pub fn remove_conn(&mut self, idx: usize) -> Option<Conn> {
         let c = self.conns.try_remove(idx)?;
         self.pipes.remove(idx);
+        self.ws.remove(idx);
         self.set_cors(idx, Default::default());
         self.uncount_sender(idx);
         self.disarm(TimerRef::conn(idx, c.gen, c.armed));
@@ -689,8 +701,12 @@ impl Worker {
             Envelope::Inspect { filter, reply } => {
                 let _ = reply.send(self.inspect(&filter));
             }
-            Envelope::Listed { token, clients } => {
-                self.list_done(token, clients);
+            Envelope::Listed {
+                token,
+                seq,
+                clients,
+            } => {
+                self.list_done(token, seq, clients);
                 self.resume(token);
             }
         }

@@ -19,11 +19,30 @@ impl Worker {
         message: &str,
         close: bool,
     ) {
+        self.respond_error_with(idx, (status, code, message), close, "");
+    }
+
+    /// [`Worker::respond_error`] with `extra` header lines (each ending in
+    /// CRLF) after the status line.
+    pub fn respond_error_with(
+        &mut self,
+        idx: usize,
+        (status, code, message): (u16, &'static str, &str),
+        close: bool,
+        extra: &str,
+    ) {
         self.shared.stats[self.id].error(status, code);
         let close = self.must_close(idx, close);
         let mut out = std::mem::take(&mut self.stage);
         out.clear();
         response::write_json_error(&mut out, status, code, message, close);
+        if !extra.is_empty() {
+            let at = out
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(0, |p| p + 2);
+            out.splice(at..at, extra.bytes());
+        }
         self.add_cors(idx, &mut out, 0);
         self.answer(idx, &out, close);
         self.stage = out;

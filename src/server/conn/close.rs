@@ -102,8 +102,17 @@ impl Worker {
         } else {
             log::debug!("{} closed: {}", c.sid, reason.as_str());
         }
-        if let State::Receive { sess, sess_gen, .. } = c.state {
-            crate::server::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
+        if let State::Receive {
+            sess,
+            sess_gen,
+            framing,
+        } = c.state
+        {
+            let st = &self.shared.stats[self.id];
+            crate::server::stats::WorkerStats::sub(&st.receive_open, 1);
+            if framing.is_websocket() {
+                crate::server::stats::WorkerStats::sub(&st.ws_open, 1);
+            }
             let acked = acked_bytes(&c);
             self.receive_closed(sess as usize, sess_gen, idx, c.gen, acked, reason);
         }
@@ -113,10 +122,19 @@ impl Worker {
     /// its session becomes held now (if it is still the session's connection).
     fn detach_receive(&mut self, idx: usize, reason: CloseReason) {
         let c = &mut self.conns[idx];
-        if let State::Receive { sess, sess_gen, .. } = c.state {
+        if let State::Receive {
+            sess,
+            sess_gen,
+            framing,
+        } = c.state
+        {
             c.state = State::Linger;
             let gen = c.gen;
-            crate::server::stats::WorkerStats::sub(&self.shared.stats[self.id].receive_open, 1);
+            let st = &self.shared.stats[self.id];
+            crate::server::stats::WorkerStats::sub(&st.receive_open, 1);
+            if framing.is_websocket() {
+                crate::server::stats::WorkerStats::sub(&st.ws_open, 1);
+            }
             self.receive_closed(sess as usize, sess_gen, idx, gen, None, reason);
         }
     }

@@ -71,7 +71,12 @@ impl Worker {
         {
             let c = &mut self.conns[idx];
             c.read_paused = false;
-            let keep = !matches!(c.state, State::Receive { .. } | State::Linger);
+            // A WebSocket connection's input is its client's frames.
+            let keep = match c.state {
+                State::Receive { framing, .. } => framing.is_websocket(),
+                State::Linger => false,
+                _ => true,
+            };
             loop {
                 if keep && c.inbuf.len() >= MAX_INBUF {
                     c.read_paused = true;

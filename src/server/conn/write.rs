@@ -72,7 +72,14 @@ impl Worker {
             Some(t) => t.encrypt(bytes, inbuf, &mut cipher),
             None => Ok(()),
         };
-        if matches!(state, State::Receive { .. } | State::Linger) {
+        // Input that arrives meanwhile is kept only where it is read (not on
+        // an SSE stream or a closing connection).
+        let discard = match state {
+            State::Receive { framing, .. } => !framing.is_websocket(),
+            State::Linger => true,
+            _ => false,
+        };
+        if discard {
             inbuf.clear();
         }
         if let Err(e) = r {

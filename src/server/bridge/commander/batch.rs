@@ -331,6 +331,7 @@ pub(super) fn run_batch(
                     reply.worker,
                     Envelope::Listed {
                         token: reply.token,
+                        seq: reply.seq,
                         clients: Some(clients),
                     },
                 );

@@ -87,6 +87,7 @@ fn fail(shared: &Shared, cmd: BridgeCmd) {
             reply.worker,
             Envelope::Listed {
                 token: reply.token,
+                seq: reply.seq,
                 clients: None,
             },
         ),
