@@ -5,6 +5,8 @@
 //! server frames unmasked, RSV clear, lengths minimally encoded, events in
 //! one unfragmented text frame each).
 
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
