@@ -230,13 +230,13 @@ fn fragmented_messages_and_control_frames_between_them() {
     let cmd = r#"{"type":"send","to":"agent-fr","ref":"f1","body":"three fragments"}"#;
     // Three fragments with a Ping between them: the Pong comes at once, the
     // answer after the last fragment.
-    a.frame(false, TEXT, cmd[..20].as_bytes());
+    a.frame(false, TEXT, &cmd.as_bytes()[..20]);
     a.frame(true, PING, b"between");
     let f = a.next_frame();
     assert_eq!((f.opcode, f.payload.as_slice()), (PONG, &b"between"[..]));
-    a.frame(false, CONT, cmd[20..40].as_bytes());
+    a.frame(false, CONT, &cmd.as_bytes()[20..40]);
     a.frame(true, PONG, b"unasked");
-    a.frame(true, CONT, cmd[40..].as_bytes());
+    a.frame(true, CONT, &cmd.as_bytes()[40..]);
     accepted(&mut a, "f1");
     b.expect_message("agent-fra", "three fragments");
     // One byte per fragment, with empty fragments, all in one write.

@@ -236,7 +236,7 @@ fn resume_after_a_cut_loses_and_repeats_nothing() {
             m["body"].as_str().unwrap().to_string(),
         ));
         // Cut three times, with the header and with the query.
-        if got.len() % 60 == 0 && cuts < 3 {
+        if got.len().is_multiple_of(60) && cuts < 3 {
             cuts += 1;
             let last = got.last().unwrap().0.clone();
             w.stream.shutdown(Shutdown::Both).unwrap();

@@ -129,7 +129,7 @@ impl Handshake {
                 status,
                 head: ws.head.clone(),
                 body: String::from_utf8_lossy(&body).into_owned(),
-                ws,
+                ws: Box::new(ws),
             });
         }
         let accept = header(&ws.head, "sec-websocket-accept");
@@ -149,7 +149,7 @@ pub struct Refusal {
     pub head: String,
     pub body: String,
     /// The connection, to check that the server closes it.
-    pub ws: Ws,
+    pub ws: Box<Ws>,
 }
 
 impl std::fmt::Debug for Refusal {
