@@ -406,3 +406,110 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert!(node.wait_log("TLS reload failed"), "bad file not reported");
     connect(node.addr, cfg_second).expect("still serving the last good certificate");
 }
+
+/// Writes one masked client text frame.
+fn ws_write_text(s: &mut Tls, text: &str) {
+    let p = text.as_bytes();
+    let mut f = vec![0x81u8];
+    match p.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    f.extend_from_slice(&mask);
+    f.extend(p.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&f).unwrap();
+    s.flush().unwrap();
+}
+
+/// Reads one server frame: its opcode and payload.
+fn ws_read_frame<R: Read>(r: &mut R) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    r.read_exact(&mut h).expect("frame header");
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut p = vec![0u8; len];
+    r.read_exact(&mut p).unwrap();
+    (h[0] & 0x0f, p)
+}
+
+/// A WebSocket connection over TLS (`wss://`) receives its stream and sends
+/// on the same connection, whichever worker accepted it (a connection that
+/// moves to its client's worker takes its TLS state along), with messages
+/// that span several TLS records; answers come in order.
+#[test]
+fn a_websocket_connection_over_tls_receives_and_sends() {
+    let (_certs, node, cfg) = tls_node("websocket");
+    let (mut sse, _, _) = open_tls_receiver(node.addr, cfg.clone(), "agent-1");
+    for c in 0..4 {
+        let client = format!("console-{c}");
+        let tok = token("acme", &client, Role::Console);
+        let mut s = connect(node.addr, cfg.clone()).expect("tls connect");
+        write!(
+            s,
+            "GET /v1/connect?access_token={tok} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        s.flush().unwrap();
+        let mut r = BufReader::new(s);
+        let head = read_until(&mut r, "\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        let (op, ready) = ws_read_frame(&mut r);
+        assert_eq!(op, 1);
+        let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
+        assert_eq!(ready["event"], "ready");
+        assert_eq!(ready["client"], client.as_str());
+        let big = "y".repeat(40_000);
+        for (i, (to, body)) in [
+            ("agent-1", "small"),
+            (client.as_str(), &big[..]),
+            ("agent-1", &big[..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let cmd =
+                serde_json::json!({"type": "send", "to": to, "body": body, "ref": i.to_string()});
+            ws_write_text(r.get_mut(), &cmd.to_string());
+        }
+        // Three answers in order; the message to itself arrives on the same connection.
+        let (mut answers, mut own) = (Vec::new(), 0);
+        while answers.len() < 3 || own < 1 {
+            let (op, p) = ws_read_frame(&mut r);
+            assert_eq!(op, 1, "{}", String::from_utf8_lossy(&p));
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            match v["event"].as_str() {
+                Some("accepted") => answers.push(v["ref"].as_str().unwrap().to_string()),
+                Some("message") => {
+                    assert_eq!(v["body"].as_str().map(str::len), Some(big.len()));
+                    own += 1;
+                }
+                other => panic!("unexpected {other:?}: {v}"),
+            }
+        }
+        assert_eq!(answers, ["0", "1", "2"]);
+        let got = read_until(&mut sse, &big);
+        assert!(got.contains("small"), "{got}");
+    }
+}

@@ -30,6 +30,7 @@ pub fn encode(out: &mut Vec<u8>, framing: Framing, id: Option<&str>, event: &str
 }
 
 /// Appends a `message` event (the hot path: no intermediate string).
+#[inline]
 pub fn message(
     out: &mut Vec<u8>,
     framing: Framing,

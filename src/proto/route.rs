@@ -98,16 +98,7 @@ impl RouteError {
 /// from the head when it came in the Authorization header; empty for
 /// [`Route::Preflight`], which needs none).
 pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
-    if head.path() == "/v1/connect" && head.method != Method::Options {
-        let accept = handshake::accept(head).map_err(RouteError::Handshake)?;
-        let token = token_of(head).map_err(RouteError::Token)?;
-        let route = Route::Connect {
-            last_event_id: resume_point(head),
-            accept: Box::new(accept),
-        };
-        return Ok((route, token));
-    }
-    if head.websocket {
+    if head.websocket && head.path() != "/v1/connect" {
         return Err(RouteError::WebSocketUnsupported);
     }
     if head.method == Method::Options && head.path().starts_with("/v1/") {
@@ -121,6 +112,7 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
             Method::Get,
         ),
         "/v1/clients" => (Route::Clients, Method::Get),
+        "/v1/connect" => return connect(head),
         p => match p.strip_prefix("/v1/send/") {
             Some(to) => (Route::Send { to: recipient(to) }, Method::Post),
             None => return Err(RouteError::NotFound),
@@ -139,6 +131,18 @@ pub fn route(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError
         }
     }
     let token = token_of(head).map_err(RouteError::Token)?;
+    Ok((route, token))
+}
+
+/// Routes `GET /v1/connect`: the WebSocket handshake is checked first (its
+/// refusals name the method and version it needs), then the token.
+fn connect(head: &RequestHead) -> Result<(Route<'_>, Cow<'_, str>), RouteError> {
+    let accept = handshake::accept(head).map_err(RouteError::Handshake)?;
+    let token = token_of(head).map_err(RouteError::Token)?;
+    let route = Route::Connect {
+        last_event_id: resume_point(head),
+        accept: Box::new(accept),
+    };
     Ok((route, token))
 }
 
@@ -299,6 +303,44 @@ mod tests {
             assert_eq!(r.as_ref().map_err(|e| e.status()), Err(400), "{h:?}");
             assert_eq!(r.map_err(|e| e.code()), Err("websocket_unsupported"));
         }
+        let h = head("GET /v1/clients HTTP/1.1\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
+        // WebSocket on /v1/connect: the handshake, then the token.
+        const HS: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let h = head(&format!(
+            "GET /v1/connect?access_token=tok&last_event_id=5-3 HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\n\r\n"
+        ));
+        match route(&h) {
+            Ok((
+                Route::Connect {
+                    last_event_id,
+                    accept,
+                },
+                token,
+            )) => {
+                assert_eq!(token, "tok");
+                assert_eq!(last_event_id.as_deref(), Some("5-3"));
+                assert_eq!(accept.accept_key(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (raw, status, code) in [
+            // No upgrade at all: 426 naming websocket.
+            ("GET /v1/connect?access_token=t HTTP/1.1\r\nHost: h\r\n\r\n".to_string(), 426, "websocket_required"),
+            (format!("GET /v1/connect?access_token=t HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 12\r\n\r\n"), 426, "unsupported_websocket_version"),
+            (format!("POST /v1/connect?access_token=t HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"), 405, "method_not_allowed"),
+            // The handshake is checked before the token.
+            (format!("GET /v1/connect HTTP/1.1\r\n{HS}\r\n"), 426, "unsupported_websocket_version"),
+            (format!("GET /v1/connect HTTP/1.1\r\n{HS}Sec-WebSocket-Version: 13\r\n\r\n"), 401, "missing_token"),
+        ] {
+            let h = head(&raw);
+            let r = route(&h);
+            assert_eq!(r.as_ref().map_err(|e| (e.status(), e.code())), Err((status, code)), "{raw:?}");
+        }
+        // A preflight of /v1/connect is a preflight.
+        let h = head("OPTIONS /v1/connect HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(route(&h), Ok((Route::Preflight, "".into())));
         let h = head("GET /v1/clients HTTP/1.1\r\nUpgrade: h2c\r\nAuthorization: Bearer t\r\n\r\n");
         assert_eq!(route(&h), Ok((Route::Clients, "t".into())));
         assert_eq!(

@@ -47,6 +47,7 @@ impl Framing {
     /// Starts a write of events at the end of `out`, which may already hold
     /// bytes that go out before it (the response head): reserves the room for
     /// the chunk's size line. Returns the mark for [`Framing::finish`].
+    #[inline]
     pub fn begin(self, out: &mut Vec<u8>) -> usize {
         let mark = out.len();
         if self == Framing::Chunked {
@@ -61,6 +62,7 @@ impl Framing {
     /// the bytes to send start in `out`: the events' wire offsets are their
     /// positions in `out` minus that. With nothing appended since `begin`, no
     /// chunk is made (the reservation goes) and 0 is returned.
+    #[inline]
     pub fn finish(self, out: &mut Vec<u8>, mark: usize) -> usize {
         let start = self.finish_around(out, mark, 0);
         if self == Framing::Chunked && out.len() > mark {
@@ -72,6 +74,7 @@ impl Framing {
     /// [`Framing::finish`] for a chunk whose data continues, after what `out`
     /// holds, with `more` bytes kept elsewhere (sent from where they are,
     /// then [`CHUNK_END`], which this does not append).
+    #[inline]
     pub fn finish_around(self, out: &mut Vec<u8>, mark: usize, more: usize) -> usize {
         if self != Framing::Chunked {
             return 0;
@@ -113,6 +116,7 @@ impl Framing {
     }
 
     /// True if events are written as WebSocket frames.
+    #[inline]
     pub fn is_websocket(self) -> bool {
         self == Framing::WebSocket
     }

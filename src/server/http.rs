@@ -28,14 +28,6 @@ impl Worker {
     /// except that those of the second and later requests wait for the end of
     /// the loop iteration (`Worker::pipelined`).
     pub fn process(&mut self, idx: usize) {
-        if self
-            .conns
-            .get(idx)
-            .is_some_and(|c| c.framing().is_websocket())
-        {
-            self.ws_input(idx);
-            return;
-        }
         // Only one connection is held back at a time: should this run inside
         // another connection's processing, that one's output goes out first.
         if let Some(other) = self.cork.filter(|&o| o != idx) {
@@ -258,7 +250,9 @@ impl Worker {
 
     /// Routes one complete request.
     fn dispatch(&mut self, idx: usize, head: RequestHead, body: Vec<u8>) {
-        let close = head.close;
+        // A refused WebSocket handshake ends the connection: its client
+        // would not know what to send on it next.
+        let close = head.close || head.websocket;
         #[cfg(feature = "fault-injection")]
         match head.path() {
             // Test-only: a panic inside one connection's handling.

@@ -343,6 +343,8 @@ struct ConnInfo {
     client: Option<String>,
     role: Option<crate::auth::Role>,
     kind: &'static str,
+    /// How a receive connection's events travel: `sse` or `websocket` (`None` otherwise).
+    transport: Option<&'static str>,
     remote: Option<SocketAddr>,
     since_ms: u64,
     bytes_in: u64,

@@ -305,7 +305,15 @@ impl Worker {
     /// Writes the ready answers at the front of connection `idx`'s pipe; when
     /// the pipe empties, drops it and goes on with what waited for it (the
     /// idle timer, a receive request). Returns false if the connection closed.
+    #[inline]
     pub fn drain_pipe(&mut self, idx: usize) -> bool {
+        if !self.pipes.contains(idx) {
+            return self.conns.contains(idx);
+        }
+        self.drain_pipe_slots(idx)
+    }
+
+    fn drain_pipe_slots(&mut self, idx: usize) -> bool {
         loop {
             let Some(pipe) = self.pipes.get_mut(idx) else {
                 return self.conns.contains(idx);

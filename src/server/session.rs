@@ -338,6 +338,11 @@ impl Worker {
                     State::Linger => "closing",
                     _ => "send",
                 },
+                transport: match c.state {
+                    State::Receive { framing, .. } if framing.is_websocket() => Some("websocket"),
+                    State::Receive { .. } => Some("sse"),
+                    _ => None,
+                },
                 remote: c.stream.peer_addr().ok(),
                 since_ms: c.since_ms,
                 bytes_in: c.bytes_in,

@@ -168,9 +168,9 @@ pub(super) struct Worker {
     pub(super) ws: super::ws::Partials,
     /// Answers to the WebSocket commands of one read (`ws_input`).
     pub(super) ws_out: Vec<u8>,
-    /// The sender id of the WebSocket connection that sent last
-    /// (slab index, generation), shared by its messages.
-    pub(super) ws_from: Option<(usize, u32, Arc<str>)>,
+    /// The account and client id of the WebSocket connection that sent last
+    /// (by slab index and generation), shared by its messages (`ws_sender`).
+    pub(super) ws_from: Option<(usize, u32, Arc<str>, Arc<str>)>,
 }
 
 impl Worker {
@@ -715,6 +715,16 @@ impl Worker {
     /// Continues with pipelined input of a connection that got its answer.
     fn resume(&mut self, token: usize) {
         if let Some(idx) = self.conn_by_token(token) {
+            self.process_any(idx);
+        }
+    }
+
+    /// Goes on with connection `idx`'s input: its requests, or the frames
+    /// of a WebSocket connection.
+    pub fn process_any(&mut self, idx: usize) {
+        if self.conns[idx].framing().is_websocket() {
+            self.ws_input(idx);
+        } else {
             self.process(idx);
         }
     }

@@ -28,7 +28,7 @@ use crate::proto::ws_msg::{self, Command};
 
 /// Room for the JSON around a body of `--max-message` bytes: the whole
 /// message may be `2 x --max-message` plus this (escapes and base64 take
-/// more than the body's bytes; docs/websocket-draft.md, "Limits").
+/// more than the body's bytes; docs/websocket.md, "Limits").
 const ENVELOPE_ALLOWANCE: usize = 4096;
 
 /// The largest WebSocket message a client may send, for `max_message`.
@@ -45,6 +45,9 @@ struct Partial {
     dec: FrameDecoder,
     /// The bytes of an incomplete message (see `FrameDecoder::decode`).
     buf: Option<Vec<u8>>,
+    /// When the frame or message began (monotonic ms): it must be
+    /// complete within `--body-timeout`, as a request body must.
+    since: u64,
 }
 
 /// Incomplete frames and messages of a worker's WebSocket connections, by
@@ -53,21 +56,49 @@ struct Partial {
 pub(super) struct Partials(HashMap<usize, Box<Partial>>);
 
 impl Partials {
-    fn take(&mut self, idx: usize, gen: u32) -> (FrameDecoder, Option<Vec<u8>>) {
+    /// The state of connection `idx` (fresh if it has none): the decoder,
+    /// the incomplete message and when it began (0: nothing began).
+    fn take(&mut self, idx: usize, gen: u32) -> (FrameDecoder, Option<Vec<u8>>, u64) {
         if self.0.is_empty() {
-            return (FrameDecoder::new(), None);
+            return (FrameDecoder::new(), None, 0);
         }
         match self.0.remove(&idx) {
-            Some(p) if p.gen == gen => (p.dec, p.buf),
-            _ => (FrameDecoder::new(), None),
+            Some(p) if p.gen == gen => (p.dec, p.buf, p.since),
+            _ => (FrameDecoder::new(), None, 0),
         }
     }
 
-    fn keep(&mut self, idx: usize, gen: u32, dec: FrameDecoder, buf: Option<Vec<u8>>) {
+    /// Keeps the state of connection `idx` if a frame or message is
+    /// incomplete; returns when it began (0 if nothing is kept).
+    fn keep(
+        &mut self,
+        idx: usize,
+        gen: u32,
+        dec: FrameDecoder,
+        buf: Option<Vec<u8>>,
+        since: u64,
+    ) -> u64 {
         if dec.is_idle() && buf.is_none() {
-            return;
+            return 0;
         }
-        self.0.insert(idx, Box::new(Partial { gen, dec, buf }));
+        self.0.insert(
+            idx,
+            Box::new(Partial {
+                gen,
+                dec,
+                buf,
+                since,
+            }),
+        );
+        since
+    }
+
+    /// When connection `idx`'s incomplete frame or message began, if it has one.
+    pub fn began(&self, idx: usize, gen: u32) -> Option<u64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&idx).filter(|p| p.gen == gen).map(|p| p.since)
     }
 
     /// Forgets connection `idx` (it closed or moved).
@@ -162,7 +193,7 @@ impl Worker {
             return;
         }
         let mut input = std::mem::take(&mut c.inbuf);
-        let (mut dec, mut buf) = self.ws.take(idx, gen);
+        let (mut dec, mut buf, since) = self.ws.take(idx, gen);
         let limit = message_limit(self.shared.config.max_message);
         let mut out = std::mem::take(&mut self.ws_out);
         out.clear();
@@ -218,6 +249,7 @@ impl Worker {
                 }
             }
         }
+        let input_len = input.len();
         if matches!(stop, Stop::Gone) {
             out.clear();
             self.ws_out = out;
@@ -233,7 +265,16 @@ impl Worker {
             c.inbuf = input;
         }
         if matches!(stop, Stop::Done) {
-            self.ws.keep(idx, gen, dec, buf);
+            // An incomplete frame or message gets --body-timeout from its start.
+            let since = if since == 0 { self.now } else { since };
+            if self.ws.keep(idx, gen, dec, buf, since) != 0 {
+                let d = since + self.shared.config.body_timeout.as_millis() as u64;
+                let d = match self.conns[idx].deadline {
+                    0 => d,
+                    hb => hb.min(d),
+                };
+                self.set_conn_deadline(idx, d);
+            }
         }
         let ok = self.ws_answer(idx, &out);
         out.clear();
@@ -244,8 +285,20 @@ impl Worker {
         match stop {
             Stop::Done | Stop::Gone => {
                 let c = &mut self.conns[idx];
-                if c.read_paused && c.inbuf.is_empty() {
-                    self.read_ready(idx);
+                if c.inbuf.is_empty() {
+                    if c.read_paused {
+                        self.read_ready(idx);
+                    }
+                    return;
+                }
+                // Input that came while this ran (a TLS record decrypted
+                // while writing), unless it waits for answers.
+                let full = self
+                    .pipes
+                    .get(idx)
+                    .is_some_and(|p| p.len() >= super::pipe::MAX_IN_FLIGHT);
+                if pos >= input_len && !full {
+                    self.ws_input(idx);
                 }
             }
             Stop::Close(code, reason) => self.ws_close(idx, code, reason),
@@ -274,6 +327,28 @@ impl Worker {
             }
         }
         self.drain_pipe(idx) && self.conns.contains(idx)
+    }
+
+    /// The timer of WebSocket connection `idx` fired: a message not
+    /// completed within `--body-timeout` ends the connection (1008);
+    /// otherwise it is the heartbeat's.
+    pub(super) fn ws_timeout(&mut self, idx: usize) {
+        let gen = self.conns[idx].gen;
+        let limit = self.shared.config.body_timeout.as_millis() as u64;
+        match self.ws.began(idx, gen) {
+            Some(since) if self.now >= since + limit => {
+                let reason = "message not completed in time";
+                self.ws_close(idx, close::POLICY_VIOLATION, reason);
+            }
+            Some(since) => {
+                self.heartbeat(idx);
+                if let Some(c) = self.conns.get(idx) {
+                    let d = c.deadline.min(since + limit);
+                    self.set_conn_deadline(idx, d);
+                }
+            }
+            None => self.heartbeat(idx),
+        }
     }
 
     /// Ends WebSocket connection `idx` with a Close frame (`code`, `reason`),
@@ -312,13 +387,11 @@ impl Worker {
                 return self.ws_push(idx, out, &answer);
             }
         };
-        let Some(s) = self.relay.get(sidx) else {
+        let Some((account, from)) = self.ws_sender(idx, sidx) else {
             return true;
         };
-        let account: Box<str> = s.account().into();
         match cmd {
             Command::Send { to, body, ref_ } => {
-                let from = self.ws_sender(idx, sidx);
                 let body = (body.bytes.into_owned().into_boxed_slice(), body.json);
                 self.ws_send(idx, (&account, &from), &to, body, ref_.as_deref(), out)
             }
@@ -336,18 +409,20 @@ impl Worker {
         self.conns.contains(idx)
     }
 
-    /// The sender id of WebSocket connection `idx` (session `sidx`), shared by
-    /// its messages: one allocation per connection and loop, not per send.
-    fn ws_sender(&mut self, idx: usize, sidx: usize) -> Arc<str> {
+    /// The account and client id of WebSocket connection `idx` (session
+    /// `sidx`), the sender of its commands; kept for the connection that
+    /// sent last, so a batch of commands allocates them once.
+    fn ws_sender(&mut self, idx: usize, sidx: usize) -> Option<(Arc<str>, Arc<str>)> {
         let gen = self.conns[idx].gen;
-        if let Some((i, g, from)) = &self.ws_from {
-            if *i == idx && *g == gen {
-                return from.clone();
+        if let Some(w) = &self.ws_from {
+            if w.0 == idx && w.1 == gen {
+                return Some((w.2.clone(), w.3.clone()));
             }
         }
-        let from: Arc<str> = self.relay.session(sidx).client().into();
-        self.ws_from = Some((idx, gen, from.clone()));
-        from
+        let s = self.relay.get(sidx)?;
+        let (account, from): (Arc<str>, Arc<str>) = (s.account().into(), s.client().into());
+        self.ws_from = Some((idx, gen, account.clone(), from.clone()));
+        Some((account, from))
     }
 
     /// A `send` command: delivered here at once when this worker holds the

@@ -396,6 +396,34 @@ fn message_limits() {
     error(&mut a, "payload_too_large", Some("frag-edge"));
 }
 
+/// A frame, or a fragmented message, not complete within `--body-timeout`
+/// of its first byte: Close 1008 (docs/websocket.md, "Close").
+#[test]
+fn incomplete_frames_and_messages_time_out_with_1008() {
+    let node = Node::start(&["--body-timeout", "1s"]);
+    // A frame header, then part of its payload, then nothing.
+    let mut ws = fresh(&node);
+    let t = std::time::Instant::now();
+    ws.raw(&header_bytes(0x81, 100, Some([1, 2, 3, 4])));
+    ws.raw(&[b' '; 10]);
+    ws.expect_close_code(1008, "incomplete frame");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(900), "{:?}", t.elapsed());
+    // A first fragment, then no more.
+    let mut ws = fresh(&node);
+    ws.frame(false, TEXT, b"{\"type\":");
+    ws.expect_close_code(1008, "incomplete message");
+    // Pings meanwhile do not extend the message's time.
+    let mut ws = fresh(&node);
+    let t = std::time::Instant::now();
+    ws.frame(false, TEXT, b"{\"type\":");
+    for _ in 0..3 {
+        ws.frame(true, PING, b"k");
+        assert_eq!(ws.next_frame().opcode, PONG);
+    }
+    ws.expect_close_code(1008, "incomplete message with pings");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
 // ---------------------------------------------------------------------------
 // Close handling (Autobahn 7.x)
 // ---------------------------------------------------------------------------

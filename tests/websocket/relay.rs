@@ -449,7 +449,6 @@ fn connection(node: &Node, local: SocketAddr) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "server: /connections has no \"transport\" field yet (src/server/admin/mod.rs)"]
 fn connections_show_the_transport() {
     let node = Node::start(&[]);
     let w = ws(&node, "agent-t1");

@@ -319,6 +319,41 @@ mod tests {
 
     /// RFC 6455 §1.3 and §4.2.2's example (the value as printed in the RFC;
     /// tungstenite computes the same).
+    /// Opening handshakes as real clients send them (captured on 2026-12-08
+    /// from a plain socket: Python `websockets` 17.4 and headless Chromium
+    /// 156), each accepted with the key Python's `hashlib` computes, the
+    /// subprotocol echoed and permessage-deflate noticed (and declined).
+    #[test]
+    fn handshakes_of_real_clients() {
+        for (raw, key) in [
+            (
+                &include_bytes!("fixtures/python-websockets-17.4.http")[..],
+                "r7PCdhC2nX041V39VixCp/1d2sk=",
+            ),
+            (
+                &include_bytes!("fixtures/chromium-156-headless.http")[..],
+                "Isvj7ZukaISM34FTsx6j2pw1GYU=",
+            ),
+        ] {
+            let h = match parse_head(raw, &Limits::default()) {
+                Ok(Parse::Complete(h)) => h,
+                other => panic!("{other:?}"),
+            };
+            assert!(h.websocket);
+            assert!(h.handshake().is_some_and(|hs| hs.deflate_offered()));
+            let a = accept(&h).expect("accepted");
+            assert_eq!(a.accept_key(), key);
+            assert!(a.subprotocol());
+            let resp = response(&a);
+            assert!(
+                resp.contains("Sec-WebSocket-Protocol: switchboard.v1\r\n"),
+                "{resp}"
+            );
+            assert!(!resp.contains("Extensions"), "{resp}");
+            assert_eq!(crate::proto::route::token_of(&h).as_deref(), Ok("T"));
+        }
+    }
+
     #[test]
     fn rfc_6455_example_key() {
         assert_eq!(

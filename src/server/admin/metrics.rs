@@ -33,6 +33,44 @@ impl Admin {
             "switchboard_connections{{kind=\"request\"}} {}",
             open.saturating_sub(receive)
         );
+        let ws = sum(&|s| s.ws_open.load(Relaxed));
+        g(
+            &mut m,
+            "stream_connections",
+            "Open receive connections by transport: Server-Sent Events (GET /v1/receive) or WebSocket (GET /v1/connect).",
+            "gauge",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_stream_connections{{transport=\"sse\"}} {}",
+            receive.saturating_sub(ws)
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_stream_connections{{transport=\"websocket\"}} {ws}"
+        );
+        g(
+            &mut m,
+            "websocket_commands_total",
+            "Commands read on WebSocket connections (send, clients; answered or refused).",
+            "counter",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_websocket_commands_total {}",
+            sum(&|s| s.ws_commands.load(Relaxed))
+        );
+        g(
+            &mut m,
+            "websocket_protocol_errors_total",
+            "WebSocket connections closed for breaking RFC 6455 or sending a binary message.",
+            "counter",
+        );
+        let _ = writeln!(
+            m,
+            "switchboard_websocket_protocol_errors_total {}",
+            sum(&|s| s.ws_protocol_errors.load(Relaxed))
+        );
         g(
             &mut m,
             "connections_accepted_total",
@@ -174,7 +212,7 @@ impl Admin {
             ("peer_gone_total", "peer-gone notices queued.", |s| {
                 s.peer_gone.load(Relaxed)
             }),
-            ("heartbeats_total", "Heartbeat comments written.", |s| {
+            ("heartbeats_total", "Heartbeats written (SSE comments, WebSocket Pings).", |s| {
                 s.heartbeats.load(Relaxed)
             }),
             ("bytes_in_total", "Bytes read from clients.", |s| {

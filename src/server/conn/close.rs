@@ -35,11 +35,12 @@ impl Worker {
             // Pipelined sends whose answers did not come in time get 503; what
             // waited behind them goes on.
             self.fail_pipe(idx);
-            self.process(idx);
+            self.process_any(idx);
             return;
         }
         let c = &self.conns[idx];
         match c.state {
+            State::Receive { framing, .. } if framing.is_websocket() => self.ws_timeout(idx),
             State::Receive { .. } => self.heartbeat(idx),
             State::Request(ref r) if r.in_body() => {
                 log::info!("{} body timeout", c.sid);

@@ -68,12 +68,16 @@ impl Worker {
         let mut got = false;
         let mut established = false;
         let mut body_started = false;
+        let mut websocket = false;
         {
             let c = &mut self.conns[idx];
             c.read_paused = false;
             // A WebSocket connection's input is its client's frames.
             let keep = match c.state {
-                State::Receive { framing, .. } => framing.is_websocket(),
+                State::Receive { framing, .. } => {
+                    websocket = framing.is_websocket();
+                    websocket
+                }
                 State::Linger => false,
                 _ => true,
             };
@@ -187,7 +191,11 @@ impl Worker {
             self.arm_body_timeout(idx);
         }
         if got {
-            self.process(idx);
+            if websocket {
+                self.ws_input(idx);
+            } else {
+                self.process(idx);
+            }
         }
         if let Some(e) = error {
             if self.conns.contains(idx) {
