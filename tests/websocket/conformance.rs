@@ -407,7 +407,11 @@ fn incomplete_frames_and_messages_time_out_with_1008() {
     ws.raw(&header_bytes(0x81, 100, Some([1, 2, 3, 4])));
     ws.raw(&[b' '; 10]);
     ws.expect_close_code(1008, "incomplete frame");
-    assert!(t.elapsed() >= std::time::Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     // A first fragment, then no more.
     let mut ws = fresh(&node);
     ws.frame(false, TEXT, b"{\"type\":");
@@ -421,7 +425,11 @@ fn incomplete_frames_and_messages_time_out_with_1008() {
         assert_eq!(ws.next_frame().opcode, PONG);
     }
     ws.expect_close_code(1008, "incomplete message with pings");
-    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------
