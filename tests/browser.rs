@@ -503,3 +503,98 @@ fn browser_pages_of_allowed_origins_work_and_others_disturb_nobody() {
     let r = cdp.eval("window.r");
     assert_eq!(r["events"].as_array().map(Vec::len), Some(0), "{r}");
 }
+
+/// The page of the WebSocket test: one `WebSocket` to the gateway (token in
+/// the query, subprotocol `switchboard.v1`) that receives and sends; what it
+/// sees is recorded in `window.r`; `api(cmd)` sends a command.
+fn ws_page_html(gateway: &str, token: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>ws console</title></head><body><script>
+const GW = "{gateway}", TOKEN = "{token}";
+window.r = {{ opens: 0, errors: 0, closes: [], events: [], protocol: null }};
+const ws = new WebSocket(GW + "/v1/connect?access_token=" + encodeURIComponent(TOKEN), "switchboard.v1");
+ws.onopen = () => {{ r.opens++; r.protocol = ws.protocol; }};
+ws.onmessage = (e) => {{ r.events.push(JSON.parse(e.data)); }};
+ws.onerror = () => {{ r.errors++; }};
+ws.onclose = (e) => {{ r.closes.push({{ code: e.code, reason: e.reason }}); }};
+window.api = (cmd) => {{ ws.send(JSON.stringify(cmd)); return true; }};
+</script></body></html>"#
+    )
+}
+
+/// The first event of the page's record satisfying `pred`.
+fn ws_event(record: &Value, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    record["events"]
+        .as_array()?
+        .iter()
+        .find(|e| pred(e))
+        .cloned()
+}
+
+/// A page of an allowed origin receives and sends over one `WebSocket`
+/// (`ready` first, `accepted` with its ref and the id the recipient sees, a
+/// message sent to it); a page of another origin gets its `WebSocket`
+/// refused (closed without ever opening), the node logs the origin, and the
+/// session of the client whose token it used goes on undisturbed.
+#[test]
+fn browser_websocket_from_an_allowed_origin_works_and_others_are_refused() {
+    let page_listener = TcpListener::bind("127.0.0.1:0").expect("bind page");
+    let bad_listener = TcpListener::bind("127.0.0.1:0").expect("bind page");
+    let page_origin = format!("http://{}", page_listener.local_addr().unwrap());
+    let bad_origin = format!("http://{}", bad_listener.local_addr().unwrap());
+    let node = Node::start(&["--allowed-origins", &page_origin]);
+    let gateway = format!("ws://{}", node.addr);
+    let console = token("acme", "console-1", Role::Console);
+    let agent = token("acme", "agent-2", Role::Agent);
+    serve_page(page_listener, ws_page_html(&gateway, &console));
+    serve_page(bad_listener, ws_page_html(&gateway, &agent));
+    let mut agent_rx = Receiver::open(node.addr, &agent, &[]);
+    agent_rx.ready();
+
+    let browser = Browser::start();
+    let mut cdp = browser.page();
+
+    // --- The allowed page.
+    cdp.open(&format!("{page_origin}/"));
+    let r = cdp.wait_record("WebSocket open, ready received", |r| {
+        r["opens"] == 1 && !r["events"].as_array().is_none_or(Vec::is_empty)
+    });
+    assert_eq!(r["protocol"], "switchboard.v1", "{r}");
+    assert_eq!(r["events"][0]["event"], "ready", "{r}");
+    assert_eq!(r["events"][0]["client"], "console-1", "{r}");
+    // Send over the WebSocket: accepted with the ref, the message arrives
+    // with that id.
+    cdp.eval(r#"api({type: "send", to: "agent-2", body: "from the page ws", ref: "b1"})"#);
+    let r = cdp.wait_record("accepted", |r| {
+        ws_event(r, |e| e["event"] == "accepted").is_some()
+    });
+    let acc = ws_event(&r, |e| e["event"] == "accepted").unwrap();
+    assert_eq!(acc["ref"], "b1", "{r}");
+    let ev = agent_rx.expect_message("console-1", "from the page ws");
+    assert_eq!(ev.id.as_deref(), acc["id"].as_str(), "{r}");
+    // A message to the page.
+    let id = send_ok(node.addr, &agent, "console-1", "to the page ws");
+    let r = cdp.wait_record("message", |r| {
+        ws_event(r, |e| e["body"] == "to the page ws").is_some()
+    });
+    let m = ws_event(&r, |e| e["body"] == "to the page ws").unwrap();
+    assert_eq!(
+        (&m["event"], &m["from"], &m["id"]),
+        (&json!("message"), &json!("agent-2"), &json!(id)),
+        "{r}"
+    );
+    assert_eq!(r["errors"], 0, "{r}");
+
+    // --- The page of another origin, with the agent's token.
+    cdp.open(&format!("{bad_origin}/"));
+    let r = cdp.wait_record("WebSocket refused", |r| {
+        !r["closes"].as_array().is_none_or(Vec::is_empty)
+    });
+    assert_eq!(r["opens"], 0, "{r}");
+    assert_eq!(r["errors"], 1, "{r}");
+    assert_eq!(r["closes"][0]["code"], 1006, "{r}");
+    assert!(node.wait_log(&format!("refused origin \"{bad_origin}\"")));
+    // The agent's session was not touched.
+    send_ok(node.addr, &console, "agent-2", "still yours");
+    agent_rx.expect_message("console-1", "still yours");
+}

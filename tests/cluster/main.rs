@@ -2,7 +2,8 @@
 //! `redis-server` (one per test, on a free loopback port): relaying across
 //! nodes, the cluster-wide client list, session hand-over with Last-Event-ID,
 //! a node killed with SIGKILL, Redis going away and coming back, stale presence
-//! expiring, and HAProxy balancing over two nodes.
+//! expiring, HAProxy balancing over two nodes, and WebSocket clients across
+//! nodes (with tests/websocket/wsclient.rs).
 //!
 //! Needs `redis-server` and `haproxy` (tools/test installs them).
 
@@ -14,6 +15,9 @@ mod haproxy;
 mod ownership;
 mod regressions;
 mod relay;
+mod websocket;
+#[path = "../websocket/wsclient.rs"]
+mod wsclient;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
