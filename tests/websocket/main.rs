@@ -1,5 +1,5 @@
 //! The WebSocket transport (`GET /v1/connect`, issue 26) end to end, against
-//! docs/websocket-draft.md and its decisions of 2026-12-08:
+//! docs/websocket.md and its decisions of 2026-12-08:
 //!
 //! | module | what |
 //! |---|---|
