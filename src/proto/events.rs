@@ -45,7 +45,11 @@ pub fn message(
     json: bool,
 ) {
     if framing.is_websocket() {
-        let frame = InPlace::begin(out, Opcode::Text, body.len() + from.len() + MESSAGE_OVERHEAD);
+        let frame = InPlace::begin(
+            out,
+            Opcode::Text,
+            body.len() + from.len() + MESSAGE_OVERHEAD,
+        );
         ws_msg::encode_message(out, id, from, body, json);
         frame.finish(out);
     } else {

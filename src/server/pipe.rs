@@ -161,18 +161,26 @@ impl Worker {
     }
 
     /// Reserves the next answer slot of WebSocket connection `idx` for a
-    /// send with `ref_`; returns its sequence number.
-    pub fn reserve_ws_slot(&mut self, idx: usize, ref_: Option<&str>) -> u64 {
+    /// send with `ref_`; returns its sequence number. `before` holds the
+    /// answers of the batch not written yet: they go into the pipe first.
+    pub fn reserve_ws_slot(&mut self, idx: usize, ref_: Option<&str>, before: &mut Vec<u8>) -> u64 {
         self.pipe_seq += 1;
         let seq = self.pipe_seq;
         let ref_ = ref_.map(Box::from);
-        self.push_awaited(idx, Slot::WsWaiting { seq, ref_ });
+        self.push_awaited(idx, Slot::WsWaiting { seq, ref_ }, before);
         seq
     }
 
     /// Reserves the next answer slot of WebSocket connection `idx` for a
-    /// `clients` command whose answer comes in `parts` parts.
-    pub fn reserve_ws_list(&mut self, idx: usize, ref_: Option<&str>, parts: usize) -> u64 {
+    /// `clients` command whose answer comes in `parts` parts (`before` as
+    /// for [`Worker::reserve_ws_slot`]).
+    pub fn reserve_ws_list(
+        &mut self,
+        idx: usize,
+        ref_: Option<&str>,
+        parts: usize,
+        before: &mut Vec<u8>,
+    ) -> u64 {
         self.pipe_seq += 1;
         let seq = self.pipe_seq;
         let list = WsList {
@@ -181,13 +189,21 @@ impl Worker {
             pending: parts,
             clients: Some(Vec::new()),
         };
-        self.push_awaited(idx, Slot::WsList(Box::new(list)));
+        self.push_awaited(idx, Slot::WsList(Box::new(list)), before);
         seq
     }
 
-    fn push_awaited(&mut self, idx: usize, slot: Slot) {
+    /// Queues an awaited answer; answers of the batch not written yet
+    /// (`before`, only while the connection has no pipe: otherwise they are
+    /// in it already) stay ahead of it.
+    fn push_awaited(&mut self, idx: usize, slot: Slot, before: &mut Vec<u8>) {
         let fresh = !self.pipes.contains(idx);
-        self.pipes.entry(idx).slots.push_back(slot);
+        let pipe = self.pipes.entry(idx);
+        if !before.is_empty() {
+            pipe.push_ready(before, false);
+            before.clear();
+        }
+        pipe.slots.push_back(slot);
         if fresh {
             self.await_answer(idx);
         }

@@ -316,15 +316,13 @@ impl Worker {
         }
     }
 
-    /// Writes the answers of a batch (behind the pipe's, if it has any).
-    /// False if the connection closed.
+    /// Writes the answers of a batch, then what the pipe has ready. False if
+    /// the connection closed. (`out` holds only answers read while the
+    /// connection had no pipe, all before its first slot: a slot reserved in
+    /// the batch took the answers before it along, `push_awaited`.)
     fn ws_answer(&mut self, idx: usize, out: &[u8]) -> bool {
-        if !out.is_empty() {
-            if let Some(p) = self.pipes.get_mut(idx) {
-                p.push_ready(out, false);
-            } else if !self.write_conn(idx, out) {
-                return false;
-            }
+        if !out.is_empty() && !self.write_conn(idx, out) {
+            return false;
         }
         self.drain_pipe(idx) && self.conns.contains(idx)
     }
@@ -461,7 +459,7 @@ impl Worker {
                 self.json_scratch = answer;
                 return live;
             }
-            let seq = self.reserve_ws_slot(idx, ref_);
+            let seq = self.reserve_ws_slot(idx, ref_, out);
             let reply = ReplyTo {
                 worker: self.id,
                 token,
@@ -471,7 +469,7 @@ impl Worker {
             self.deliver_or_forward(found, account, from, to, body, reply, false);
             return self.conns.contains(idx);
         }
-        let seq = self.reserve_ws_slot(idx, ref_);
+        let seq = self.reserve_ws_slot(idx, ref_, out);
         let reply = ReplyTo {
             worker: self.id,
             token,
@@ -505,7 +503,7 @@ impl Worker {
     ) -> bool {
         let token = self.token_of(idx);
         if let Some(b) = self.shared.cluster.clone() {
-            let seq = self.reserve_ws_list(idx, ref_, 1);
+            let seq = self.reserve_ws_list(idx, ref_, 1, out);
             let cmd = super::bridge::BridgeCmd::List {
                 account: account.into(),
                 reply: ReplyTo {
@@ -535,7 +533,7 @@ impl Worker {
             render_clients(&mut answer, ref_, Some(&mut clients));
             return self.ws_push(idx, out, &answer);
         }
-        let seq = self.reserve_ws_list(idx, ref_, others.len() + 1);
+        let seq = self.reserve_ws_list(idx, ref_, others.len() + 1, out);
         self.ws_list_part(idx, seq, Some(clients));
         for w in others {
             let env = Envelope::List {

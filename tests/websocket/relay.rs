@@ -460,3 +460,64 @@ fn connections_show_the_transport() {
     assert_eq!(c["transport"], "sse", "{c}");
     assert_eq!(c["client"], "agent-t2", "{c}");
 }
+
+/// Commands read together whose answers come from this worker and from
+/// another one, interleaved, starting with one answered here: the answers
+/// still come in command order (an answer ready at once must not pass the
+/// awaited ones before it, nor fall behind those after it).
+#[test]
+fn answers_from_this_and_another_worker_keep_command_order() {
+    let node = Node::start(&["--workers", "2", "--shard-by", "client"]);
+    let mut w = ws(&node, "agent-m");
+    let home = worker_of(&node, w.stream.local_addr().unwrap());
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    for i in 0..40 {
+        let name = format!("agent-m{i}");
+        let rx = sse(&node, &name);
+        if worker_of(&node, rx.stream.local_addr().unwrap()) == home {
+            if here.len() < 3 {
+                here.push((name, rx));
+            }
+        } else if there.len() < 3 {
+            there.push((name, rx));
+        }
+        if here.len() == 3 && there.len() == 3 {
+            break;
+        }
+    }
+    assert!(
+        here.len() == 3 && there.len() == 3,
+        "recipients on both workers"
+    );
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        let mut refs = Vec::new();
+        // here, there, here, there, here, there
+        for i in 0..6 {
+            let to = if i % 2 == 0 {
+                &here[i / 2].0
+            } else {
+                &there[i / 2].0
+            };
+            let r = format!("{round}-{i}");
+            let cmd = json!({"type":"send","to":to,"body":format!("m {round} {i}"),"ref":r});
+            batch.extend(frame_bytes(true, 0, TEXT, cmd.to_string().as_bytes(), true));
+            refs.push(r);
+        }
+        w.raw(&batch);
+        for r in &refs {
+            accepted(&mut w, r);
+        }
+    }
+    // Every message reached its recipient, in order.
+    for round in 0..3 {
+        for i in 0..6 {
+            let rx = if i % 2 == 0 {
+                &mut here[i / 2].1
+            } else {
+                &mut there[i / 2].1
+            };
+            rx.expect_message("agent-m", &format!("m {round} {i}"));
+        }
+    }
+}
