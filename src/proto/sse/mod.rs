@@ -150,10 +150,18 @@ pub fn encode_message(
     json: bool,
 ) {
     encode_message_start(out, id, from);
+    push_body_field(out, body, json);
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// Appends a message body's member of the JSON object both transports
+/// write (SSE's `data`, WebSocket's event): `,"json":<body>` with `json`
+/// (compact JSON, as it is), else `,"body":"<text>"` if the body is UTF-8,
+/// else `,"body_b64":"<standard base64 with padding>"`. One escape pass.
+pub(crate) fn push_body_field(out: &mut Vec<u8>, body: &[u8], json: bool) {
     if json {
         out.extend_from_slice(b",\"json\":");
         out.extend_from_slice(body);
-        out.extend_from_slice(JSON_MESSAGE_TAIL);
         return;
     }
     let mark = out.len();
@@ -165,7 +173,6 @@ pub fn encode_message(
         out.extend_from_slice(STANDARD.encode(body).as_bytes());
         out.push(b'"');
     }
-    out.extend_from_slice(b"}\n\n");
 }
 
 /// The `message` event up to its `from` field: `id: ..`, `event: message`,

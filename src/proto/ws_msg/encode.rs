@@ -5,12 +5,9 @@
 //! strings escaped by the SSE encoder's escape pass (byte for byte what
 //! `serde_json` writes).
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-
 use crate::ids::{EventId, SessionId};
 use crate::proto::response::push_decimal;
-use crate::proto::sse::{push_json_str, push_json_text};
+use crate::proto::sse::{push_body_field, push_json_str};
 
 /// Appends `{"event":"<event>"` (event names are ASCII without quotes).
 fn start(out: &mut Vec<u8>, event: &str) {
@@ -87,20 +84,7 @@ pub fn encode_event(out: &mut Vec<u8>, event: &str, id: Option<&str>, data: &str
 /// per-message hot path: no intermediate string, one escape pass.
 pub fn encode_message(out: &mut Vec<u8>, id: EventId, from: &str, body: &[u8], json: bool) {
     message_start(out, id, from);
-    if json {
-        out.extend_from_slice(b",\"json\":");
-        out.extend_from_slice(body);
-        out.push(b'}');
-        return;
-    }
-    let mark = out.len();
-    out.extend_from_slice(b",\"body\":");
-    if !push_json_text(out, body) {
-        out.truncate(mark);
-        out.extend_from_slice(b",\"body_b64\":\"");
-        out.extend_from_slice(STANDARD.encode(body).as_bytes());
-        out.push(b'"');
-    }
+    push_body_field(out, body, json);
     out.push(b'}');
 }
 
